@@ -1,0 +1,29 @@
+"""Who is calling: resolved once per request from the bearer credential."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+CARDHOLDER = "cardholder"
+OPERATOR = "operator"
+AUDITOR = "auditor"
+ADMIN = "admin"
+TERMINAL = "terminal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    subject_id: uuid.UUID  # account, operator or terminal id
+    session_id: uuid.UUID | None = None
+    person_id: uuid.UUID | None = None
+    phone: str | None = None
+    device_id: str | None = None
+    merchant: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        kind = "account" if self.role == CARDHOLDER else self.role
+        return f"{kind}:{self.subject_id}"

@@ -1,0 +1,155 @@
+"""SQL for sign-in codes, accounts, sessions, refresh tokens, operators and terminals."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from infra.db import UnitOfWork
+
+
+async def lock_phone(uow: UnitOfWork, phone: str) -> None:
+    """Serialise sign-in code requests and checks for one phone, across every API process."""
+    await uow.execute("SELECT pg_advisory_xact_lock(hashtextextended('otp:' || $1, 0))", phone)
+
+
+async def codes_sent_since(uow: UnitOfWork, phone: str, since: datetime) -> list[datetime]:
+    rows = await uow.fetch(
+        "SELECT created_at FROM otp_codes WHERE phone = $1 AND created_at > $2 ORDER BY created_at", phone, since
+    )
+    return [r["created_at"] for r in rows]
+
+
+async def insert_code(uow: UnitOfWork, phone: str, code_hash: bytes, expires_at: datetime) -> None:
+    # A new code replaces the ones before it.
+    await uow.execute(
+        "UPDATE otp_codes SET consumed_at = now() WHERE phone = $1 AND consumed_at IS NULL", phone
+    )
+    await uow.execute(
+        "INSERT INTO otp_codes (phone, code_hash, expires_at) VALUES ($1, $2, $3)", phone, code_hash, expires_at
+    )
+
+
+async def latest_open_code(uow: UnitOfWork, phone: str) -> asyncpg.Record | None:
+    return await uow.fetchrow(
+        """SELECT id, code_hash, expires_at, attempts FROM otp_codes
+           WHERE phone = $1 AND consumed_at IS NULL ORDER BY id DESC LIMIT 1""",
+        phone,
+    )
+
+
+async def count_failed_attempt(uow: UnitOfWork, code_id: int) -> int:
+    attempts: int = await uow.fetchval(
+        "UPDATE otp_codes SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts", code_id
+    )
+    return attempts
+
+
+async def consume_code(uow: UnitOfWork, code_id: int) -> None:
+    await uow.execute("UPDATE otp_codes SET consumed_at = now() WHERE id = $1", code_id)
+
+
+async def upsert_account(uow: UnitOfWork, phone: str) -> uuid.UUID:
+    account_id: uuid.UUID = await uow.fetchval(
+        """INSERT INTO accounts (phone) VALUES ($1)
+           ON CONFLICT (phone) DO UPDATE SET phone = excluded.phone RETURNING id""",
+        phone,
+    )
+    return account_id
+
+
+async def create_session(
+    uow: UnitOfWork, kind: str, principal_id: uuid.UUID, device_id: str | None, platform: str | None,
+    expires_at: datetime,
+) -> uuid.UUID:
+    session_id: uuid.UUID = await uow.fetchval(
+        """INSERT INTO sessions (principal_kind, principal_id, device_id, platform, expires_at)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        kind, principal_id, device_id, platform, expires_at,
+    )
+    return session_id
+
+
+async def insert_refresh_token(uow: UnitOfWork, session_id: uuid.UUID, token_hash: bytes, expires_at: datetime) -> None:
+    await uow.execute(
+        "INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)",
+        session_id, token_hash, expires_at,
+    )
+
+
+async def refresh_token_for_update(uow: UnitOfWork, token_hash: bytes) -> asyncpg.Record | None:
+    return await uow.fetchrow(
+        """SELECT r.id, r.session_id, r.expires_at, r.used_at, s.principal_kind, s.principal_id,
+                  s.revoked_at, s.expires_at AS session_expires_at
+           FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
+           WHERE r.token_hash = $1
+           FOR UPDATE OF r, s""",
+        token_hash,
+    )
+
+
+async def mark_refresh_used(uow: UnitOfWork, token_id: uuid.UUID) -> None:
+    await uow.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", token_id)
+
+
+async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) -> None:
+    await uow.execute(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+        session_id, reason,
+    )
+
+
+async def operator_by_username(uow: UnitOfWork, username: str) -> asyncpg.Record | None:
+    return await uow.fetchrow(
+        """SELECT id, role, password_hash, totp_secret_enc, failed_attempts, locked_until, disabled_at
+           FROM operators WHERE username = $1 FOR UPDATE""",
+        username,
+    )
+
+
+async def record_operator_failure(uow: UnitOfWork, operator_id: uuid.UUID, lock_after: int, lock_s: int) -> None:
+    await uow.execute(
+        """UPDATE operators SET failed_attempts = failed_attempts + 1,
+               locked_until = CASE WHEN failed_attempts + 1 >= $2
+                                   THEN now() + make_interval(secs => $3) ELSE locked_until END
+           WHERE id = $1""",
+        operator_id, lock_after, lock_s,
+    )
+
+
+async def reset_operator_failures(uow: UnitOfWork, operator_id: uuid.UUID) -> None:
+    await uow.execute("UPDATE operators SET failed_attempts = 0, locked_until = NULL WHERE id = $1", operator_id)
+
+
+async def insert_operator(
+    uow: UnitOfWork, username: str, display_name: str, role: str, password_hash: str, totp_secret_enc: bytes
+) -> uuid.UUID:
+    operator_id: uuid.UUID = await uow.fetchval(
+        """INSERT INTO operators (username, display_name, role, password_hash, totp_secret_enc)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        username, display_name, role, password_hash, totp_secret_enc,
+    )
+    return operator_id
+
+
+async def insert_terminal(uow: UnitOfWork, terminal_id: uuid.UUID, merchant: str, key_hash: bytes) -> None:
+    await uow.execute(
+        "INSERT INTO terminals (id, merchant, key_hash) VALUES ($1, $2, $3)", terminal_id, merchant, key_hash
+    )
+
+
+# Principal resolution runs on every authenticated request: one indexed lookup each.
+ACCOUNT_SESSION_SQL = """
+    SELECT a.id AS account_id, a.person_id, a.phone, s.device_id
+    FROM sessions s JOIN accounts a ON a.id = s.principal_id
+    WHERE s.id = $1 AND s.principal_kind = 'account' AND s.revoked_at IS NULL AND s.expires_at > now()"""
+
+OPERATOR_SESSION_SQL = """
+    SELECT o.id AS operator_id, o.role
+    FROM sessions s JOIN operators o ON o.id = s.principal_id
+    WHERE s.id = $1 AND s.principal_kind = 'operator' AND s.revoked_at IS NULL AND s.expires_at > now()
+      AND o.disabled_at IS NULL"""
+
+TERMINAL_SQL = "SELECT merchant, key_hash FROM terminals WHERE id = $1 AND revoked_at IS NULL"

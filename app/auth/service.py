@@ -1,0 +1,249 @@
+"""Sign-in use cases: SMS codes, token pairs with rotating refresh tokens, operators, terminals."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from app.auth import repository as repo
+from app.auth import tokens
+from app.auth.principal import ADMIN, AUDITOR, CARDHOLDER, OPERATOR, TERMINAL, Principal
+from app.errors import BadRequest, TooManyRequests, Unauthorized
+from infra import audit
+from infra.config import Settings
+from infra.crypto import FieldCipher, mask_phone
+from infra.db import UnitOfWork, unit_of_work
+from notifications.sms import SmsProvider
+
+PHONE = re.compile(r"1[3-9][0-9]{9}")
+_OPERATOR_SESSION = timedelta(hours=8)
+_OPERATOR_LOCK_AFTER = 5
+_OPERATOR_LOCK_S = 15 * 60
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+class AuthService:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, sms: SmsProvider) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._sms = sms
+        self._cipher = FieldCipher(settings.data_encryption_key)
+
+    # -- cardholders -----------------------------------------------------------------------------
+    async def send_code(self, phone: str, locale: str) -> int:
+        """Send a sign-in code; return its lifetime in seconds."""
+        if not PHONE.fullmatch(phone):
+            raise BadRequest("invalid_phone")
+        s = self._settings
+        now = datetime.now(UTC)
+        async with unit_of_work(self._pool) as uow:
+            await repo.lock_phone(uow, phone)
+            sent = await repo.codes_sent_since(uow, phone, now - timedelta(hours=1))
+            if len(sent) >= s.otp_max_per_hour:
+                wait = int((sent[0] + timedelta(hours=1) - now).total_seconds()) + 1
+                raise TooManyRequests(
+                    "otp_rate_limited", minutes=max(1, (wait + 59) // 60), headers={"Retry-After": str(wait)}
+                )
+            code = tokens.otp_code()
+            await repo.insert_code(
+                uow, phone, tokens.otp_hash(s.lookup_hash_key, phone, code), now + timedelta(seconds=s.otp_ttl_s)
+            )
+            text = (
+                f"Your social security sign-in code is {code}. It expires in 5 minutes. Never share it."
+                if locale == "en"
+                else f"【社保服务】您的登录验证码为{code}，5分钟内有效。请勿告诉他人。"
+            )
+            await self._sms.send(uow, phone, text)
+        return s.otp_ttl_s
+
+    async def verify_code(self, phone: str, code: str, device_id: str, platform: str) -> TokenPair:
+        if not PHONE.fullmatch(phone):
+            raise BadRequest("invalid_phone")
+        s = self._settings
+        failure: BadRequest | None = None
+        async with unit_of_work(self._pool) as uow:
+            await repo.lock_phone(uow, phone)
+            row = await repo.latest_open_code(uow, phone)
+            if row is None or row["expires_at"] <= datetime.now(UTC):
+                raise BadRequest("otp_expired")
+            if row["attempts"] >= s.otp_max_attempts:
+                raise BadRequest("otp_locked")
+            if not hmac.compare_digest(row["code_hash"], tokens.otp_hash(s.lookup_hash_key, phone, code)):
+                attempts = await repo.count_failed_attempt(uow, row["id"])
+                left = s.otp_max_attempts - attempts
+                failure = BadRequest("otp_invalid", left=left) if left > 0 else BadRequest("otp_locked")
+            else:
+                await repo.consume_code(uow, row["id"])
+                account_id = await repo.upsert_account(uow, phone)
+                pair = await self._open_session(uow, "account", account_id, device_id, platform, s.refresh_token_ttl_s)
+                await audit.record(
+                    uow, f"account:{account_id}", "auth.sign_in", f"account:{account_id}",
+                    {"phone": mask_phone(phone), "platform": platform},
+                )
+        # Raised after the commit, so the failed attempt is counted.
+        if failure is not None:
+            raise failure
+        return pair
+
+    async def _open_session(
+        self, uow: UnitOfWork, kind: str, principal_id: uuid.UUID, device_id: str | None, platform: str | None,
+        ttl_s: int,
+    ) -> TokenPair:
+        now = datetime.now(UTC)
+        session_id = await repo.create_session(
+            uow, kind, principal_id, device_id, platform, now + timedelta(seconds=ttl_s)
+        )
+        return await self._issue_pair(uow, session_id, kind, now + timedelta(seconds=ttl_s))
+
+    async def _issue_pair(
+        self, uow: UnitOfWork, session_id: uuid.UUID, kind: str, refresh_expires: datetime
+    ) -> TokenPair:
+        ttl = self._settings.access_token_ttl_s
+        refresh, refresh_hash = tokens.new_secret_token("rt")
+        await repo.insert_refresh_token(uow, session_id, refresh_hash, refresh_expires)
+        access = tokens.issue_access_token(
+            self._settings.token_signing_key, session_id, kind, datetime.now(UTC) + timedelta(seconds=ttl)
+        )
+        return TokenPair(access, refresh, ttl)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        reused = False
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.refresh_token_for_update(uow, tokens.secret_hash(refresh_token))
+            now = datetime.now(UTC)
+            if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
+                raise Unauthorized("refresh_invalid")
+            if row["used_at"] is not None:
+                # A rotated token came back: someone holds a copy. End the whole family.
+                await repo.revoke_session(uow, row["session_id"], "refresh_token_reused")
+                await audit.record(
+                    uow, f"{row['principal_kind']}:{row['principal_id']}", "auth.refresh_reuse",
+                    f"session:{row['session_id']}", {},
+                )
+                reused = True
+            else:
+                await repo.mark_refresh_used(uow, row["id"])
+                pair = await self._issue_pair(uow, row["session_id"], row["principal_kind"], row["session_expires_at"])
+        if reused:
+            raise Unauthorized("refresh_invalid")
+        return pair
+
+    async def logout(self, principal: Principal) -> None:
+        if principal.session_id is None:
+            return
+        async with unit_of_work(self._pool) as uow:
+            await repo.revoke_session(uow, principal.session_id, "logout")
+            await audit.record(uow, principal.actor, "auth.logout", f"session:{principal.session_id}", {})
+
+    # -- operators -------------------------------------------------------------------------------
+    async def operator_sign_in(self, username: str, password: str, totp: str) -> TokenPair:
+        failure: Unauthorized | TooManyRequests | None = None
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.operator_by_username(uow, username)
+            if row is None or row["disabled_at"] is not None:
+                # Same cost as a real check, so the answer time does not reveal which usernames exist.
+                await asyncio.to_thread(_verify_password, _DUMMY_HASH, password)
+                raise Unauthorized("operator_credentials")
+            if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
+                raise TooManyRequests("operator_locked")
+            secret = self._cipher.decrypt_text(row["totp_secret_enc"], "operators.totp_secret")
+            ok = await asyncio.to_thread(_verify_password, row["password_hash"], password)
+            ok = ok and pyotp.TOTP(secret).verify(totp, valid_window=1)
+            actor = f"operator:{row['id']}"
+            if not ok:
+                await repo.record_operator_failure(uow, row["id"], _OPERATOR_LOCK_AFTER, _OPERATOR_LOCK_S)
+                await audit.record(uow, actor, "auth.operator_sign_in_failed", actor, {})
+                failure = Unauthorized("operator_credentials")
+            else:
+                await repo.reset_operator_failures(uow, row["id"])
+                pair = await self._open_session(
+                    uow, "operator", row["id"], None, "console", int(_OPERATOR_SESSION.total_seconds())
+                )
+                await audit.record(uow, actor, "auth.operator_sign_in", actor, {"role": row["role"]})
+        if failure is not None:
+            raise failure
+        return pair
+
+    async def create_operator(self, username: str, display_name: str, role: str, password: str) -> str:
+        """Create an operator; return the TOTP secret to enrol in an authenticator app (shown once)."""
+        if role not in (OPERATOR, AUDITOR, ADMIN):
+            raise ValueError(f"role must be operator, auditor or admin, not {role!r}")
+        if len(password) < 12:
+            raise ValueError("the password must have at least 12 characters")
+        secret = pyotp.random_base32()
+        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        async with unit_of_work(self._pool) as uow:
+            operator_id = await repo.insert_operator(
+                uow, username, display_name, role, password_hash,
+                self._cipher.encrypt_text(secret, "operators.totp_secret"),
+            )
+            await audit.record(uow, "system:cli", "operator.created", f"operator:{operator_id}", {"role": role})
+        return secret
+
+    async def create_terminal(self, merchant: str) -> str:
+        """Create a terminal for a merchant; return its API key (shown once, stored hashed)."""
+        terminal_id = uuid.uuid4()
+        key, key_hash = tokens.new_terminal_key(terminal_id)
+        async with unit_of_work(self._pool) as uow:
+            await repo.insert_terminal(uow, terminal_id, merchant, key_hash)
+            await audit.record(uow, "system:cli", "terminal.created", f"terminal:{terminal_id}", {"merchant": merchant})
+        return key
+
+    async def mint_token(self, kind: str, principal_id: uuid.UUID) -> TokenPair:
+        """An access token for support staff and tests (`socialcard token`), audited."""
+        async with unit_of_work(self._pool) as uow:
+            pair = await self._open_session(uow, kind, principal_id, "cli", "cli", self._settings.refresh_token_ttl_s)
+            await audit.record(uow, "system:cli", "auth.token_minted", f"{kind}:{principal_id}", {})
+        return pair
+
+    # -- every request ---------------------------------------------------------------------------
+    async def resolve(self, credential: str) -> Principal | None:
+        """The caller behind a bearer credential, or None when it is not (or no longer) valid."""
+        if credential.startswith("tk_"):
+            parsed = tokens.split_terminal_key(credential)
+            if parsed is None:
+                return None
+            row = await self._pool.fetchrow(repo.TERMINAL_SQL, parsed[0])
+            if row is None or not hmac.compare_digest(row["key_hash"], parsed[1]):
+                return None
+            return Principal(TERMINAL, parsed[0], merchant=row["merchant"])
+        claims = tokens.parse_access_token(self._settings.token_signing_key, credential, datetime.now(UTC))
+        if claims is None:
+            return None
+        if claims.kind == "account":
+            row = await self._pool.fetchrow(repo.ACCOUNT_SESSION_SQL, claims.session_id)
+            if row is None:
+                return None
+            return Principal(
+                CARDHOLDER, row["account_id"], claims.session_id, row["person_id"], row["phone"], row["device_id"]
+            )
+        row = await self._pool.fetchrow(repo.OPERATOR_SESSION_SQL, claims.session_id)
+        if row is None:
+            return None
+        return Principal(row["role"], row["operator_id"], claims.session_id)
+
+
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+def _verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,72 @@
+"""SQL for the e-card and its QR tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from infra.db import UnitOfWork
+
+_CARD_COLUMNS = """c.id, c.card_number, c.status, c.issued_on, c.activated_at,
+                   p.id AS person_id, p.name, p.national_id_masked, p.phone, p.vital_status"""
+
+
+async def card_of_person(uow: UnitOfWork, person_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await uow.fetchrow(
+        f"""SELECT {_CARD_COLUMNS} FROM cards c JOIN persons p ON p.id = c.person_id
+            WHERE c.person_id = $1 {"FOR UPDATE OF c" if lock else ""}""",
+        person_id,
+    )
+
+
+async def person_for_activation(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
+    return await uow.fetchrow(
+        "SELECT id, phone, vital_status FROM persons WHERE national_id_hash = $1", national_id_hash
+    )
+
+
+async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person_id: uuid.UUID) -> None:
+    # A person has one signed-in account: a new phone number takes the link over from the old one.
+    await uow.execute("UPDATE accounts SET person_id = NULL WHERE person_id = $1 AND id <> $2", person_id, account_id)
+    await uow.execute("UPDATE accounts SET person_id = $2 WHERE id = $1", account_id, person_id)
+
+
+async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> None:
+    await uow.execute(
+        """UPDATE cards SET status = $2, status_changed_at = now(),
+               activated_at = CASE WHEN $2 = 'active' THEN coalesce(activated_at, now()) ELSE activated_at END
+           WHERE id = $1""",
+        card_id, status,
+    )
+
+
+async def insert_qr_token(
+    uow: UnitOfWork, token_id: uuid.UUID, card_id: uuid.UUID, session_id: uuid.UUID, expires_at: datetime
+) -> None:
+    await uow.execute(
+        "INSERT INTO qr_tokens (id, card_id, session_id, expires_at) VALUES ($1, $2, $3, $4)",
+        token_id, card_id, session_id, expires_at,
+    )
+
+
+# One statement: exactly one concurrent consumer wins the row lock and sees consumed_at IS NULL.
+# The card must be active and the minting session still signed in at the moment of use.
+CONSUME_QR_SQL = """
+    WITH consumed AS (
+        UPDATE qr_tokens q SET consumed_at = now(), consumed_by = $3
+        WHERE q.id = $1 AND q.card_id = $2 AND q.consumed_at IS NULL AND q.expires_at > now()
+          AND EXISTS (SELECT 1 FROM cards c WHERE c.id = q.card_id AND c.status = 'active')
+          AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = q.session_id AND s.revoked_at IS NULL)
+        RETURNING q.card_id
+    )
+    SELECT c.card_number, c.status, p.name, p.national_id_masked
+    FROM consumed JOIN cards c ON c.id = consumed.card_id JOIN persons p ON p.id = c.person_id"""
+
+# Only on the failure path: why the token was refused.
+QR_REFUSAL_SQL = """
+    SELECT q.consumed_at IS NOT NULL AS used, q.expires_at <= now() AS expired, c.status AS card_status,
+           s.revoked_at IS NOT NULL AS signed_out
+    FROM qr_tokens q JOIN cards c ON c.id = q.card_id JOIN sessions s ON s.id = q.session_id
+    WHERE q.id = $1 AND q.card_id = $2"""

@@ -1,0 +1,148 @@
+"""The exception hierarchy, mapped to RFC 9457 problem+json responses in one place.
+
+Services raise AppError subclasses with a stable ``code``; the handlers here render the message in
+the caller's language. Nothing reaches the client as a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.i18n import message, negotiate
+from infra.logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    status = 400
+    code = "invalid_body"
+
+    def __init__(self, code: str | None = None, *, headers: dict[str, str] | None = None, **params: Any) -> None:
+        super().__init__(code or self.code)
+        self.code = code or self.code
+        self.params = params
+        self.headers = headers or {}
+
+
+class BadRequest(AppError):
+    status = 400
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status = 409
+
+
+class Gone(AppError):
+    status = 410
+
+
+class Unprocessable(AppError):
+    status = 422
+
+
+class TooManyRequests(AppError):
+    status = 429
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service_unavailable"
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    params: dict[str, Any] | None = None,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    locale = negotiate(request.headers.get("accept-language"))
+    text = message(code, locale, **(params or {}))
+    body: dict[str, Any] = {
+        "type": f"urn:socialcard:problem:{code}",
+        "title": text,
+        "status": status,
+        "detail": text,
+        "code": code,
+        "instance": request.url.path,
+    }
+    if (rid := request_id_var.get()) is not None:
+        body["request_id"] = rid
+    if errors:
+        body["errors"] = errors
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
+    return problem(request, exc.status, exc.code, exc.params, headers=exc.headers)
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = [
+        {"field": str(e.get("key") or ""), "message": str(e.get("message") or "")}
+        for e in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(e, dict)
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}".strip(": ") for e in errors) or str(exc.detail)
+    return problem(request, 400, "invalid_body", {"detail": detail}, errors=errors)
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    code = {
+        401: "unauthenticated",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+    }.get(exc.status_code, "invalid_body")
+    params = {"detail": exc.detail} if code == "invalid_body" else {}
+    if exc.status_code >= 500:
+        log.error("http error", extra={"status": exc.status_code, "detail": exc.detail})
+    return problem(request, exc.status_code, code, params, headers=exc.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "internal_error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    AppError: _app_error,
+    ValidationException: _validation,
+    NotAuthorizedException: _http,
+    PermissionDeniedException: _http,
+    NotFoundException: _http,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

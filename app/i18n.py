@@ -1,0 +1,78 @@
+"""Messages a mobile app can show, in Simplified Chinese (the default) and English."""
+
+from __future__ import annotations
+
+DEFAULT_LOCALE = "zh-CN"
+LOCALES = ("zh-CN", "en")
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    # code: (zh-CN, en)
+    "invalid_body": ("请求内容有误：{detail}", "The request is not valid: {detail}"),
+    "body_too_large": ("请求内容过大。", "The request is too large."),
+    "not_found": ("未找到请求的内容。", "Nothing was found at this address."),
+    "method_not_allowed": ("不支持此操作。", "This operation is not supported here."),
+    "unauthenticated": ("请先登录。", "Please sign in first."),
+    "token_invalid": ("登录已失效，请重新登录。", "Your sign-in is no longer valid. Please sign in again."),
+    "forbidden": ("您无权执行此操作。", "You are not allowed to do this."),
+    "internal_error": ("服务暂时不可用，请稍后重试。", "The service is temporarily unavailable. Please try again later."),
+    "invalid_phone": ("请输入11位手机号码。", "Enter an 11-digit mainland China mobile number."),
+    "otp_rate_limited": (
+        "验证码发送过于频繁，请{minutes}分钟后再试。",
+        "Too many codes were sent to this number. Try again in {minutes} minutes.",
+    ),
+    "otp_invalid": ("验证码错误，还可尝试{left}次。", "The code is wrong. {left} tries left."),
+    "otp_expired": ("验证码已失效，请重新获取。", "The code has expired or was used. Request a new one."),
+    "otp_locked": ("错误次数过多，请重新获取验证码。", "Too many wrong tries. Request a new code."),
+    "refresh_invalid": ("登录已过期，请重新登录。", "Your sign-in has expired. Please sign in again."),
+    "operator_credentials": ("用户名、密码或动态口令错误。", "Wrong username, password or authenticator code."),
+    "operator_locked": ("尝试次数过多，账号已暂时锁定。", "Too many failed attempts; the account is locked for a while."),
+    "no_person_record": (
+        "此手机号未关联社保信息，请联系社保经办机构。",
+        "No social-security record matches this phone number. Please contact your social-security office.",
+    ),
+    "activation_mismatch": (
+        "身份证号与本机号码登记的信息不符。",
+        "This ID number does not match the person registered with this phone number.",
+    ),
+    "card_already_active": ("社保卡已激活。", "Your card is already active."),
+    "card_not_active": ("社保卡当前状态为“{status}”，不能使用。", "The card is {status} and cannot be used."),
+    "card_not_lost": ("社保卡未挂失，无需解除。", "The card is not reported lost."),
+    "card_cancelled": ("社保卡已注销。", "The card has been cancelled."),
+    "card_not_activated": ("社保卡尚未激活。", "The card has not been activated yet."),
+    "device_required": ("请在已登记的手机上操作。", "Use the phone you signed in with."),
+    "qr_invalid": ("二维码无效。", "This QR code is not valid."),
+    "qr_expired": ("二维码已过期，请刷新。", "This QR code has expired. Ask the cardholder to refresh it."),
+    "qr_used": ("二维码已使用，请刷新。", "This QR code was already used. Ask the cardholder to refresh it."),
+    "qr_card_unusable": ("该社保卡当前不能使用。", "This card cannot be used at the moment."),
+    "service_unavailable": ("服务暂时不可用。", "The service is not ready."),
+}
+
+CARD_STATUS_NAMES: dict[str, tuple[str, str]] = {
+    "pending_activation": ("待激活", "not activated"),
+    "active": ("正常", "active"),
+    "suspended": ("暂停使用", "suspended"),
+    "reported_lost": ("已挂失", "reported lost"),
+    "cancelled": ("已注销", "cancelled"),
+}
+
+
+def negotiate(accept_language: str | None) -> str:
+    """Pick zh-CN or en from an Accept-Language header (first supported wins; zh-CN by default)."""
+    if not accept_language:
+        return DEFAULT_LOCALE
+    for part in accept_language.split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("en"):
+            return "en"
+        if tag.startswith("zh"):
+            return "zh-CN"
+    return DEFAULT_LOCALE
+
+
+def message(code: str, locale: str, **params: object) -> str:
+    zh, en = MESSAGES.get(code, MESSAGES["internal_error"])
+    template = en if locale == "en" else zh
+    try:
+        return template.format(**params)
+    except (KeyError, IndexError):
+        return template

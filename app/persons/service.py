@@ -1,0 +1,157 @@
+"""Importing persons: each good row lands in its own transaction, with its audit entry."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from PIL import Image, UnidentifiedImageError
+
+from app.persons import repository as repo
+from app.persons.records import PersonRecord, RowError, detect_format, parse_import
+from infra import audit
+from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id
+from infra.db import unit_of_work
+from infra.storage import ObjectStorage
+
+_PHOTO_TYPES = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png")}
+_MAX_PHOTO_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PersonKeys:
+    cipher: FieldCipher
+    lookup_key: bytes
+
+
+class PersonImporter:
+    def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, keys: PersonKeys, actor: str) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._keys = keys
+        self._actor = actor
+
+    async def import_file(self, path: Path) -> ImportReport:
+        records, errors = parse_import(path.read_text(encoding="utf-8-sig"), detect_format(path.name))
+        report = ImportReport(errors=list(errors))
+        for record in records:
+            try:
+                photo_key = await self._store_photo(record, path.parent)
+            except ValueError as exc:
+                report.errors.append(RowError(record.line, "reference_photo", str(exc)))
+                continue
+            outcome = await self._land(record, photo_key)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+        report.errors.sort(key=lambda e: e.line)
+        return report
+
+    async def _store_photo(self, record: PersonRecord, base: Path) -> str | None:
+        if record.reference_photo is None:
+            return None
+        if record.reference_photo.startswith("s3://"):
+            bucket, _, key = record.reference_photo[5:].partition("/")
+            if bucket != self._storage.bucket or not key:
+                raise ValueError(f"must be in the bucket {self._storage.bucket}")
+            if not await asyncio.to_thread(self._storage.exists, key):
+                raise ValueError("no such object in storage")
+            return key
+        local = Path(record.reference_photo)
+        local = local if local.is_absolute() else base / local
+        if not local.is_file():
+            raise ValueError(f"file not found: {record.reference_photo}")
+        data = local.read_bytes()
+        if len(data) > _MAX_PHOTO_BYTES:
+            raise ValueError("is larger than 10 MB")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
+                kind = image.format or ""
+        except (UnidentifiedImageError, OSError):
+            raise ValueError("is not a readable image") from None
+        if kind not in _PHOTO_TYPES:
+            raise ValueError("must be a JPEG or PNG image")
+        content_type, ext = _PHOTO_TYPES[kind]
+        # Content-addressed: importing the same photo twice stores it once.
+        key = f"reference-photos/{hashlib.sha256(data).hexdigest()}.{ext}"
+        await asyncio.to_thread(self._storage.put_bytes, key, data, content_type)
+        return key
+
+    async def _land(self, record: PersonRecord, photo_key: str | None) -> str:
+        cipher = self._keys.cipher
+        id_hash = lookup_hash(self._keys.lookup_key, record.national_id)
+        fields = {
+            "national_id_hash": id_hash,
+            "national_id_enc": cipher.encrypt_text(record.national_id, "persons.national_id"),
+            "national_id_masked": mask_national_id(record.national_id),
+            "name": record.name,
+            "birth_date": record.birth_date,
+            "phone": record.phone,
+            "region": record.region,
+            "locale": record.locale,
+            "reference_photo_key": photo_key,
+        }
+        async with unit_of_work(self._pool) as uow:
+            # Serialises concurrent imports of one national ID so they merge into one record.
+            await uow.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::bytea::text, 7))", id_hash)
+            existing = await repo.find_by_national_id_hash(uow, id_hash)
+            if existing is None:
+                person_id = await repo.insert_person(uow, fields)
+                changed = sorted(k for k in ("name", "birth_date", "phone", "region", "locale") if fields[k])
+                outcome = "created"
+            else:
+                person_id = existing["id"]
+                changed = _changed_fields(existing, record, photo_key)
+                if changed:
+                    await repo.update_person(uow, person_id, fields)
+                outcome = "updated" if changed else "unchanged"
+            if record.pension is not None:
+                p = record.pension
+                await repo.upsert_entitlement(
+                    uow, person_id, p.monthly_amount_fen,
+                    cipher.encrypt_text(p.bank_account, "pension_entitlements.bank_account"),
+                    mask_account(p.bank_account), p.start_month,
+                )
+            await repo.ensure_card(uow, person_id)
+            if outcome != "unchanged":
+                await audit.record(
+                    uow, self._actor, f"person.{outcome}", f"person:{person_id}",
+                    {"masked_national_id": fields["national_id_masked"], "fields": changed, "line": record.line},
+                )
+        return outcome
+
+
+def _changed_fields(existing: asyncpg.Record, record: PersonRecord, photo_key: str | None) -> list[str]:
+    changed = [
+        name
+        for name, new in (
+            ("name", record.name),
+            ("birth_date", record.birth_date),
+            ("phone", record.phone),
+            ("region", record.region),
+            ("locale", record.locale),
+        )
+        if existing[name] != new
+    ]
+    if photo_key is not None and photo_key != existing["reference_photo_key"]:
+        changed.append("reference_photo")
+    if record.pension is not None:
+        p = record.pension
+        if existing["monthly_amount_fen"] != p.monthly_amount_fen:
+            changed.append("pension.monthly_amount")
+        if existing["bank_account_masked"] != mask_account(p.bank_account):
+            changed.append("pension.bank_account")
+        if existing["start_month"] != p.start_month:
+            changed.append("pension.start_month")
+    return changed

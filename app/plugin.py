@@ -1,0 +1,72 @@
+"""The composition root: one plugin wires settings, the pool, storage and services into the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins import InitPluginProtocol
+
+from app.auth.controllers import AuthController
+from app.auth.middleware import bearer_auth_middleware
+from app.cards.controllers import CardController, TerminalQrController
+from app.errors import EXCEPTION_HANDLERS
+from app.services import Services, build_services
+from app.system.controllers import HealthController
+from app.system.observability import request_id_middleware
+from infra.config import Settings
+from infra.db import create_pool
+from infra.storage import ObjectStorage
+
+
+class SocialCardPlugin(InitPluginProtocol):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        s = self.settings
+        pool = await create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
+        app.state.services = build_services(s, pool, ObjectStorage(s))
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.route_handlers.extend([HealthController, AuthController, CardController, TerminalQrController])
+        app_config.lifespan.append(self.lifespan)
+        app_config.dependencies["services"] = Provide(_services, sync_to_thread=False)
+        app_config.exception_handlers.update(EXCEPTION_HANDLERS)
+        app_config.middleware[:0] = [
+            request_id_middleware,
+            bearer_auth_middleware,
+        ]
+        app_config.request_max_body_size = self.settings.max_request_body_bytes
+        app_config.openapi_config = OpenAPIConfig(
+            title="Social security card and pension certification API",
+            version="1.0.0",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An access token (at.…) for people and operators, an API key (tk_…) for terminals",
+                    )
+                }
+            ),
+            security=[{"BearerToken": []}],
+            path="/schema",
+        )
+        return app_config
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services

@@ -1,0 +1,195 @@
+"""Settings: one typed object read from the environment and validated at start.
+
+With no ``DATABASE_URL`` / ``S3_ENDPOINT_URL`` the embedded services under ``VAR_DIR`` are used;
+``socialcard up`` starts them and hands explicit URLs to the processes it spawns.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+import msgspec
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid; the message says which and how to fix it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    migration_database_url: str
+    s3_endpoint_url: str | None
+    s3_bucket: str
+    s3_region: str
+    s3_access_key_id: str | None
+    s3_secret_access_key: str | None
+    s3_sse_kms_key_id: str | None
+    token_signing_key: bytes
+    qr_signing_key: bytes
+    data_encryption_key: bytes
+    lookup_hash_key: bytes
+    var_dir: Path
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 2
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    sms_provider: str = "dev"
+    log_level: str = "INFO"
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    qr_token_ttl_s: int = 60
+    otp_ttl_s: int = 5 * 60
+    otp_max_attempts: int = 5
+    otp_max_per_hour: int = 5
+    max_request_body_bytes: int = 1024 * 1024
+
+
+_SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key")
+APP_ROLE = "socialcard_app"
+APP_DATABASE = "socialcard"
+
+
+def _decode_key(name: str, value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise SettingsError(f"{name.upper()} must be base64 (32 random bytes): {exc}") from None
+    if len(raw) != 32:
+        raise SettingsError(f"{name.upper()} must decode to exactly 32 bytes, got {len(raw)}")
+    return raw
+
+
+def dev_secrets(var_dir: Path) -> dict[str, str]:
+    """Keys for the embedded development setup, generated once and kept under var/ (never for production)."""
+    path = var_dir / "dev-secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    var_dir.mkdir(parents=True, exist_ok=True)
+    generated = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in _SECRET_NAMES}
+    generated["s3_access_key_id"] = "dev-" + secrets.token_hex(8)
+    generated["s3_secret_access_key"] = secrets.token_urlsafe(24)
+    path.write_text(json.dumps(generated, indent=2))
+    path.chmod(0o600)
+    return generated
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment; raise SettingsError naming every problem found."""
+    env = os.environ if env is None else env
+    var_dir = Path(env.get("VAR_DIR", "var")).resolve()
+    embedded = "DATABASE_URL" not in env or "S3_ENDPOINT_URL" not in env
+    dev = dev_secrets(var_dir) if embedded and env.get("SOCIALCARD_ENV", "dev") == "dev" else {}
+
+    keys: dict[str, bytes] = {}
+    problems: list[str] = []
+    for name in _SECRET_NAMES:
+        value = env.get(name.upper()) or dev.get(name)
+        if not value:
+            problems.append(f"{name.upper()} is required outside the embedded development setup")
+            continue
+        try:
+            keys[name] = _decode_key(name, value)
+        except SettingsError as exc:
+            problems.append(str(exc))
+
+    database_url = env.get("DATABASE_URL")
+    if database_url is None:
+        from infra.embedded import embedded_database_url
+
+        database_url = embedded_database_url(var_dir, APP_ROLE)
+    elif not database_url.startswith(("postgresql://", "postgres://")):
+        problems.append("DATABASE_URL must start with postgresql://")
+    migration_url = env.get("MIGRATION_DATABASE_URL")
+    if migration_url is None:
+        if "DATABASE_URL" in env:
+            migration_url = database_url
+        else:
+            from infra.embedded import embedded_database_url
+
+            migration_url = embedded_database_url(var_dir, "postgres")
+
+    s3_endpoint = env.get("S3_ENDPOINT_URL")
+    if s3_endpoint is None:
+        from infra.embedded import EMBEDDED_S3_PORT
+
+        s3_endpoint = f"http://127.0.0.1:{EMBEDDED_S3_PORT}"
+    sms_provider = env.get("SMS_PROVIDER", "dev")
+    if sms_provider not in ("dev", "log"):
+        problems.append(f"SMS_PROVIDER must be 'dev' or 'log', got {sms_provider!r}")
+    numbers: dict[str, int] = {}
+    for name, default, low, high in (
+        ("API_PORT", 8000, 1, 65535),
+        ("API_WORKERS", 2, 1, 64),
+        ("DB_POOL_MIN", 2, 1, 100),
+        ("DB_POOL_MAX", 10, 1, 500),
+    ):
+        try:
+            numbers[name.lower()] = _int(env, name, default, low, high)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if not problems and numbers["db_pool_min"] > numbers["db_pool_max"]:
+        problems.append("DB_POOL_MIN must not exceed DB_POOL_MAX")
+    if problems:
+        raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return Settings(
+        database_url=database_url,
+        migration_database_url=migration_url,
+        s3_endpoint_url=s3_endpoint or None,
+        s3_bucket=env.get("S3_BUCKET", "socialcard"),
+        s3_region=env.get("S3_REGION", "us-east-1"),
+        s3_access_key_id=env.get("S3_ACCESS_KEY_ID") or dev.get("s3_access_key_id"),
+        s3_secret_access_key=env.get("S3_SECRET_ACCESS_KEY") or dev.get("s3_secret_access_key"),
+        s3_sse_kms_key_id=env.get("S3_SSE_KMS_KEY_ID") or None,
+        var_dir=var_dir,
+        api_host=env.get("API_HOST", "127.0.0.1"),
+        sms_provider=sms_provider,
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        token_signing_key=keys["token_signing_key"],
+        qr_signing_key=keys["qr_signing_key"],
+        data_encryption_key=keys["data_encryption_key"],
+        lookup_hash_key=keys["lookup_hash_key"],
+        **numbers,  # type: ignore[arg-type]
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces these settings in a child process (used by `up` and tests)."""
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "MIGRATION_DATABASE_URL": settings.migration_database_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "S3_BUCKET": settings.s3_bucket,
+        "S3_REGION": settings.s3_region,
+        "VAR_DIR": str(settings.var_dir),
+        "API_HOST": settings.api_host,
+        "API_PORT": str(settings.api_port),
+        "API_WORKERS": str(settings.api_workers),
+        "SMS_PROVIDER": settings.sms_provider,
+        "LOG_LEVEL": settings.log_level,
+    }
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id
+        env["S3_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key
+    for name in _SECRET_NAMES:
+        env[name.upper()] = base64.b64encode(getattr(settings, name)).decode()
+    return env

