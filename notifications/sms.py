@@ -39,6 +39,7 @@ async def recorded_messages(uow: UnitOfWork, phone: str | None, limit: int = 20)
     rows = await uow.fetch(
         """SELECT phone, body, created_at FROM dev_sms_messages
            WHERE $1::text IS NULL OR phone = $1 ORDER BY id DESC LIMIT $2""",
-        phone, limit,
+        phone,
+        limit,
     )
     return [(r["phone"], r["body"], r["created_at"].isoformat()) for r in rows]

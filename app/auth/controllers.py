@@ -15,7 +15,10 @@ from app.services import Services
 
 def _tokens(pair: TokenPair) -> Tokens:
     return Tokens(
-        access_token=pair.access_token, refresh_token=pair.refresh_token, token_type="Bearer", expires_in=pair.expires_in
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
+        expires_in=pair.expires_in,
     )
 
 

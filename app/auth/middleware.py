@@ -6,6 +6,7 @@ handling (with the request id and the caller's language).
 
 from __future__ import annotations
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 INVALID_CREDENTIAL = "invalid"
@@ -13,7 +14,7 @@ INVALID_CREDENTIAL = "invalid"
 
 def bearer_auth_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == ScopeType.HTTP:
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             scheme, _, credential = header.partition(" ")
             scope["user"] = None

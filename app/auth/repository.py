@@ -24,9 +24,7 @@ async def codes_sent_since(uow: UnitOfWork, phone: str, since: datetime) -> list
 
 async def insert_code(uow: UnitOfWork, phone: str, code_hash: bytes, expires_at: datetime) -> None:
     # A new code replaces the ones before it.
-    await uow.execute(
-        "UPDATE otp_codes SET consumed_at = now() WHERE phone = $1 AND consumed_at IS NULL", phone
-    )
+    await uow.execute("UPDATE otp_codes SET consumed_at = now() WHERE phone = $1 AND consumed_at IS NULL", phone)
     await uow.execute(
         "INSERT INTO otp_codes (phone, code_hash, expires_at) VALUES ($1, $2, $3)", phone, code_hash, expires_at
     )
@@ -61,13 +59,21 @@ async def upsert_account(uow: UnitOfWork, phone: str) -> uuid.UUID:
 
 
 async def create_session(
-    uow: UnitOfWork, kind: str, principal_id: uuid.UUID, device_id: str | None, platform: str | None,
+    uow: UnitOfWork,
+    kind: str,
+    principal_id: uuid.UUID,
+    device_id: str | None,
+    platform: str | None,
     expires_at: datetime,
 ) -> uuid.UUID:
     session_id: uuid.UUID = await uow.fetchval(
         """INSERT INTO sessions (principal_kind, principal_id, device_id, platform, expires_at)
            VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-        kind, principal_id, device_id, platform, expires_at,
+        kind,
+        principal_id,
+        device_id,
+        platform,
+        expires_at,
     )
     return session_id
 
@@ -75,7 +81,9 @@ async def create_session(
 async def insert_refresh_token(uow: UnitOfWork, session_id: uuid.UUID, token_hash: bytes, expires_at: datetime) -> None:
     await uow.execute(
         "INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)",
-        session_id, token_hash, expires_at,
+        session_id,
+        token_hash,
+        expires_at,
     )
 
 
@@ -97,7 +105,8 @@ async def mark_refresh_used(uow: UnitOfWork, token_id: uuid.UUID) -> None:
 async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) -> None:
     await uow.execute(
         "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
-        session_id, reason,
+        session_id,
+        reason,
     )
 
 
@@ -115,7 +124,9 @@ async def record_operator_failure(uow: UnitOfWork, operator_id: uuid.UUID, lock_
                locked_until = CASE WHEN failed_attempts + 1 >= $2
                                    THEN now() + make_interval(secs => $3) ELSE locked_until END
            WHERE id = $1""",
-        operator_id, lock_after, lock_s,
+        operator_id,
+        lock_after,
+        lock_s,
     )
 
 
@@ -129,7 +140,11 @@ async def insert_operator(
     operator_id: uuid.UUID = await uow.fetchval(
         """INSERT INTO operators (username, display_name, role, password_hash, totp_secret_enc)
            VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-        username, display_name, role, password_hash, totp_secret_enc,
+        username,
+        display_name,
+        role,
+        password_hash,
+        totp_secret_enc,
     )
     return operator_id
 

@@ -93,7 +93,10 @@ class AuthService:
                 account_id = await repo.upsert_account(uow, phone)
                 pair = await self._open_session(uow, "account", account_id, device_id, platform, s.refresh_token_ttl_s)
                 await audit.record(
-                    uow, f"account:{account_id}", "auth.sign_in", f"account:{account_id}",
+                    uow,
+                    f"account:{account_id}",
+                    "auth.sign_in",
+                    f"account:{account_id}",
                     {"phone": mask_phone(phone), "platform": platform},
                 )
         # Raised after the commit, so the failed attempt is counted.
@@ -102,7 +105,12 @@ class AuthService:
         return pair
 
     async def _open_session(
-        self, uow: UnitOfWork, kind: str, principal_id: uuid.UUID, device_id: str | None, platform: str | None,
+        self,
+        uow: UnitOfWork,
+        kind: str,
+        principal_id: uuid.UUID,
+        device_id: str | None,
+        platform: str | None,
         ttl_s: int,
     ) -> TokenPair:
         now = datetime.now(UTC)
@@ -133,8 +141,11 @@ class AuthService:
                 # A rotated token came back: someone holds a copy. End the whole family.
                 await repo.revoke_session(uow, row["session_id"], "refresh_token_reused")
                 await audit.record(
-                    uow, f"{row['principal_kind']}:{row['principal_id']}", "auth.refresh_reuse",
-                    f"session:{row['session_id']}", {},
+                    uow,
+                    f"{row['principal_kind']}:{row['principal_id']}",
+                    "auth.refresh_reuse",
+                    f"session:{row['session_id']}",
+                    {},
                 )
                 reused = True
             else:
@@ -190,7 +201,11 @@ class AuthService:
         password_hash = await asyncio.to_thread(_hasher.hash, password)
         async with unit_of_work(self._pool) as uow:
             operator_id = await repo.insert_operator(
-                uow, username, display_name, role, password_hash,
+                uow,
+                username,
+                display_name,
+                role,
+                password_hash,
                 self._cipher.encrypt_text(secret, "operators.totp_secret"),
             )
             await audit.record(uow, "system:cli", "operator.created", f"operator:{operator_id}", {"role": role})

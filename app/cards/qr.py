@@ -63,6 +63,6 @@ def decode(key: bytes, token: str) -> QrClaims | None:
 
 
 def render_svg(token: str) -> str:
-    out = io.StringIO()
+    out = io.BytesIO()
     segno.make(token, error="m").save(out, kind="svg", scale=4, border=2, xmldecl=False)
-    return out.getvalue()
+    return out.getvalue().decode()

@@ -38,7 +38,8 @@ async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> None:
         """UPDATE cards SET status = $2, status_changed_at = now(),
                activated_at = CASE WHEN $2 = 'active' THEN coalesce(activated_at, now()) ELSE activated_at END
            WHERE id = $1""",
-        card_id, status,
+        card_id,
+        status,
     )
 
 
@@ -47,7 +48,10 @@ async def insert_qr_token(
 ) -> None:
     await uow.execute(
         "INSERT INTO qr_tokens (id, card_id, session_id, expires_at) VALUES ($1, $2, $3, $4)",
-        token_id, card_id, session_id, expires_at,
+        token_id,
+        card_id,
+        session_id,
+        expires_at,
     )
 
 

@@ -88,7 +88,9 @@ class CardService:
         assert card is not None
         return _view(card)
 
-    async def _transition(self, principal: Principal, allowed_from: str, to: str, refusal: str, action: str) -> CardView:
+    async def _transition(
+        self, principal: Principal, allowed_from: str, to: str, refusal: str, action: str
+    ) -> CardView:
         async with unit_of_work(self._pool) as uow:
             card = await repo.card_of_person(uow, self._person_of(principal), lock=True)
             if card is None:

@@ -116,7 +116,7 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
         return None
     amount_raw = raw.get("monthly_amount")
     amount: int | None = None
-    if isinstance(amount_raw, bool) or isinstance(amount_raw, float):
+    if isinstance(amount_raw, (bool, float)):
         bad("pension.monthly_amount", "must be a whole number of fen")
     else:
         try:
@@ -140,15 +140,25 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
     return Pension(amount, account, start)
 
 
-def _rows_from_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
+_CSV_REQUIRED = ("national_id", "name", "birth_date", "phone", "region")
+
+
+def _rows_from_csv(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
     reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [name for name in _CSV_REQUIRED if name not in header]
+    if missing:
+        return [], [RowError(1, name, "column is missing from the header") for name in missing]
     rows: list[tuple[int, dict[str, Any]]] = []
+    errors: list[RowError] = []
     for raw in reader:
-        flat = {k.strip(): v for k, v in raw.items() if k is not None}
-        pension = {f: flat.pop(f"pension_{f}", None) for f in _PENSION_FIELDS}
-        flat["pension"] = pension
+        if None in raw:
+            errors.append(RowError(reader.line_num, "-", "has more columns than the header"))
+            continue
+        flat: dict[str, Any] = {k.strip(): v for k, v in raw.items() if k is not None}
+        flat["pension"] = {f: flat.pop(f"pension_{f}", None) for f in _PENSION_FIELDS}
         rows.append((reader.line_num, flat))
-    return rows
+    return rows, errors
 
 
 def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
@@ -171,10 +181,7 @@ def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[
 
 def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError]]:
     """Validate a whole file; return the records to land (last row per national ID) and all errors."""
-    if fmt == "csv":
-        rows, errors = _rows_from_csv(text), []
-    else:
-        rows, errors = _rows_from_jsonl(text)
+    rows, errors = _rows_from_csv(text) if fmt == "csv" else _rows_from_jsonl(text)
     by_id: dict[str, PersonRecord] = {}
     for line, raw in rows:
         result = validate_row(line, raw)

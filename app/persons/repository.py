@@ -28,8 +28,15 @@ async def insert_person(uow: UnitOfWork, fields: dict[str, Any]) -> uuid.UUID:
         """INSERT INTO persons (national_id_hash, national_id_enc, national_id_masked, name, birth_date,
                                 phone, region, locale, reference_photo_key)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
-        fields["national_id_hash"], fields["national_id_enc"], fields["national_id_masked"], fields["name"],
-        fields["birth_date"], fields["phone"], fields["region"], fields["locale"], fields["reference_photo_key"],
+        fields["national_id_hash"],
+        fields["national_id_enc"],
+        fields["national_id_masked"],
+        fields["name"],
+        fields["birth_date"],
+        fields["phone"],
+        fields["region"],
+        fields["locale"],
+        fields["reference_photo_key"],
     )
     return person_id
 
@@ -39,7 +46,12 @@ async def update_person(uow: UnitOfWork, person_id: uuid.UUID, fields: dict[str,
         """UPDATE persons SET name = $2, birth_date = $3, phone = $4, region = $5, locale = $6,
                               reference_photo_key = coalesce($7, reference_photo_key), updated_at = now()
            WHERE id = $1""",
-        person_id, fields["name"], fields["birth_date"], fields["phone"], fields["region"], fields["locale"],
+        person_id,
+        fields["name"],
+        fields["birth_date"],
+        fields["phone"],
+        fields["region"],
+        fields["locale"],
         fields["reference_photo_key"],
     )
 
@@ -54,7 +66,11 @@ async def upsert_entitlement(
            ON CONFLICT (person_id) DO UPDATE SET monthly_amount_fen = excluded.monthly_amount_fen,
                bank_account_enc = excluded.bank_account_enc, bank_account_masked = excluded.bank_account_masked,
                start_month = excluded.start_month, updated_at = now()""",
-        person_id, amount_fen, account_enc, account_masked, start,
+        person_id,
+        amount_fen,
+        account_enc,
+        account_masked,
+        start,
     )
 
 
@@ -62,6 +78,4 @@ async def ensure_card(uow: UnitOfWork, person_id: uuid.UUID) -> None:
     if await uow.fetchval("SELECT 1 FROM cards WHERE person_id = $1", person_id):
         return
     sequence: int = await uow.fetchval("SELECT nextval('card_number_seq')")
-    await uow.execute(
-        "INSERT INTO cards (person_id, card_number) VALUES ($1, $2)", person_id, card_number(sequence)
-    )
+    await uow.execute("INSERT INTO cards (person_id, card_number) VALUES ($1, $2)", person_id, card_number(sequence))

@@ -44,7 +44,8 @@ class PersonImporter:
         self._actor = actor
 
     async def import_file(self, path: Path) -> ImportReport:
-        records, errors = parse_import(path.read_text(encoding="utf-8-sig"), detect_format(path.name))
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
+        records, errors = parse_import(text, detect_format(path.name))
         report = ImportReport(errors=list(errors))
         for record in records:
             try:
@@ -119,14 +120,20 @@ class PersonImporter:
             if record.pension is not None:
                 p = record.pension
                 await repo.upsert_entitlement(
-                    uow, person_id, p.monthly_amount_fen,
+                    uow,
+                    person_id,
+                    p.monthly_amount_fen,
                     cipher.encrypt_text(p.bank_account, "pension_entitlements.bank_account"),
-                    mask_account(p.bank_account), p.start_month,
+                    mask_account(p.bank_account),
+                    p.start_month,
                 )
             await repo.ensure_card(uow, person_id)
             if outcome != "unchanged":
                 await audit.record(
-                    uow, self._actor, f"person.{outcome}", f"person:{person_id}",
+                    uow,
+                    self._actor,
+                    f"person.{outcome}",
+                    f"person:{person_id}",
                     {"masked_national_id": fields["national_id_masked"], "fields": changed, "line": record.line},
                 )
         return outcome

@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(HOME)/.local/bin/uv
+endif
+export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
+
+.PHONY: setup run test test-fast lint bench clean-var
+
+$(UV):
+	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced
+	@mkdir -p $(XDG_RUNTIME_DIR)
+
+run: setup  ## start PostgreSQL, S3, migrations, API (127.0.0.1:8000), worker and scheduler; Ctrl-C stops all
+	$(UV) run --frozen socialcard up
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+test: setup lint  ## lint, type-check, then every test on the real embedded services
+	$(UV) run --frozen pytest
+
+test-fast: setup  ## unit tests only (no services)
+	$(UV) run --frozen pytest tests/unit
+
+bench: setup  ## QR mint + terminal verify over HTTP against `make run`'s configuration, and bare asyncpg
+	$(UV) run --frozen python -m app.bench
+
+clean-var:  ## forget the local development data (database, objects, dev keys)
+	rm -rf var

@@ -1,0 +1,358 @@
+"""`socialcard`: run the system and administer it from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from infra.config import APP_DATABASE, APP_ROLE, Settings, SettingsError, dev_secrets, load_settings, settings_env
+from infra.logging import configure_logging, logging_dictconfig
+
+log = logging.getLogger("socialcard")
+
+
+def _app_role(settings: Settings) -> str:
+    return urllib.parse.urlparse(settings.database_url).username or APP_ROLE
+
+
+def _run(coro: Awaitable[int]) -> int:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _with_pool(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+    from infra.db import create_pool
+
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        return await body(pool)
+    finally:
+        await pool.close()
+
+
+# -- running the system ------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the embedded services (unless external ones are configured), migrate, run everything."""
+    from infra.embedded import provision, start_postgres, start_seaweedfs
+    from infra.migrate import migrate
+
+    var_dir = Path(os.environ.get("VAR_DIR", "var")).resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Any] = []
+    if "DATABASE_URL" not in os.environ:
+        postgres = start_postgres(var_dir / "postgres")
+        started.append(postgres)
+        asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, APP_DATABASE))
+        log.info("embedded PostgreSQL ready", extra={"socket_dir": str(postgres.socket_dir)})
+    if "S3_ENDPOINT_URL" not in os.environ:
+        secrets = dev_secrets(var_dir)
+        s3 = start_seaweedfs(
+            var_dir / "s3",
+            access_key=secrets["s3_access_key_id"],
+            secret_key=secrets["s3_secret_access_key"],
+            bucket=os.environ.get("S3_BUCKET", "socialcard"),
+        )
+        started.append(s3)
+        log.info("embedded S3 server ready", extra={"endpoint": s3.endpoint_url})
+    try:
+        settings = load_settings()
+        applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
+        log.info("database migrated", extra={"applied": applied})
+        env = {**os.environ, **settings_env(settings)}
+        children = {
+            name: subprocess.Popen([sys.executable, "-m", "app.cli", name], env=env)
+            for name in ("serve", "worker", "scheduler")
+        }
+        log.info(
+            "socialcard is up",
+            extra={
+                "api": f"http://{settings.api_host}:{settings.api_port}",
+                "pids": {k: p.pid for k, p in children.items()},
+            },
+        )
+        return _supervise(children)
+    finally:
+        for service in reversed(started):
+            service.stop()
+        log.info("socialcard is down")
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                log.error(
+                    "a part of the system stopped; stopping the rest", extra={"part": name, "exit": child.returncode}
+                )
+                stopping, status = True, 1
+        time.sleep(0.2)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for child in children.values():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return status
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    settings = load_settings()
+    Granian(
+        "app.asgi:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        loop=Loops.uvloop,
+        backlog=2048,
+        log_access=False,
+        log_dictconfig=logging_dictconfig(settings.log_level),
+        respawn_failed_workers=True,
+        workers_kill_timeout=30,
+    ).serve()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from infra.jobs import run_worker
+
+    asyncio.run(run_worker(load_settings(), drain=args.drain))
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from infra.jobs import run_scheduler
+
+    asyncio.run(run_scheduler(load_settings()))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from infra.migrate import migrate
+
+    settings = load_settings()
+    applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)"))
+    return 0
+
+
+# -- administration ---------------------------------------------------------------------------
+def cmd_import_persons(args: argparse.Namespace) -> int:
+    from app.persons.service import PersonImporter, PersonKeys
+    from infra.crypto import FieldCipher
+    from infra.storage import ObjectStorage
+
+    settings = load_settings()
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+
+    async def body(pool: Any) -> int:
+        importer = PersonImporter(
+            pool,
+            ObjectStorage(settings),
+            PersonKeys(FieldCipher(settings.data_encryption_key), settings.lookup_hash_key),
+            "system:cli",
+        )
+        report = await importer.import_file(path)
+        for e in report.errors:
+            print(f"line {e.line}: {e.field}: {e.reason}", file=sys.stderr)
+        print(
+            f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
+            f"rejected {len({e.line for e in report.errors})} row(s)"
+        )
+        return 3 if report.errors else 0
+
+    return _run(_with_pool(settings, body))
+
+
+def _auth_service(settings: Settings, pool: Any) -> Any:
+    from app.auth.service import AuthService
+    from notifications.sms import sms_provider
+
+    return AuthService(pool, settings, sms_provider(settings.sms_provider))
+
+
+def cmd_operator_create(args: argparse.Namespace) -> int:
+    import pyotp
+
+    settings = load_settings()
+    password = os.environ.get("SOCIALCARD_OPERATOR_PASSWORD") or getpass.getpass("password (12+ characters): ")
+
+    async def body(pool: Any) -> int:
+        try:
+            secret = await _auth_service(settings, pool).create_operator(
+                args.username, args.name or args.username, args.role, password
+            )
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        uri = pyotp.TOTP(secret).provisioning_uri(name=args.username, issuer_name="socialcard")
+        print(json.dumps({"username": args.username, "role": args.role, "totp_secret": secret, "totp_uri": uri}))
+        return 0
+
+    return _run(_with_pool(settings, body))
+
+
+def cmd_terminal_create(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def body(pool: Any) -> int:
+        key = await _auth_service(settings, pool).create_terminal(args.merchant)
+        print(json.dumps({"merchant": args.merchant, "api_key": key}))
+        print("store this key now: it is shown only once", file=sys.stderr)
+        return 0
+
+    return _run(_with_pool(settings, body))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def body(pool: Any) -> int:
+        if args.operator:
+            operator_id = await pool.fetchval("SELECT id FROM operators WHERE username = $1", args.operator)
+            if operator_id is None:
+                print(f"no operator named {args.operator}", file=sys.stderr)
+                return 2
+            pair = await _auth_service(settings, pool).mint_token("operator", operator_id)
+        else:
+            from app.auth.repository import upsert_account
+            from infra.db import unit_of_work
+
+            async with unit_of_work(pool) as uow:
+                account_id = await upsert_account(uow, args.phone)
+            pair = await _auth_service(settings, pool).mint_token("account", account_id)
+        print(
+            json.dumps(
+                {"access_token": pair.access_token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}
+            )
+        )
+        return 0
+
+    return _run(_with_pool(settings, body))
+
+
+def cmd_dev_sms(args: argparse.Namespace) -> int:
+    from infra.db import unit_of_work
+    from notifications.sms import recorded_messages
+
+    settings = load_settings()
+
+    async def body(pool: Any) -> int:
+        async with unit_of_work(pool) as uow:
+            messages = await recorded_messages(uow, args.phone, args.limit)
+        for phone, text, at in messages:
+            print(json.dumps({"at": at, "phone": phone, "body": text}, ensure_ascii=False))
+        return 0
+
+    return _run(_with_pool(settings, body))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from infra import audit
+    from infra.db import unit_of_work
+
+    settings = load_settings()
+
+    async def body(pool: Any) -> int:
+        async with unit_of_work(pool) as uow:
+            count, found = await audit.verify(uow)
+        if found is None:
+            print(f"audit chain intact: {count} row(s) verified")
+            return 0
+        print(f"audit chain broken at row {found.row_id}: {found.reason}")
+        return 1
+
+    return _run(_with_pool(settings, body))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="socialcard", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start PostgreSQL, S3, migrations, API, worker and scheduler").set_defaults(func=cmd_up)
+    sub.add_parser("serve", help="run the API (granian)").set_defaults(func=cmd_serve)
+    w = sub.add_parser("worker", help="run background jobs")
+    w.add_argument("--drain", action="store_true", help="exit when the queue is empty")
+    w.set_defaults(func=cmd_worker)
+    sub.add_parser("scheduler", help="enqueue periodic jobs").set_defaults(func=cmd_scheduler)
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
+
+    imp = sub.add_parser("import", help="import data").add_subparsers(dest="what", required=True)
+    persons = imp.add_parser("persons", help="persons and pensions from CSV or JSON lines")
+    persons.add_argument("file")
+    persons.set_defaults(func=cmd_import_persons)
+
+    op = sub.add_parser("operator", help="operators").add_subparsers(dest="action", required=True)
+    create = op.add_parser("create", help="create an operator (password from SOCIALCARD_OPERATOR_PASSWORD or prompt)")
+    create.add_argument("--username", required=True)
+    create.add_argument("--name")
+    create.add_argument("--role", choices=["operator", "auditor", "admin"], default="operator")
+    create.set_defaults(func=cmd_operator_create)
+
+    term = sub.add_parser("terminal", help="hospital and pharmacy terminals").add_subparsers(
+        dest="action", required=True
+    )
+    tcreate = term.add_parser("create", help="create a terminal and print its API key once")
+    tcreate.add_argument("--merchant", required=True)
+    tcreate.set_defaults(func=cmd_terminal_create)
+
+    tok = sub.add_parser("token", help="mint an access token for a person (by phone) or an operator")
+    who = tok.add_mutually_exclusive_group(required=True)
+    who.add_argument("--phone")
+    who.add_argument("--operator", metavar="USERNAME")
+    tok.set_defaults(func=cmd_token)
+
+    dev = sub.add_parser("dev", help="development helpers").add_subparsers(dest="what", required=True)
+    sms = dev.add_parser("sms", help="messages recorded by the development SMS provider")
+    sms.add_argument("--phone")
+    sms.add_argument("--limit", type=int, default=20)
+    sms.set_defaults(func=cmd_dev_sms)
+
+    aud = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    aud.add_parser("verify", help="recompute the hash chain and name the first broken row").set_defaults(
+        func=cmd_audit_verify
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"socialcard: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Background jobs on pgqueuer: the worker process runs them, the scheduler enqueues the periodic ones.
+
+Both scale by count: pgqueuer hands each job to one worker (SKIP LOCKED), re-hands a dead
+worker's job after its heartbeat lapses, and lets one scheduler fire each cron tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.errors import DuplicateJobError
+from pgqueuer.models import Job, Schedule
+from pgqueuer.qm import QueueManager
+from pgqueuer.queries import Queries
+from pgqueuer.sm import SchedulerManager
+from pgqueuer.types import QueueExecutionMode
+
+from infra.config import Settings
+from infra.db import create_pool
+
+log = logging.getLogger(__name__)
+
+PURGE_EXPIRED = "housekeeping.purge_expired"
+
+# Sign-in codes, QR tokens and refresh tokens are worthless a day after they expire.
+PURGE_SQL = (
+    "DELETE FROM otp_codes WHERE expires_at < now() - interval '1 day'",
+    "DELETE FROM qr_tokens WHERE expires_at < now() - interval '1 day'",
+    "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'",
+)
+
+
+async def purge_expired(pool: asyncpg.Pool) -> dict[str, int]:
+    removed: dict[str, int] = {}
+    async with pool.acquire() as conn:
+        for sql in PURGE_SQL:
+            status = await conn.execute(sql)
+            removed[sql.split()[2]] = int(status.split()[-1])
+    return removed
+
+
+JobHandler = Callable[[asyncpg.Pool, Job], Awaitable[None]]
+
+
+async def _purge_job(pool: asyncpg.Pool, job: Job) -> None:
+    removed = await purge_expired(pool)
+    log.info("expired rows purged", extra={"removed": removed})
+
+
+# Every job kind the worker runs; later domains (liveness, payments, notifications) add theirs.
+JOBS: dict[str, JobHandler] = {PURGE_EXPIRED: _purge_job}
+SCHEDULES: dict[str, str] = {PURGE_EXPIRED: "*/10 * * * *"}
+
+
+def _stop_on_signals(event: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+
+
+async def run_worker(settings: Settings, *, drain: bool = False) -> None:
+    """Run jobs until SIGTERM; in-flight jobs finish first (a killed worker's job is re-run)."""
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    conn = await asyncpg.connect(settings.database_url)
+    qm = QueueManager(Queries(AsyncpgDriver(conn)))
+    for name, handler in JOBS.items():
+
+        async def entry(job: Job, handler: JobHandler = handler) -> None:
+            await handler(pool, job)
+
+        qm.entrypoint(name, on_failure="hold")(entry)
+    if not drain:
+        _stop_on_signals(qm.shutdown)
+    log.info("worker started", extra={"jobs": sorted(JOBS)})
+    try:
+        await qm.run(mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous)
+    finally:
+        await pool.close()
+        await conn.close()
+        log.info("worker stopped")
+
+
+async def enqueue_once(queries: Queries, entrypoint: str) -> None:
+    """Enqueue unless one is already waiting (the dedupe key keeps at most one queued)."""
+    try:
+        await queries.enqueue(entrypoint, None, dedupe_key=entrypoint)
+    except DuplicateJobError:
+        log.info("job already queued", extra={"job": entrypoint})
+
+
+async def run_scheduler(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    queries = Queries(AsyncpgDriver(conn))
+    sm = SchedulerManager(queries)
+    for name, cron in SCHEDULES.items():
+
+        async def fire(schedule: Schedule, name: str = name) -> None:
+            await enqueue_once(queries, name)
+
+        sm.schedule(name, cron)(fire)
+    _stop_on_signals(sm.shutdown)
+    log.info("scheduler started", extra={"schedules": SCHEDULES})
+    try:
+        await sm.run()
+    finally:
+        await conn.close()
+        log.info("scheduler stopped")
