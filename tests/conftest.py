@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -106,3 +107,52 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings.database_url, min_size=1, max_size=5)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Any]:
+    from litestar.testing import AsyncTestClient
+
+    from app.asgi import create_app
+
+    async with AsyncTestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+async def importer(settings: Settings, pool: asyncpg.Pool) -> Any:
+    from app.persons.service import PersonImporter, PersonKeys
+    from infra.crypto import FieldCipher
+    from infra.storage import ObjectStorage
+
+    return PersonImporter(
+        pool,
+        ObjectStorage(settings),
+        PersonKeys(FieldCipher(settings.data_encryption_key), settings.lookup_hash_key),
+        "system:test",
+    )
+
+
+@pytest.fixture
+async def cardholder(client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path) -> dict[str, Any]:
+    """An imported person, signed in on a device, with an activated card."""
+    from tests.factories import bearer, sample_person, sign_in, write_jsonl
+
+    person = sample_person()
+    report = await importer.import_file(write_jsonl(tmp_path / "p.jsonl", [person.row()]))
+    assert report.created == 1, report.errors
+    tokens = await sign_in(client, pool, person.phone)
+    r = await client.post(
+        "/v1/card/activation", json={"national_id": person.national_id}, headers=bearer(tokens["access_token"])
+    )
+    assert r.status_code == 200, r.text
+    return {"person": person, "tokens": tokens, "headers": bearer(tokens["access_token"]), "card": r.json()}
+
+
+@pytest.fixture
+async def terminal_headers(settings: Settings, pool: asyncpg.Pool) -> dict[str, str]:
+    from app.auth.service import AuthService
+    from notifications.sms import DevSmsProvider
+
+    key = await AuthService(pool, settings, DevSmsProvider()).create_terminal("Test Pharmacy")
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,85 @@
+"""Test data: valid national IDs and persons, and the real sign-in flow (code read from the dev SMS table)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from litestar.testing import AsyncTestClient
+
+from app.persons.national_id import check_character
+
+_seq = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class SamplePerson:
+    national_id: str
+    name: str
+    birth_date: date
+    phone: str
+    region: str = "110101"
+    locale: str = "zh-CN"
+
+    def row(self, **overrides: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "national_id": self.national_id,
+            "name": self.name,
+            "birth_date": self.birth_date.isoformat(),
+            "phone": self.phone,
+            "region": self.region,
+            "locale": self.locale,
+            "pension": {"monthly_amount": 350000, "bank_account": "6222020200112233445", "start_month": "2010-01"},
+        }
+        row.update(overrides)
+        return row
+
+
+def sample_person(n: int | None = None, *, locale: str = "zh-CN") -> SamplePerson:
+    n = next(_seq) if n is None else n
+    birth = date(1940 + n % 30, 1 + n % 12, 1 + n % 28)
+    first17 = f"110101{birth:%Y%m%d}{n % 1000:03d}"
+    return SamplePerson(
+        national_id=first17 + check_character(first17),
+        name=f"测试{n}",
+        birth_date=birth,
+        phone=f"139{n:08d}",
+        locale=locale,
+    )
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+async def last_code(pool: asyncpg.Pool, phone: str) -> str:
+    body = await pool.fetchval("SELECT body FROM dev_sms_messages WHERE phone = $1 ORDER BY id DESC LIMIT 1", phone)
+    assert body, f"no SMS recorded for {phone}"
+    match = re.search(r"(\d{6})", body)
+    assert match
+    return match.group(1)
+
+
+async def sign_in(
+    client: AsyncTestClient[Any], pool: asyncpg.Pool, phone: str, device_id: str = "device-0001"
+) -> dict[str, Any]:
+    r = await client.post("/v1/auth/otp", json={"phone": phone})
+    assert r.status_code == 202, r.text
+    code = await last_code(pool, phone)
+    r = await client.post(
+        "/v1/auth/otp/verify", json={"phone": phone, "code": code, "device_id": device_id, "platform": "android"}
+    )
+    assert r.status_code == 200, r.text
+    tokens: dict[str, Any] = r.json()
+    return tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
