@@ -80,7 +80,7 @@ async def record(
 
 
 async def _rows(uow: UnitOfWork, batch: int = 5000) -> AsyncIterator[tuple[int, AuditEntry, bytes, bytes]]:
-    last_id = 0
+    last_id = -(2**63)  # every row, whatever id an intruder gave it
     while True:
         rows = await uow.fetch(
             """SELECT id, at, actor, action, subject, details, prev_hash, hash

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-_NATIONAL_ID = re.compile(r"(?<![0-9])([1-9][0-9]{5})[0-9]{7}([0-9]{3}[0-9Xx])(?![0-9])")
+_NATIONAL_ID = re.compile(r"(?<![0-9])([1-9][0-9]{5})[0-9]{8}([0-9]{3}[0-9Xx])(?![0-9])")
 _PHONE = re.compile(r"(?<![0-9])(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
 _BEARER = re.compile(r"\b(at|rt|tk|qr)[._][A-Za-z0-9_\-.]{16,}")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

@@ -1,0 +1,106 @@
+"""Field encryption, lookup hashes and masking."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id, mask_phone, sha256
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(32, 64))
+
+
+@pytest.mark.parametrize("plaintext", [b"", b"x", b"110101194503072319", "张三".encode(), bytes(range(256)) * 10])
+def test_round_trip(plaintext: bytes) -> None:
+    cipher = FieldCipher(KEY)
+    blob = cipher.encrypt(plaintext, b"persons.national_id")
+    assert plaintext not in blob or plaintext == b""
+    assert cipher.decrypt(blob, b"persons.national_id") == plaintext
+
+
+def test_text_round_trip() -> None:
+    cipher = FieldCipher(KEY)
+    blob = cipher.encrypt_text("张三 110101194503072319", "persons.name")
+    assert cipher.decrypt_text(blob, "persons.name") == "张三 110101194503072319"
+
+
+def test_ciphertext_layout_and_fresh_nonce() -> None:
+    cipher = FieldCipher(KEY)
+    a = cipher.encrypt(b"same", b"ctx")
+    b = cipher.encrypt(b"same", b"ctx")
+    assert a != b
+    assert a[:12] != b[:12]
+    assert len(a) == 12 + len(b"same") + 16
+
+
+def test_other_context_fails() -> None:
+    cipher = FieldCipher(KEY)
+    blob = cipher.encrypt(b"secret", b"persons.national_id")
+    with pytest.raises(InvalidTag):
+        cipher.decrypt(blob, b"persons.phone")
+    with pytest.raises(InvalidTag):
+        cipher.decrypt_text(blob, "")
+
+
+def test_other_key_fails() -> None:
+    blob = FieldCipher(KEY).encrypt(b"secret", b"ctx")
+    with pytest.raises(InvalidTag):
+        FieldCipher(OTHER_KEY).decrypt(blob, b"ctx")
+
+
+def test_tampered_ciphertext_fails() -> None:
+    cipher = FieldCipher(KEY)
+    blob = cipher.encrypt(b"secret", b"ctx")
+    for i in range(len(blob)):
+        tampered = blob[:i] + bytes([blob[i] ^ 0x01]) + blob[i + 1 :]
+        with pytest.raises(InvalidTag):
+            cipher.decrypt(tampered, b"ctx")
+
+
+def test_truncated_ciphertext_fails() -> None:
+    cipher = FieldCipher(KEY)
+    blob = cipher.encrypt(b"secret", b"ctx")
+    with pytest.raises(InvalidTag):
+        cipher.decrypt(blob[:-1], b"ctx")
+
+
+@pytest.mark.parametrize("key", [b"", b"short", bytes(31), bytes(33)])
+def test_bad_key_length_is_refused(key: bytes) -> None:
+    with pytest.raises(ValueError, match="key"):
+        FieldCipher(key)
+
+
+def test_mask_national_id() -> None:
+    assert mask_national_id("110101194503072319") == "110101********2319"
+    assert mask_national_id("11010519491231002X") == "110105********002X"
+
+
+def test_mask_phone() -> None:
+    assert mask_phone("13800138000") == "138****8000"
+
+
+@pytest.mark.parametrize(
+    ("account", "masked"),
+    [
+        ("6222020200001234567", "***************4567"),
+        ("622202020000", "********0000"),
+        ("1234", "1234"),
+    ],
+)
+def test_mask_account(account: str, masked: str) -> None:
+    assert mask_account(account) == masked
+    assert len(mask_account(account)) == len(account)
+
+
+def test_lookup_hash_is_deterministic_per_key() -> None:
+    a = lookup_hash(KEY, "110101194503072319")
+    assert a == lookup_hash(KEY, "110101194503072319")
+    assert len(a) == 32
+    assert a != lookup_hash(OTHER_KEY, "110101194503072319")
+    assert a != lookup_hash(KEY, "110101194503072318")
+    assert a != sha256(b"110101194503072319")
+
+
+def test_sha256() -> None:
+    assert sha256(b"abc").hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
