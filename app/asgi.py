@@ -12,4 +12,7 @@ from infra.logging import configure_logging
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    return Litestar(plugins=[SocialCardPlugin(settings)], debug=False)
+    # The body limit is read from the constructor only (a plugin's AppConfig value is ignored).
+    return Litestar(
+        plugins=[SocialCardPlugin(settings)], request_max_body_size=settings.max_request_body_bytes, debug=False
+    )

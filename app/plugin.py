@@ -48,7 +48,6 @@ class SocialCardPlugin(InitPluginProtocol):
             request_id_middleware,
             bearer_auth_middleware,
         ]
-        app_config.request_max_body_size = self.settings.max_request_body_bytes
         app_config.openapi_config = OpenAPIConfig(
             title="Social security card and pension certification API",
             version="1.0.0",

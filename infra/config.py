@@ -147,7 +147,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             numbers[name.lower()] = _int(env, name, default, low, high)
         except SettingsError as exc:
             problems.append(str(exc))
-    if not problems and numbers["db_pool_min"] > numbers["db_pool_max"]:
+    if {"db_pool_min", "db_pool_max"} <= numbers.keys() and numbers["db_pool_min"] > numbers["db_pool_max"]:
         problems.append("DB_POOL_MIN must not exceed DB_POOL_MAX")
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))

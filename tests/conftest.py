@@ -10,6 +10,8 @@ import base64
 import itertools
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +40,9 @@ class Embedded:
 
 
 @pytest.fixture(scope="session")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
-    root = tmp_path_factory.mktemp("services")
+def embedded() -> Iterator[Embedded]:
+    # A private folder, not pytest's rotating basetemp: a concurrent pytest run must not reap it.
+    root = Path(tempfile.mkdtemp(prefix="socialcard-test-"))
     postgres = start_postgres(root / "pg")
     access, secret = "test-" + secrets.token_hex(4), secrets.token_urlsafe(18)
     s3 = start_seaweedfs(root / "s3", access_key=access, secret_key=secret, bucket="bootstrap", ports=TEST_WEED_PORTS)
@@ -59,6 +62,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     finally:
         s3.stop()
         postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 _counter = itertools.count()

@@ -47,6 +47,9 @@ def parse_access_token(key: bytes, token: str, now: datetime) -> AccessClaims | 
         return None
     try:
         payload, mac = _unb64(parts[1]), _unb64(parts[2])
+        # One spelling per token: the text must be exactly what issue_access_token would write.
+        if _b64(payload) != parts[1] or _b64(mac) != parts[2]:
+            return None
         if not hmac.compare_digest(mac, _mac(key, payload)):
             return None
         claims = msgspec.msgpack.decode(payload, type=AccessClaims)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
+
+_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
@@ -23,7 +26,7 @@ def validate(national_id: str) -> str | None:
     """The reason the number is not a valid identity number, or None when it is."""
     if len(national_id) != 18:
         return "must be 18 characters"
-    if not national_id[:17].isdigit() or not (national_id[17].isdigit() or national_id[17] == "X"):
+    if not _SHAPE.fullmatch(national_id):  # ASCII only: full-width or other Unicode digits are refused
         return "must be 17 digits followed by a digit or X"
     if birth_date_of(national_id) is None:
         return "contains an impossible birth date"

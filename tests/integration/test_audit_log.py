@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from app.cli import main
+from infra import audit
 from infra.config import Settings, settings_env
 from infra.db import unit_of_work
-from infra import audit
 
 
 @pytest.fixture
@@ -80,7 +80,12 @@ async def test_inserted_row_is_found(chain: list[int], settings: Settings, capsy
         await conn.execute(
             """INSERT INTO audit_log (id, at, actor, action, subject, details, prev_hash, hash)
                OVERRIDING SYSTEM VALUE VALUES (0, $1, $2, $3, $4, $5, $6, $7)""",
-            entry.at, entry.actor, entry.action, entry.subject, "{}", audit.GENESIS,
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.subject,
+            "{}",
+            audit.GENESIS,
             audit.chain_hash(audit.GENESIS, entry),
         )
     finally:

@@ -59,8 +59,11 @@ async def test_code_expires_after_five_minutes(client: Any, pool: asyncpg.Pool) 
     phone = sample_person().phone
     await client.post("/v1/auth/otp", json={"phone": phone})
     code = await last_code(pool, phone)
-    await pool.execute("UPDATE otp_codes SET created_at = created_at - interval '6 minutes', "
-                       "expires_at = expires_at - interval '6 minutes' WHERE phone = $1", phone)
+    await pool.execute(
+        "UPDATE otp_codes SET created_at = created_at - interval '6 minutes', "
+        "expires_at = expires_at - interval '6 minutes' WHERE phone = $1",
+        phone,
+    )
     r = await client.post(VERIFY, json=_verify_body(phone, code))
     assert r.json()["code"] == "otp_expired"
 
@@ -136,9 +139,13 @@ async def test_operator_wrong_totp_and_lockout(client: Any, operator: dict[str, 
     good = pyotp.TOTP(operator["secret"]).now()
     bad = f"{(int(good) + 500_000) % 1_000_000:06d}"
     for _ in range(5):
-        r = await client.post("/v1/auth/operator", json={"username": "alice", "password": operator["password"], "totp": bad})
+        r = await client.post(
+            "/v1/auth/operator", json={"username": "alice", "password": operator["password"], "totp": bad}
+        )
         assert r.status_code == 401
-    r = await client.post("/v1/auth/operator", json={"username": "alice", "password": operator["password"], "totp": good})
+    r = await client.post(
+        "/v1/auth/operator", json={"username": "alice", "password": operator["password"], "totp": good}
+    )
     assert r.status_code == 429
     assert r.json()["code"] == "operator_locked"
     failures = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.operator_sign_in_failed'")
@@ -156,7 +163,8 @@ async def test_terminal_key_is_stored_hashed_and_revocable(
 ) -> None:
     key = terminal_headers["Authorization"].split()[1]
     stored = await pool.fetchval("SELECT key_hash FROM terminals")
-    assert key.encode() not in stored and key.split(".")[1].encode() not in stored
+    assert key.encode() not in stored
+    assert key.split(".")[1].encode() not in stored
     r = await client.post("/v1/terminal/qr/verify", json={"token": "x"}, headers=terminal_headers)
     assert r.status_code == 400  # authenticated; the token itself is refused
     await pool.execute("UPDATE terminals SET revoked_at = now()")

@@ -58,7 +58,9 @@ async def test_activation_needs_the_id_registered_with_this_phone(
     assert r.status_code == 403
 
 
-async def test_activation_is_idempotent_and_audited(client: Any, cardholder: dict[str, Any], pool: asyncpg.Pool) -> None:
+async def test_activation_is_idempotent_and_audited(
+    client: Any, cardholder: dict[str, Any], pool: asyncpg.Pool
+) -> None:
     r = await client.post(
         "/v1/card/activation", json={"national_id": cardholder["person"].national_id}, headers=cardholder["headers"]
     )
@@ -108,7 +110,9 @@ async def test_200_concurrent_verifications_of_20_tokens(
 ) -> None:
     tokens = [await _mint(client, cardholder["headers"]) for _ in range(20)]
     attempts = [t for t in tokens for _ in range(10)]
-    answers = await asyncio.gather(*(client.post(VERIFY, json={"token": t}, headers=terminal_headers) for t in attempts))
+    answers = await asyncio.gather(
+        *(client.post(VERIFY, json={"token": t}, headers=terminal_headers) for t in attempts)
+    )
     statuses = [a.status_code for a in answers]
     assert statuses.count(200) == 20
     assert all(400 <= s < 500 for s in statuses if s != 200), sorted(set(statuses))

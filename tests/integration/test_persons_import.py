@@ -44,7 +44,8 @@ async def test_national_id_is_encrypted_hashed_and_masked(
     assert row["national_id_masked"] == person.national_id[:6] + "********" + person.national_id[-4:]
     account = await pool.fetchrow("SELECT bank_account_enc, bank_account_masked FROM pension_entitlements")
     assert account is not None
-    assert account["bank_account_masked"].endswith("3445") and "6222" not in account["bank_account_masked"]
+    assert account["bank_account_masked"].endswith("3445")
+    assert "6222" not in account["bank_account_masked"]
 
 
 async def test_reimport_updates_the_one_person_and_audits_the_change(
@@ -54,8 +55,10 @@ async def test_reimport_updates_the_one_person_and_audits_the_change(
     await importer.import_file(write_jsonl(tmp_path / "a.jsonl", [person.row()]))
     report = await importer.import_file(write_jsonl(tmp_path / "b.jsonl", [person.row()]))
     assert (report.created, report.updated, report.unchanged) == (0, 0, 1)
-    moved = person.row(region="310104", pension={"monthly_amount": 360000, "bank_account": "6222020200112233445",
-                                                 "start_month": "2010-01"})
+    moved = person.row(
+        region="310104",
+        pension={"monthly_amount": 360000, "bank_account": "6222020200112233445", "start_month": "2010-01"},
+    )
     report = await importer.import_file(write_jsonl(tmp_path / "c.jsonl", [moved]))
     assert report.updated == 1
     assert await pool.fetchval("SELECT count(*) FROM persons") == 1
@@ -81,10 +84,34 @@ async def test_csv_with_flattened_pension_columns(importer: Any, pool: asyncpg.P
     path = tmp_path / "persons.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["national_id", "name", "birth_date", "phone", "region", "locale", "reference_photo",
-                         "pension_monthly_amount", "pension_bank_account", "pension_start_month"])
-        writer.writerow([person.national_id, person.name, person.birth_date.isoformat(), person.phone, "110101",
-                         "en", "", "286050", "6217000010002345678", "2007-07"])
+        writer.writerow(
+            [
+                "national_id",
+                "name",
+                "birth_date",
+                "phone",
+                "region",
+                "locale",
+                "reference_photo",
+                "pension_monthly_amount",
+                "pension_bank_account",
+                "pension_start_month",
+            ]
+        )
+        writer.writerow(
+            [
+                person.national_id,
+                person.name,
+                person.birth_date.isoformat(),
+                person.phone,
+                "110101",
+                "en",
+                "",
+                "286050",
+                "6217000010002345678",
+                "2007-07",
+            ]
+        )
     report = await importer.import_file(path)
     assert report.created == 1, report.errors
     assert await pool.fetchval("SELECT monthly_amount_fen FROM pension_entitlements") == 286050
@@ -100,7 +127,8 @@ async def test_reference_photo_is_stored_in_object_storage(
     report = await importer.import_file(write_jsonl(tmp_path / "p.jsonl", [person.row(reference_photo=str(photo))]))
     assert report.created == 1, report.errors
     key = await pool.fetchval("SELECT reference_photo_key FROM persons")
-    assert key.startswith("reference-photos/") and key.endswith(".jpg")
+    assert key.startswith("reference-photos/")
+    assert key.endswith(".jpg")
     assert ObjectStorage(settings).get_bytes(key) == photo.read_bytes()
     # Not an image, or missing: the row is reported, nothing lands.
     (tmp_path / "notes.jpg").write_text("not an image")
@@ -119,9 +147,7 @@ async def test_s3_key_reference_must_exist_in_the_bucket(importer: Any, settings
     assert [(e.line, e.reason) for e in report.errors] == [(2, "no such object in storage")]
 
 
-async def test_no_national_id_in_any_log_line(
-    importer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_no_national_id_in_any_log_line(importer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from infra.logging import JsonFormatter
 
     person = sample_person()

@@ -22,7 +22,9 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 def make_entries(n: int) -> list[AuditEntry]:
     return [
-        AuditEntry(T0 + timedelta(seconds=i), f"operator:{i % 3}", "card.suspend", f"card:{i}", {"reason": "lost", "n": i})
+        AuditEntry(
+            T0 + timedelta(seconds=i), f"operator:{i % 3}", "card.suspend", f"card:{i}", {"reason": "lost", "n": i}
+        )
         for i in range(n)
     ]
 
@@ -46,7 +48,7 @@ def first_break(rows: list[Row]) -> ChainBreak | None:
 
 
 def test_genesis_is_32_zero_bytes() -> None:
-    assert GENESIS == bytes(32)
+    assert bytes(32) == GENESIS
 
 
 def test_chain_hash_is_sha256_of_prev_and_canonical() -> None:

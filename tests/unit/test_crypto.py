@@ -15,7 +15,8 @@ OTHER_KEY = bytes(range(32, 64))
 def test_round_trip(plaintext: bytes) -> None:
     cipher = FieldCipher(KEY)
     blob = cipher.encrypt(plaintext, b"persons.national_id")
-    assert plaintext not in blob or plaintext == b""
+    if len(plaintext) >= 8:
+        assert plaintext not in blob
     assert cipher.decrypt(blob, b"persons.national_id") == plaintext
 
 

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = (
-    "import face_recognition, face_recognition_models; "
-    "print(face_recognition_models.pose_predictor_model_location())"
+    "import face_recognition, face_recognition_models; print(face_recognition_models.pose_predictor_model_location())"
 )
 
 

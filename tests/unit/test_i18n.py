@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from app.i18n import CARD_STATUS_NAMES, DEFAULT_LOCALE, LOCALES, MESSAGES, message, negotiate
@@ -38,7 +40,10 @@ def test_defaults() -> None:
 def test_message_formats_params() -> None:
     assert message("otp_invalid", "en", left=3) == "The code is wrong. 3 tries left."
     assert message("otp_invalid", "zh-CN", left=3) == "验证码错误，还可尝试3次。"
-    assert message("otp_rate_limited", "en", minutes=10) == "Too many codes were sent to this number. Try again in 10 minutes."
+    assert (
+        message("otp_rate_limited", "en", minutes=10)
+        == "Too many codes were sent to this number. Try again in 10 minutes."
+    )
     assert message("invalid_body", "en", detail="bad phone") == "The request is not valid: bad phone"
 
 
@@ -69,8 +74,6 @@ def test_every_message_has_both_languages(code: str) -> None:
 
 @pytest.mark.parametrize("code", sorted(MESSAGES))
 def test_both_languages_use_the_same_params(code: str) -> None:
-    import string
-
     zh, en = MESSAGES[code]
     names = [{f for _, f, _, _ in string.Formatter().parse(t) if f} for t in (zh, en)]
     assert names[0] == names[1]

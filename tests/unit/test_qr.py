@@ -41,11 +41,8 @@ def test_token_shape() -> None:
 def test_any_single_character_change_is_rejected(claims: QrClaims) -> None:
     token = encode(KEY, claims)
     for i, ch in enumerate(token):
-        if ch == ".":
-            replacements = ALPHABET
-        else:
-            # Every other base64url character, including those that only differ in padding bits.
-            replacements = ALPHABET.replace(ch, "")
+        # Every other base64url character, including those that only differ in padding bits.
+        replacements = ALPHABET if ch == "." else ALPHABET.replace(ch, "")
         for repl in replacements:
             tampered = token[:i] + repl + token[i + 1 :]
             assert decode(KEY, tampered) is None, (i, repl)

@@ -182,3 +182,15 @@ def test_otp_hash() -> None:
     assert base != otp_hash(KEY, "13800138001", "123456")
     assert base != otp_hash(KEY, "13800138000", "123457")
     assert base != otp_hash(OTHER_KEY, "13800138000", "123456")
+
+
+def test_alternative_spellings_of_an_access_token_are_refused() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from app.auth.tokens import issue_access_token, parse_access_token
+
+    key = b"k" * 32
+    now = datetime.now(UTC)
+    token = issue_access_token(key, uuid.uuid4(), "account", now + timedelta(minutes=5))
+    assert parse_access_token(key, token, now) is not None
+    assert parse_access_token(key, token + "==", now) is None
