@@ -1,0 +1,87 @@
+"""The real processes: the API under granian with two workers, and the pgqueuer worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.queries import Queries
+
+from infra.config import Settings, settings_env
+from infra.jobs import PURGE_EXPIRED, enqueue_once, run_worker
+from tests.factories import sample_person
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, **settings_env(settings), "API_PORT": str(port), "API_WORKERS": "2"}
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, "the API exited at start"
+            assert time.monotonic() < deadline, "the API was not ready within 60 s"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+async def test_otp_limit_holds_across_two_api_workers(api: str, pool: asyncpg.Pool) -> None:
+    phone = sample_person().phone
+    limits = httpx.Limits(max_connections=40, max_keepalive_connections=0)  # new connections spread over workers
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30) as client:
+        answers = await asyncio.gather(*(client.post("/v1/auth/otp", json={"phone": phone}) for _ in range(40)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(202) == 5, statuses
+    assert statuses.count(429) == 35, statuses
+    assert await pool.fetchval("SELECT count(*) FROM dev_sms_messages WHERE phone = $1", phone) == 5
+    served_by = await pool.fetchval(
+        "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = 'socialcard' AND datname = current_database()"
+    )
+    assert served_by >= 2  # both API workers hold connections
+
+
+async def test_worker_runs_the_purge_job(settings: Settings, pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        "INSERT INTO otp_codes (phone, code_hash, expires_at) VALUES ('13900000001', '\\x00', now() - interval '2 days'),"
+        " ('13900000002', '\\x00', now() + interval '5 minutes')"
+    )
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        queries = Queries(AsyncpgDriver(conn))
+        await enqueue_once(queries, PURGE_EXPIRED)
+        await enqueue_once(queries, PURGE_EXPIRED)  # deduplicated: one waiting job at most
+        assert await conn.fetchval("SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", PURGE_EXPIRED) == 1
+    finally:
+        await conn.close()
+    await asyncio.wait_for(run_worker(settings, drain=True), timeout=60)
+    assert await pool.fetchval("SELECT array_agg(phone) FROM otp_codes") == ["13900000002"]
