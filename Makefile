@@ -33,7 +33,7 @@ test-fast: setup  ## unit tests only (no services)
 	$(UV) run --frozen pytest tests/unit
 
 bench: setup  ## QR mint + terminal verify over HTTP against `make run`'s configuration, and bare asyncpg
-	$(UV) run --frozen python -m app.bench
+	$(UV) run --frozen python -m bench.qr_roundtrip
 
 clean-var:  ## forget the local development data (database, objects, dev keys)
 	rm -rf var

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
+from litestar.params import Parameter
 
 from app.auth.guards import requires
 from app.auth.principal import CARDHOLDER, TERMINAL, Principal
@@ -44,8 +45,15 @@ class CardController(Controller):
         return _card(await services.cards.recover(request.user))
 
     @post("/qr", status_code=201, summary="Mint a dynamic QR code (60 s, single use, bound to this device)")
-    async def mint_qr(self, request: Request[Principal, Any, Any], services: Services) -> QrCode:
-        minted = await services.cards.mint_qr(request.user)
+    async def mint_qr(
+        self,
+        request: Request[Principal, Any, Any],
+        services: Services,
+        svg: Annotated[
+            bool, Parameter(description="include an SVG rendering (apps that draw the code can skip it)")
+        ] = True,
+    ) -> QrCode:
+        minted = await services.cards.mint_qr(request.user, render_svg=svg)
         return QrCode(token=minted.token, expires_at=minted.expires_at, svg=minted.svg)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 import asyncpg
 
@@ -43,17 +42,11 @@ async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> None:
     )
 
 
-async def insert_qr_token(
-    uow: UnitOfWork, token_id: uuid.UUID, card_id: uuid.UUID, session_id: uuid.UUID, expires_at: datetime
-) -> None:
-    await uow.execute(
-        "INSERT INTO qr_tokens (id, card_id, session_id, expires_at) VALUES ($1, $2, $3, $4)",
-        token_id,
-        card_id,
-        session_id,
-        expires_at,
-    )
-
+# Minting is one statement on the hot path: a row only for an active card of this person.
+MINT_QR_SQL = """
+    INSERT INTO qr_tokens (id, card_id, session_id, expires_at)
+    SELECT $1, c.id, $2, $3 FROM cards c WHERE c.person_id = $4 AND c.status = 'active'
+    RETURNING card_id"""
 
 # One statement: exactly one concurrent consumer wins the row lock and sees consumed_at IS NULL.
 # The card must be active and the minting session still signed in at the moment of use.

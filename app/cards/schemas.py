@@ -26,7 +26,7 @@ class Activation(Body):
 class QrCode(Body):
     token: str
     expires_at: datetime
-    svg: str
+    svg: str | None
 
 
 class QrVerification(Body):

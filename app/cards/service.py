@@ -33,7 +33,7 @@ class CardView:
 class MintedQr:
     token: str
     expires_at: datetime
-    svg: str
+    svg: str | None
 
 
 @dataclass(frozen=True)
@@ -111,20 +111,22 @@ class CardService:
     async def recover(self, principal: Principal) -> CardView:
         return await self._transition(principal, "reported_lost", "active", "card_not_lost", "card.recovered")
 
-    async def mint_qr(self, principal: Principal) -> MintedQr:
+    async def mint_qr(self, principal: Principal, *, render_svg: bool = True) -> MintedQr:
         if principal.session_id is None or not principal.device_id:
             raise Forbidden("device_required")
-        async with unit_of_work(self._pool) as uow:
-            card = await repo.card_of_person(uow, self._person_of(principal))
+        person_id = self._person_of(principal)
+        token_id = uuid.uuid4()
+        expires_at = (datetime.now(UTC) + timedelta(seconds=self._settings.qr_token_ttl_s)).replace(microsecond=0)
+        card_id = await self._pool.fetchval(repo.MINT_QR_SQL, token_id, principal.session_id, expires_at, person_id)
+        if card_id is None:
+            async with unit_of_work(self._pool) as uow:
+                card = await repo.card_of_person(uow, person_id)
             if card is None:
                 raise NotFound("card_not_activated")
-            if card["status"] != "active":
-                raise Conflict("card_not_active", status=card["status"])
-            token_id = uuid.uuid4()
-            expires_at = (datetime.now(UTC) + timedelta(seconds=self._settings.qr_token_ttl_s)).replace(microsecond=0)
-            await repo.insert_qr_token(uow, token_id, card["id"], principal.session_id, expires_at)
-        token = qr.encode(self._settings.qr_signing_key, qr.QrClaims(token_id, card["id"], int(expires_at.timestamp())))
-        return MintedQr(token, expires_at, qr.render_svg(token))
+            raise Conflict("card_not_active", status=card["status"])
+        claims = qr.QrClaims(token_id, card_id, int(expires_at.timestamp()))
+        token = qr.encode(self._settings.qr_signing_key, claims)
+        return MintedQr(token, expires_at, qr.render_svg(token) if render_svg else None)
 
     async def verify_qr(self, terminal: Principal, token: str) -> VerifiedQr:
         claims = qr.decode(self._settings.qr_signing_key, token)

@@ -35,8 +35,13 @@ def _free_port() -> int:
 def api(settings: Settings) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, **settings_env(settings), "API_PORT": str(port), "API_WORKERS": "2"}
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:

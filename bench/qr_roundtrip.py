@@ -1,0 +1,345 @@
+"""`make bench`: QR mint + terminal verify over HTTP, and the same SQL through bare asyncpg.
+
+Starts the system as `make run` configures it (embedded PostgreSQL, two granian API workers) in a
+private folder, seeds cardholders and a terminal, then measures in one run:
+  1. HTTP round trips (mint, then verify) at full speed: verifications/s, p50/p99 per request;
+  2. verify latency at a fixed 300 requests/s (open loop): p50/p99;
+  3. bare asyncpg running the same statements the API runs for a round trip: round trips/s.
+It prints a table and the HTTP/bare ratio, and writes the figures to bench-results/qr.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from app.auth import repository as auth_repo
+from app.auth import tokens
+from app.cards import repository as card_repo
+from infra.config import APP_ROLE, load_settings, settings_env
+from infra.embedded import provision, start_postgres, start_seaweedfs
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_WEED_PORTS = {"s3": 38433, "master": 39433, "volume": 39440, "filer": 38988, "admin": 35746}
+
+
+class HttpConnection:
+    """A minimal HTTP/1.1 keep-alive client, so the load generator costs little of the 2 cores."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> HttpConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, path: str, auth: str, body: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {auth}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.lower() == b"content-length")
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else float("nan")
+
+
+async def seed(url: str, settings: Any, holders: int) -> tuple[list[str], list[uuid.UUID], str, uuid.UUID]:
+    """Cardholders with active cards and device sessions, and one terminal (straight into the tables)."""
+    conn = await asyncpg.connect(url)
+    access: list[str] = []
+    sessions: list[uuid.UUID] = []
+    try:
+        for i in range(holders):
+            person_id = await conn.fetchval(
+                """INSERT INTO persons (national_id_hash, national_id_enc, national_id_masked, name, birth_date,
+                                        phone, region) VALUES ($1, '\\x00', '110101********0000', $2, '1950-01-01',
+                                        $3, '110101') RETURNING id""",
+                uuid.uuid4().bytes,
+                f"bench{i}",
+                f"139{i:08d}",
+            )
+            await conn.execute(
+                "INSERT INTO cards (person_id, card_number, status) VALUES ($1, $2, 'active')", person_id, f"{i:012d}"
+            )
+            account_id = await conn.fetchval(
+                "INSERT INTO accounts (phone, person_id) VALUES ($1, $2) RETURNING id", f"139{i:08d}", person_id
+            )
+            expires = datetime.now(UTC) + timedelta(days=1)
+            session_id = await conn.fetchval(
+                """INSERT INTO sessions (principal_kind, principal_id, device_id, platform, expires_at)
+                   VALUES ('account', $1, $2, 'android', $3) RETURNING id""",
+                account_id,
+                f"bench-device-{i}",
+                expires,
+            )
+            sessions.append(session_id)
+            access.append(tokens.issue_access_token(settings.token_signing_key, session_id, "account", expires))
+        terminal_id = uuid.uuid4()
+        key, key_hash = tokens.new_terminal_key(terminal_id)
+        await conn.execute(
+            "INSERT INTO terminals (id, merchant, key_hash) VALUES ($1, 'bench', $2)", terminal_id, key_hash
+        )
+    finally:
+        await conn.close()
+    return access, sessions, key, terminal_id
+
+
+async def http_throughput(
+    port: int, access: list[str], key: str, seconds: float, concurrency: int, mint_path: str
+) -> dict[str, Any]:
+    mint_lat: list[float] = []
+    verify_lat: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop(n: int) -> None:
+        nonlocal failures
+        conn = await HttpConnection.open(port)
+        holder = access[n % len(access)]
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                status, body = await conn.post(mint_path, holder, b"")
+                t1 = time.perf_counter()
+                if status != 201:
+                    failures += 1
+                    continue
+                token = json.loads(body)["token"]
+                status, _ = await conn.post("/v1/terminal/qr/verify", key, json.dumps({"token": token}).encode())
+                t2 = time.perf_counter()
+                if status != 200:
+                    failures += 1
+                    continue
+                mint_lat.append(t1 - t0)
+                verify_lat.append(t2 - t1)
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(n) for n in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {
+        "verifications_per_s": round(len(verify_lat) / elapsed, 1),
+        "requests_per_s": round(2 * len(verify_lat) / elapsed, 1),
+        "mint_p50_ms": round(_pct(mint_lat, 0.50), 2),
+        "mint_p99_ms": round(_pct(mint_lat, 0.99), 2),
+        "verify_p50_ms": round(_pct(verify_lat, 0.50), 2),
+        "verify_p99_ms": round(_pct(verify_lat, 0.99), 2),
+        "failures": failures,
+    }
+
+
+async def http_fixed_rate(port: int, access: list[str], key: str, rate: int, seconds: float) -> dict[str, Any]:
+    """Open loop: verifications start on a fixed schedule whatever the server does (no coordinated omission)."""
+    count = int(rate * seconds)
+    pool = [await HttpConnection.open(port) for _ in range(64)]
+    free: asyncio.Queue[HttpConnection] = asyncio.Queue()
+    for c in pool:
+        free.put_nowait(c)
+    minted: list[str] = []
+    for i in range(count):  # minted beforehand; they live 60 s, the run takes `seconds`
+        conn = await free.get()
+        status, body = await conn.post("/v1/card/qr", access[i % len(access)], b"")
+        free.put_nowait(conn)
+        assert status == 201, body
+        minted.append(json.loads(body)["token"])
+    latencies: list[float] = []
+    failures = 0
+
+    async def one(token: str, scheduled: float) -> None:
+        nonlocal failures
+        conn = await free.get()
+        try:
+            status, _ = await conn.post("/v1/terminal/qr/verify", key, json.dumps({"token": token}).encode())
+        finally:
+            free.put_nowait(conn)
+        latencies.append(time.perf_counter() - scheduled)  # measured from when it should have started
+        failures += status != 200
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i, token in enumerate(minted):
+        scheduled = start + i / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(token, scheduled)))
+    await asyncio.gather(*tasks)
+    for c in pool:
+        c.close()
+    return {
+        "rate_per_s": rate,
+        "requests": count,
+        "verify_p50_ms": round(_pct(latencies, 0.50), 2),
+        "verify_p99_ms": round(_pct(latencies, 0.99), 2),
+        "failures": failures,
+    }
+
+
+async def bare_asyncpg(
+    url: str, sessions: list[uuid.UUID], terminal_id: uuid.UUID, seconds: float, concurrency: int
+) -> dict[str, Any]:
+    """The statements the API runs for one round trip, without HTTP, Litestar or the token codecs."""
+    pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
+    assert pool is not None
+    done: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop(n: int) -> None:
+        session_id = sessions[n % len(sessions)]
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            # mint: resolve the session, insert the token for the active card
+            who = await pool.fetchrow(auth_repo.ACCOUNT_SESSION_SQL, session_id)
+            assert who is not None
+            token_id = uuid.uuid4()
+            expires = datetime.now(UTC) + timedelta(seconds=60)
+            card_id = await pool.fetchval(card_repo.MINT_QR_SQL, token_id, session_id, expires, who["person_id"])
+            assert card_id is not None
+            # verify: resolve the terminal, consume the token
+            assert await pool.fetchrow(auth_repo.TERMINAL_SQL, terminal_id) is not None
+            assert await pool.fetchrow(card_repo.CONSUME_QR_SQL, token_id, card_id, terminal_id) is not None
+            done.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(n) for n in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return {
+        "round_trips_per_s": round(len(done) / elapsed, 1),
+        "round_trip_p50_ms": round(_pct(done, 0.5), 2),
+        "round_trip_p99_ms": round(_pct(done, 0.99), 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--holders", type=int, default=50)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="socialcard-bench-"))
+    postgres = start_postgres(root / "postgres")
+    os.environ.setdefault("VAR_DIR", str(root))
+    from infra.config import dev_secrets
+
+    secrets = dev_secrets(root)
+    s3 = start_seaweedfs(
+        root / "s3",
+        access_key=secrets["s3_access_key_id"],
+        secret_key=secrets["s3_secret_access_key"],
+        bucket="socialcard",
+        ports=BENCH_WEED_PORTS,
+    )
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        from infra.migrate import migrate
+
+        asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, "socialcard"))
+        env = {
+            "VAR_DIR": str(root),
+            "DATABASE_URL": postgres.url(APP_ROLE, "socialcard"),
+            "MIGRATION_DATABASE_URL": postgres.url("postgres", "socialcard"),
+            "S3_ENDPOINT_URL": s3.endpoint_url,
+            "S3_ACCESS_KEY_ID": secrets["s3_access_key_id"],
+            "S3_SECRET_ACCESS_KEY": secrets["s3_secret_access_key"],
+            "SOCIALCARD_ENV": "bench",
+            "API_PORT": "8099",
+            "LOG_LEVEL": "WARNING",
+            **{k.upper(): v for k, v in secrets.items() if k.endswith("_key")},
+        }
+        settings = load_settings(env)
+        asyncio.run(migrate(settings.migration_database_url, APP_ROLE))
+        api = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"],
+            env={**os.environ, **settings_env(settings)},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        async def run() -> dict[str, Any]:
+            access, sessions, key, terminal_id = await seed(settings.migration_database_url, settings, args.holders)
+            for _ in range(300):
+                try:
+                    c = await HttpConnection.open(settings.api_port)
+                    c.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+            port, c = settings.api_port, args.concurrency
+            await http_throughput(port, access, key, 2, c, "/v1/card/qr?svg=false")  # warm-up
+            http = await http_throughput(port, access, key, args.seconds, c, "/v1/card/qr?svg=false")
+            http_svg = await http_throughput(port, access, key, args.seconds, c, "/v1/card/qr")
+            fixed = await http_fixed_rate(settings.api_port, access, key, 300, min(args.seconds, 20))
+            bare = await bare_asyncpg(settings.database_url, sessions, terminal_id, args.seconds, args.concurrency)
+            return {"http": http, "http_with_svg": http_svg, "http_at_300_per_s": fixed, "bare_asyncpg": bare}
+
+        results = uvloop.run(run())
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(30)
+        s3.stop()
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    ratio = results["http"]["verifications_per_s"] / results["bare_asyncpg"]["round_trips_per_s"]
+    results["http_to_bare_ratio"] = round(ratio, 3)
+    results["config"] = {
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "api_workers": 2,
+        "cpus": os.cpu_count(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out = ROOT / "bench-results"
+    out.mkdir(exist_ok=True)
+    (out / "qr.json").write_text(json.dumps(results, indent=2))
+    h, f, b = results["http"], results["http_at_300_per_s"], results["bare_asyncpg"]
+    hs = results["http_with_svg"]
+    print(f"{'':34}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(
+        f"{'HTTP mint+verify (verifications)':34}{h['verifications_per_s']:>10}{h['verify_p50_ms']:>10}{h['verify_p99_ms']:>10}"
+    )
+    print(f"{'HTTP mint (same run)':34}{'':>10}{h['mint_p50_ms']:>10}{h['mint_p99_ms']:>10}")
+    print(
+        f"{'HTTP mint with SVG + verify':34}{hs['verifications_per_s']:>10}{hs['verify_p50_ms']:>10}{hs['verify_p99_ms']:>10}"
+    )
+    print(f"{'HTTP verify at fixed 300/s':34}{f['rate_per_s']:>10}{f['verify_p50_ms']:>10}{f['verify_p99_ms']:>10}")
+    print(
+        f"{'bare asyncpg, same SQL':34}{b['round_trips_per_s']:>10}{b['round_trip_p50_ms']:>10}{b['round_trip_p99_ms']:>10}"
+    )
+    print(
+        f"HTTP / bare asyncpg throughput: {ratio:.2f}  (failures: {h['failures']} + {hs['failures']} + {f['failures']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
