@@ -8,6 +8,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,13 @@ def cmd_dev_sms(args: argparse.Namespace) -> int:
     async def body(pool: Any) -> int:
         async with unit_of_work(pool) as uow:
             messages = await recorded_messages(uow, args.phone, args.limit)
+        if args.code:
+            found = re.search(r"(?<![0-9])[0-9]{6}(?![0-9])", messages[0][1]) if messages else None
+            if found is None:
+                print("no sign-in code recorded", file=sys.stderr)
+                return 1
+            print(found.group(0))
+            return 0
         for phone, text, at in messages:
             print(json.dumps({"at": at, "phone": phone, "body": text}, ensure_ascii=False))
         return 0
@@ -335,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     sms = dev.add_parser("sms", help="messages recorded by the development SMS provider")
     sms.add_argument("--phone")
     sms.add_argument("--limit", type=int, default=20)
+    sms.add_argument("--code", action="store_true", help="print only the code in the latest message")
     sms.set_defaults(func=cmd_dev_sms)
 
     aud = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
@@ -346,7 +355,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    # Long-running parts log their progress; one-shot admin commands print results, not chatter.
+    long_running = args.command in ("up", "serve", "worker", "scheduler")
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO" if long_running else "WARNING"))
     try:
         return int(args.func(args))
     except SettingsError as exc:
