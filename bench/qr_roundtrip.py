@@ -270,7 +270,7 @@ def main() -> int:
             "S3_SECRET_ACCESS_KEY": secrets["s3_secret_access_key"],
             "SOCIALCARD_ENV": "bench",
             "API_PORT": "8099",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",  # as `make run` logs
             **{k.upper(): v for k, v in secrets.items() if k.endswith("_key")},
         }
         settings = load_settings(env)

@@ -169,6 +169,7 @@ def start_seaweedfs(
     log_path = data_dir / "weed.log"
     args = [
         weed,
+        "-logtostderr",  # into weed.log beside the data, not glog files in /tmp
         "mini",
         f"-dir={data_dir}",
         "-ip=127.0.0.1",
