@@ -15,7 +15,7 @@ from infra.db import UnitOfWork
 async def find_by_national_id_hash(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
     return await uow.fetchrow(
         """SELECT p.id, p.name, p.birth_date, p.phone, p.region, p.locale, p.reference_photo_key,
-                  e.monthly_amount_fen, e.bank_account_masked, e.start_month
+                  e.monthly_amount_fen, e.bank_account_enc, e.start_month
            FROM persons p LEFT JOIN pension_entitlements e ON e.person_id = p.id
            WHERE p.national_id_hash = $1
            FOR UPDATE OF p""",

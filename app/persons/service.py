@@ -113,7 +113,7 @@ class PersonImporter:
                 outcome = "created"
             else:
                 person_id = existing["id"]
-                changed = _changed_fields(existing, record, photo_key)
+                changed = _changed_fields(existing, record, photo_key, cipher)
                 if changed:
                     await repo.update_person(uow, person_id, fields)
                 outcome = "updated" if changed else "unchanged"
@@ -139,7 +139,9 @@ class PersonImporter:
         return outcome
 
 
-def _changed_fields(existing: asyncpg.Record, record: PersonRecord, photo_key: str | None) -> list[str]:
+def _changed_fields(
+    existing: asyncpg.Record, record: PersonRecord, photo_key: str | None, cipher: FieldCipher
+) -> list[str]:
     changed = [
         name
         for name, new in (
@@ -157,7 +159,8 @@ def _changed_fields(existing: asyncpg.Record, record: PersonRecord, photo_key: s
         p = record.pension
         if existing["monthly_amount_fen"] != p.monthly_amount_fen:
             changed.append("pension.monthly_amount")
-        if existing["bank_account_masked"] != mask_account(p.bank_account):
+        stored = existing["bank_account_enc"]
+        if stored is None or cipher.decrypt_text(stored, "pension_entitlements.bank_account") != p.bank_account:
             changed.append("pension.bank_account")
         if existing["start_month"] != p.start_month:
             changed.append("pension.start_month")

@@ -158,3 +158,16 @@ async def test_no_national_id_in_any_log_line(importer: Any, tmp_path: Path, cap
     lines = [formatter.format(r) for r in caplog.records]
     assert lines
     assert not any(person.national_id in line for line in lines)
+
+
+async def test_a_changed_bank_account_with_the_same_last_digits_is_audited(
+    importer: Any, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    person = sample_person()
+    pension = {"monthly_amount": 350000, "bank_account": "6222020200112233445", "start_month": "2010-01"}
+    await importer.import_file(write_jsonl(tmp_path / "a.jsonl", [person.row(pension=pension)]))
+    moved = {**pension, "bank_account": "6217000000000003445"}
+    report = await importer.import_file(write_jsonl(tmp_path / "b.jsonl", [person.row(pension=moved)]))
+    assert report.updated == 1
+    details = await pool.fetchval("SELECT details FROM audit_log WHERE action = 'person.updated'")
+    assert details["fields"] == ["pension.bank_account"]
