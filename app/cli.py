@@ -45,28 +45,29 @@ async def _with_pool(settings: Settings, body: Callable[[Any], Awaitable[int]]) 
 # -- running the system ------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the embedded services (unless external ones are configured), migrate, run everything."""
-    from infra.embedded import provision, start_postgres, start_seaweedfs
+    from infra.embedded import exit_on_sigterm, provision, start_postgres, start_seaweedfs
     from infra.migrate import migrate
 
     var_dir = Path(os.environ.get("VAR_DIR", "var")).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
+    exit_on_sigterm()
     started: list[Any] = []
-    if "DATABASE_URL" not in os.environ:
-        postgres = start_postgres(var_dir / "postgres")
-        started.append(postgres)
-        asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, APP_DATABASE))
-        log.info("embedded PostgreSQL ready", extra={"socket_dir": str(postgres.socket_dir)})
-    if "S3_ENDPOINT_URL" not in os.environ:
-        secrets = dev_secrets(var_dir)
-        s3 = start_seaweedfs(
-            var_dir / "s3",
-            access_key=secrets["s3_access_key_id"],
-            secret_key=secrets["s3_secret_access_key"],
-            bucket=os.environ.get("S3_BUCKET", "socialcard"),
-        )
-        started.append(s3)
-        log.info("embedded S3 server ready", extra={"endpoint": s3.endpoint_url})
     try:
+        if "DATABASE_URL" not in os.environ:
+            postgres = start_postgres(var_dir / "postgres")
+            started.append(postgres)
+            asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, APP_DATABASE))
+            log.info("embedded PostgreSQL ready", extra={"socket_dir": str(postgres.socket_dir)})
+        if "S3_ENDPOINT_URL" not in os.environ:
+            secrets = dev_secrets(var_dir)
+            s3 = start_seaweedfs(
+                var_dir / "s3",
+                access_key=secrets["s3_access_key_id"],
+                secret_key=secrets["s3_secret_access_key"],
+                bucket=os.environ.get("S3_BUCKET", "socialcard"),
+            )
+            started.append(s3)
+            log.info("embedded S3 server ready", extra={"endpoint": s3.endpoint_url})
         settings = load_settings()
         applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
         log.info("database migrated", extra={"applied": applied})

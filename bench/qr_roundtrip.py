@@ -31,7 +31,8 @@ from app.auth import repository as auth_repo
 from app.auth import tokens
 from app.cards import repository as card_repo
 from infra.config import APP_ROLE, load_settings, settings_env
-from infra.embedded import provision, start_postgres, start_seaweedfs
+from infra.db import StatelessConnection
+from infra.embedded import exit_on_sigterm, provision, start_postgres, start_seaweedfs
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_WEED_PORTS = {"s3": 38433, "master": 39433, "volume": 39440, "filer": 38988, "admin": 35746}
@@ -204,7 +205,10 @@ async def bare_asyncpg(
     url: str, sessions: list[uuid.UUID], terminal_id: uuid.UUID, seconds: float, concurrency: int
 ) -> dict[str, Any]:
     """The statements the API runs for one round trip, without HTTP, Litestar or the token codecs."""
-    pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
+    # Same connection class as the API's pool, so the comparison is HTTP + Litestar alone.
+    pool = await asyncpg.create_pool(
+        url, min_size=concurrency, max_size=concurrency, connection_class=StatelessConnection
+    )
     assert pool is not None
     done: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -243,21 +247,25 @@ def main() -> int:
     parser.add_argument("--holders", type=int, default=50)
     args = parser.parse_args()
 
+    exit_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="socialcard-bench-"))
-    postgres = start_postgres(root / "postgres")
     os.environ.setdefault("VAR_DIR", str(root))
     from infra.config import dev_secrets
 
     secrets = dev_secrets(root)
-    s3 = start_seaweedfs(
-        root / "s3",
-        access_key=secrets["s3_access_key_id"],
-        secret_key=secrets["s3_secret_access_key"],
-        bucket="socialcard",
-        ports=BENCH_WEED_PORTS,
-    )
+    services: list[Any] = []
     api: subprocess.Popen[bytes] | None = None
     try:
+        postgres = start_postgres(root / "postgres")
+        services.append(postgres)
+        s3 = start_seaweedfs(
+            root / "s3",
+            access_key=secrets["s3_access_key_id"],
+            secret_key=secrets["s3_secret_access_key"],
+            bucket="socialcard",
+            ports=BENCH_WEED_PORTS,
+        )
+        services.append(s3)
         from infra.migrate import migrate
 
         asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, "socialcard"))
@@ -305,8 +313,8 @@ def main() -> int:
         if api is not None:
             api.terminate()
             api.wait(30)
-        s3.stop()
-        postgres.stop()
+        for service in reversed(services):
+            service.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     ratio = results["http"]["verifications_per_s"] / results["bare_asyncpg"]["round_trips_per_s"]

@@ -11,6 +11,18 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 
+class StatelessConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset query (one round trip saved per use).
+
+    Safe because pooled connections carry no session state: locks are transaction-scoped
+    (pg_advisory_xact_lock), nothing LISTENs or SETs on them, and asyncpg still rolls back a
+    transaction left open. The migrator and the queue use connections of their own.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -21,6 +33,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        connection_class=StatelessConnection,
         command_timeout=30,
         server_settings={"application_name": "socialcard", "timezone": "UTC"},
     )

@@ -27,6 +27,11 @@ _MAX_CONNECTIONS = "300"
 _DEV_WEED_PORTS = {"s3": EMBEDDED_S3_PORT, "master": 9333, "volume": 9340, "filer": 8888, "admin": 23646}
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the services a process started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _postmaster_socket(pgdata: Path) -> tuple[Path, int] | None:
     pid_file = pgdata / "postmaster.pid"
     if not pid_file.exists():

@@ -45,19 +45,25 @@ def embedded() -> Iterator[Embedded]:
     root = Path(tempfile.mkdtemp(prefix="socialcard-test-"))
     postgres = start_postgres(root / "pg")
     access, secret = "test-" + secrets.token_hex(4), secrets.token_urlsafe(18)
-    s3 = start_seaweedfs(root / "s3", access_key=access, secret_key=secret, bucket="bootstrap", ports=TEST_WEED_PORTS)
+    try:
+        s3 = start_seaweedfs(
+            root / "s3", access_key=access, secret_key=secret, bucket="bootstrap", ports=TEST_WEED_PORTS
+        )
+    except BaseException:
+        postgres.stop()
+        raise
     admin = postgres.url("postgres", "postgres")
 
     async def prepare() -> None:
         await provision(admin, APP_ROLE, TEMPLATE_DB)
         await migrate(postgres.url("postgres", TEMPLATE_DB), APP_ROLE)
 
-    asyncio.run(prepare())
     keys = {
         name: base64.b64encode(secrets.token_bytes(32)).decode()
         for name in ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
     }
     try:
+        asyncio.run(prepare())
         yield Embedded(postgres, s3, access, secret, keys, root)
     finally:
         s3.stop()
