@@ -28,19 +28,15 @@ log = logging.getLogger(__name__)
 PURGE_EXPIRED = "housekeeping.purge_expired"
 
 # Sign-in codes, QR tokens and refresh tokens are worthless a day after they expire.
-PURGE_SQL = (
-    "DELETE FROM otp_codes WHERE expires_at < now() - interval '1 day'",
-    "DELETE FROM qr_tokens WHERE expires_at < now() - interval '1 day'",
-    "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'",
-)
+PURGED_TABLES = ("otp_codes", "qr_tokens", "refresh_tokens")
 
 
 async def purge_expired(pool: asyncpg.Pool) -> dict[str, int]:
     removed: dict[str, int] = {}
     async with pool.acquire() as conn:
-        for sql in PURGE_SQL:
-            status = await conn.execute(sql)
-            removed[sql.split()[2]] = int(status.split()[-1])
+        for table in PURGED_TABLES:
+            status = await conn.execute(f"DELETE FROM {table} WHERE expires_at < now() - interval '1 day'")
+            removed[table] = int(status.split()[-1])
     return removed
 
 

@@ -25,7 +25,7 @@ class HealthController(Controller):
     async def ready(self, services: Services) -> Health:
         try:
             database = await services.pool.fetchval("SELECT true", timeout=2) is True
-        except (OSError, TimeoutError, Exception):  # any failure to reach it means "not ready"
+        except Exception:  # whatever stops the query (network, auth, timeout), the answer is "not ready"
             database = False
         storage = await services.storage.ready()
         if not (database and storage):
