@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -16,9 +17,18 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from infra.config import APP_DATABASE, APP_ROLE, Settings, SettingsError, dev_secrets, load_settings, settings_env
+from app.services import Services, open_services
+from infra.config import (
+    APP_DATABASE,
+    APP_ROLE,
+    Settings,
+    SettingsError,
+    dev_secrets,
+    embedded_s3_port,
+    load_settings,
+    settings_env,
+)
 from infra.logging import configure_logging, logging_dictconfig
 
 log = logging.getLogger("socialcard")
@@ -28,45 +38,46 @@ def _app_role(settings: Settings) -> str:
     return urllib.parse.urlparse(settings.database_url).username or APP_ROLE
 
 
-def _run(coro: Awaitable[int]) -> int:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def with_services(
+    command: Callable[[argparse.Namespace, Services], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    """A one-shot admin command run against the services, with a small pool of its own."""
 
+    def run(args: argparse.Namespace) -> int:
+        async def body() -> int:
+            async with open_services(load_settings(), pool_max=4) as services:
+                return await command(args, services)
 
-async def _with_pool(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
-    from infra.db import create_pool
+        return asyncio.run(body())
 
-    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
-    try:
-        return await body(pool)
-    finally:
-        await pool.close()
+    return run
 
 
 # -- running the system ------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the embedded services (unless external ones are configured), migrate, run everything."""
-    from infra.embedded import exit_on_sigterm, provision, start_postgres, start_seaweedfs
+    from infra.embedded import exit_on_sigterm, provision, running_postgres, running_seaweedfs
     from infra.migrate import migrate
 
     var_dir = Path(os.environ.get("VAR_DIR", "var")).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     exit_on_sigterm()
-    started: list[Any] = []
-    try:
+    with contextlib.ExitStack() as services:
         if "DATABASE_URL" not in os.environ:
-            postgres = start_postgres(var_dir / "postgres")
-            started.append(postgres)
+            postgres = services.enter_context(running_postgres(var_dir / "postgres"))
             asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, APP_DATABASE))
             log.info("embedded PostgreSQL ready", extra={"socket_dir": str(postgres.socket_dir)})
         if "S3_ENDPOINT_URL" not in os.environ:
             secrets = dev_secrets(var_dir)
-            s3 = start_seaweedfs(
-                var_dir / "s3",
-                access_key=secrets["s3_access_key_id"],
-                secret_key=secrets["s3_secret_access_key"],
-                bucket=os.environ.get("S3_BUCKET", "socialcard"),
+            s3 = services.enter_context(
+                running_seaweedfs(
+                    var_dir / "s3",
+                    access_key=secrets["s3_access_key_id"],
+                    secret_key=secrets["s3_secret_access_key"],
+                    bucket=os.environ.get("S3_BUCKET", "socialcard"),
+                    s3_port=embedded_s3_port(os.environ),
+                )
             )
-            started.append(s3)
             log.info("embedded S3 server ready", extra={"endpoint": s3.endpoint_url})
         settings = load_settings()
         applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
@@ -83,11 +94,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "pids": {k: p.pid for k, p in children.items()},
             },
         )
-        return _supervise(children)
-    finally:
-        for service in reversed(started):
-            service.stop()
-        log.info("socialcard is down")
+        status = _supervise(children)
+    log.info("socialcard is down")
+    return status
 
 
 def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
@@ -166,142 +175,87 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 # -- administration ---------------------------------------------------------------------------
-def cmd_import_persons(args: argparse.Namespace) -> int:
-    from app.persons.service import PersonImporter, PersonKeys
-    from infra.crypto import FieldCipher
-    from infra.storage import ObjectStorage
-
-    settings = load_settings()
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"no such file: {path}", file=sys.stderr)
+@with_services
+async def cmd_import_persons(args: argparse.Namespace, services: Services) -> int:
+    try:
+        report = await services.persons.import_file(Path(args.file), "system:cli")
+    except (FileNotFoundError, IsADirectoryError):
+        print(f"no such file: {args.file}", file=sys.stderr)
         return 2
-
-    async def body(pool: Any) -> int:
-        importer = PersonImporter(
-            pool,
-            ObjectStorage(settings),
-            PersonKeys(FieldCipher(settings.data_encryption_key), settings.lookup_hash_key),
-            "system:cli",
-        )
-        report = await importer.import_file(path)
-        for e in report.errors:
-            print(f"line {e.line}: {e.field}: {e.reason}", file=sys.stderr)
-        print(
-            f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
-            f"rejected {len({e.line for e in report.errors})} row(s)"
-        )
-        return 3 if report.errors else 0
-
-    return _run(_with_pool(settings, body))
+    for e in report.errors:
+        print(f"line {e.line}: {e.field}: {e.reason}", file=sys.stderr)
+    print(
+        f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"rejected {len({e.line for e in report.errors})} row(s)"
+    )
+    return 3 if report.errors else 0
 
 
-def _auth_service(settings: Settings, pool: Any) -> Any:
-    from app.auth.service import AuthService
-    from notifications.sms import sms_provider
-
-    return AuthService(pool, settings, sms_provider(settings.sms_provider))
-
-
-def cmd_operator_create(args: argparse.Namespace) -> int:
+@with_services
+async def cmd_operator_create(args: argparse.Namespace, services: Services) -> int:
     import pyotp
 
-    settings = load_settings()
     password = os.environ.get("SOCIALCARD_OPERATOR_PASSWORD") or getpass.getpass("password (12+ characters): ")
-
-    async def body(pool: Any) -> int:
-        try:
-            secret = await _auth_service(settings, pool).create_operator(
-                args.username, args.name or args.username, args.role, password
-            )
-        except ValueError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        uri = pyotp.TOTP(secret).provisioning_uri(name=args.username, issuer_name="socialcard")
-        print(json.dumps({"username": args.username, "role": args.role, "totp_secret": secret, "totp_uri": uri}))
-        return 0
-
-    return _run(_with_pool(settings, body))
+    try:
+        secret = await services.auth.create_operator(args.username, args.name or args.username, args.role, password)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    uri = pyotp.TOTP(secret).provisioning_uri(name=args.username, issuer_name="socialcard")
+    print(json.dumps({"username": args.username, "role": args.role, "totp_secret": secret, "totp_uri": uri}))
+    return 0
 
 
-def cmd_terminal_create(args: argparse.Namespace) -> int:
-    settings = load_settings()
-
-    async def body(pool: Any) -> int:
-        key = await _auth_service(settings, pool).create_terminal(args.merchant)
-        print(json.dumps({"merchant": args.merchant, "api_key": key}))
-        print("store this key now: it is shown only once", file=sys.stderr)
-        return 0
-
-    return _run(_with_pool(settings, body))
+@with_services
+async def cmd_terminal_create(args: argparse.Namespace, services: Services) -> int:
+    key = await services.auth.create_terminal(args.merchant)
+    print(json.dumps({"merchant": args.merchant, "api_key": key}))
+    print("store this key now: it is shown only once", file=sys.stderr)
+    return 0
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    settings = load_settings()
-
-    async def body(pool: Any) -> int:
-        if args.operator:
-            operator_id = await pool.fetchval("SELECT id FROM operators WHERE username = $1", args.operator)
-            if operator_id is None:
-                print(f"no operator named {args.operator}", file=sys.stderr)
-                return 2
-            pair = await _auth_service(settings, pool).mint_token("operator", operator_id)
-        else:
-            from app.auth.repository import upsert_account
-            from infra.db import unit_of_work
-
-            async with unit_of_work(pool) as uow:
-                account_id = await upsert_account(uow, args.phone)
-            pair = await _auth_service(settings, pool).mint_token("account", account_id)
-        print(
-            json.dumps(
-                {"access_token": pair.access_token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}
-            )
+@with_services
+async def cmd_token(args: argparse.Namespace, services: Services) -> int:
+    try:
+        pair = await services.auth.support_token(phone=args.phone, operator=args.operator)
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {"access_token": pair.access_token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}
         )
-        return 0
+    )
+    return 0
 
-    return _run(_with_pool(settings, body))
 
-
-def cmd_dev_sms(args: argparse.Namespace) -> int:
-    from infra.db import unit_of_work
+@with_services
+async def cmd_dev_sms(args: argparse.Namespace, services: Services) -> int:
     from notifications.sms import recorded_messages
 
-    settings = load_settings()
-
-    async def body(pool: Any) -> int:
-        async with unit_of_work(pool) as uow:
-            messages = await recorded_messages(uow, args.phone, args.limit)
-        if args.code:
-            found = re.search(r"(?<![0-9])[0-9]{6}(?![0-9])", messages[0][1]) if messages else None
-            if found is None:
-                print("no sign-in code recorded", file=sys.stderr)
-                return 1
-            print(found.group(0))
-            return 0
-        for phone, text, at in messages:
-            print(json.dumps({"at": at, "phone": phone, "body": text}, ensure_ascii=False))
-        return 0
-
-    return _run(_with_pool(settings, body))
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from infra import audit
-    from infra.db import unit_of_work
-
-    settings = load_settings()
-
-    async def body(pool: Any) -> int:
-        async with unit_of_work(pool) as uow:
-            count, found = await audit.verify(uow)
+    messages = await recorded_messages(services.pool, args.phone, args.limit)
+    if args.code:
+        found = re.search(r"(?<![0-9])[0-9]{6}(?![0-9])", messages[0][1]) if messages else None
         if found is None:
-            print(f"audit chain intact: {count} row(s) verified")
-            return 0
-        print(f"audit chain broken at row {found.row_id}: {found.reason}")
-        return 1
+            print("no sign-in code recorded", file=sys.stderr)
+            return 1
+        print(found.group(0))
+        return 0
+    for phone, text, at in messages:
+        print(json.dumps({"at": at, "phone": phone, "body": text}, ensure_ascii=False))
+    return 0
 
-    return _run(_with_pool(settings, body))
+
+@with_services
+async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
+    from infra import audit
+
+    count, found = await audit.verify(services.pool)
+    if found is None:
+        print(f"audit chain intact: {count} row(s) verified")
+        return 0
+    print(f"audit chain broken at row {found.row_id}: {found.reason}")
+    return 1
 
 
 def parser() -> argparse.ArgumentParser:

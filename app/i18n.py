@@ -32,16 +32,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "尝试次数过多，账号已暂时锁定。",
         "Too many failed attempts; the account is locked for a while.",
     ),
-    "no_person_record": (
-        "此手机号未关联社保信息，请联系社保经办机构。",
-        "No social-security record matches this phone number. Please contact your social-security office.",
-    ),
     "activation_mismatch": (
         "身份证号与本机号码登记的信息不符。",
         "This ID number does not match the person registered with this phone number.",
     ),
-    "card_already_active": ("社保卡已激活。", "Your card is already active."),
-    "card_not_active": ("社保卡当前状态为“{status}”，不能使用。", "The card is {status} and cannot be used."),
+    "card_not_active": ("社保卡当前状态为“{card_status}”，不能使用。", "The card is {card_status} and cannot be used."),
     "card_not_lost": ("社保卡未挂失，无需解除。", "The card is not reported lost."),
     "card_cancelled": ("社保卡已注销。", "The card has been cancelled."),
     "card_not_activated": ("社保卡尚未激活。", "The card has not been activated yet."),
@@ -76,8 +71,11 @@ def negotiate(accept_language: str | None) -> str:
 
 
 def message(code: str, locale: str, **params: object) -> str:
+    """The text for `code`; a `card_status` parameter is shown by its name in that language."""
     zh, en = MESSAGES.get(code, MESSAGES["internal_error"])
     template = en if locale == "en" else zh
+    if (status := params.get("card_status")) in CARD_STATUS_NAMES:
+        params["card_status"] = CARD_STATUS_NAMES[str(status)][1 if locale == "en" else 0]
     try:
         return template.format(**params)
     except (KeyError, IndexError):

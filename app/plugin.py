@@ -17,12 +17,10 @@ from app.auth.controllers import AuthController
 from app.auth.middleware import bearer_auth_middleware
 from app.cards.controllers import CardController, TerminalQrController
 from app.errors import EXCEPTION_HANDLERS
-from app.services import Services, build_services
+from app.services import Services, open_services
 from app.system.controllers import HealthController
 from app.system.observability import request_id_middleware
 from infra.config import Settings
-from infra.db import create_pool
-from infra.storage import ObjectStorage
 
 
 class SocialCardPlugin(InitPluginProtocol):
@@ -31,13 +29,9 @@ class SocialCardPlugin(InitPluginProtocol):
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
-        s = self.settings
-        pool = await create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
-        app.state.services = build_services(s, pool, ObjectStorage(s))
-        try:
+        async with open_services(self.settings) as services:
+            app.state.services = services
             yield
-        finally:
-            await pool.close()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend([HealthController, AuthController, CardController, TerminalQrController])
@@ -60,7 +54,6 @@ class SocialCardPlugin(InitPluginProtocol):
                     )
                 }
             ),
-            security=[{"BearerToken": []}],
             path="/schema",
         )
         return app_config

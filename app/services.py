@@ -1,14 +1,23 @@
-"""The composition root's product: every service, built once per process around one pool."""
+"""The composition root's product: every service, built once per process around one pool.
+
+The API's lifespan, every `socialcard` command and the tests open services here, so each service
+is wired in one place.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
 
 from app.auth.service import AuthService
 from app.cards.service import CardService
+from app.persons.service import PersonImporter
 from infra.config import Settings
+from infra.crypto import FieldCipher
+from infra.db import create_pool
 from infra.storage import ObjectStorage
 from notifications.sms import sms_provider
 
@@ -20,13 +29,30 @@ class Services:
     storage: ObjectStorage
     auth: AuthService
     cards: CardService
+    persons: PersonImporter
 
 
 def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorage) -> Services:
+    cipher = FieldCipher(settings.data_encryption_key)
     return Services(
         settings=settings,
         pool=pool,
         storage=storage,
-        auth=AuthService(pool, settings, sms_provider(settings.sms_provider)),
+        auth=AuthService(pool, settings, sms_provider(settings.sms_provider), cipher),
         cards=CardService(pool, settings),
+        persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
     )
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, *, pool_max: int | None = None) -> AsyncIterator[Services]:
+    """Services over a new pool, closed when the block ends."""
+    pool = await create_pool(
+        settings.database_url,
+        min_size=min(settings.db_pool_min, pool_max or settings.db_pool_max),
+        max_size=pool_max or settings.db_pool_max,
+    )
+    try:
+        yield build_services(settings, pool, ObjectStorage(settings))
+    finally:
+        await pool.close()

@@ -30,12 +30,13 @@ import uvloop
 from app.auth import repository as auth_repo
 from app.auth import tokens
 from app.cards import repository as card_repo
-from infra.config import APP_ROLE, load_settings, settings_env
+from infra.config import APP_ROLE, Settings, dev_secrets, load_settings, settings_env
 from infra.db import StatelessConnection
-from infra.embedded import exit_on_sigterm, provision, start_postgres, start_seaweedfs
+from infra.embedded import exit_on_sigterm, provision, running_postgres, running_seaweedfs, service_env
+from infra.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_WEED_PORTS = {"s3": 38433, "master": 39433, "volume": 39440, "filer": 38988, "admin": 35746}
+BENCH_S3_PORT = 38433  # its other ports derive from it (infra.embedded.weed_ports)
 
 
 class HttpConnection:
@@ -240,6 +241,40 @@ async def bare_asyncpg(
     }
 
 
+def _measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Migrate, start the API as `make run` does (granian, 2 workers), seed, and run every phase."""
+    asyncio.run(migrate(settings.migration_database_url, APP_ROLE))
+    api = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env={**os.environ, **settings_env(settings)},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def run() -> dict[str, Any]:
+        access, sessions, key, terminal_id = await seed(settings.migration_database_url, settings, args.holders)
+        for _ in range(300):
+            try:
+                (await HttpConnection.open(settings.api_port)).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        port, c = settings.api_port, args.concurrency
+        await http_throughput(port, access, key, 2, c, "/v1/card/qr?svg=false")  # warm-up
+        http = await http_throughput(port, access, key, args.seconds, c, "/v1/card/qr?svg=false")
+        http_svg = await http_throughput(port, access, key, args.seconds, c, "/v1/card/qr")
+        fixed = await http_fixed_rate(port, access, key, 300, min(args.seconds, 20))
+        bare = await bare_asyncpg(settings.database_url, sessions, terminal_id, args.seconds, c)
+        return {"http": http, "http_with_svg": http_svg, "http_at_300_per_s": fixed, "bare_asyncpg": bare}
+
+    try:
+        return uvloop.run(run())
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -249,72 +284,33 @@ def main() -> int:
 
     exit_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="socialcard-bench-"))
-    os.environ.setdefault("VAR_DIR", str(root))
-    from infra.config import dev_secrets
-
     secrets = dev_secrets(root)
-    services: list[Any] = []
-    api: subprocess.Popen[bytes] | None = None
+    access_key, secret_key = secrets["s3_access_key_id"], secrets["s3_secret_access_key"]
     try:
-        postgres = start_postgres(root / "postgres")
-        services.append(postgres)
-        s3 = start_seaweedfs(
-            root / "s3",
-            access_key=secrets["s3_access_key_id"],
-            secret_key=secrets["s3_secret_access_key"],
-            bucket="socialcard",
-            ports=BENCH_WEED_PORTS,
-        )
-        services.append(s3)
-        from infra.migrate import migrate
-
-        asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, "socialcard"))
-        env = {
-            "VAR_DIR": str(root),
-            "DATABASE_URL": postgres.url(APP_ROLE, "socialcard"),
-            "MIGRATION_DATABASE_URL": postgres.url("postgres", "socialcard"),
-            "S3_ENDPOINT_URL": s3.endpoint_url,
-            "S3_ACCESS_KEY_ID": secrets["s3_access_key_id"],
-            "S3_SECRET_ACCESS_KEY": secrets["s3_secret_access_key"],
-            "SOCIALCARD_ENV": "bench",
-            "API_PORT": "8099",
-            "LOG_LEVEL": "INFO",  # as `make run` logs
-            **{k.upper(): v for k, v in secrets.items() if k.endswith("_key")},
-        }
-        settings = load_settings(env)
-        asyncio.run(migrate(settings.migration_database_url, APP_ROLE))
-        api = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"],
-            env={**os.environ, **settings_env(settings)},
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        async def run() -> dict[str, Any]:
-            access, sessions, key, terminal_id = await seed(settings.migration_database_url, settings, args.holders)
-            for _ in range(300):
-                try:
-                    c = await HttpConnection.open(settings.api_port)
-                    c.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.1)
-            port, c = settings.api_port, args.concurrency
-            await http_throughput(port, access, key, 2, c, "/v1/card/qr?svg=false")  # warm-up
-            http = await http_throughput(port, access, key, args.seconds, c, "/v1/card/qr?svg=false")
-            http_svg = await http_throughput(port, access, key, args.seconds, c, "/v1/card/qr")
-            fixed = await http_fixed_rate(settings.api_port, access, key, 300, min(args.seconds, 20))
-            bare = await bare_asyncpg(settings.database_url, sessions, terminal_id, args.seconds, args.concurrency)
-            return {"http": http, "http_with_svg": http_svg, "http_at_300_per_s": fixed, "bare_asyncpg": bare}
-
-        results = uvloop.run(run())
+        with (
+            running_postgres(root / "postgres") as postgres,
+            running_seaweedfs(
+                root / "s3", access_key=access_key, secret_key=secret_key, bucket="socialcard", s3_port=BENCH_S3_PORT
+            ) as s3,
+        ):
+            asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, "socialcard"))
+            env = {
+                **service_env(
+                    postgres,
+                    s3,
+                    database="socialcard",
+                    bucket="socialcard",
+                    access_key=access_key,
+                    secret_key=secret_key,
+                ),
+                "VAR_DIR": str(root),
+                "SOCIALCARD_ENV": "bench",
+                "API_PORT": "8099",
+                "LOG_LEVEL": "INFO",  # as `make run` logs
+                **{k.upper(): v for k, v in secrets.items() if k.endswith("_key")},
+            }
+            results = _measure(load_settings(env), args)
     finally:
-        if api is not None:
-            api.terminate()
-            api.wait(30)
-        for service in reversed(services):
-            service.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     ratio = results["http"]["verifications_per_s"] / results["bare_asyncpg"]["round_trips_per_s"]

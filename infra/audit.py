@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.db import UnitOfWork
+from infra.db import Db, UnitOfWork
 
 GENESIS = b"\x00" * 32
 _CHAIN_LOCK = 0x4A0D17  # advisory lock key for the audit chain
@@ -79,10 +79,10 @@ async def record(
     )
 
 
-async def _rows(uow: UnitOfWork, batch: int = 5000) -> AsyncIterator[tuple[int, AuditEntry, bytes, bytes]]:
+async def _rows(db: Db, batch: int = 5000) -> AsyncIterator[tuple[int, AuditEntry, bytes, bytes]]:
     last_id = -(2**63)  # every row, whatever id an intruder gave it
     while True:
-        rows = await uow.fetch(
+        rows = await db.fetch(
             """SELECT id, at, actor, action, subject, details, prev_hash, hash
                FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2""",
             last_id,
@@ -100,11 +100,11 @@ async def _rows(uow: UnitOfWork, batch: int = 5000) -> AsyncIterator[tuple[int, 
         last_id = rows[-1]["id"]
 
 
-async def verify(uow: UnitOfWork) -> tuple[int, ChainBreak | None]:
+async def verify(db: Db) -> tuple[int, ChainBreak | None]:
     """Walk the whole chain; return the number of rows read and the first break, if any."""
     checker = ChainChecker()
     count = 0
-    async for row in _rows(uow):
+    async for row in _rows(db):
         count += 1
         if found := checker.check(*row):
             return count, found

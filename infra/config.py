@@ -93,6 +93,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def embedded_s3_port(env: Mapping[str, str]) -> int:
+    """Where the embedded S3 server listens (`EMBEDDED_S3_PORT`; its other ports derive from it)."""
+    from infra.embedded import EMBEDDED_S3_PORT
+
+    return _int(env, "EMBEDDED_S3_PORT", EMBEDDED_S3_PORT, 1024, 53000)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from the environment; raise SettingsError naming every problem found."""
     env = os.environ if env is None else env
@@ -130,9 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     s3_endpoint = env.get("S3_ENDPOINT_URL")
     if s3_endpoint is None:
-        from infra.embedded import EMBEDDED_S3_PORT
-
-        s3_endpoint = f"http://127.0.0.1:{EMBEDDED_S3_PORT}"
+        s3_endpoint = f"http://127.0.0.1:{embedded_s3_port(env)}"
     sms_provider = env.get("SMS_PROVIDER", "dev")
     if sms_provider not in ("dev", "log"):
         problems.append(f"SMS_PROVIDER must be 'dev' or 'log', got {sms_provider!r}")

@@ -36,10 +36,6 @@ def lookup_hash(key: bytes, value: str) -> bytes:
     return hmac.new(key, value.encode(), hashlib.sha256).digest()
 
 
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
 def mask_national_id(national_id: str) -> str:
     """110101********1234: region code and last four stay, the birth date and sequence go."""
     return national_id[:6] + "*" * (len(national_id) - 10) + national_id[-4:]

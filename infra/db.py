@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -35,10 +36,20 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
         init=_init_connection,
         connection_class=StatelessConnection,
         command_timeout=30,
-        server_settings={"application_name": "socialcard", "timezone": "UTC"},
+        # The process id tells, in pg_stat_activity, which API or worker process holds a connection.
+        server_settings={"application_name": f"socialcard:{os.getpid()}", "timezone": "UTC"},
     )
     assert pool is not None
     return pool
+
+
+class Db(Protocol):
+    """What repositories need: a pool (one statement, no transaction) or a unit of work."""
+
+    async def fetchrow(self, sql: str, /, *args: Any) -> asyncpg.Record | None: ...
+    async def fetch(self, sql: str, /, *args: Any) -> list[asyncpg.Record]: ...
+    async def fetchval(self, sql: str, /, *args: Any) -> Any: ...
+    async def execute(self, sql: str, /, *args: Any) -> str: ...
 
 
 class UnitOfWork:
@@ -60,7 +71,27 @@ class UnitOfWork:
         return await self.conn.execute(sql, *args)
 
 
+class CommitThenRaise(Exception):
+    """Raised inside a unit of work to keep what it wrote (a counted failed attempt, a revoked
+    session) and still answer the caller with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @asynccontextmanager
 async def unit_of_work(pool: asyncpg.Pool) -> AsyncIterator[UnitOfWork]:
-    async with pool.acquire() as conn, conn.transaction():
-        yield UnitOfWork(conn)
+    """Commit when the block ends normally or with CommitThenRaise; roll back on any other error."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            yield UnitOfWork(conn)
+        except CommitThenRaise as keep:
+            await transaction.commit()
+            raise keep.error from None
+        except BaseException:
+            await transaction.rollback()
+            raise
+        await transaction.commit()

@@ -16,15 +16,27 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_S3_PORT = 8333
-# Seaweed's mini mode also opens gRPC ports at +10000 of each HTTP port.
 _MAX_CONNECTIONS = "300"
-_DEV_WEED_PORTS = {"s3": EMBEDDED_S3_PORT, "master": 9333, "volume": 9340, "filer": 8888, "admin": 23646}
+
+
+def weed_ports(s3_port: int) -> dict[str, int]:
+    """Every HTTP port `weed mini` opens, derived from its S3 port (each also opens gRPC at +10000),
+    so two embedded servers (make run, the tests, the bench) never collide if their S3 ports differ."""
+    return {
+        "s3": s3_port,
+        "master": s3_port + 1000,
+        "volume": s3_port + 1007,
+        "filer": s3_port + 555,
+        "admin": s3_port + 2000,
+    }
 
 
 def exit_on_sigterm() -> None:
@@ -147,11 +159,11 @@ def start_seaweedfs(
     access_key: str,
     secret_key: str,
     bucket: str,
-    ports: dict[str, int] | None = None,
+    s3_port: int = EMBEDDED_S3_PORT,
     timeout_s: float = 45.0,
 ) -> EmbeddedS3:
     """Start `weed mini` on loopback only, with telemetry off and S3 credentials enforced."""
-    ports = ports or _DEV_WEED_PORTS
+    ports = weed_ports(s3_port)
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3-identities.json"
@@ -223,3 +235,41 @@ def _bucket_ready(endpoint: str, access_key: str, secret_key: str, bucket: str) 
     except (BotoCoreError, ClientError):
         return False
     return True
+
+
+@contextmanager
+def running_postgres(pgdata: Path) -> Iterator[EmbeddedPostgres]:
+    """PostgreSQL for the length of the block; stopped however the block ends."""
+    postgres = start_postgres(pgdata)
+    try:
+        yield postgres
+    finally:
+        postgres.stop()
+
+
+@contextmanager
+def running_seaweedfs(
+    data_dir: Path, *, access_key: str, secret_key: str, bucket: str, s3_port: int = EMBEDDED_S3_PORT
+) -> Iterator[EmbeddedS3]:
+    """The S3 server for the length of the block; stopped however the block ends."""
+    s3 = start_seaweedfs(data_dir, access_key=access_key, secret_key=secret_key, bucket=bucket, s3_port=s3_port)
+    try:
+        yield s3
+    finally:
+        s3.stop()
+
+
+def service_env(
+    postgres: EmbeddedPostgres, s3: EmbeddedS3, *, database: str, bucket: str, access_key: str, secret_key: str
+) -> dict[str, str]:
+    """The environment that points settings at these embedded services (tests and the bench)."""
+    from infra.config import APP_ROLE
+
+    return {
+        "DATABASE_URL": postgres.url(APP_ROLE, database),
+        "MIGRATION_DATABASE_URL": postgres.url("postgres", database),
+        "S3_ENDPOINT_URL": s3.endpoint_url,
+        "S3_BUCKET": bucket,
+        "S3_ACCESS_KEY_ID": access_key,
+        "S3_SECRET_ACCESS_KEY": secret_key,
+    }

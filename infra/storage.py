@@ -1,7 +1,6 @@
 """Object storage through boto3 (any S3 API: the embedded SeaweedFS, AWS, MinIO...).
 
-boto3 is blocking; async callers go through ``asyncio.to_thread``. Objects are private: they are
-reached only through short presigned URLs.
+boto3 is blocking; async callers go through ``asyncio.to_thread``. Objects are private.
 """
 
 from __future__ import annotations
@@ -53,29 +52,6 @@ class ObjectStorage:
                 return False
             raise
         return True
-
-    def delete(self, key: str) -> None:
-        self._client.delete_object(Bucket=self.bucket, Key=key)
-
-    def presigned_get(self, key: str, expires_s: int = 300) -> str:
-        url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
-        )
-        return url
-
-    def presigned_post(
-        self, key_prefix: str, *, max_bytes: int, content_types: tuple[str, ...], expires_s: int = 120
-    ) -> dict[str, Any]:
-        key = key_prefix + "${filename}"
-        conditions: list[Any] = [
-            ["starts-with", "$key", key_prefix],
-            ["content-length-range", 1, max_bytes],
-            ["starts-with", "$Content-Type", content_types[0].split("/")[0] + "/"],
-        ]
-        post: dict[str, Any] = self._client.generate_presigned_post(
-            self.bucket, key, Conditions=conditions, ExpiresIn=expires_s
-        )
-        return post
 
     def ensure_bucket(self) -> None:
         try:

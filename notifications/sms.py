@@ -11,7 +11,7 @@ import logging
 from typing import Protocol
 
 from infra.crypto import mask_phone
-from infra.db import UnitOfWork
+from infra.db import Db, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def sms_provider(name: str) -> SmsProvider:
     return DevSmsProvider() if name == "dev" else LogSmsProvider()
 
 
-async def recorded_messages(uow: UnitOfWork, phone: str | None, limit: int = 20) -> list[tuple[str, str, str]]:
-    rows = await uow.fetch(
+async def recorded_messages(db: Db, phone: str | None, limit: int = 20) -> list[tuple[str, str, str]]:
+    rows = await db.fetch(
         """SELECT phone, body, created_at FROM dev_sms_messages
            WHERE $1::text IS NULL OR phone = $1 ORDER BY id DESC LIMIT $2""",
         phone,

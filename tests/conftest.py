@@ -20,12 +20,20 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.services import Services, open_services
 from infra.config import APP_ROLE, Settings, load_settings
-from infra.embedded import EmbeddedPostgres, EmbeddedS3, provision, start_postgres, start_seaweedfs
+from infra.embedded import (
+    EmbeddedPostgres,
+    EmbeddedS3,
+    provision,
+    running_postgres,
+    running_seaweedfs,
+    service_env,
+)
 from infra.migrate import migrate
 
 TEMPLATE_DB = "socialcard_template"
-TEST_WEED_PORTS = {"s3": 28333, "master": 29333, "volume": 29340, "filer": 28888, "admin": 25646}
+TEST_S3_PORT = 28333  # its other ports derive from it (infra.embedded.weed_ports), clear of make run's
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
 
 
@@ -38,55 +46,52 @@ class Embedded:
     keys: dict[str, str]
     root: Path
 
+    def env(self, database: str, bucket: str) -> dict[str, str]:
+        """Settings for one test's database and bucket on the session's services."""
+        return {
+            **service_env(
+                self.postgres,
+                self.s3,
+                database=database,
+                bucket=bucket,
+                access_key=self.access_key,
+                secret_key=self.secret_key,
+            ),
+            "VAR_DIR": str(self.root / "var"),
+            "SOCIALCARD_ENV": "test",
+            "LOG_LEVEL": "WARNING",
+            **self.keys,
+        }
+
 
 @pytest.fixture(scope="session")
 def embedded() -> Iterator[Embedded]:
     # A private folder, not pytest's rotating basetemp: a concurrent pytest run must not reap it.
     root = Path(tempfile.mkdtemp(prefix="socialcard-test-"))
-    postgres = start_postgres(root / "pg")
     access, secret = "test-" + secrets.token_hex(4), secrets.token_urlsafe(18)
-    try:
-        s3 = start_seaweedfs(
-            root / "s3", access_key=access, secret_key=secret, bucket="bootstrap", ports=TEST_WEED_PORTS
-        )
-    except BaseException:
-        postgres.stop()
-        raise
-    admin = postgres.url("postgres", "postgres")
-
-    async def prepare() -> None:
-        await provision(admin, APP_ROLE, TEMPLATE_DB)
-        await migrate(postgres.url("postgres", TEMPLATE_DB), APP_ROLE)
-
     keys = {
         name: base64.b64encode(secrets.token_bytes(32)).decode()
         for name in ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
     }
     try:
-        asyncio.run(prepare())
-        yield Embedded(postgres, s3, access, secret, keys, root)
+        with (
+            running_postgres(root / "pg") as postgres,
+            running_seaweedfs(
+                root / "s3", access_key=access, secret_key=secret, bucket="bootstrap", s3_port=TEST_S3_PORT
+            ) as s3,
+        ):
+
+            async def prepare() -> None:
+                await provision(postgres.url("postgres", "postgres"), APP_ROLE, TEMPLATE_DB)
+                await migrate(postgres.url("postgres", TEMPLATE_DB), APP_ROLE)
+
+            asyncio.run(prepare())
+            yield Embedded(postgres, s3, access, secret, keys, root)
     finally:
-        s3.stop()
-        postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
 _counter = itertools.count()
-
-
-def settings_env(embedded: Embedded, database: str, bucket: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": embedded.postgres.url(APP_ROLE, database),
-        "MIGRATION_DATABASE_URL": embedded.postgres.url("postgres", database),
-        "S3_ENDPOINT_URL": embedded.s3.endpoint_url,
-        "S3_BUCKET": bucket,
-        "S3_ACCESS_KEY_ID": embedded.access_key,
-        "S3_SECRET_ACCESS_KEY": embedded.secret_key,
-        "VAR_DIR": str(embedded.root / "var"),
-        "SOCIALCARD_ENV": "test",
-        "LOG_LEVEL": "WARNING",
-        **embedded.keys,
-    }
 
 
 @pytest.fixture
@@ -98,7 +103,7 @@ async def settings(embedded: Embedded) -> AsyncIterator[Settings]:
         await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE {TEMPLATE_DB}')
     finally:
         await admin.close()
-    settings = load_settings(settings_env(embedded, database, bucket))
+    settings = load_settings(embedded.env(database, bucket))
     from infra.storage import ObjectStorage
 
     ObjectStorage(settings).ensure_bucket()
@@ -111,12 +116,15 @@ async def settings(embedded: Embedded) -> AsyncIterator[Settings]:
 
 
 @pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    from infra.db import create_pool
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """The same wiring as the API and the CLI (app.services), on this test's database and bucket."""
+    async with open_services(settings, pool_max=5) as services:
+        yield services
 
-    pool = await create_pool(settings.database_url, min_size=1, max_size=5)
-    yield pool
-    await pool.close()
+
+@pytest.fixture
+def pool(services: Services) -> asyncpg.Pool:
+    return services.pool
 
 
 @pytest.fixture
@@ -129,22 +137,23 @@ async def client(settings: Settings) -> AsyncIterator[Any]:
         yield client
 
 
-@pytest.fixture
-async def importer(settings: Settings, pool: asyncpg.Pool) -> Any:
-    from app.persons.service import PersonImporter, PersonKeys
-    from infra.crypto import FieldCipher
-    from infra.storage import ObjectStorage
+class Importer:
+    """The person import as the CLI runs it, under a test actor."""
 
-    return PersonImporter(
-        pool,
-        ObjectStorage(settings),
-        PersonKeys(FieldCipher(settings.data_encryption_key), settings.lookup_hash_key),
-        "system:test",
-    )
+    def __init__(self, services: Services) -> None:
+        self._persons = services.persons
+
+    async def import_file(self, path: Path) -> Any:
+        return await self._persons.import_file(path, "system:test")
 
 
 @pytest.fixture
-async def cardholder(client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path) -> dict[str, Any]:
+def importer(services: Services) -> Importer:
+    return Importer(services)
+
+
+@pytest.fixture
+async def cardholder(client: Any, pool: asyncpg.Pool, importer: Importer, tmp_path: Path) -> dict[str, Any]:
     """An imported person, signed in on a device, with an activated card."""
     from tests.factories import bearer, sample_person, sign_in, write_jsonl
 
@@ -160,9 +169,6 @@ async def cardholder(client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: P
 
 
 @pytest.fixture
-async def terminal_headers(settings: Settings, pool: asyncpg.Pool) -> dict[str, str]:
-    from app.auth.service import AuthService
-    from notifications.sms import DevSmsProvider
-
-    key = await AuthService(pool, settings, DevSmsProvider()).create_terminal("Test Pharmacy")
+async def terminal_headers(services: Services) -> dict[str, str]:
+    key = await services.auth.create_terminal("Test Pharmacy")
     return {"Authorization": f"Bearer {key}"}

@@ -10,6 +10,7 @@ from app.auth.principal import ADMIN, AUDITOR, CARDHOLDER, OPERATOR, Principal
 from app.auth.schemas import OperatorSignIn, OtpRequest, OtpSent, OtpVerify, RefreshRequest, Tokens
 from app.auth.service import TokenPair
 from app.i18n import negotiate
+from app.schemas import BEARER
 from app.services import Services
 
 
@@ -26,16 +27,16 @@ class AuthController(Controller):
     path = "/v1/auth"
     tags = ["sign-in"]
 
-    @post("/otp", status_code=HTTP_202_ACCEPTED, summary="Send a sign-in code by SMS", security=[])
+    @post("/otp", status_code=HTTP_202_ACCEPTED, summary="Send a sign-in code by SMS")
     async def send_code(self, data: OtpRequest, services: Services, request: Request[Any, Any, Any]) -> OtpSent:
         ttl = await services.auth.send_code(data.phone, negotiate(request.headers.get("accept-language")))
         return OtpSent(expires_in=ttl)
 
-    @post("/otp/verify", status_code=200, summary="Exchange a sign-in code for tokens", security=[])
+    @post("/otp/verify", status_code=200, summary="Exchange a sign-in code for tokens")
     async def verify_code(self, data: OtpVerify, services: Services) -> Tokens:
         return _tokens(await services.auth.verify_code(data.phone, data.code, data.device_id, data.platform))
 
-    @post("/refresh", status_code=200, summary="Rotate the refresh token", security=[])
+    @post("/refresh", status_code=200, summary="Rotate the refresh token")
     async def refresh(self, data: RefreshRequest, services: Services) -> Tokens:
         return _tokens(await services.auth.refresh(data.refresh_token))
 
@@ -44,10 +45,11 @@ class AuthController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         summary="End this sign-in; its tokens stop working at once",
         guards=[requires(CARDHOLDER, OPERATOR, AUDITOR, ADMIN)],
+        security=BEARER,
     )
     async def logout(self, request: Request[Principal, Any, Any], services: Services) -> None:
         await services.auth.logout(request.user)
 
-    @post("/operator", status_code=200, summary="Operator sign-in with password and TOTP", security=[])
+    @post("/operator", status_code=200, summary="Operator sign-in with password and TOTP")
     async def operator(self, data: OperatorSignIn, services: Services) -> Tokens:
         return _tokens(await services.auth.operator_sign_in(data.username, data.password, data.totp))

@@ -118,6 +118,11 @@ async def operator_by_username(uow: UnitOfWork, username: str) -> asyncpg.Record
     )
 
 
+async def operator_id(uow: UnitOfWork, username: str) -> uuid.UUID | None:
+    found: uuid.UUID | None = await uow.fetchval("SELECT id FROM operators WHERE username = $1", username)
+    return found
+
+
 async def record_operator_failure(uow: UnitOfWork, operator_id: uuid.UUID, lock_after: int, lock_s: int) -> None:
     await uow.execute(
         """UPDATE operators SET failed_attempts = failed_attempts + 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import re
 import uuid
@@ -21,7 +22,7 @@ from app.errors import BadRequest, TooManyRequests, Unauthorized
 from infra import audit
 from infra.config import Settings
 from infra.crypto import FieldCipher, mask_phone
-from infra.db import UnitOfWork, unit_of_work
+from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
 from notifications.sms import SmsProvider
 
 PHONE = re.compile(r"1[3-9][0-9]{9}")
@@ -39,11 +40,11 @@ class TokenPair:
 
 
 class AuthService:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, sms: SmsProvider) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, sms: SmsProvider, cipher: FieldCipher) -> None:
         self._pool = pool
         self._settings = settings
         self._sms = sms
-        self._cipher = FieldCipher(settings.data_encryption_key)
+        self._cipher = cipher
 
     # -- cardholders -----------------------------------------------------------------------------
     async def send_code(self, phone: str, locale: str) -> int:
@@ -64,10 +65,11 @@ class AuthService:
             await repo.insert_code(
                 uow, phone, tokens.otp_hash(s.lookup_hash_key, phone, code), now + timedelta(seconds=s.otp_ttl_s)
             )
+            minutes = s.otp_ttl_s // 60
             text = (
-                f"Your social security sign-in code is {code}. It expires in 5 minutes. Never share it."
+                f"Your social security sign-in code is {code}. It expires in {minutes} minutes. Never share it."
                 if locale == "en"
-                else f"【社保服务】您的登录验证码为{code}，5分钟内有效。请勿告诉他人。"
+                else f"【社保服务】您的登录验证码为{code}，{minutes}分钟内有效。请勿告诉他人。"
             )
             await self._sms.send(uow, phone, text)
         return s.otp_ttl_s
@@ -76,7 +78,6 @@ class AuthService:
         if not PHONE.fullmatch(phone):
             raise BadRequest("invalid_phone")
         s = self._settings
-        failure: BadRequest | None = None
         async with unit_of_work(self._pool) as uow:
             await repo.lock_phone(uow, phone)
             row = await repo.latest_open_code(uow, phone)
@@ -87,21 +88,18 @@ class AuthService:
             if not hmac.compare_digest(row["code_hash"], tokens.otp_hash(s.lookup_hash_key, phone, code)):
                 attempts = await repo.count_failed_attempt(uow, row["id"])
                 left = s.otp_max_attempts - attempts
-                failure = BadRequest("otp_invalid", left=left) if left > 0 else BadRequest("otp_locked")
-            else:
-                await repo.consume_code(uow, row["id"])
-                account_id = await repo.upsert_account(uow, phone)
-                pair = await self._open_session(uow, "account", account_id, device_id, platform, s.refresh_token_ttl_s)
-                await audit.record(
-                    uow,
-                    f"account:{account_id}",
-                    "auth.sign_in",
-                    f"account:{account_id}",
-                    {"phone": mask_phone(phone), "platform": platform},
-                )
-        # Raised after the commit, so the failed attempt is counted.
-        if failure is not None:
-            raise failure
+                # The failed attempt must stay counted.
+                raise CommitThenRaise(BadRequest("otp_invalid", left=left) if left > 0 else BadRequest("otp_locked"))
+            await repo.consume_code(uow, row["id"])
+            account_id = await repo.upsert_account(uow, phone)
+            pair = await self._open_session(uow, "account", account_id, device_id, platform, s.refresh_token_ttl_s)
+            await audit.record(
+                uow,
+                f"account:{account_id}",
+                "auth.sign_in",
+                f"account:{account_id}",
+                {"phone": mask_phone(phone), "platform": platform},
+            )
         return pair
 
     async def _open_session(
@@ -113,11 +111,9 @@ class AuthService:
         platform: str | None,
         ttl_s: int,
     ) -> TokenPair:
-        now = datetime.now(UTC)
-        session_id = await repo.create_session(
-            uow, kind, principal_id, device_id, platform, now + timedelta(seconds=ttl_s)
-        )
-        return await self._issue_pair(uow, session_id, kind, now + timedelta(seconds=ttl_s))
+        expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
+        session_id = await repo.create_session(uow, kind, principal_id, device_id, platform, expires_at)
+        return await self._issue_pair(uow, session_id, kind, expires_at)
 
     async def _issue_pair(
         self, uow: UnitOfWork, session_id: uuid.UUID, kind: str, refresh_expires: datetime
@@ -131,7 +127,6 @@ class AuthService:
         return TokenPair(access, refresh, ttl)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        reused = False
         async with unit_of_work(self._pool) as uow:
             row = await repo.refresh_token_for_update(uow, tokens.secret_hash(refresh_token))
             now = datetime.now(UTC)
@@ -147,13 +142,9 @@ class AuthService:
                     f"session:{row['session_id']}",
                     {},
                 )
-                reused = True
-            else:
-                await repo.mark_refresh_used(uow, row["id"])
-                pair = await self._issue_pair(uow, row["session_id"], row["principal_kind"], row["session_expires_at"])
-        if reused:
-            raise Unauthorized("refresh_invalid")
-        return pair
+                raise CommitThenRaise(Unauthorized("refresh_invalid"))
+            await repo.mark_refresh_used(uow, row["id"])
+            return await self._issue_pair(uow, row["session_id"], row["principal_kind"], row["session_expires_at"])
 
     async def logout(self, principal: Principal) -> None:
         if principal.session_id is None:
@@ -164,12 +155,11 @@ class AuthService:
 
     # -- operators -------------------------------------------------------------------------------
     async def operator_sign_in(self, username: str, password: str, totp: str) -> TokenPair:
-        failure: Unauthorized | TooManyRequests | None = None
         async with unit_of_work(self._pool) as uow:
             row = await repo.operator_by_username(uow, username)
             if row is None or row["disabled_at"] is not None:
                 # Same cost as a real check, so the answer time does not reveal which usernames exist.
-                await asyncio.to_thread(_verify_password, _DUMMY_HASH, password)
+                await asyncio.to_thread(_verify_password, _dummy_hash(), password)
                 raise Unauthorized("operator_credentials")
             if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
                 raise TooManyRequests("operator_locked")
@@ -180,15 +170,12 @@ class AuthService:
             if not ok:
                 await repo.record_operator_failure(uow, row["id"], _OPERATOR_LOCK_AFTER, _OPERATOR_LOCK_S)
                 await audit.record(uow, actor, "auth.operator_sign_in_failed", actor, {})
-                failure = Unauthorized("operator_credentials")
-            else:
-                await repo.reset_operator_failures(uow, row["id"])
-                pair = await self._open_session(
-                    uow, "operator", row["id"], None, "console", int(_OPERATOR_SESSION.total_seconds())
-                )
-                await audit.record(uow, actor, "auth.operator_sign_in", actor, {"role": row["role"]})
-        if failure is not None:
-            raise failure
+                raise CommitThenRaise(Unauthorized("operator_credentials"))
+            await repo.reset_operator_failures(uow, row["id"])
+            pair = await self._open_session(
+                uow, "operator", row["id"], None, "console", int(_OPERATOR_SESSION.total_seconds())
+            )
+            await audit.record(uow, actor, "auth.operator_sign_in", actor, {"role": row["role"]})
         return pair
 
     async def create_operator(self, username: str, display_name: str, role: str, password: str) -> str:
@@ -220,11 +207,25 @@ class AuthService:
             await audit.record(uow, "system:cli", "terminal.created", f"terminal:{terminal_id}", {"merchant": merchant})
         return key
 
-    async def mint_token(self, kind: str, principal_id: uuid.UUID) -> TokenPair:
-        """An access token for support staff and tests (`socialcard token`), audited."""
+    async def support_token(self, *, phone: str | None = None, operator: str | None = None) -> TokenPair:
+        """An access token for support staff and tests (`socialcard token`), audited.
+
+        Its session has no device, so it can read and act as the person but never mint payment QR codes.
+        """
         async with unit_of_work(self._pool) as uow:
-            pair = await self._open_session(uow, kind, principal_id, "cli", "cli", self._settings.refresh_token_ttl_s)
-            await audit.record(uow, "system:cli", "auth.token_minted", f"{kind}:{principal_id}", {})
+            if operator is not None:
+                principal_id = await repo.operator_id(uow, operator)
+                if principal_id is None:
+                    raise LookupError(f"no operator named {operator}")
+                kind = "operator"
+            elif phone is not None and PHONE.fullmatch(phone):
+                principal_id, kind = await repo.upsert_account(uow, phone), "account"
+            else:
+                raise LookupError("give an operator username or an 11-digit phone number")
+            pair = await self._open_session(
+                uow, kind, principal_id, None, "support", self._settings.refresh_token_ttl_s
+            )
+            await audit.record(uow, "system:cli", "auth.support_token", f"{kind}:{principal_id}", {})
         return pair
 
     # -- every request ---------------------------------------------------------------------------
@@ -254,7 +255,10 @@ class AuthService:
         return Principal(row["role"], row["operator_id"], claims.session_id)
 
 
-_DUMMY_HASH = _hasher.hash("not a real password")
+@functools.cache
+def _dummy_hash() -> str:
+    """Hashed on first use, not at import: every process (and CLI command) would pay for it."""
+    return _hasher.hash("not a real password")
 
 
 def _verify_password(password_hash: str, password: str) -> bool:

@@ -9,6 +9,7 @@ from app.auth.guards import requires
 from app.auth.principal import CARDHOLDER, TERMINAL, Principal
 from app.cards.schemas import Activation, Card, QrCode, QrHolder, QrVerification
 from app.cards.service import CardView
+from app.schemas import BEARER
 from app.services import Services
 
 
@@ -27,6 +28,7 @@ class CardController(Controller):
     path = "/v1/card"
     tags = ["e-card"]
     guards = [requires(CARDHOLDER)]
+    security = BEARER
 
     @get("/", summary="The signed-in person's e-card")
     async def get_card(self, request: Request[Principal, Any, Any], services: Services) -> Card:
@@ -61,6 +63,7 @@ class TerminalQrController(Controller):
     path = "/v1/terminal/qr"
     tags = ["terminals"]
     guards = [requires(TERMINAL)]
+    security = BEARER
 
     @post("/verify", status_code=200, summary="Consume a QR code and identify its holder")
     async def verify(self, data: QrVerification, request: Request[Principal, Any, Any], services: Services) -> QrHolder:

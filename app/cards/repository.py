@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
-from infra.db import UnitOfWork
+from infra.db import Db, UnitOfWork
 
 _CARD_COLUMNS = """c.id, c.card_number, c.status, c.issued_on, c.activated_at,
                    p.id AS person_id, p.name, p.national_id_masked, p.phone, p.vital_status"""
 
 
-async def card_of_person(uow: UnitOfWork, person_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
-    return await uow.fetchrow(
+async def card_of_person(db: Db, person_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await db.fetchrow(
         f"""SELECT {_CARD_COLUMNS} FROM cards c JOIN persons p ON p.id = c.person_id
             WHERE c.person_id = $1 {"FOR UPDATE OF c" if lock else ""}""",
         person_id,
@@ -32,14 +33,16 @@ async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person_id: uuid.U
     await uow.execute("UPDATE accounts SET person_id = $2 WHERE id = $1", account_id, person_id)
 
 
-async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> None:
-    await uow.execute(
+async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> datetime | None:
+    """Change the status; return the activation time (set on the first activation)."""
+    activated_at: datetime | None = await uow.fetchval(
         """UPDATE cards SET status = $2, status_changed_at = now(),
                activated_at = CASE WHEN $2 = 'active' THEN coalesce(activated_at, now()) ELSE activated_at END
-           WHERE id = $1""",
+           WHERE id = $1 RETURNING activated_at""",
         card_id,
         status,
     )
+    return activated_at
 
 
 # Minting is one statement on the hot path: a row only for an active card of this person.
@@ -63,7 +66,6 @@ CONSUME_QR_SQL = """
 
 # Only on the failure path: why the token was refused.
 QR_REFUSAL_SQL = """
-    SELECT q.consumed_at IS NOT NULL AS used, q.expires_at <= now() AS expired, c.status AS card_status,
-           s.revoked_at IS NOT NULL AS signed_out
-    FROM qr_tokens q JOIN cards c ON c.id = q.card_id JOIN sessions s ON s.id = q.session_id
+    SELECT q.consumed_at IS NOT NULL AS used, q.expires_at <= now() AS expired
+    FROM qr_tokens q
     WHERE q.id = $1 AND q.card_id = $2"""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -62,8 +62,7 @@ class CardService:
         return principal.person_id
 
     async def get(self, principal: Principal) -> CardView:
-        async with unit_of_work(self._pool) as uow:
-            row = await repo.card_of_person(uow, self._person_of(principal))
+        row = await repo.card_of_person(self._pool, self._person_of(principal))
         if row is None:
             raise NotFound("card_not_activated")
         return _view(row)
@@ -81,12 +80,12 @@ class CardService:
             if card is None or card["status"] == "cancelled" or person["vital_status"] != "alive":
                 raise Conflict("card_cancelled")
             await repo.link_account(uow, principal.subject_id, person["id"])
+            view = _view(card)
             if card["status"] == "pending_activation":
-                await repo.set_status(uow, card["id"], "active")
+                activated_at = await repo.set_status(uow, card["id"], "active")
                 await audit.record(uow, principal.actor, "card.activated", f"card:{card['id']}", {})
-            card = await repo.card_of_person(uow, person["id"])
-        assert card is not None
-        return _view(card)
+                view = replace(view, status="active", activated_at=activated_at)
+        return view
 
     async def _transition(
         self, principal: Principal, allowed_from: str, to: str, refusal: str, action: str
@@ -98,12 +97,10 @@ class CardService:
             if card["status"] != allowed_from:
                 if card["status"] == to:
                     return _view(card)  # a retried request: already done
-                raise Conflict(refusal, status=card["status"])
-            await repo.set_status(uow, card["id"], to)
+                raise Conflict(refusal, card_status=card["status"])
+            activated_at = await repo.set_status(uow, card["id"], to)
             await audit.record(uow, principal.actor, action, f"card:{card['id']}", {"from": allowed_from, "to": to})
-            card = await repo.card_of_person(uow, self._person_of(principal))
-        assert card is not None
-        return _view(card)
+        return replace(_view(card), status=to, activated_at=activated_at)
 
     async def report_loss(self, principal: Principal) -> CardView:
         return await self._transition(principal, "active", "reported_lost", "card_not_active", "card.reported_lost")
@@ -119,11 +116,10 @@ class CardService:
         expires_at = (datetime.now(UTC) + timedelta(seconds=self._settings.qr_token_ttl_s)).replace(microsecond=0)
         card_id = await self._pool.fetchval(repo.MINT_QR_SQL, token_id, principal.session_id, expires_at, person_id)
         if card_id is None:
-            async with unit_of_work(self._pool) as uow:
-                card = await repo.card_of_person(uow, person_id)
+            card = await repo.card_of_person(self._pool, person_id)
             if card is None:
                 raise NotFound("card_not_activated")
-            raise Conflict("card_not_active", status=card["status"])
+            raise Conflict("card_not_active", card_status=card["status"])
         claims = qr.QrClaims(token_id, card_id, int(expires_at.timestamp()))
         token = qr.encode(self._settings.qr_signing_key, claims)
         return MintedQr(token, expires_at, qr.render_svg(token) if render_svg else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any
+from typing import NamedTuple
 
 import asyncpg
 
@@ -12,48 +12,43 @@ from app.cards.numbers import card_number
 from infra.db import UnitOfWork
 
 
+class PersonRow(NamedTuple):
+    national_id_hash: bytes
+    national_id_enc: bytes
+    national_id_masked: str
+    name: str
+    birth_date: date
+    phone: str
+    region: str
+    locale: str
+    reference_photo_key: str | None
+
+
 async def find_by_national_id_hash(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
     return await uow.fetchrow(
         """SELECT p.id, p.name, p.birth_date, p.phone, p.region, p.locale, p.reference_photo_key,
                   e.monthly_amount_fen, e.bank_account_enc, e.start_month
            FROM persons p LEFT JOIN pension_entitlements e ON e.person_id = p.id
-           WHERE p.national_id_hash = $1
-           FOR UPDATE OF p""",
+           WHERE p.national_id_hash = $1""",
         national_id_hash,
     )
 
 
-async def insert_person(uow: UnitOfWork, fields: dict[str, Any]) -> uuid.UUID:
+async def upsert_person(uow: UnitOfWork, row: PersonRow) -> uuid.UUID:
+    """One record per national ID: a second import updates it (a photo-less row keeps the old photo)."""
     person_id: uuid.UUID = await uow.fetchval(
         """INSERT INTO persons (national_id_hash, national_id_enc, national_id_masked, name, birth_date,
                                 phone, region, locale, reference_photo_key)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
-        fields["national_id_hash"],
-        fields["national_id_enc"],
-        fields["national_id_masked"],
-        fields["name"],
-        fields["birth_date"],
-        fields["phone"],
-        fields["region"],
-        fields["locale"],
-        fields["reference_photo_key"],
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (national_id_hash) DO UPDATE SET
+               name = excluded.name, birth_date = excluded.birth_date, phone = excluded.phone,
+               region = excluded.region, locale = excluded.locale,
+               reference_photo_key = coalesce(excluded.reference_photo_key, persons.reference_photo_key),
+               updated_at = now()
+           RETURNING id""",
+        *row,
     )
     return person_id
-
-
-async def update_person(uow: UnitOfWork, person_id: uuid.UUID, fields: dict[str, Any]) -> None:
-    await uow.execute(
-        """UPDATE persons SET name = $2, birth_date = $3, phone = $4, region = $5, locale = $6,
-                              reference_photo_key = coalesce($7, reference_photo_key), updated_at = now()
-           WHERE id = $1""",
-        person_id,
-        fields["name"],
-        fields["birth_date"],
-        fields["phone"],
-        fields["region"],
-        fields["locale"],
-        fields["reference_photo_key"],
-    )
 
 
 async def upsert_entitlement(

@@ -30,20 +30,15 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class PersonKeys:
-    cipher: FieldCipher
-    lookup_key: bytes
-
-
 class PersonImporter:
-    def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, keys: PersonKeys, actor: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, cipher: FieldCipher, lookup_key: bytes) -> None:
         self._pool = pool
         self._storage = storage
-        self._keys = keys
-        self._actor = actor
+        self._cipher = cipher
+        self._lookup_key = lookup_key
 
-    async def import_file(self, path: Path) -> ImportReport:
+    async def import_file(self, path: Path, actor: str) -> ImportReport:
+        """Land every good row of a CSV or JSON-lines file; `actor` is who the audit log names."""
         text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
         records, errors = parse_import(text, detect_format(path.name))
         report = ImportReport(errors=list(errors))
@@ -53,7 +48,7 @@ class PersonImporter:
             except ValueError as exc:
                 report.errors.append(RowError(record.line, "reference_photo", str(exc)))
                 continue
-            outcome = await self._land(record, photo_key)
+            outcome = await self._land(record, photo_key, actor)
             setattr(report, outcome, getattr(report, outcome) + 1)
         report.errors.sort(key=lambda e: e.line)
         return report
@@ -68,11 +63,9 @@ class PersonImporter:
             if not await asyncio.to_thread(self._storage.exists, key):
                 raise ValueError("no such object in storage")
             return key
-        local = Path(record.reference_photo)
-        local = local if local.is_absolute() else base / local
-        if not local.is_file():
+        data = await asyncio.to_thread(_read_photo, base / record.reference_photo)
+        if data is None:
             raise ValueError(f"file not found: {record.reference_photo}")
-        data = local.read_bytes()
         if len(data) > _MAX_PHOTO_BYTES:
             raise ValueError("is larger than 10 MB")
         try:
@@ -89,79 +82,84 @@ class PersonImporter:
         await asyncio.to_thread(self._storage.put_bytes, key, data, content_type)
         return key
 
-    async def _land(self, record: PersonRecord, photo_key: str | None) -> str:
-        cipher = self._keys.cipher
-        id_hash = lookup_hash(self._keys.lookup_key, record.national_id)
-        fields = {
-            "national_id_hash": id_hash,
-            "national_id_enc": cipher.encrypt_text(record.national_id, "persons.national_id"),
-            "national_id_masked": mask_national_id(record.national_id),
-            "name": record.name,
-            "birth_date": record.birth_date,
-            "phone": record.phone,
-            "region": record.region,
-            "locale": record.locale,
-            "reference_photo_key": photo_key,
-        }
+    async def _land(self, record: PersonRecord, photo_key: str | None, actor: str) -> str:
+        id_hash = lookup_hash(self._lookup_key, record.national_id)
+        masked = mask_national_id(record.national_id)
         async with unit_of_work(self._pool) as uow:
             # Serialises concurrent imports of one national ID so they merge into one record.
             await uow.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::bytea::text, 7))", id_hash)
             existing = await repo.find_by_national_id_hash(uow, id_hash)
-            if existing is None:
-                person_id = await repo.insert_person(uow, fields)
-                changed = sorted(k for k in ("name", "birth_date", "phone", "region", "locale") if fields[k])
-                outcome = "created"
-            else:
-                person_id = existing["id"]
-                changed = _changed_fields(existing, record, photo_key, cipher)
-                if changed:
-                    await repo.update_person(uow, person_id, fields)
-                outcome = "updated" if changed else "unchanged"
+            changed = self._changed_fields(existing, record, photo_key)
+            if not changed:
+                return "unchanged"
+            person_id = await repo.upsert_person(
+                uow,
+                repo.PersonRow(
+                    national_id_hash=id_hash,
+                    national_id_enc=self._cipher.encrypt_text(record.national_id, "persons.national_id"),
+                    national_id_masked=masked,
+                    name=record.name,
+                    birth_date=record.birth_date,
+                    phone=record.phone,
+                    region=record.region,
+                    locale=record.locale,
+                    reference_photo_key=photo_key,
+                ),
+            )
             if record.pension is not None:
                 p = record.pension
                 await repo.upsert_entitlement(
                     uow,
                     person_id,
                     p.monthly_amount_fen,
-                    cipher.encrypt_text(p.bank_account, "pension_entitlements.bank_account"),
+                    self._cipher.encrypt_text(p.bank_account, "pension_entitlements.bank_account"),
                     mask_account(p.bank_account),
                     p.start_month,
                 )
             await repo.ensure_card(uow, person_id)
-            if outcome != "unchanged":
-                await audit.record(
-                    uow,
-                    self._actor,
-                    f"person.{outcome}",
-                    f"person:{person_id}",
-                    {"masked_national_id": fields["national_id_masked"], "fields": changed, "line": record.line},
-                )
+            outcome = "created" if existing is None else "updated"
+            await audit.record(
+                uow,
+                actor,
+                f"person.{outcome}",
+                f"person:{person_id}",
+                {"masked_national_id": masked, "fields": changed, "line": record.line},
+            )
         return outcome
 
+    def _changed_fields(
+        self, existing: asyncpg.Record | None, record: PersonRecord, photo_key: str | None
+    ) -> list[str]:
+        """The fields this record changes; for a new person (no existing row), every field it sets."""
+        old = dict(existing) if existing is not None else {}
+        changed = [
+            name
+            for name, new in (
+                ("name", record.name),
+                ("birth_date", record.birth_date),
+                ("phone", record.phone),
+                ("region", record.region),
+                ("locale", record.locale),
+            )
+            if old.get(name) != new
+        ]
+        if photo_key is not None and photo_key != old.get("reference_photo_key"):
+            changed.append("reference_photo")
+        if record.pension is not None:
+            p = record.pension
+            if old.get("monthly_amount_fen") != p.monthly_amount_fen:
+                changed.append("pension.monthly_amount")
+            stored = old.get("bank_account_enc")
+            if (
+                stored is None
+                or self._cipher.decrypt_text(stored, "pension_entitlements.bank_account") != p.bank_account
+            ):
+                changed.append("pension.bank_account")
+            if old.get("start_month") != p.start_month:
+                changed.append("pension.start_month")
+        return changed
 
-def _changed_fields(
-    existing: asyncpg.Record, record: PersonRecord, photo_key: str | None, cipher: FieldCipher
-) -> list[str]:
-    changed = [
-        name
-        for name, new in (
-            ("name", record.name),
-            ("birth_date", record.birth_date),
-            ("phone", record.phone),
-            ("region", record.region),
-            ("locale", record.locale),
-        )
-        if existing[name] != new
-    ]
-    if photo_key is not None and photo_key != existing["reference_photo_key"]:
-        changed.append("reference_photo")
-    if record.pension is not None:
-        p = record.pension
-        if existing["monthly_amount_fen"] != p.monthly_amount_fen:
-            changed.append("pension.monthly_amount")
-        stored = existing["bank_account_enc"]
-        if stored is None or cipher.decrypt_text(stored, "pension_entitlements.bank_account") != p.bank_account:
-            changed.append("pension.bank_account")
-        if existing["start_month"] != p.start_month:
-            changed.append("pension.start_month")
-    return changed
+
+def _read_photo(path: Path) -> bytes | None:
+    """The file's bytes, or None when there is no such file (`base / absolute` is the absolute path)."""
+    return path.read_bytes() if path.is_file() else None

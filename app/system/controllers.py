@@ -17,11 +17,11 @@ class HealthController(Controller):
     path = "/health"
     tags = ["operations"]
 
-    @get("/live", summary="The process is up", security=[])
+    @get("/live", summary="The process is up")
     async def live(self) -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The database and object storage are reachable", security=[])
+    @get("/ready", summary="The database and object storage are reachable")
     async def ready(self, services: Services) -> Health:
         try:
             database = await services.pool.fetchval("SELECT true", timeout=2) is True

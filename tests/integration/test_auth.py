@@ -9,9 +9,8 @@ import asyncpg
 import pyotp
 import pytest
 
-from app.auth.service import AuthService
+from app.services import Services
 from infra.config import Settings
-from notifications.sms import DevSmsProvider
 from tests.factories import bearer, last_code, sample_person, sign_in
 
 VERIFY = "/v1/auth/otp/verify"
@@ -120,9 +119,8 @@ async def test_expired_access_token_is_refused(client: Any, pool: asyncpg.Pool, 
 
 
 @pytest.fixture
-async def operator(settings: Settings, pool: asyncpg.Pool) -> dict[str, str]:
-    service = AuthService(pool, settings, DevSmsProvider())
-    secret = await service.create_operator("alice", "Alice", "operator", "correct horse battery staple")
+async def operator(services: Services) -> dict[str, str]:
+    secret = await services.auth.create_operator("alice", "Alice", "operator", "correct horse battery staple")
     return {"username": "alice", "password": "correct horse battery staple", "secret": secret}
 
 

@@ -13,6 +13,7 @@ import asyncpg
 import msgspec
 
 from app.cards import qr
+from app.services import Services
 from infra.config import Settings
 from tests.factories import bearer, sample_person, sign_in, write_jsonl
 
@@ -83,6 +84,9 @@ async def test_loss_blocks_qr_at_once_and_recovery_restores(
     r = await client.post("/v1/card/qr", headers=headers)
     assert r.status_code == 409
     assert r.json()["code"] == "card_not_active"
+    assert "已挂失" in r.json()["detail"]  # the state by its name, not its code
+    r = await client.post("/v1/card/qr", headers={**headers, "Accept-Language": "en"})
+    assert r.json()["detail"] == "The card is reported lost and cannot be used."
     assert (await client.post("/v1/card/loss", headers=headers)).status_code == 200  # retry: already done
     r = await client.post("/v1/card/recovery", headers=headers)
     assert r.json()["status"] == "active"
@@ -180,16 +184,12 @@ async def test_signing_out_the_device_voids_its_codes(
     assert r.status_code == 409
 
 
-async def test_qr_mint_needs_a_device_session(
-    client: Any, cardholder: dict[str, Any], settings: Settings, pool: asyncpg.Pool
+async def test_support_token_cannot_mint_payment_codes(
+    client: Any, cardholder: dict[str, Any], services: Services
 ) -> None:
-    """A token minted for support staff (no device) cannot make payment codes."""
-    from app.auth.service import AuthService
-    from notifications.sms import DevSmsProvider
-
-    account_id = await pool.fetchval("SELECT id FROM accounts")
-    pair = await AuthService(pool, settings, DevSmsProvider()).mint_token("account", account_id)
-    await pool.execute("UPDATE sessions SET device_id = NULL WHERE device_id = 'cli'")
+    """A token minted for support staff (`socialcard token`) has no device: it sees the card, never pays."""
+    pair = await services.auth.support_token(phone=cardholder["person"].phone)
+    assert (await client.get("/v1/card", headers=bearer(pair.access_token))).status_code == 200
     r = await client.post("/v1/card/qr", headers=bearer(pair.access_token))
     assert r.status_code == 403
     assert r.json()["code"] == "device_required"

@@ -1,0 +1,86 @@
+"""`socialcard up` (what `make run` runs): ready within 60 s, stops everything on Ctrl-C, keeps its data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+UP_S3_PORT = "48333"  # clear of make run's (8333), the tests' (28333) and the bench's (38433)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def _start_and_wait(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], float]:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "up"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{env['API_PORT']}/health/ready"
+    while time.monotonic() - started < 60:
+        assert process.poll() is None, "socialcard up exited during start"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return process, time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("socialcard up was not ready (health 200) within 60 s")
+
+
+def _stop(process: subprocess.Popen[bytes], var_dir: Path) -> None:
+    parts = psutil.Process(process.pid).children(recursive=True)
+    assert len(parts) >= 3  # serve (with its granian workers), worker, scheduler
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+    for part in parts:
+        assert not part.is_running() or part.status() == psutil.STATUS_ZOMBIE, part
+    # PostgreSQL (daemonised by pg_ctl) and the S3 server run on files under var/: none may survive.
+    deadline = time.monotonic() + 10
+    while any(str(var_dir) in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])):
+        assert time.monotonic() < deadline, "a service under var/ outlived socialcard up"
+        time.sleep(0.2)
+
+
+def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
+    var_dir = tmp_path / "var"
+    external = {"DATABASE_URL", "MIGRATION_DATABASE_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in external}
+    env.update(VAR_DIR=str(var_dir), EMBEDDED_S3_PORT=UP_S3_PORT, API_PORT=str(_free_port()), LOG_LEVEL="WARNING")
+
+    process, ready_s = _start_and_wait(env)
+    print(f"socialcard up on an empty var/: ready (health 200) after {ready_s:.1f} s")
+    try:
+        created = _cli(env, "terminal", "create", "--merchant", "Up Test Pharmacy")
+        assert created.returncode == 0, created.stderr
+    finally:
+        _stop(process, var_dir)
+
+    process, ready_s = _start_and_wait(env)
+    print(f"socialcard up on an existing var/: ready after {ready_s:.1f} s")
+    try:
+        verified = _cli(env, "audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "intact: 1 row(s)" in verified.stdout  # the terminal created before the restart
+    finally:
+        _stop(process, var_dir)
