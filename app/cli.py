@@ -152,14 +152,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from infra.jobs import run_worker
+    from app.jobs import run_worker
 
     asyncio.run(run_worker(load_settings(), drain=args.drain))
     return 0
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from infra.jobs import run_scheduler
+    from app.jobs import run_scheduler
 
     asyncio.run(run_scheduler(load_settings()))
     return 0

@@ -46,6 +46,51 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "qr_used": ("二维码已使用，请刷新。", "This QR code was already used. Ask the cardholder to refresh it."),
     "qr_card_unusable": ("该社保卡当前不能使用。", "This card cannot be used at the moment."),
     "service_unavailable": ("服务暂时不可用。", "The service is not ready."),
+    "certification_required": (
+        "请先完成人脸认证，再激活社保卡。",
+        "Complete the face certification first, then activate the card.",
+    ),
+    "identity_not_linked": (
+        "请先用身份证号激活社保卡，以核实您的身份。",
+        "First confirm who you are: activate the card with your ID number.",
+    ),
+    "challenge_rate_limited": (
+        "认证尝试过于频繁，请一小时后再试。",
+        "Too many certification attempts. Try again in an hour.",
+    ),
+    "certification_under_review": (
+        "您的认证正在人工审核中，请等待结果。",
+        "Your certification is with a staff member; please wait for their decision.",
+    ),
+    "person_deceased": ("该人员已登记为死亡，不能认证。", "This person is registered as deceased."),
+    "challenge_not_found": ("认证请求不存在，请重新开始。", "This certification was not found. Start again."),
+    "challenge_used": ("该认证请求已提交过，请重新开始。", "This certification was already submitted. Start again."),
+    "challenge_expired": ("认证请求已过期，请重新开始。", "This certification has expired. Start again."),
+    "consent_required": (
+        "请先同意人脸信息处理授权，再提交认证视频。",
+        "Agree to the processing of your face images before submitting the video.",
+    ),
+    "upload_key_invalid": ("上传的文件不属于本次认证。", "The uploaded file does not belong to this certification."),
+    "upload_missing": ("未找到上传的视频，请重新上传。", "The uploaded video was not found. Upload it again."),
+    "upload_too_large": ("视频不能超过{max_mb}MB。", "The video must not be larger than {max_mb} MB."),
+    "upload_empty": ("上传的文件是空的。", "The uploaded file is empty."),
+    "not_a_video": ("请上传MP4或MOV格式的视频。", "Upload a video in MP4 or MOV format."),
+    "not_jpeg": ("照片须为JPEG格式。", "Photos must be JPEG images."),
+    "frames_count": ("请上传{low}到{high}张照片。", "Upload between {low} and {high} photos."),
+    "submission_parts": (
+        "请上传一个视频（video）或一组照片（frames）。",
+        "Upload either one video (field `video`) or a set of photos (field `frames`).",
+    ),
+    "submission_content_type": (
+        "请以multipart/form-data上传文件，或以JSON提交已上传文件的s3_key。",
+        "Send the file as multipart/form-data, or JSON with the s3_key of an uploaded file.",
+    ),
+    "check_not_found": ("未找到该认证记录。", "This check was not found."),
+    "cursor_invalid": ("分页参数无效。", "The page cursor is not valid."),
+    "check_claimed": ("该记录正由{operator}处理。", "{operator} is working on this check."),
+    "check_not_reviewable": ("该记录无需人工审核。", "This check is not waiting for review."),
+    "claim_required": ("请先领取该记录。", "Claim this check first."),
+    "reason_required": ("请填写理由。", "Give a reason."),
 }
 
 CARD_STATUS_NAMES: dict[str, tuple[str, str]] = {

@@ -16,7 +16,9 @@ from litestar.plugins import InitPluginProtocol
 from app.auth.controllers import AuthController
 from app.auth.middleware import bearer_auth_middleware
 from app.cards.controllers import CardController, TerminalQrController
+from app.certification.controllers import CertificationController, ConsentController
 from app.errors import EXCEPTION_HANDLERS
+from app.review.controllers import ReviewController
 from app.services import Services, open_services
 from app.system.controllers import HealthController
 from app.system.observability import request_id_middleware
@@ -34,7 +36,17 @@ class SocialCardPlugin(InitPluginProtocol):
             yield
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.route_handlers.extend([HealthController, AuthController, CardController, TerminalQrController])
+        app_config.route_handlers.extend(
+            [
+                HealthController,
+                AuthController,
+                CardController,
+                TerminalQrController,
+                ConsentController,
+                CertificationController,
+                ReviewController,
+            ]
+        )
         app_config.lifespan.append(self.lifespan)
         app_config.dependencies["services"] = Provide(_services, sync_to_thread=False)
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)

@@ -14,7 +14,9 @@ import asyncpg
 
 from app.auth.service import AuthService
 from app.cards.service import CardService
+from app.certification.service import CertificationService
 from app.persons.service import PersonImporter
+from app.review.service import ReviewService
 from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.db import create_pool
@@ -30,6 +32,8 @@ class Services:
     auth: AuthService
     cards: CardService
     persons: PersonImporter
+    certification: CertificationService
+    review: ReviewService
 
 
 def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorage) -> Services:
@@ -41,6 +45,8 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         auth=AuthService(pool, settings, sms_provider(settings.sms_provider), cipher),
         cards=CardService(pool, settings),
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
+        certification=CertificationService(pool, storage, settings, cipher),
+        review=ReviewService(pool, storage, settings),
     )
 
 

@@ -48,6 +48,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otp_max_attempts: int = 5
     otp_max_per_hour: int = 5
     max_request_body_bytes: int = 1024 * 1024
+    # Face certification: the challenge policy (e.g. blink-only for assisted mode) and limits.
+    challenge_actions: tuple[str, ...] = ("blink", "turn_left", "turn_right", "open_mouth")
+    challenge_min_actions: int = 2
+    challenge_max_actions: int = 3
+    challenge_ttl_s: int = 120
+    media_retention_days: int = 30
+    face_accept_distance: float = 0.469
+    face_reject_distance: float = 0.6
+    face_replay_distance: float = 0.15
+    review_claim_s: int = 15 * 60
+    presigned_url_ttl_s: int = 300
+    failures_before_review: int = 3
+    job_heartbeat_s: int = 30
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key")
@@ -98,6 +111,58 @@ def embedded_s3_port(env: Mapping[str, str]) -> int:
     from infra.embedded import EMBEDDED_S3_PORT
 
     return _int(env, "EMBEDDED_S3_PORT", EMBEDDED_S3_PORT, 1024, 53000)
+
+
+ACTIONS = ("blink", "turn_left", "turn_right", "open_mouth")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
+    """The challenge policy, retention and face thresholds; every problem is collected."""
+    ints: dict[str, int] = {}
+    floats: dict[str, float] = {}
+    actions = tuple(a.strip() for a in env.get("CHALLENGE_ACTIONS", ",".join(ACTIONS)).split(",") if a.strip())
+    if not actions or any(a not in ACTIONS for a in actions) or len(set(actions)) != len(actions):
+        problems.append(f"CHALLENGE_ACTIONS must be distinct names from {', '.join(ACTIONS)}")
+    for name, default, low, high in (
+        ("CHALLENGE_MIN_ACTIONS", 2, 1, 4),
+        ("CHALLENGE_MAX_ACTIONS", 3, 1, 4),
+        ("MEDIA_RETENTION_DAYS", 30, 1, 3650),
+        ("FAILURES_BEFORE_REVIEW", 3, 1, 20),
+        ("JOB_HEARTBEAT_S", 30, 2, 600),
+    ):
+        try:
+            ints[name.lower()] = _int(env, name, default, low, high)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    for name, fallback in (
+        ("FACE_ACCEPT_DISTANCE", 0.469),
+        ("FACE_REJECT_DISTANCE", 0.6),
+        ("FACE_REPLAY_DISTANCE", 0.15),
+    ):
+        try:
+            floats[name.lower()] = _float(env, name, fallback, 0.0, 1.5)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if ints.get("challenge_min_actions", 2) > ints.get("challenge_max_actions", 3):
+        problems.append("CHALLENGE_MIN_ACTIONS must not exceed CHALLENGE_MAX_ACTIONS")
+    if ints.get("challenge_max_actions", 3) > len(actions) > 0:
+        problems.append("CHALLENGE_MAX_ACTIONS must not exceed the number of CHALLENGE_ACTIONS")
+    if floats.get("face_accept_distance", 0.0) > floats.get("face_reject_distance", 1.0):
+        problems.append("FACE_ACCEPT_DISTANCE must not exceed FACE_REJECT_DISTANCE")
+    return {"challenge_actions": actions, **ints, **floats}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +219,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(str(exc))
     if {"db_pool_min", "db_pool_max"} <= numbers.keys() and numbers["db_pool_min"] > numbers["db_pool_max"]:
         problems.append("DB_POOL_MIN must not exceed DB_POOL_MAX")
+    certification = _certification(env, problems)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -174,6 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_encryption_key=keys["data_encryption_key"],
         lookup_hash_key=keys["lookup_hash_key"],
         **numbers,  # type: ignore[arg-type]
+        **certification,  # type: ignore[arg-type]
     )
 
 
@@ -191,6 +258,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "API_WORKERS": str(settings.api_workers),
         "SMS_PROVIDER": settings.sms_provider,
         "LOG_LEVEL": settings.log_level,
+        "CHALLENGE_ACTIONS": ",".join(settings.challenge_actions),
+        "CHALLENGE_MIN_ACTIONS": str(settings.challenge_min_actions),
+        "CHALLENGE_MAX_ACTIONS": str(settings.challenge_max_actions),
+        "MEDIA_RETENTION_DAYS": str(settings.media_retention_days),
+        "FAILURES_BEFORE_REVIEW": str(settings.failures_before_review),
+        "JOB_HEARTBEAT_S": str(settings.job_heartbeat_s),
+        "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
+        "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
+        "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),
     }
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id

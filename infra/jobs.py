@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import cast
 
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
@@ -21,7 +23,7 @@ from pgqueuer.sm import SchedulerManager
 from pgqueuer.types import QueueExecutionMode
 
 from infra.config import Settings
-from infra.db import create_pool
+from infra.db import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +42,14 @@ async def purge_expired(pool: asyncpg.Pool) -> dict[str, int]:
     return removed
 
 
-JobHandler = Callable[[asyncpg.Pool, Job], Awaitable[None]]
+Handler = Callable[[Job], Awaitable[None]]
 
 
-async def _purge_job(pool: asyncpg.Pool, job: Job) -> None:
-    removed = await purge_expired(pool)
-    log.info("expired rows purged", extra={"removed": removed})
-
-
-# Every job kind the worker runs; later domains (liveness, payments, notifications) add theirs.
-JOBS: dict[str, JobHandler] = {PURGE_EXPIRED: _purge_job}
-SCHEDULES: dict[str, str] = {PURGE_EXPIRED: "*/10 * * * *"}
+async def enqueue(uow: UnitOfWork, entrypoint: str, payload: bytes, dedupe_key: str) -> None:
+    """Enqueue inside the caller's transaction: the job exists exactly when the change that needs it does."""
+    await Queries(AsyncpgDriver(cast(asyncpg.Connection, uow.conn))).enqueue(
+        entrypoint, payload, dedupe_key=dedupe_key, on_conflict="skip"
+    )
 
 
 def _stop_on_signals(event: asyncio.Event) -> None:
@@ -59,24 +58,22 @@ def _stop_on_signals(event: asyncio.Event) -> None:
         loop.add_signal_handler(sig, event.set)
 
 
-async def run_worker(settings: Settings, *, drain: bool = False) -> None:
-    """Run jobs until SIGTERM; in-flight jobs finish first (a killed worker's job is re-run)."""
-    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+async def run_worker(settings: Settings, handlers: Mapping[str, Handler], *, drain: bool = False) -> None:
+    """Run jobs until SIGTERM; in-flight jobs finish first. A killed worker's job is picked up
+    again by another once its heartbeat is `job_heartbeat_s` old."""
     conn = await asyncpg.connect(settings.database_url)
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
-    for name, handler in JOBS.items():
-
-        async def entry(job: Job, handler: JobHandler = handler) -> None:
-            await handler(pool, job)
-
-        qm.entrypoint(name, on_failure="hold")(entry)
+    for name, handler in handlers.items():
+        qm.entrypoint(name, on_failure="hold")(handler)
     if not drain:
         _stop_on_signals(qm.shutdown)
-    log.info("worker started", extra={"jobs": sorted(JOBS)})
+    log.info("worker started", extra={"jobs": sorted(handlers)})
     try:
-        await qm.run(mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous)
+        await qm.run(
+            mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,
+            heartbeat_timeout=timedelta(seconds=settings.job_heartbeat_s),
+        )
     finally:
-        await pool.close()
         await conn.close()
         log.info("worker stopped")
 
@@ -89,18 +86,18 @@ async def enqueue_once(queries: Queries, entrypoint: str) -> None:
         log.info("job already queued", extra={"job": entrypoint})
 
 
-async def run_scheduler(settings: Settings) -> None:
+async def run_scheduler(settings: Settings, schedules: Mapping[str, str]) -> None:
     conn = await asyncpg.connect(settings.database_url)
     queries = Queries(AsyncpgDriver(conn))
     sm = SchedulerManager(queries)
-    for name, cron in SCHEDULES.items():
+    for name, cron in schedules.items():
 
         async def fire(schedule: Schedule, name: str = name) -> None:
             await enqueue_once(queries, name)
 
         sm.schedule(name, cron)(fire)
     _stop_on_signals(sm.shutdown)
-    log.info("scheduler started", extra={"schedules": SCHEDULES})
+    log.info("scheduler started", extra={"schedules": dict(schedules)})
     try:
         await sm.run()
     finally:

@@ -6,13 +6,16 @@ boto3 is blocking; async callers go through ``asyncio.to_thread``. Objects are p
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.config import Settings
+
+if TYPE_CHECKING:
+    from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 class ObjectStorage:
@@ -44,14 +47,50 @@ class ObjectStorage:
         body: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return body
 
-    def exists(self, key: str) -> bool:
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is no such object."""
         try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
-        return True
+        return int(head["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # the S3 limit per DeleteObjects call
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys[start : start + 1000]]
+            self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def presigned_get(self, key: str, expires_s: int) -> str:
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+        return url
+
+    def presigned_post(
+        self, key_prefix: str, *, max_bytes: int, content_type_prefix: str, expires_s: int
+    ) -> dict[str, Any]:
+        """A browser-style upload form: the server enforces the key prefix, size and content type."""
+        conditions: list[Any] = [
+            ["starts-with", "$key", key_prefix],
+            ["content-length-range", 1, max_bytes],
+            ["starts-with", "$Content-Type", content_type_prefix],
+        ]
+        fields: dict[str, str] = {}
+        if self._sse:
+            fields = {
+                "x-amz-server-side-encryption": "aws:kms",
+                "x-amz-server-side-encryption-aws-kms-key-id": self._sse,
+            }
+            conditions += [{name: value} for name, value in fields.items()]
+        post: dict[str, Any] = self._client.generate_presigned_post(
+            self.bucket, key_prefix + "${filename}", Fields=fields, Conditions=conditions, ExpiresIn=expires_s
+        )
+        return post
 
     def ensure_bucket(self) -> None:
         try:

@@ -155,12 +155,13 @@ def importer(services: Services) -> Importer:
 @pytest.fixture
 async def cardholder(client: Any, pool: asyncpg.Pool, importer: Importer, tmp_path: Path) -> dict[str, Any]:
     """An imported person, signed in on a device, with an activated card."""
-    from tests.factories import bearer, sample_person, sign_in, write_jsonl
+    from tests.factories import bearer, record_passed_check, sample_person, sign_in, write_jsonl
 
     person = sample_person()
     report = await importer.import_file(write_jsonl(tmp_path / "p.jsonl", [person.row()]))
     assert report.created == 1, report.errors
     tokens = await sign_in(client, pool, person.phone)
+    await record_passed_check(pool, person.phone)
     r = await client.post(
         "/v1/card/activation", json={"national_id": person.national_id}, headers=bearer(tokens["access_token"])
     )
@@ -172,3 +173,15 @@ async def cardholder(client: Any, pool: asyncpg.Pool, importer: Importer, tmp_pa
 async def terminal_headers(services: Services) -> dict[str, str]:
     key = await services.auth.create_terminal("Test Pharmacy")
     return {"Authorization": f"Bearer {key}"}
+
+
+async def operator_headers_for(services: Services, username: str, display_name: str) -> dict[str, str]:
+    """A signed-in reviewer (support token: no password round trip, which the auth tests cover)."""
+    await services.auth.create_operator(username, display_name, "operator", "correct horse battery")
+    pair = await services.auth.support_token(operator=username)
+    return {"Authorization": f"Bearer {pair.access_token}"}
+
+
+@pytest.fixture
+async def operator_headers(services: Services) -> dict[str, str]:
+    return await operator_headers_for(services, "reviewer1", "Reviewer One")

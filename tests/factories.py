@@ -83,3 +83,17 @@ async def sign_in(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def record_passed_check(pool: asyncpg.Pool, phone: str) -> None:
+    """A face check passed earlier, for tests about what comes after certification (the card, payments)."""
+    await pool.execute(
+        """WITH p AS (SELECT id FROM persons WHERE phone = $1),
+                c AS (INSERT INTO certification_challenges (id, person_id, actions, upload_prefix, expires_at)
+                      SELECT gen_random_uuid(), p.id, '{blink}', 'uploads/test/', now() FROM p RETURNING id, person_id)
+           INSERT INTO certification_checks (person_id, challenge_id, actions, media_kind, media_keys, media_bytes,
+                                             status, worker_outcome, decided_at, decided_by)
+           SELECT person_id, id, '{blink}', 'video', '{uploads/test/video}', 1, 'passed', 'passed', now(), 'worker'
+           FROM c""",
+        phone,
+    )

@@ -33,6 +33,14 @@ async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person_id: uuid.U
     await uow.execute("UPDATE accounts SET person_id = $2 WHERE id = $1", account_id, person_id)
 
 
+async def has_passed_check(db: Db, person_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM certification_checks WHERE person_id = $1 AND status = 'passed')", person_id
+        )
+    )
+
+
 async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> datetime | None:
     """Change the status; return the activation time (set on the first activation)."""
     activated_at: datetime | None = await uow.fetchval(

@@ -16,7 +16,7 @@ from app.persons import national_id as nid
 from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash
-from infra.db import unit_of_work
+from infra.db import CommitThenRaise, unit_of_work
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ class CardService:
             await repo.link_account(uow, principal.subject_id, person["id"])
             view = _view(card)
             if card["status"] == "pending_activation":
+                if not await repo.has_passed_check(uow, person["id"]):
+                    # Keep the link: it is what lets this account take the face check next.
+                    raise CommitThenRaise(Conflict("certification_required"))
                 activated_at = await repo.set_status(uow, card["id"], "active")
                 await audit.record(uow, principal.actor, "card.activated", f"card:{card['id']}", {})
                 view = replace(view, status="active", activated_at=activated_at)

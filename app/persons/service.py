@@ -11,9 +11,10 @@ from pathlib import Path
 import asyncpg
 from PIL import Image, UnidentifiedImageError
 
+from app.certification.service import ENROLL_JOB
 from app.persons import repository as repo
 from app.persons.records import PersonRecord, RowError, detect_format, parse_import
-from infra import audit
+from infra import audit, jobs
 from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id
 from infra.db import unit_of_work
 from infra.storage import ObjectStorage
@@ -117,6 +118,11 @@ class PersonImporter:
                     p.start_month,
                 )
             await repo.ensure_card(uow, person_id)
+            if photo_key is not None and "reference_photo" in changed:
+                # The face worker enrols the new reference now, not during the pensioner's first check.
+                await jobs.enqueue(
+                    uow, ENROLL_JOB, f"{person_id} {photo_key}".encode(), f"enroll:{person_id}:{photo_key}"
+                )
             outcome = "created" if existing is None else "updated"
             await audit.record(
                 uow,

@@ -5,6 +5,7 @@ The routes are read from the OpenAPI document, so a new route is covered without
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -20,10 +21,28 @@ PUBLIC = {
 }
 
 
+def _concrete(path: str) -> str:
+    """The path with its parameters filled in (every path parameter here is an id)."""
+    return re.sub(r"\{[^}]+\}", "0190a5c4-0000-7000-8000-000000000000", path)
+
+
+def _wrong_role(path: str, cardholder: dict[str, Any], terminal_headers: dict[str, str]) -> dict[str, str]:
+    """Credentials of a role the route does not serve: cardholders for terminal and operator routes."""
+    return cardholder["headers"] if path.startswith(("/v1/terminal", "/v1/review")) else terminal_headers
+
+
+def _right_role(
+    path: str, cardholder: dict[str, Any], terminal: dict[str, str], operator: dict[str, str]
+) -> dict[str, str]:
+    if path.startswith("/v1/terminal"):
+        return terminal
+    return operator if path.startswith("/v1/review") else cardholder["headers"]
+
+
 async def _operations(client: Any) -> list[tuple[str, str, dict[str, Any]]]:
     spec = (await client.get("/schema/openapi.json")).json()
     return [
-        (method.upper(), path, op)
+        (method.upper(), _concrete(path), op)
         for path, item in spec["paths"].items()
         for method, op in item.items()
         if method in {"get", "post", "put", "patch", "delete"}
@@ -67,7 +86,7 @@ async def test_wrong_role_gets_403(client: Any, cardholder: dict[str, Any], term
     for method, path, _ in await _operations(client):
         if path in PUBLIC or path == "/v1/auth/logout":
             continue
-        headers = terminal_headers if path.startswith("/v1/card") else cardholder["headers"]
+        headers = _wrong_role(path, cardholder, terminal_headers)
         _assert_problem(await client.request(method, path, headers=headers, json={}), {403})
 
 
@@ -86,25 +105,30 @@ async def test_wrong_role_gets_403(client: Any, cardholder: dict[str, Any], term
     ids=["malformed", "wrong-shape", "unknown-field", "wrong-types", "not-utf8"],
 )
 async def test_bad_bodies_get_400(
-    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], body: bytes, content_type: str
+    client: Any,
+    cardholder: dict[str, Any],
+    terminal_headers: dict[str, str],
+    operator_headers: dict[str, str],
+    body: bytes,
+    content_type: str,
 ) -> None:
     for method, path, op in await _operations(client):
         if "requestBody" not in op:
             continue
         headers = {"Content-Type": content_type}
-        headers.update(terminal_headers if path.startswith("/v1/terminal") else cardholder["headers"])
+        headers.update(_right_role(path, cardholder, terminal_headers, operator_headers))
         _assert_problem(await client.request(method, path, content=body, headers=headers), {400})
 
 
 async def test_too_large_bodies_get_413(
-    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str]
+    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], operator_headers: dict[str, str]
 ) -> None:
     big = b'{"phone": "' + b"1" * (2 * 1024 * 1024) + b'"}'
     for method, path, op in await _operations(client):
         if "requestBody" not in op:
             continue
         headers = {"Content-Type": "application/json"}
-        headers.update(terminal_headers if path.startswith("/v1/terminal") else cardholder["headers"])
+        headers.update(_right_role(path, cardholder, terminal_headers, operator_headers))
         _assert_problem(await client.request(method, path, content=big, headers=headers), {413})
 
 

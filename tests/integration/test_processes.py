@@ -18,7 +18,8 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
 from infra.config import Settings, settings_env
-from infra.jobs import PURGE_EXPIRED, enqueue_once, run_worker
+from app.jobs import run_worker
+from infra.jobs import PURGE_EXPIRED, enqueue_once
 from tests.factories import sample_person
 
 ROOT = Path(__file__).resolve().parents[2]

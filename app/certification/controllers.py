@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from app.auth.guards import requires
+from app.auth.principal import CARDHOLDER, Principal
+from app.certification import schemas as s
+from app.certification.repository import CONSENT_TEXT_VERSION
+from app.certification.service import ChallengeView, CheckView, UploadMedia
+from app.certification.uploads import UPLOAD_MAX_BYTES, UnsupportedMedia, check_frames, check_video
+from app.errors import BadRequest
+from app.schemas import BEARER
+from app.services import Services
+
+# Room for the multipart envelope around the largest allowed upload.
+SUBMISSION_MAX_BODY = UPLOAD_MAX_BYTES + 256 * 1024
+
+
+def _check(view: CheckView) -> s.Check:
+    return s.Check(
+        id=view.id,
+        status=view.status,  # type: ignore[arg-type]
+        actions=list(view.actions),  # type: ignore[arg-type]
+        reasons=[s.ReasonOut(code=r.code, text=r.text, advice=r.advice) for r in view.reasons],
+        submitted_at=view.submitted_at,
+        decided_at=view.decided_at,
+    )
+
+
+def _challenge(view: ChallengeView, submission_url: str) -> s.Challenge:
+    return s.Challenge(
+        id=view.id,
+        actions=list(view.actions),  # type: ignore[arg-type]
+        expires_at=view.expires_at,
+        upload=s.UploadOptions(
+            direct=s.DirectUpload(url=submission_url, max_bytes=view.max_bytes),
+            presigned_post=s.PresignedPost(
+                url=view.presigned_post["url"],
+                fields=view.presigned_post["fields"],
+                key_prefix=view.key_prefix,
+                max_bytes=view.max_bytes,
+                expires_at=view.expires_at,
+            ),
+        ),
+    )
+
+
+async def _multipart_media(request: Request[Any, Any, Any]) -> UploadMedia:
+    form = await request.form()
+    videos, frames = form.getall("video", []), form.getall("frames", [])
+    unknown = set(form.keys()) - {"video", "frames"}
+    if unknown or bool(videos) == bool(frames) or len(videos) > 1:
+        raise BadRequest("submission_parts")
+    if not all(isinstance(part, UploadFile) for part in (*videos, *frames)):
+        raise BadRequest("submission_parts")
+    if videos:
+        data = await videos[0].read()
+        return UploadMedia("video", ((data, check_video(data)),))
+    blobs = [await part.read() for part in frames]
+    check_frames(blobs)
+    return UploadMedia("frames", tuple((blob, "image/jpeg") for blob in blobs))
+
+
+class ConsentController(Controller):
+    path = "/v1/consents"
+    tags = ["certification"]
+    guards = [requires(CARDHOLDER)]
+    security = BEARER
+
+    @post("/biometric", status_code=200, summary="Consent to the processing of face images for certification")
+    async def grant(self, request: Request[Principal, Any, Any], services: Services) -> s.Consent:
+        granted = await services.certification.grant_consent(request.user)
+        return s.Consent(granted_at=granted, text_version=CONSENT_TEXT_VERSION)
+
+    @delete("/biometric", status_code=HTTP_204_NO_CONTENT, summary="Withdraw consent to face processing")
+    async def withdraw(self, request: Request[Principal, Any, Any], services: Services) -> None:
+        await services.certification.withdraw_consent(request.user)
+
+
+class CertificationController(Controller):
+    path = "/v1/certifications"
+    tags = ["certification"]
+    guards = [requires(CARDHOLDER)]
+    security = BEARER
+
+    @post("/challenges", status_code=201, summary="Start a certification: random actions and where to upload")
+    async def new_challenge(self, request: Request[Principal, Any, Any], services: Services) -> s.Challenge:
+        view = await services.certification.new_challenge(request.user)
+        return _challenge(view, str(request.url.with_replacements(path=f"{self.path}/challenges/{view.id}/submission")))
+
+    @post(
+        "/challenges/{challenge_id:uuid}/submission",
+        status_code=HTTP_202_ACCEPTED,
+        request_max_body_size=SUBMISSION_MAX_BODY,
+        summary="Submit the selfie: multipart (`video`, or 5-30 `frames`) or JSON {s3_key} of a presigned upload",
+    )
+    async def submit(
+        self, challenge_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
+    ) -> s.CheckAccepted:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            media = await _multipart_media(request)
+            check_id = await services.certification.submit_upload(request.user, challenge_id, media)
+        elif content_type.startswith("application/json"):
+            try:
+                stored = msgspec.json.decode(await request.body(), type=s.StoredSubmission)
+            except msgspec.DecodeError as exc:
+                raise BadRequest("invalid_body", detail=str(exc)) from None
+            check_id = await services.certification.submit_stored(request.user, challenge_id, stored.s3_key)
+        else:
+            raise UnsupportedMedia("submission_content_type")
+        return s.CheckAccepted(check_id=check_id, status="queued")
+
+    @get("/checks/{check_id:uuid}", summary="A check's status, reasons and advice")
+    async def check(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Check:
+        return _check(await services.certification.check(request.user, check_id))
+
+    @get("/status", summary="Eligibility, due date, last result and attempts left")
+    async def status(self, request: Request[Principal, Any, Any], services: Services) -> s.CertificationStatus:
+        view = await services.certification.status(request.user)
+        return s.CertificationStatus(
+            eligible_until=view.eligible_until,
+            due_date=view.due_date,
+            last_check=_check(view.last_check) if view.last_check is not None else None,
+            attempts_left=view.attempts_left,
+            consent_given=view.consent_given,
+        )

@@ -1,0 +1,284 @@
+"""SQL for consents, challenges, checks, reference enrolments and the events decisions write."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from infra.db import Db, UnitOfWork
+
+CONSENT_TEXT_VERSION = "2026-11"
+
+
+# -- consent -------------------------------------------------------------------------------------
+async def grant_consent(uow: UnitOfWork, person_id: uuid.UUID, account_id: uuid.UUID, version: str) -> datetime:
+    """The standing consent's grant time; granting again keeps the first grant."""
+    granted: datetime | None = await uow.fetchval(
+        """INSERT INTO biometric_consents (person_id, account_id, text_version) VALUES ($1, $2, $3)
+           ON CONFLICT (person_id) WHERE withdrawn_at IS NULL DO NOTHING RETURNING granted_at""",
+        person_id,
+        account_id,
+        version,
+    )
+    if granted is None:
+        granted = await uow.fetchval(
+            "SELECT granted_at FROM biometric_consents WHERE person_id = $1 AND withdrawn_at IS NULL", person_id
+        )
+    assert granted is not None
+    return granted
+
+
+async def withdraw_consent(uow: UnitOfWork, person_id: uuid.UUID) -> bool:
+    status = await uow.execute(
+        "UPDATE biometric_consents SET withdrawn_at = now() WHERE person_id = $1 AND withdrawn_at IS NULL", person_id
+    )
+    return status != "UPDATE 0"
+
+
+async def has_consent(db: Db, person_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM biometric_consents WHERE person_id = $1 AND withdrawn_at IS NULL)", person_id
+        )
+    )
+
+
+# -- challenges ----------------------------------------------------------------------------------
+async def challenges_since(db: Db, person_id: uuid.UUID, since: datetime) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM certification_challenges WHERE person_id = $1 AND created_at > $2", person_id, since
+    )
+    return count
+
+
+async def create_challenge(
+    uow: UnitOfWork,
+    challenge_id: uuid.UUID,
+    person_id: uuid.UUID,
+    actions: tuple[str, ...],
+    upload_prefix: str,
+    expires_at: datetime,
+) -> None:
+    await uow.execute(
+        """INSERT INTO certification_challenges (id, person_id, actions, upload_prefix, expires_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        challenge_id,
+        person_id,
+        list(actions),
+        upload_prefix,
+        expires_at,
+    )
+
+
+async def challenge_for_submission(
+    uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The person's challenge, locked, with whether it was already used."""
+    return await uow.fetchrow(
+        """SELECT c.id, c.actions, c.upload_prefix, c.expires_at, c.expires_at < now() AS expired,
+                  EXISTS (SELECT 1 FROM certification_checks k WHERE k.challenge_id = c.id) AS used
+           FROM certification_challenges c WHERE c.id = $1 AND c.person_id = $2 FOR UPDATE""",
+        challenge_id,
+        person_id,
+    )
+
+
+# -- checks --------------------------------------------------------------------------------------
+async def create_check(
+    uow: UnitOfWork,
+    person_id: uuid.UUID,
+    challenge_id: uuid.UUID,
+    actions: list[str],
+    media_kind: str,
+    media_keys: list[str],
+    media_bytes: int,
+    request_id: str | None,
+) -> uuid.UUID:
+    check_id: uuid.UUID = await uow.fetchval(
+        """INSERT INTO certification_checks
+               (person_id, challenge_id, actions, media_kind, media_keys, media_bytes, request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+        person_id,
+        challenge_id,
+        actions,
+        media_kind,
+        media_keys,
+        media_bytes,
+        request_id,
+    )
+    return check_id
+
+
+CHECK_COLUMNS = """k.id, k.person_id, k.status, k.actions, k.reasons, k.scores, k.actions_detected,
+                   k.submitted_at, k.analysed_at, k.decided_at, k.decided_by, k.review_decision,
+                   k.review_reason, k.replay_of, k.claimed_by, k.claimed_until, k.media_kind,
+                   k.media_keys, k.review_frame_keys, k.media_purged_at, k.worker_outcome"""
+
+
+async def check_of_person(db: Db, check_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {CHECK_COLUMNS} FROM certification_checks k WHERE k.id = $1 AND k.person_id = $2", check_id, person_id
+    )
+
+
+async def latest_check(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT {CHECK_COLUMNS} FROM certification_checks k WHERE k.person_id = $1
+            ORDER BY k.submitted_at DESC LIMIT 1""",
+        person_id,
+    )
+
+
+async def failures_since(db: Db, person_id: uuid.UUID, since: datetime) -> int:
+    """Failed checks in the window, counted from the last human decision (a review resets it)."""
+    count: int = await db.fetchval(
+        """SELECT count(*) FROM certification_checks
+           WHERE person_id = $1 AND status = 'failed' AND decided_by = 'worker'
+             AND decided_at > greatest($2, (SELECT max(decided_at) FROM certification_checks
+                                            WHERE person_id = $1 AND decided_by <> 'worker'))""",
+        person_id,
+        since,
+    )
+    return count
+
+
+async def pending_review(db: Db, person_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM certification_checks
+                              WHERE person_id = $1 AND status IN ('needs_review', 'home_visit'))""",
+            person_id,
+        )
+    )
+
+
+async def start_analysis(uow: UnitOfWork, check_id: uuid.UUID) -> asyncpg.Record | None:
+    """Take a check for analysis; None when it was already decided (a retried job does nothing)."""
+    return await uow.fetchrow(
+        """UPDATE certification_checks k SET status = 'processing', analysis_attempts = analysis_attempts + 1
+           FROM persons p
+           WHERE k.id = $1 AND k.status IN ('queued', 'processing') AND p.id = k.person_id
+           RETURNING k.id, k.person_id, k.actions, k.media_kind, k.media_keys, k.analysis_attempts,
+                     k.request_id, p.reference_photo_key, p.locale""",
+        check_id,
+    )
+
+
+async def earlier_submissions(db: Db, person_id: uuid.UUID, check_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, sha256, embedding_enc, frame_hashes FROM certification_checks
+           WHERE person_id = $1 AND id <> $2 AND sha256 IS NOT NULL ORDER BY submitted_at DESC LIMIT 50""",
+        person_id,
+        check_id,
+    )
+
+
+async def record_analysis(
+    uow: UnitOfWork,
+    check_id: uuid.UUID,
+    *,
+    status: str,
+    worker_outcome: str,
+    reasons: list[str],
+    scores: dict[str, Any],
+    actions_detected: list[dict[str, Any]],
+    sha256: str,
+    frame_hashes: list[int],
+    embedding_enc: bytes | None,
+    replay_of: uuid.UUID | None,
+    review_frame_keys: list[str],
+    final: bool,
+) -> bool:
+    """Write the worker's result once: only a check still being processed takes it."""
+    status_text = await uow.execute(
+        """UPDATE certification_checks SET status = $2, worker_outcome = $3, reasons = $4, scores = $5,
+               actions_detected = $6, sha256 = $7, frame_hashes = $8, embedding_enc = $9, replay_of = $10,
+               review_frame_keys = $11, analysed_at = now(),
+               decided_at = CASE WHEN $12 THEN now() END, decided_by = CASE WHEN $12 THEN 'worker' END
+           WHERE id = $1 AND status = 'processing'""",
+        check_id,
+        status,
+        worker_outcome,
+        reasons,
+        scores,
+        actions_detected,
+        sha256,
+        frame_hashes,
+        embedding_enc,
+        replay_of,
+        review_frame_keys,
+        final,
+    )
+    return status_text == "UPDATE 1"
+
+
+async def set_certified_until(uow: UnitOfWork, person_id: uuid.UUID, until: date) -> None:
+    await uow.execute("UPDATE persons SET certified_until = $2, updated_at = now() WHERE id = $1", person_id, until)
+
+
+async def certified_until(db: Db, person_id: uuid.UUID) -> date | None:
+    value: date | None = await db.fetchval("SELECT certified_until FROM persons WHERE id = $1", person_id)
+    return value
+
+
+# -- reference enrolment -------------------------------------------------------------------------
+async def enrollment(db: Db, person_id: uuid.UUID, photo_key: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT status, embedding_enc, reasons FROM reference_enrollments WHERE person_id = $1 AND photo_key = $2",
+        person_id,
+        photo_key,
+    )
+
+
+async def save_enrollment(
+    uow: UnitOfWork,
+    person_id: uuid.UUID,
+    photo_key: str,
+    embedding_enc: bytes | None,
+    reasons: list[str],
+    scores: dict[str, Any],
+) -> None:
+    await uow.execute(
+        """INSERT INTO reference_enrollments (person_id, photo_key, status, embedding_enc, reasons, scores)
+           VALUES ($1, $2, CASE WHEN $3::bytea IS NULL THEN 'unusable' ELSE 'enrolled' END, $3, $4, $5)
+           ON CONFLICT (person_id, photo_key) DO UPDATE
+           SET status = excluded.status, embedding_enc = excluded.embedding_enc, reasons = excluded.reasons,
+               scores = excluded.scores, enrolled_at = now()""",
+        person_id,
+        photo_key,
+        embedding_enc,
+        reasons,
+        scores,
+    )
+
+
+# -- events --------------------------------------------------------------------------------------
+async def add_event(
+    uow: UnitOfWork, kind: str, person_id: uuid.UUID | None, payload: dict[str, Any], dedupe_key: str
+) -> None:
+    await uow.execute(
+        """INSERT INTO domain_events (kind, person_id, payload, dedupe_key) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (dedupe_key) DO NOTHING""",
+        kind,
+        person_id,
+        payload,
+        dedupe_key,
+    )
+
+
+# -- retention -----------------------------------------------------------------------------------
+async def media_to_purge(uow: UnitOfWork, retention_days: int, batch: int) -> list[asyncpg.Record]:
+    return await uow.fetch(
+        """SELECT id, media_keys, review_frame_keys FROM certification_checks
+           WHERE media_purged_at IS NULL AND decided_at < now() - make_interval(days => $1)
+           ORDER BY decided_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        retention_days,
+        batch,
+    )
+
+
+async def mark_purged(uow: UnitOfWork, check_ids: list[uuid.UUID]) -> None:
+    await uow.execute("UPDATE certification_checks SET media_purged_at = now() WHERE id = ANY($1::uuid[])", check_ids)

@@ -1,0 +1,400 @@
+"""Certification use cases: consent, challenge, submission, status, and recording the worker's
+analysis; `settle` applies a decision's effects for the worker and reviewers alike."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from app.auth.principal import Principal
+from app.certification import repository as repo
+from app.certification import rules
+from app.certification.reasons import ReasonText, explain
+from app.certification.uploads import UPLOAD_MAX_BYTES
+from app.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unprocessable
+from infra import audit, jobs
+from infra.config import Settings
+from infra.crypto import FieldCipher
+from infra.db import Db, UnitOfWork, unit_of_work
+from infra.logging import request_id_var
+from infra.storage import ObjectStorage
+from liveness.model import Analysis, EarlierSubmission, Embedding, Enrollment, Outcome, Reason
+
+CERTIFY_JOB = "liveness.certify"
+ENROLL_JOB = "liveness.enroll"
+PURGE_MEDIA_JOB = "liveness.purge_media"
+CHALLENGES_PER_HOUR = 10
+FAILURE_WINDOW = timedelta(days=30)
+VIDEO_TYPES = {"video/mp4", "video/quicktime"}
+FINAL = frozenset({"passed", "failed", "retry"})  # needs_review and home_visit wait for a person
+
+
+@dataclass(frozen=True)
+class UploadMedia:
+    """A validated multipart upload: one video, or 5-30 JPEG frames."""
+
+    kind: str  # "video" | "frames"
+    parts: tuple[tuple[bytes, str], ...]  # (data, content type)
+
+
+@dataclass(frozen=True)
+class ChallengeView:
+    id: uuid.UUID
+    actions: tuple[str, ...]
+    expires_at: datetime
+    key_prefix: str
+    max_bytes: int
+    presigned_post: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckView:
+    id: uuid.UUID
+    status: str
+    actions: tuple[str, ...]
+    reasons: tuple[ReasonText, ...]
+    submitted_at: datetime
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StatusView:
+    eligible_until: date | None
+    due_date: date | None
+    last_check: CheckView | None
+    attempts_left: int
+    consent_given: bool
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A check taken for analysis by the worker."""
+
+    check_id: uuid.UUID
+    person_id: uuid.UUID
+    actions: tuple[str, ...]
+    media_kind: str
+    media_keys: tuple[str, ...]
+    attempts: int
+    reference_photo_key: str | None
+    request_id: str | None
+
+
+def embedding_bytes(embedding: Embedding) -> bytes:
+    return np.asarray(embedding, dtype="<f8").tobytes()
+
+
+def embedding_from(data: bytes) -> Embedding:
+    return np.frombuffer(data, dtype="<f8").astype(np.float64)
+
+
+def _signed64(value: int) -> int:
+    """PostgreSQL has no unsigned bigint: store the 64-bit hash as its two's complement."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unsigned64(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def _check_view(row: asyncpg.Record, locale: str) -> CheckView:
+    return CheckView(
+        id=row["id"],
+        status=row["status"],
+        actions=tuple(row["actions"]),
+        # A pass needs no explanation; the reasons stay with the check for reviewers.
+        reasons=() if row["status"] == "passed" else tuple(explain(code, locale) for code in row["reasons"]),
+        submitted_at=row["submitted_at"],
+        decided_at=row["decided_at"],
+    )
+
+
+async def settle(
+    uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UUID, status: str, reasons: list[str], decided_by: str
+) -> None:
+    """The effects of a check's status: a pass extends eligibility; every status is an event."""
+    payload: dict[str, Any] = {"check_id": str(check_id), "status": status, "reasons": reasons}
+    if status == "passed":
+        current = await repo.certified_until(uow, person_id)
+        until = rules.eligible_until(datetime.now(UTC).date(), current)
+        await repo.set_certified_until(uow, person_id, until)
+        payload["eligible_until"] = until.isoformat()
+    payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
+    await repo.add_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
+
+
+class CertificationService:
+    def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, settings: Settings, cipher: FieldCipher) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._settings = settings
+        self._cipher = cipher
+        self._rng = random.SystemRandom()
+
+    @staticmethod
+    def _person_of(principal: Principal) -> uuid.UUID:
+        if principal.person_id is None:
+            raise Forbidden("identity_not_linked")
+        return principal.person_id
+
+    async def _locale(self, db: Db, person_id: uuid.UUID) -> str:
+        locale: str = await db.fetchval("SELECT locale FROM persons WHERE id = $1", person_id)
+        return locale
+
+    # -- consent ---------------------------------------------------------------------------------
+    async def grant_consent(self, principal: Principal) -> datetime:
+        person_id = self._person_of(principal)
+        async with unit_of_work(self._pool) as uow:
+            granted = await repo.grant_consent(uow, person_id, principal.subject_id, repo.CONSENT_TEXT_VERSION)
+            await audit.record(uow, principal.actor, "consent.biometric_granted", f"person:{person_id}", {})
+        return granted
+
+    async def withdraw_consent(self, principal: Principal) -> None:
+        person_id = self._person_of(principal)
+        async with unit_of_work(self._pool) as uow:
+            if await repo.withdraw_consent(uow, person_id):
+                await audit.record(uow, principal.actor, "consent.biometric_withdrawn", f"person:{person_id}", {})
+
+    # -- the cardholder's flow -------------------------------------------------------------------
+    async def new_challenge(self, principal: Principal) -> ChallengeView:
+        person_id = self._person_of(principal)
+        s = self._settings
+        now = datetime.now(UTC)
+        if await repo.challenges_since(self._pool, person_id, now - timedelta(hours=1)) >= CHALLENGES_PER_HOUR:
+            raise TooManyRequests("challenge_rate_limited", headers={"Retry-After": "3600"})
+        failures = await repo.failures_since(self._pool, person_id, now - FAILURE_WINDOW)
+        if rules.attempts_left(failures, s.failures_before_review) == 0:
+            raise Conflict("certification_under_review")
+        challenge_id = uuid.uuid4()
+        actions = rules.draw_challenge(s.challenge_actions, s.challenge_min_actions, s.challenge_max_actions, self._rng)
+        expires_at = (now + timedelta(seconds=s.challenge_ttl_s)).replace(microsecond=0)
+        prefix = f"uploads/{person_id}/{challenge_id}/"
+        async with unit_of_work(self._pool) as uow:
+            vital = await uow.fetchval("SELECT vital_status FROM persons WHERE id = $1", person_id)
+            if vital != "alive":
+                raise Conflict("person_deceased")
+            await repo.create_challenge(uow, challenge_id, person_id, actions, prefix, expires_at)
+        post = await asyncio.to_thread(
+            self._storage.presigned_post,
+            prefix,
+            max_bytes=UPLOAD_MAX_BYTES,
+            content_type_prefix="video/",
+            expires_s=s.challenge_ttl_s,
+        )
+        return ChallengeView(challenge_id, actions, expires_at, prefix, UPLOAD_MAX_BYTES, post)
+
+    async def _usable_challenge(self, uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record:
+        challenge = await repo.challenge_for_submission(uow, challenge_id, person_id)
+        if challenge is None:
+            raise NotFound("challenge_not_found")
+        if challenge["used"]:
+            raise Conflict("challenge_used")
+        if challenge["expired"]:
+            raise Gone("challenge_expired")
+        if not await repo.has_consent(uow, person_id):
+            raise Forbidden("consent_required")
+        return challenge
+
+    async def submit_upload(self, principal: Principal, challenge_id: uuid.UUID, media: UploadMedia) -> uuid.UUID:
+        person_id = self._person_of(principal)
+        async with unit_of_work(self._pool) as uow:  # refuse early, before storing anything
+            challenge = await self._usable_challenge(uow, challenge_id, person_id)
+        prefix: str = challenge["upload_prefix"]
+        if media.kind == "video":
+            keys = [prefix + "video"]
+        else:
+            keys = [f"{prefix}frame-{i:02d}.jpg" for i in range(len(media.parts))]
+        for key, (data, content_type) in zip(keys, media.parts, strict=True):
+            await asyncio.to_thread(self._storage.put_bytes, key, data, content_type)
+        size = sum(len(data) for data, _ in media.parts)
+        return await self._create_check(person_id, challenge_id, media.kind, keys, size)
+
+    async def submit_stored(self, principal: Principal, challenge_id: uuid.UUID, key: str) -> uuid.UUID:
+        """A video uploaded straight to S3 with the challenge's presigned POST."""
+        person_id = self._person_of(principal)
+        async with unit_of_work(self._pool) as uow:
+            challenge = await self._usable_challenge(uow, challenge_id, person_id)
+        if not key.startswith(challenge["upload_prefix"]) or ".." in key:
+            raise Unprocessable("upload_key_invalid")
+        size = await asyncio.to_thread(self._storage.size, key)
+        if size is None:
+            raise Unprocessable("upload_missing")
+        if size > UPLOAD_MAX_BYTES:
+            raise Unprocessable("upload_too_large", max_mb=UPLOAD_MAX_BYTES // (1024 * 1024))
+        return await self._create_check(person_id, challenge_id, "video", [key], size)
+
+    async def _create_check(
+        self, person_id: uuid.UUID, challenge_id: uuid.UUID, kind: str, keys: list[str], size: int
+    ) -> uuid.UUID:
+        async with unit_of_work(self._pool) as uow:
+            challenge = await self._usable_challenge(uow, challenge_id, person_id)  # re-checked under the lock
+            check_id = await repo.create_check(
+                uow, person_id, challenge_id, list(challenge["actions"]), kind, keys, size, request_id_var.get()
+            )
+            await jobs.enqueue(uow, CERTIFY_JOB, str(check_id).encode(), f"certify:{check_id}")
+        return check_id
+
+    async def check(self, principal: Principal, check_id: uuid.UUID) -> CheckView:
+        person_id = self._person_of(principal)
+        row = await repo.check_of_person(self._pool, check_id, person_id)
+        if row is None:
+            raise NotFound("check_not_found")
+        return _check_view(row, await self._locale(self._pool, person_id))
+
+    async def status(self, principal: Principal) -> StatusView:
+        person_id = self._person_of(principal)
+        until = await repo.certified_until(self._pool, person_id)
+        latest = await repo.latest_check(self._pool, person_id)
+        failures = await repo.failures_since(self._pool, person_id, datetime.now(UTC) - FAILURE_WINDOW)
+        locale = await self._locale(self._pool, person_id)
+        return StatusView(
+            eligible_until=until,
+            # Certification is due when eligibility ends; a person never certified is due now.
+            due_date=until if until is not None else datetime.now(UTC).date(),
+            last_check=_check_view(latest, locale) if latest is not None else None,
+            attempts_left=rules.attempts_left(failures, self._settings.failures_before_review),
+            consent_given=await repo.has_consent(self._pool, person_id),
+        )
+
+    # -- the worker's side -----------------------------------------------------------------------
+    async def start_analysis(self, check_id: uuid.UUID) -> WorkItem | None:
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.start_analysis(uow, check_id)
+        if row is None:
+            return None
+        return WorkItem(
+            check_id=row["id"],
+            person_id=row["person_id"],
+            actions=tuple(row["actions"]),
+            media_kind=row["media_kind"],
+            media_keys=tuple(row["media_keys"]),
+            attempts=row["analysis_attempts"],
+            reference_photo_key=row["reference_photo_key"],
+            request_id=row["request_id"],
+        )
+
+    async def load_media(self, item: WorkItem) -> tuple[bytes, ...]:
+        return tuple([await asyncio.to_thread(self._storage.get_bytes, key) for key in item.media_keys])
+
+    async def reference_photo(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._storage.get_bytes, key)
+
+    def _reference_context(self, person_id: uuid.UUID) -> bytes:
+        return f"reference_enrollments.embedding:{person_id}".encode()
+
+    def _check_context(self, check_id: uuid.UUID) -> bytes:
+        return f"certification_checks.embedding:{check_id}".encode()
+
+    async def enrolled_reference(self, person_id: uuid.UUID, photo_key: str) -> Enrollment | None:
+        """The stored enrolment (its embedding is None when the photo is unusable); None when not yet enrolled."""
+        row = await repo.enrollment(self._pool, person_id, photo_key)
+        if row is None:
+            return None
+        embedding = (
+            embedding_from(self._cipher.decrypt(row["embedding_enc"], self._reference_context(person_id)))
+            if row["embedding_enc"] is not None
+            else None
+        )
+        return Enrollment(embedding=embedding, reasons=tuple(Reason(r) for r in row["reasons"]), scores={})
+
+    async def save_enrollment(self, person_id: uuid.UUID, photo_key: str, enrollment: Enrollment) -> None:
+        sealed = (
+            self._cipher.encrypt(embedding_bytes(enrollment.embedding), self._reference_context(person_id))
+            if enrollment.embedding is not None
+            else None
+        )
+        async with unit_of_work(self._pool) as uow:
+            await repo.save_enrollment(
+                uow, person_id, photo_key, sealed, [str(r) for r in enrollment.reasons], enrollment.scores
+            )
+            if sealed is None:
+                # A bad reference photo is the administrators' problem, never the pensioner's.
+                await repo.add_event(
+                    uow,
+                    "reference.unusable",
+                    person_id,
+                    {"photo_key": photo_key, "reasons": [str(r) for r in enrollment.reasons]},
+                    f"reference:{person_id}:{photo_key}",
+                )
+
+    async def earlier_submissions(self, item: WorkItem) -> list[EarlierSubmission]:
+        rows = await repo.earlier_submissions(self._pool, item.person_id, item.check_id)
+        return [
+            EarlierSubmission(
+                check_id=str(row["id"]),
+                sha256=row["sha256"],
+                embedding=(
+                    embedding_from(self._cipher.decrypt(row["embedding_enc"], self._check_context(row["id"])))
+                    if row["embedding_enc"] is not None
+                    else None
+                ),
+                frame_hashes=tuple(_unsigned64(h) for h in row["frame_hashes"]),
+            )
+            for row in rows
+        ]
+
+    async def store_review_frames(self, item: WorkItem, frames: tuple[bytes, ...]) -> list[str]:
+        keys = [f"reviews/{item.person_id}/{item.check_id}/frame-{i:02d}.jpg" for i in range(len(frames))]
+        for key, data in zip(keys, frames, strict=True):
+            await asyncio.to_thread(self._storage.put_bytes, key, data, "image/jpeg")
+        return keys
+
+    async def record_analysis(self, item: WorkItem, analysis: Analysis, review_frame_keys: list[str]) -> str | None:
+        """Store the result and apply its effects once; None when another run already did."""
+        failures = await repo.failures_since(self._pool, item.person_id, datetime.now(UTC) - FAILURE_WINDOW)
+        reasons = [str(r) for r in analysis.reasons]
+        verdict = rules.final_status(str(analysis.outcome), reasons, failures, self._settings.failures_before_review)
+        sealed = (
+            self._cipher.encrypt(embedding_bytes(analysis.embedding), self._check_context(item.check_id))
+            if analysis.embedding is not None
+            else None
+        )
+        async with unit_of_work(self._pool) as uow:
+            written = await repo.record_analysis(
+                uow,
+                item.check_id,
+                status=verdict.status,
+                worker_outcome=str(analysis.outcome),
+                reasons=list(verdict.reasons),
+                scores=analysis.scores,
+                actions_detected=[
+                    {"action": str(a.action), "at_s": round(a.at_s, 3), "strength": round(a.strength, 3)}
+                    for a in analysis.actions
+                ],
+                sha256=analysis.sha256,
+                frame_hashes=[_signed64(h) for h in analysis.frame_hashes],
+                embedding_enc=sealed,
+                replay_of=uuid.UUID(analysis.replay_of) if analysis.replay_of else None,
+                review_frame_keys=review_frame_keys,
+                final=verdict.status in FINAL,
+            )
+            if not written:
+                return None
+            await settle(uow, item.person_id, item.check_id, verdict.status, list(verdict.reasons), "worker")
+        return verdict.status
+
+    async def give_up(self, item: WorkItem, reason: Reason) -> str | None:
+        """Record a check the worker cannot analyse (its media crashed the analyser repeatedly)."""
+        return await self.record_analysis(
+            item, Analysis(outcome=Outcome.FAILED, reasons=(reason,), scores={"attempts": item.attempts}), []
+        )
+
+    async def purge_media(self, batch: int = 200) -> int:
+        """Delete raw media and review frames of checks decided longer ago than the retention period."""
+        purged = 0
+        while True:
+            async with unit_of_work(self._pool) as uow:
+                rows = await repo.media_to_purge(uow, self._settings.media_retention_days, batch)
+                if not rows:
+                    return purged
+                keys = [key for row in rows for key in (*row["media_keys"], *row["review_frame_keys"])]
+                await asyncio.to_thread(self._storage.delete, keys)
+                await repo.mark_purged(uow, [row["id"] for row in rows])
+            purged += len(rows)

@@ -1,0 +1,79 @@
+"""SQL for the operators' review queue."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from infra.db import Db, UnitOfWork
+
+REVIEWABLE = ("needs_review", "home_visit")
+
+
+async def queue(db: Db, status: str, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+    """Oldest first; keyset pagination on (submitted_at, id) stays correct while checks leave the queue."""
+    return await db.fetch(
+        """SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
+                  p.region, p.national_id_masked
+           FROM certification_checks k JOIN persons p ON p.id = k.person_id
+           WHERE k.status = $1 AND ($2::timestamptz IS NULL OR (k.submitted_at, k.id) > ($2, $3::uuid))
+           ORDER BY k.submitted_at, k.id LIMIT $4""",
+        status,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def claim(uow: UnitOfWork, check_id: uuid.UUID, operator_id: uuid.UUID, claim_s: int) -> datetime | None:
+    """Claim (or extend one's own claim); None when another operator holds a live claim."""
+    until: datetime | None = await uow.fetchval(
+        """UPDATE certification_checks SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
+           WHERE id = $1 AND status = ANY($4::text[])
+             AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until < now())
+           RETURNING claimed_until""",
+        check_id,
+        operator_id,
+        claim_s,
+        list(REVIEWABLE),
+    )
+    return until
+
+
+async def check_for_review(db: Db, check_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT k.id, k.person_id, k.status, k.actions, k.reasons, k.scores, k.actions_detected,
+                   k.submitted_at, k.analysed_at, k.replay_of, k.claimed_by, k.claimed_until,
+                   k.claimed_until > now() AS claim_live, k.review_frame_keys, k.media_purged_at,
+                   k.worker_outcome, p.reference_photo_key, p.region, p.national_id_masked, p.name,
+                   o.display_name AS claimed_by_name
+            FROM certification_checks k JOIN persons p ON p.id = k.person_id
+            LEFT JOIN operators o ON o.id = k.claimed_by
+            WHERE k.id = $1 {"FOR UPDATE OF k" if lock else ""}""",
+        check_id,
+    )
+
+
+async def record_decision(
+    uow: UnitOfWork,
+    check_id: uuid.UUID,
+    status: str,
+    decision: str,
+    reason: str,
+    reasons: list[str],
+    decided_by: str,
+) -> None:
+    await uow.execute(
+        """UPDATE certification_checks
+           SET status = $2, review_decision = $3, review_reason = $4, reasons = $5, decided_at = now(),
+               decided_by = $6, claimed_by = NULL, claimed_until = NULL
+           WHERE id = $1""",
+        check_id,
+        status,
+        decision,
+        reason,
+        reasons,
+        decided_by,
+    )

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from app.certification.schemas import ActionName, CheckStatus
+from app.schemas import Body
+
+ReviewStatus = Literal["needs_review", "home_visit"]
+
+
+class QueuedCheck(Body):
+    id: uuid.UUID
+    status: CheckStatus
+    reasons: list[str]
+    scores: dict[str, Any]
+    submitted_at: datetime
+    region: str
+    masked_national_id: str
+    claimed_by: uuid.UUID | None
+    claimed_until: datetime | None
+
+
+class ReviewQueue(Body):
+    items: list[QueuedCheck]
+    next_cursor: str | None
+
+
+class Claim(Body):
+    check_id: uuid.UUID
+    claimed_until: datetime
+
+
+class DetectedAction(Body):
+    action: ActionName
+    at_s: float
+    strength: float
+
+
+class CheckForReview(Body):
+    id: uuid.UUID
+    status: CheckStatus
+    worker_outcome: str | None
+    challenged_actions: list[ActionName]
+    detected_actions: list[DetectedAction]
+    reasons: list[str]
+    scores: dict[str, Any]
+    submitted_at: datetime
+    replay_of: uuid.UUID | None
+    name: str
+    masked_national_id: str
+    region: str
+    claimed_until: datetime | None
+    frame_urls: list[str]
+    reference_url: str | None
+    urls_expire_in: int
+
+
+class Decision(Body):
+    decision: Literal["approve", "reject", "home_visit"]
+    reason: Annotated[str, msgspec.Meta(min_length=3, max_length=1000, description="why; shown in the audit log")]
+
+
+class Decided(Body):
+    check_id: uuid.UUID
+    status: CheckStatus

@@ -1,0 +1,175 @@
+"""The operators' review queue: list, claim, look (audited), decide."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.auth.principal import Principal
+from app.certification.service import settle
+from app.errors import BadRequest, Conflict, NotFound
+from app.review import repository as repo
+from infra import audit
+from infra.config import Settings
+from infra.db import unit_of_work
+from infra.storage import ObjectStorage
+
+# decision -> (the check's status, the reason code the pensioner is shown)
+DECISIONS: dict[str, tuple[str, str | None]] = {
+    "approve": ("passed", None),
+    "reject": ("failed", "review_rejected"),
+    "home_visit": ("home_visit", "home_visit"),
+}
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    id: uuid.UUID
+    status: str
+    reasons: tuple[str, ...]
+    scores: dict[str, Any]
+    submitted_at: datetime
+    region: str
+    masked_national_id: str
+    claimed_by: uuid.UUID | None
+    claimed_until: datetime | None
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    id: uuid.UUID
+    status: str
+    worker_outcome: str | None
+    actions: tuple[str, ...]
+    actions_detected: list[dict[str, Any]]
+    reasons: tuple[str, ...]
+    scores: dict[str, Any]
+    submitted_at: datetime
+    replay_of: uuid.UUID | None
+    name: str
+    masked_national_id: str
+    region: str
+    claimed_until: datetime | None
+    frame_urls: tuple[str, ...]
+    reference_url: str | None
+    urls_expire_in: int
+
+
+def encode_cursor(submitted_at: datetime, check_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{submitted_at.isoformat()}|{check_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, check_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(check_id)
+    except ValueError:
+        raise BadRequest("cursor_invalid") from None
+
+
+class ReviewService:
+    def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, settings: Settings) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._settings = settings
+
+    async def queue(self, status: str, cursor: str | None, limit: int) -> tuple[list[QueueItem], str | None]:
+        rows = await repo.queue(self._pool, status, decode_cursor(cursor) if cursor else None, limit + 1)
+        items = [
+            QueueItem(
+                id=r["id"],
+                status=r["status"],
+                reasons=tuple(r["reasons"]),
+                scores=r["scores"],
+                submitted_at=r["submitted_at"],
+                region=r["region"],
+                masked_national_id=r["national_id_masked"],
+                claimed_by=r["claimed_by"],
+                claimed_until=r["claimed_until"],
+            )
+            for r in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return items, encode_cursor(items[-1].submitted_at, items[-1].id) if more and items else None
+
+    async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
+        async with unit_of_work(self._pool) as uow:
+            until = await repo.claim(uow, check_id, principal.subject_id, self._settings.review_claim_s)
+            if until is None:
+                row = await repo.check_for_review(uow, check_id)
+                if row is None:
+                    raise NotFound("check_not_found")
+                if row["status"] not in repo.REVIEWABLE:
+                    raise Conflict("check_not_reviewable")
+                raise Conflict("check_claimed", operator=row["claimed_by_name"] or "")
+            await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", {})
+        return until
+
+    async def view(self, principal: Principal, check_id: uuid.UUID) -> ReviewView:
+        """The check with short-lived links to its frames and the reference photo; the look is audited
+        in the same transaction as the read, so no look goes unrecorded."""
+        ttl = self._settings.presigned_url_ttl_s
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.check_for_review(uow, check_id)
+            if row is None:
+                raise NotFound("check_not_found")
+            if row["status"] in repo.REVIEWABLE and not (
+                row["claimed_by"] == principal.subject_id and row["claim_live"]
+            ):
+                raise Conflict("claim_required")
+            purged = row["media_purged_at"] is not None
+            frame_keys = [] if purged else list(row["review_frame_keys"])
+            reference_key = row["reference_photo_key"]
+            await audit.record(
+                uow,
+                principal.actor,
+                "biometric.viewed",
+                f"check:{check_id}",
+                {"person": str(row["person_id"]), "frames": len(frame_keys), "reference": reference_key is not None},
+            )
+        frame_urls = [await asyncio.to_thread(self._storage.presigned_get, key, ttl) for key in frame_keys]
+        reference_url = (
+            await asyncio.to_thread(self._storage.presigned_get, reference_key, ttl) if reference_key else None
+        )
+        return ReviewView(
+            id=row["id"],
+            status=row["status"],
+            worker_outcome=row["worker_outcome"],
+            actions=tuple(row["actions"]),
+            actions_detected=row["actions_detected"],
+            reasons=tuple(row["reasons"]),
+            scores=row["scores"],
+            submitted_at=row["submitted_at"],
+            replay_of=row["replay_of"],
+            name=row["name"],
+            masked_national_id=row["national_id_masked"],
+            region=row["region"],
+            claimed_until=row["claimed_until"],
+            frame_urls=tuple(frame_urls),
+            reference_url=reference_url,
+            urls_expire_in=ttl,
+        )
+
+    async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
+        status, shown_reason = DECISIONS[decision]
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.check_for_review(uow, check_id, lock=True)
+            if row is None:
+                raise NotFound("check_not_found")
+            if row["status"] not in repo.REVIEWABLE:
+                raise Conflict("check_not_reviewable")
+            if row["claimed_by"] != principal.subject_id or not row["claim_live"]:
+                raise Conflict("claim_required")
+            reasons = [*row["reasons"], shown_reason] if shown_reason else list(row["reasons"])
+            await repo.record_decision(uow, check_id, status, decision, reason, reasons, principal.actor)
+            await settle(uow, row["person_id"], check_id, status, reasons, principal.actor)
+            await audit.record(
+                uow, principal.actor, "review.decided", f"check:{check_id}", {"decision": decision, "reason": reason}
+            )
+        return status

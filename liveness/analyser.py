@@ -1,0 +1,94 @@
+"""Runs the face pipeline in a child process: dlib holds the GIL for seconds (the worker's
+heartbeats must keep beating) and a crafted upload that crashes the decoder must not take the
+worker down with it."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
+from typing import TypeVar
+
+from liveness.model import Action, Analysis, EarlierSubmission, Embedding, Enrollment, Media, Thresholds
+
+T = TypeVar("T")
+
+
+class AnalyserCrashed(Exception):
+    """The analysing process died (killed, out of memory, or a crash in native code)."""
+
+
+def _warm_up() -> None:
+    import liveness.pipeline  # noqa: F401  -- loads dlib's models once per child, not per check
+
+
+def _analyse(
+    media: Media,
+    challenge: tuple[Action, ...],
+    reference: Embedding,
+    earlier: tuple[EarlierSubmission, ...],
+    t: Thresholds,
+) -> Analysis:
+    from liveness.pipeline import analyse
+
+    return analyse(media, challenge, reference, earlier, t)
+
+
+def _enroll(photo: bytes) -> Enrollment:
+    from liveness.pipeline import enroll
+
+    return enroll(photo)
+
+
+class FaceAnalyser:
+    """One analysing child process, replaced when it dies; recycled now and then to bound memory."""
+
+    def __init__(self, checks_per_process: int = 200) -> None:
+        self._per_process = checks_per_process
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_warm_up,
+                max_tasks_per_child=self._per_process,
+            )
+        return self._executor
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._pool(), fn, *args)
+        except BrokenProcessPool as exc:
+            self.close()
+            raise AnalyserCrashed(str(exc)) from None
+        return result
+
+    async def analyse(
+        self,
+        media: Media,
+        challenge: Sequence[Action],
+        reference: Embedding,
+        earlier: Sequence[EarlierSubmission],
+        thresholds: Thresholds,
+    ) -> Analysis:
+        return await self._run(_analyse, media, tuple(challenge), reference, tuple(earlier), thresholds)
+
+    async def enroll(self, photo: bytes) -> Enrollment:
+        return await self._run(_enroll, photo)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> FaceAnalyser:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()

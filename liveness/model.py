@@ -1,0 +1,126 @@
+"""The plain data the face worker's pure core takes and gives: no I/O, no database, no S3.
+
+The worker (imperative shell) loads media and the reference embedding, calls
+`liveness.pipeline.analyse`, and stores the `Analysis` it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+Embedding = npt.NDArray[np.float64]  # dlib ResNet face descriptor, 128 floats
+
+
+class Action(StrEnum):
+    """A liveness challenge action, named from the person's point of view (their own left).
+
+    Videos are analysed as the camera recorded them (not mirrored): a person turning to their
+    left shows the nose moving to the right of the image.
+    """
+
+    BLINK = "blink"
+    TURN_LEFT = "turn_left"
+    TURN_RIGHT = "turn_right"
+    OPEN_MOUTH = "open_mouth"
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NEEDS_REVIEW = "needs_review"
+    RETRY = "retry"  # a quality problem the person can fix; not counted as a failure
+
+
+class Reason(StrEnum):
+    """Why a check did not pass; the API turns each into text and advice in the person's language."""
+
+    # media
+    UNREADABLE_MEDIA = "unreadable_media"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    # faces
+    NO_FACE = "no_face"
+    MULTIPLE_FACES = "multiple_faces"
+    IDENTITY_CHANGED = "identity_changed"
+    # quality (retry)
+    FACE_TOO_SMALL = "face_too_small"
+    TOO_DARK = "too_dark"
+    TOO_BLURRED = "too_blurred"
+    FACE_LOST = "face_lost"
+    # liveness
+    ACTION_NOT_DETECTED = "action_not_detected"
+    WRONG_ORDER = "wrong_order"
+    NO_MOTION = "no_motion"
+    # matching
+    MATCH_UNCERTAIN = "match_uncertain"
+    NOT_SAME_PERSON = "not_same_person"
+    # replay
+    REPLAYED_MEDIA = "replayed_media"
+    # reference enrolment
+    REFERENCE_MISSING = "reference_missing"
+
+
+RETRY_REASONS = frozenset(
+    {Reason.FACE_TOO_SMALL, Reason.TOO_DARK, Reason.TOO_BLURRED, Reason.FACE_LOST, Reason.TOO_SHORT}
+)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision bands; defaults calibrated on shared/faces/lfw-dev by `python -m liveness.evaluate`."""
+
+    accept_distance: float = 0.469  # FMR <= 1e-4 on lfw-dev
+    reject_distance: float = 0.6  # above: not the same person
+    replay_distance: float = 0.15  # mean-embedding distance to an earlier submission
+    replay_hash_bits: int = 6  # perceptual-hash Hamming distance for a near-identical frame
+
+
+@dataclass(frozen=True)
+class Media:
+    """An upload: one video container, or a burst of still images (JPEG), as raw bytes."""
+
+    video: bytes | None = None
+    frames: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class EarlierSubmission:
+    check_id: str
+    sha256: str
+    embedding: Embedding | None
+    frame_hashes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DetectedAction:
+    action: Action
+    at_s: float  # time of onset in the clip
+    strength: float  # how far past the person's baseline (ratio or offset, per detector)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the decision rests on, stored with the check and shown to reviewers."""
+
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    scores: dict[str, float]  # match_distance, frames_analysed, face_px, brightness, sharpness, ...
+    actions: tuple[DetectedAction, ...] = ()
+    sha256: str = ""
+    frame_hashes: tuple[int, ...] = ()
+    embedding: Embedding | None = None  # mean of the matched frames' embeddings
+    replay_of: str | None = None  # check id of the earlier submission this one copies
+    review_frames: tuple[bytes, ...] = field(default=(), repr=False)  # JPEGs for the reviewer
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """The result of enrolling a reference photo: an embedding, or the reasons it cannot be used."""
+
+    embedding: Embedding | None
+    reasons: tuple[Reason, ...]
+    scores: dict[str, float]

@@ -1,0 +1,82 @@
+"""The face worker's jobs: enrol a reference photo, analyse a submitted check.
+
+The imperative shell around `liveness.pipeline`: it reads the check and media, runs the pure
+analysis in the analyser process, and hands the result to the certification service, which
+writes it once (a re-run of a killed worker's job finds the check decided and stops).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from app.certification.service import CertificationService, WorkItem
+from infra.config import Settings
+from infra.logging import request_id_var
+from liveness.analyser import AnalyserCrashed, FaceAnalyser
+from liveness.model import Action, Analysis, Embedding, Media, Outcome, Reason, Thresholds
+
+log = logging.getLogger(__name__)
+
+# A check whose media took the analyser down this many times is failed, not retried forever.
+MAX_ANALYSIS_ATTEMPTS = 3
+
+
+class FaceJobs:
+    def __init__(self, certification: CertificationService, analyser: FaceAnalyser, settings: Settings) -> None:
+        self._cert = certification
+        self._analyser = analyser
+        self._thresholds = Thresholds(
+            accept_distance=settings.face_accept_distance,
+            reject_distance=settings.face_reject_distance,
+            replay_distance=settings.face_replay_distance,
+        )
+
+    async def enroll(self, person_id: uuid.UUID, photo_key: str) -> Embedding | None:
+        enrollment = await self._analyser.enroll(await self._cert.reference_photo(photo_key))
+        await self._cert.save_enrollment(person_id, photo_key, enrollment)
+        log.info("reference enrolled", extra={"person_id": str(person_id), "usable": enrollment.embedding is not None})
+        return enrollment.embedding
+
+    async def _reference(self, item: WorkItem) -> Embedding | None:
+        if item.reference_photo_key is None:
+            return None
+        known = await self._cert.enrolled_reference(item.person_id, item.reference_photo_key)
+        if known is not None:
+            return known.embedding
+        return await self.enroll(item.person_id, item.reference_photo_key)
+
+    async def certify(self, check_id: uuid.UUID) -> None:
+        item = await self._cert.start_analysis(check_id)
+        if item is None:
+            log.info("check already decided", extra={"check_id": str(check_id)})
+            return
+        token = request_id_var.set(item.request_id)  # the request that caused the job names its log lines
+        try:
+            status = await self._certify(item)
+            log.info("check analysed", extra={"check_id": str(check_id), "status": status, "attempt": item.attempts})
+        finally:
+            request_id_var.reset(token)
+
+    async def _certify(self, item: WorkItem) -> str | None:
+        if item.attempts > MAX_ANALYSIS_ATTEMPTS:
+            return await self._cert.give_up(item, Reason.UNREADABLE_MEDIA)
+        reference = await self._reference(item)
+        if reference is None:
+            # Not the pensioner's fault: a person decides, administrators were told at enrolment.
+            missing = Analysis(outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.REFERENCE_MISSING,), scores={})
+            return await self._cert.record_analysis(item, missing, [])
+        blobs = await self._cert.load_media(item)
+        media = Media(video=blobs[0]) if item.media_kind == "video" else Media(frames=blobs)
+        earlier = await self._cert.earlier_submissions(item)
+        challenge = [Action(a) for a in item.actions]
+        for attempt in range(2):
+            try:
+                analysis = await self._analyser.analyse(media, challenge, reference, earlier, self._thresholds)
+                break
+            except AnalyserCrashed:
+                log.warning("analyser process died", extra={"check_id": str(item.check_id), "try": attempt + 1})
+        else:
+            return await self._cert.give_up(item, Reason.UNREADABLE_MEDIA)
+        keys = await self._cert.store_review_frames(item, analysis.review_frames)
+        return await self._cert.record_analysis(item, analysis, keys)
