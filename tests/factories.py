@@ -97,3 +97,52 @@ async def record_passed_check(pool: asyncpg.Pool, phone: str) -> None:
            FROM c""",
         phone,
     )
+
+
+@dataclass(frozen=True)
+class Applicant:
+    """An imported pensioner, signed in, identity linked, ready to certify."""
+
+    person: SamplePerson
+    headers: dict[str, str]
+
+
+async def applicant(
+    client: AsyncTestClient[Any],
+    pool: asyncpg.Pool,
+    importer: Any,
+    folder: Path,
+    *,
+    reference_photo: Path | None = None,
+    consent: bool = True,
+    locale: str = "zh-CN",
+) -> Applicant:
+    person = sample_person(locale=locale)
+    row = person.row(reference_photo=str(reference_photo)) if reference_photo else person.row()
+    report = await importer.import_file(write_jsonl(folder / f"{person.phone}.jsonl", [row]))
+    assert report.created == 1, report.errors
+    tokens = await sign_in(client, pool, person.phone)
+    headers = bearer(tokens["access_token"])
+    # Activation links the account to the person, then asks for the face check first.
+    r = await client.post("/v1/card/activation", json={"national_id": person.national_id}, headers=headers)
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "certification_required"
+    if consent:
+        r = await client.post("/v1/consents/biometric", headers=headers)
+        assert r.status_code == 200, r.text
+    return Applicant(person, headers)
+
+
+async def submit_video(
+    client: AsyncTestClient[Any], headers: dict[str, str], video: bytes, *, name: str = "selfie.mp4"
+) -> tuple[dict[str, Any], Any]:
+    """A new challenge and a multipart submission of `video`; (challenge, response)."""
+    r = await client.post("/v1/certifications/challenges", headers=headers)
+    assert r.status_code == 201, r.text
+    challenge: dict[str, Any] = r.json()
+    r = await client.post(
+        f"/v1/certifications/challenges/{challenge['id']}/submission",
+        files={"video": (name, video, "video/mp4")},
+        headers=headers,
+    )
+    return challenge, r
