@@ -166,3 +166,32 @@ def test_pool_problem_is_listed_alongside_other_problems(env: dict[str, str]) ->
     message = problem_of(env)
     assert "LOOKUP_HASH_KEY" in message
     assert "DB_POOL_MIN" in message
+
+
+def test_certification_policy_and_thresholds(env: dict[str, str]) -> None:
+    settings = load_settings(env)
+    assert settings.challenge_actions == ("blink", "turn_left", "turn_right", "open_mouth")
+    assert (settings.challenge_min_actions, settings.challenge_max_actions) == (2, 3)
+    assert settings.media_retention_days == 30
+    assisted = load_settings(
+        {**env, "CHALLENGE_ACTIONS": "blink", "CHALLENGE_MIN_ACTIONS": "1", "CHALLENGE_MAX_ACTIONS": "1"}
+    )
+    assert assisted.challenge_actions == ("blink",)
+    strict = load_settings({**env, "FACE_ACCEPT_DISTANCE": "0.415", "MEDIA_RETENTION_DAYS": "7"})
+    assert (strict.face_accept_distance, strict.media_retention_days) == (0.415, 7)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"CHALLENGE_ACTIONS": "blink,wink"}, "CHALLENGE_ACTIONS must be distinct names"),
+        ({"CHALLENGE_ACTIONS": "blink,blink"}, "CHALLENGE_ACTIONS must be distinct names"),
+        ({"CHALLENGE_MIN_ACTIONS": "3", "CHALLENGE_MAX_ACTIONS": "2"}, "must not exceed CHALLENGE_MAX_ACTIONS"),
+        ({"CHALLENGE_ACTIONS": "blink"}, "must not exceed the number of CHALLENGE_ACTIONS"),
+        ({"FACE_ACCEPT_DISTANCE": "0.7"}, "FACE_ACCEPT_DISTANCE must not exceed FACE_REJECT_DISTANCE"),
+        ({"FACE_REPLAY_DISTANCE": "near"}, "FACE_REPLAY_DISTANCE must be a number"),
+        ({"MEDIA_RETENTION_DAYS": "0"}, "MEDIA_RETENTION_DAYS must be between 1 and 3650"),
+    ],
+)
+def test_bad_certification_settings_are_named(env: dict[str, str], extra: dict[str, str], message: str) -> None:
+    assert message in problem_of({**env, **extra})

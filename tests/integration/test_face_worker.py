@@ -1,0 +1,337 @@
+"""Face certification end to end: the real HTTP API, the real worker (pgqueuer, the analyser
+process, dlib) and the real files in ../shared/faces; then the operators' review queue."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import av
+import httpx
+import pytest
+from PIL import Image
+
+from app.certification.rules import add_months
+from app.jobs import run_worker
+from app.services import Services
+from infra.config import Settings, settings_env
+from tests.conftest import FACES, operator_headers_for
+from tests.factories import Applicant, applicant
+
+pytestmark = pytest.mark.skipif(not FACES.exists(), reason="../shared/faces is not beside this clone")
+VIDEOS = FACES / "video"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def video_frame(video: Path, index: int, folder: Path) -> Path:
+    """Frame `index` of a video as a JPEG file (a reference photo taken from the clip itself)."""
+    with av.open(str(video)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                path = folder / f"{video.stem}-{index}.jpg"
+                frame.to_image().save(path, "JPEG", quality=92)
+                return path
+    raise AssertionError(f"{video} has fewer than {index + 1} frames")
+
+
+def still_video(photo: Path) -> bytes:
+    """A printed-photo attack: one photo as a 3 s video, drifting and zooming a little."""
+    image = Image.open(photo).convert("RGB")
+    image.thumbnail((640, 640))
+    width, height = (image.width // 2) * 2, (image.height // 2) * 2
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(90):
+            zoom = 1 + 0.04 * (i / 90)
+            shifted = image.resize((int(width * zoom), int(height * zoom))).crop(
+                (i % 7, i % 5, i % 7 + width, i % 5 + height)
+            )
+            for packet in stream.encode(av.VideoFrame.from_image(shifted)):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+async def certify(
+    client: Any, pool: asyncpg.Pool, who: Applicant, actions: list[str] | None, video: bytes
+) -> dict[str, Any]:
+    """Ask for a challenge, fix its actions (the draw is random), submit, run the worker, read the check."""
+    r = await client.post("/v1/certifications/challenges", headers=who.headers)
+    assert r.status_code == 201, r.text
+    challenge = r.json()
+    if actions is not None:
+        await pool.execute(
+            "UPDATE certification_challenges SET actions = $2 WHERE id = $1", uuid.UUID(challenge["id"]), actions
+        )
+    r = await client.post(
+        f"/v1/certifications/challenges/{challenge['id']}/submission",
+        files={"video": ("selfie.mp4", video, "video/mp4")},
+        headers=who.headers,
+    )
+    assert r.status_code == 202, r.text
+    return await finished(client, pool, who, r.json()["check_id"])
+
+
+async def finished(client: Any, pool: asyncpg.Pool, who: Applicant, check_id: str) -> dict[str, Any]:
+    settings = client.app.state.services.settings
+    await asyncio.wait_for(run_worker(settings, drain=True), timeout=180)
+    r = await client.get(f"/v1/certifications/checks/{check_id}", headers=who.headers)
+    assert r.status_code == 200, r.text
+    check: dict[str, Any] = r.json()
+    row = await pool.fetchrow(
+        "SELECT scores, worker_outcome FROM certification_checks WHERE id = $1", uuid.UUID(check_id)
+    )
+    check["scores"], check["worker_outcome"] = row["scores"], row["worker_outcome"]
+    return check
+
+
+async def fetch(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.get(url)
+
+
+async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`socialcard worker` in a process group of its own (with its analyser child)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "worker", cwd=ROOT, env=env, start_new_session=True
+    )
+
+
+def codes(check: dict[str, Any]) -> set[str]:
+    return {reason["code"] for reason in check["reasons"]}
+
+
+async def test_live_blink_passes_and_the_card_can_be_activated(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    video = VIDEOS / "live_blink__eye_blink.mp4"
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=video_frame(video, 10, tmp_path))
+    check = await certify(client, pool, who, ["blink"], video.read_bytes())
+    assert check["status"] == "passed", check
+    assert check["reasons"] == []
+    status = (await client.get("/v1/certifications/status", headers=who.headers)).json()
+    assert status["eligible_until"] == add_months(date.today(), 12).isoformat()
+    assert status["last_check"]["status"] == "passed"
+    r = await client.post("/v1/card/activation", json={"national_id": who.person.national_id}, headers=who.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "active"
+    events = await pool.fetch("SELECT kind FROM domain_events WHERE kind LIKE 'certification.%'")
+    assert [e["kind"] for e in events] == ["certification.passed"]
+    # The embedding is stored encrypted: no plain float array in the row.
+    sealed = await pool.fetchval("SELECT embedding_enc FROM certification_checks")
+    assert sealed is not None
+    assert len(sealed) > 128 * 8
+
+
+async def test_live_turn_passes_only_the_challenge_it_performs(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    video = VIDEOS / "live_turn__zubair_real.mov"
+    who = await applicant(
+        client, pool, importer, tmp_path, reference_photo=video_frame(video, 10, tmp_path), locale="en"
+    )
+    done = await certify(client, pool, who, ["turn_right", "turn_left"], video.read_bytes())
+    assert done["status"] == "passed", done
+    other = await applicant(
+        client, pool, importer, tmp_path, reference_photo=video_frame(video, 10, tmp_path), locale="en"
+    )
+    wrong = await certify(client, pool, other, ["turn_left", "turn_right"], video.read_bytes())
+    assert wrong["status"] == "failed", wrong
+    assert codes(wrong) & {"wrong_order", "action_not_detected"}
+    assert all(r["advice"] for r in wrong["reasons"])
+
+
+@pytest.mark.parametrize("actions", [["blink"], ["turn_left", "turn_right"], ["open_mouth", "blink", "turn_left"]])
+async def test_screen_replay_does_not_pass(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path, actions: list[str]
+) -> None:
+    live = VIDEOS / "live_turn__zubair_real.mov"
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=video_frame(live, 10, tmp_path))
+    check = await certify(client, pool, who, actions, (VIDEOS / "replay_screen__zubair_fake.mp4").read_bytes())
+    assert check["status"] != "passed", check
+    assert check["reasons"]
+
+
+async def test_a_photo_made_into_a_video_does_not_pass(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    photo = FACES / "stills" / "obama__obama.jpg"
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=photo)
+    check = await certify(client, pool, who, ["blink", "turn_left"], still_video(photo))
+    assert check["status"] == "failed", check
+    assert codes(check) & {"no_motion", "action_not_detected"}
+
+
+async def test_not_a_selfie_and_several_faces_fail_with_a_reason(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=FACES / "stills" / "obama__obama.jpg")
+    clip = await certify(client, pool, who, ["blink"], (VIDEOS / "not_selfie__hamilton_clip.mp4").read_bytes())
+    assert clip["status"] == "failed", clip
+    assert codes(clip) & {"multiple_faces", "identity_changed", "no_face"}
+    burst = (FACES / "stills" / "multi__obama_and_biden.jpg").read_bytes()
+    challenge = (await client.post("/v1/certifications/challenges", headers=who.headers)).json()
+    r = await client.post(
+        f"/v1/certifications/challenges/{challenge['id']}/submission",
+        files=[("frames", (f"f{i}.jpg", burst, "image/jpeg")) for i in range(5)],
+        headers=who.headers,
+    )
+    assert r.status_code == 202, r.text
+    frames = await finished(client, pool, who, r.json()["check_id"])
+    assert frames["status"] == "failed", frames
+    assert "multiple_faces" in codes(frames)
+
+
+async def test_an_impostor_fails(client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path) -> None:
+    someone_else = sorted((FACES / "lfw-dev").iterdir())[0]
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=sorted(someone_else.glob("*.jpg"))[0])
+    check = await certify(client, pool, who, ["blink"], (VIDEOS / "live_blink__eye_blink.mp4").read_bytes())
+    assert check["status"] == "failed", check
+    assert "not_same_person" in codes(check)
+    assert check["scores"]["match_distance"] > 0.6
+
+
+async def test_a_video_with_no_face_fails_and_the_worker_goes_on(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(60):
+            for packet in stream.encode(av.VideoFrame.from_image(Image.new("RGB", (320, 240), (i * 3, 90, 120)))):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=FACES / "stills" / "obama__obama.jpg")
+    check = await certify(client, pool, who, ["blink"], buffer.getvalue())
+    assert check["status"] in ("failed", "retry"), check
+    assert "no_face" in codes(check)
+    # A truncated video (valid header, body cut off) is a reason too, and the next check still runs.
+    truncated = (VIDEOS / "live_blink__eye_blink.mp4").read_bytes()[:4000]
+    check = await certify(client, pool, who, ["blink"], truncated)
+    assert check["status"] in ("failed", "retry"), check
+    assert check["reasons"]
+
+
+async def test_the_same_upload_twice_goes_to_review_as_replayed_media(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path, settings: Settings
+) -> None:
+    video = VIDEOS / "live_blink__eye_blink.mp4"
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=video_frame(video, 10, tmp_path))
+    first = await certify(client, pool, who, ["blink"], video.read_bytes())
+    assert first["status"] == "passed"
+    second = await certify(client, pool, who, ["blink"], video.read_bytes())
+    assert second["status"] == "needs_review", second
+    assert "replayed_media" in codes(second)
+    replay_of = await pool.fetchval("SELECT replay_of FROM certification_checks WHERE id = $1", uuid.UUID(second["id"]))
+    assert str(replay_of) == first["id"]
+
+    # The review queue: oldest first, one operator at a time, every look audited, a reason required.
+    alice = await operator_headers_for(services, "alice", "Alice Operator")
+    bob = await operator_headers_for(services, "bob", "Bob Operator")
+    queue = (await client.get("/v1/review/checks?status=needs_review", headers=alice)).json()
+    assert [item["id"] for item in queue["items"]] == [second["id"]]
+    assert queue["items"][0]["reasons"] == ["replayed_media"]
+    r = await client.get(f"/v1/review/checks/{second['id']}", headers=alice)
+    assert (r.status_code, r.json()["code"]) == (409, "claim_required")
+    assert (await client.post(f"/v1/review/checks/{second['id']}/claim", headers=alice)).status_code == 200
+    r = await client.post(f"/v1/review/checks/{second['id']}/claim", headers={**bob, "Accept-Language": "en"})
+    assert (r.status_code, r.json()["code"]) == (409, "check_claimed")
+    assert "Alice Operator" in r.json()["detail"]
+    view = (await client.get(f"/v1/review/checks/{second['id']}", headers=alice)).json()
+    assert view["frame_urls"]
+    assert view["reference_url"]
+    assert view["urls_expire_in"] <= 300
+    assert "match_distance" in view["scores"]
+    frame = await fetch(view["frame_urls"][0])
+    assert frame.status_code == 200
+    assert frame.content[:3] == b"\xff\xd8\xff"
+    assert (await fetch(view["reference_url"])).status_code == 200
+    key = await pool.fetchval(
+        "SELECT review_frame_keys[1] FROM certification_checks WHERE id = $1", uuid.UUID(second["id"])
+    )
+    assert (await fetch(f"{settings.s3_endpoint_url}/{settings.s3_bucket}/{key}")).status_code == 403  # private
+    looks = await pool.fetch("SELECT actor, subject FROM audit_log WHERE action = 'biometric.viewed'")
+    assert [(r["subject"]) for r in looks] == [f"check:{second['id']}"]
+    r = await client.post(f"/v1/review/checks/{second['id']}/decision", json={"decision": "approve"}, headers=alice)
+    assert r.status_code == 400
+    r = await client.post(
+        f"/v1/review/checks/{second['id']}/decision", json={"decision": "reject", "reason": "no"}, headers=bob
+    )
+    assert (r.status_code, r.json()["code"]) == (409, "claim_required")
+    r = await client.post(
+        f"/v1/review/checks/{second['id']}/decision",
+        json={"decision": "reject", "reason": "identical file to the previous submission"},
+        headers=alice,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "failed"
+    check = (await client.get(f"/v1/certifications/checks/{second['id']}", headers=who.headers)).json()
+    assert check["status"] == "failed"
+    assert "review_rejected" in codes(check)
+    decided = await pool.fetchrow("SELECT details FROM audit_log WHERE action = 'review.decided'")
+    assert decided["details"] == {"decision": "reject", "reason": "identical file to the previous submission"}
+    assert (await client.get("/v1/review/checks", headers=alice)).json()["items"] == []
+
+
+async def test_a_worker_killed_mid_job_leaves_one_result(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path, settings: Settings
+) -> None:
+    video = VIDEOS / "live_turn__zubair_real.mov"
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=video_frame(video, 10, tmp_path))
+    r = await client.post("/v1/certifications/challenges", headers=who.headers)
+    challenge = r.json()
+    await pool.execute(
+        "UPDATE certification_challenges SET actions = '{turn_right,turn_left}' WHERE id = $1",
+        uuid.UUID(challenge["id"]),
+    )
+    r = await client.post(
+        f"/v1/certifications/challenges/{challenge['id']}/submission",
+        files={"video": ("selfie.mov", video.read_bytes(), "video/quicktime")},
+        headers=who.headers,
+    )
+    check_id = uuid.UUID(r.json()["check_id"])
+    env = {**os.environ, **settings_env(settings), "JOB_HEARTBEAT_S": "4", "LOG_LEVEL": "WARNING"}
+    worker = await start_worker(env)
+    try:
+        deadline = time.monotonic() + 60
+        while await pool.fetchval("SELECT status FROM certification_checks WHERE id = $1", check_id) != "processing":
+            assert time.monotonic() < deadline, "the worker never took the check"
+            await asyncio.sleep(0.05)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its analyser process, mid-analysis
+        await asyncio.wait_for(worker.wait(), 10)
+        assert await pool.fetchval("SELECT status FROM certification_checks WHERE id = $1", check_id) == "processing"
+    finally:
+        if worker.returncode is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    # Another worker picks the job up once the dead one's heartbeat is stale.
+    second = await start_worker(env)
+    try:
+        deadline = time.monotonic() + 120
+        while (status := await pool.fetchval("SELECT status FROM certification_checks WHERE id = $1", check_id)) in (
+            "queued",
+            "processing",
+        ):
+            assert time.monotonic() < deadline, "the check was never completed"
+            await asyncio.sleep(0.2)
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert status == "passed"
+    row = await pool.fetchrow("SELECT analysis_attempts FROM certification_checks WHERE id = $1", check_id)
+    assert row["analysis_attempts"] == 2
+    events = await pool.fetchval("SELECT count(*) FROM domain_events WHERE payload->>'check_id' = $1", str(check_id))
+    assert events == 1
