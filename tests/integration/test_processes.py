@@ -17,8 +17,8 @@ import pytest
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
-from infra.config import Settings, settings_env
 from app.jobs import run_worker
+from infra.config import Settings, settings_env
 from infra.jobs import PURGE_EXPIRED, enqueue_once
 from tests.factories import sample_person
 
