@@ -74,7 +74,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "upload_missing": ("未找到上传的视频，请重新上传。", "The uploaded video was not found. Upload it again."),
     "upload_too_large": ("视频不能超过{max_mb}MB。", "The video must not be larger than {max_mb} MB."),
     "upload_empty": ("上传的文件是空的。", "The uploaded file is empty."),
-    "not_a_video": ("请上传MP4或MOV格式的视频。", "Upload a video in MP4 or MOV format."),
+    "not_a_video": ("请上传MP4、MOV或WebM格式的视频。", "Upload a video in MP4, MOV or WebM format."),
     "not_jpeg": ("照片须为JPEG格式。", "Photos must be JPEG images."),
     "frames_count": ("请上传{low}到{high}张照片。", "Upload between {low} and {high} photos."),
     "submission_parts": (

@@ -24,8 +24,14 @@ class StatelessConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+def _jsonb(value: object) -> str:
+    # A str is JSON text already: pgqueuer serialises its own jsonb values (job headers) before
+    # handing them to a connection that may be this pool's. Our own jsonb values are dicts and lists.
+    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:

@@ -45,11 +45,12 @@ async def purge_expired(pool: asyncpg.Pool) -> dict[str, int]:
 Handler = Callable[[Job], Awaitable[None]]
 
 
-async def enqueue(uow: UnitOfWork, entrypoint: str, payload: bytes, dedupe_key: str) -> None:
+async def enqueue(
+    uow: UnitOfWork, entrypoint: str, payload: bytes, dedupe_key: str, delay: timedelta | None = None
+) -> None:
     """Enqueue inside the caller's transaction: the job exists exactly when the change that needs it does."""
-    await Queries(AsyncpgDriver(cast(asyncpg.Connection, uow.conn))).enqueue(
-        entrypoint, payload, dedupe_key=dedupe_key, on_conflict="skip"
-    )
+    queries = Queries(AsyncpgDriver(cast(asyncpg.Connection, uow.conn)))
+    await queries.enqueue(entrypoint, payload, execute_after=delay, dedupe_key=dedupe_key, on_conflict="skip")
 
 
 def _stop_on_signals(event: asyncio.Event) -> None:

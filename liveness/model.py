@@ -62,6 +62,8 @@ class Reason(StrEnum):
     REPLAYED_MEDIA = "replayed_media"
     # reference enrolment
     REFERENCE_MISSING = "reference_missing"
+    # the worker itself failed on this check, repeatedly: a person decides
+    ANALYSIS_ERROR = "analysis_error"
 
 
 RETRY_REASONS = frozenset(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from app.certification.service import CertificationService, WorkItem
 from infra.config import Settings
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # A check whose media took the analyser down this many times is failed, not retried forever.
 MAX_ANALYSIS_ATTEMPTS = 3
+RETRY_DELAY_S = 30
 
 
 class FaceJobs:
@@ -55,6 +57,14 @@ class FaceJobs:
         try:
             status = await self._certify(item)
             log.info("check analysed", extra={"check_id": str(check_id), "status": status, "attempt": item.attempts})
+        except Exception:
+            # Never leave a check stuck in "processing": try again later, then hand it to a person.
+            log.exception("check analysis failed", extra={"check_id": str(check_id), "attempt": item.attempts})
+            if item.attempts < MAX_ANALYSIS_ATTEMPTS:
+                await self._cert.retry_later(item, timedelta(seconds=RETRY_DELAY_S * item.attempts))
+            else:
+                broken = Analysis(outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.ANALYSIS_ERROR,), scores={})
+                await self._cert.record_analysis(item, broken, [])
         finally:
             request_id_var.reset(token)
 

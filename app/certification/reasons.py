@@ -79,6 +79,10 @@ REASONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
         ("登记照片暂不可用，已转人工审核。", "工作人员将与您联系，无需重复提交。"),
         ("Your registered photo cannot be used; a staff member will review this.", "No need to submit again."),
     ),
+    "analysis_error": (
+        ("系统暂时无法自动判断，已转人工审核。", "工作人员将尽快处理，无需重复提交。"),
+        ("The check could not be completed automatically; a staff member will review it.", "No need to submit again."),
+    ),
     "repeated_failures": (
         ("多次认证未通过，已转人工审核。", "工作人员将与您联系。"),
         ("Several attempts did not pass; a staff member will review them.", "Staff will contact you."),

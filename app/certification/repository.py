@@ -167,6 +167,13 @@ async def start_analysis(uow: UnitOfWork, check_id: uuid.UUID) -> asyncpg.Record
     )
 
 
+async def requeue(uow: UnitOfWork, check_id: uuid.UUID) -> bool:
+    status = await uow.execute(
+        "UPDATE certification_checks SET status = 'queued' WHERE id = $1 AND status = 'processing'", check_id
+    )
+    return status == "UPDATE 1"
+
+
 async def earlier_submissions(db: Db, person_id: uuid.UUID, check_id: uuid.UUID) -> list[asyncpg.Record]:
     return await db.fetch(
         """SELECT id, sha256, embedding_enc, frame_hashes FROM certification_checks

@@ -19,8 +19,8 @@ class Consent(Body):
 
 class PresignedPost(Body):
     """Upload the video straight to object storage: POST multipart/form-data to `url` with every
-    field in `fields`, `key` = `key_prefix` + a file name, a `Content-Type` of video/mp4 or
-    video/quicktime, and the file last; then submit the key."""
+    field in `fields`, `key` = `key_prefix` + a file name, a `Content-Type` of video/mp4,
+    video/quicktime or video/webm, and the file last; then submit the key."""
 
     url: str
     fields: dict[str, str]
@@ -30,7 +30,7 @@ class PresignedPost(Body):
 
 
 class DirectUpload(Body):
-    """POST multipart/form-data to `url`: one `video` file (mp4 or mov), or 5-30 `frames` JPEG files."""
+    """POST multipart/form-data to `url`: one `video` file (mp4, mov or webm), or 5-30 `frames` JPEG files."""
 
     url: str
     max_bytes: int

@@ -4,6 +4,7 @@ analysis; `settle` applies a decision's effects for the worker and reviewers ali
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import uuid
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ ENROLL_JOB = "liveness.enroll"
 PURGE_MEDIA_JOB = "liveness.purge_media"
 CHALLENGES_PER_HOUR = 10
 FAILURE_WINDOW = timedelta(days=30)
-VIDEO_TYPES = {"video/mp4", "video/quicktime"}
 FINAL = frozenset({"passed", "failed", "retry"})  # needs_review and home_visit wait for a person
 
 
@@ -102,6 +102,11 @@ def _signed64(value: int) -> int:
 
 def _unsigned64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
+
+
+def finite(scores: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity: a score that could not be measured is stored as null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in scores.items()}
 
 
 def _check_view(row: asyncpg.Record, locale: str) -> CheckView:
@@ -363,7 +368,7 @@ class CertificationService:
                 status=verdict.status,
                 worker_outcome=str(analysis.outcome),
                 reasons=list(verdict.reasons),
-                scores=analysis.scores,
+                scores=finite(analysis.scores),
                 actions_detected=[
                     {"action": str(a.action), "at_s": round(a.at_s, 3), "strength": round(a.strength, 3)}
                     for a in analysis.actions
@@ -379,6 +384,14 @@ class CertificationService:
                 return None
             await settle(uow, item.person_id, item.check_id, verdict.status, list(verdict.reasons), "worker")
         return verdict.status
+
+    async def retry_later(self, item: WorkItem, delay: timedelta) -> None:
+        """Hand a check whose analysis broke back to the queue, to be tried again after `delay`."""
+        async with unit_of_work(self._pool) as uow:
+            if await repo.requeue(uow, item.check_id):
+                await jobs.enqueue(
+                    uow, CERTIFY_JOB, str(item.check_id).encode(), f"certify:{item.check_id}:{item.attempts}", delay
+                )
 
     async def give_up(self, item: WorkItem, reason: Reason) -> str | None:
         """Record a check the worker cannot analyse (its media crashed the analyser repeatedly)."""

@@ -20,9 +20,12 @@ class UnsupportedMedia(AppError):
 
 
 def video_type(data: bytes) -> str | None:
-    """ "video/quicktime" or "video/mp4" for an ISO-BMFF / QuickTime container, else None."""
+    """The container's media type (MP4, QuickTime, or WebM/Matroska, which some Android phones and
+    browsers record whatever the file is named), else None."""
     if len(data) < 12:
         return None
+    if data[:4] == b"\x1a\x45\xdf\xa3":  # the EBML header of WebM and Matroska
+        return "video/webm"
     box = data[4:8]
     if box == b"ftyp":
         return "video/quicktime" if data[8:12] == b"qt  " else "video/mp4"

@@ -81,6 +81,7 @@ def test_containers_are_recognised_by_their_bytes() -> None:
     assert video_type(b"\x00\x00\x00\x18ftypmp42\x00\x00") == "video/mp4"
     assert video_type(b"\x00\x00\x00\x14ftypqt  \x00\x00") == "video/quicktime"
     assert video_type(b"\x00\x00\x00\x08wide\x00\x00\x00\x00") == "video/quicktime"
+    assert video_type(b"\x1a\x45\xdf\xa3\x01\x00\x00\x00\x00\x00\x00\x10") == "video/webm"
     assert video_type(b"GIF89a...........") is None
     assert video_type(b"short") is None
 
