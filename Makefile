@@ -6,7 +6,7 @@ UV := $(HOME)/.local/bin/uv
 endif
 export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 
-.PHONY: setup run test test-fast lint bench clean-var
+.PHONY: setup run test test-fast lint bench bench-liveness clean-var
 
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
@@ -34,6 +34,9 @@ test-fast: setup  ## unit tests only (no services)
 
 bench: setup  ## QR mint + terminal verify over HTTP against `make run`'s configuration, and bare asyncpg
 	$(UV) run --frozen python -m bench.qr_roundtrip
+
+bench-liveness: setup  ## face worker: CPU and memory per check vs a naive baseline, submit-to-decision latency
+	$(UV) run --frozen python -m bench.liveness
 
 clean-var:  ## forget the local development data (database, objects, dev keys)
 	rm -rf var

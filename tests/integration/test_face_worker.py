@@ -269,7 +269,9 @@ async def test_the_same_upload_twice_goes_to_review_as_replayed_media(
     r = await client.post(f"/v1/review/checks/{second['id']}/decision", json={"decision": "approve"}, headers=alice)
     assert r.status_code == 400
     r = await client.post(
-        f"/v1/review/checks/{second['id']}/decision", json={"decision": "reject", "reason": "not mine to decide"}, headers=bob
+        f"/v1/review/checks/{second['id']}/decision",
+        json={"decision": "reject", "reason": "not mine to decide"},
+        headers=bob,
     )
     assert (r.status_code, r.json()["code"]) == (409, "claim_required")
     r = await client.post(

@@ -1,0 +1,324 @@
+"""Liveness actions from per-frame landmarks: pure functions over plain measurements.
+
+Every measure is a ratio of distances within the face, so it does not depend on the face's size,
+position or in-plane rotation, and every threshold is relative to the person's own neutral
+values (glasses, narrow eyes, a habitual head pose), measured on the clip's neutral frames.
+
+The 68-point predictor always answers, also on a blurred, turned or half-visible face. A sample
+counts only where the face detector saw a frontal face there and the face's vertical proportion
+(nose tip below the brows, per eye distance) is within MAX_STRETCH of its neutral value.
+That proportion survives blinks, an open mouth and small head turns, while a garbled fit, or a
+photo or screen tilted to squash its eyes into a "blink", changes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from liveness.model import Action, DetectedAction, Reason
+
+Landmarks = npt.NDArray[np.float64]  # 68 x 2 (x, y)
+Series = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+
+# iBUG 300-W indices. The person's right eye is 36-41 (the image's left in an unmirrored clip).
+_RIGHT_EYE = (36, 37, 38, 39, 40, 41)
+_LEFT_EYE = (42, 43, 44, 45, 46, 47)
+_NOSE_TIP = 30
+_BROW_MIDDLES = (19, 24)
+_MOUTH_CORNERS = (48, 54)
+_INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+
+# Blink: the eyes close to below 70% of their open baseline and open again. Measured: blinks dip
+# to 0.39-0.55 of the baseline (0.61 behind glasses), a screen replay's eyes never below 0.83.
+# A blink keeps the eyes closed for 0.1-0.4 s and they reopen over 0.1-0.3 s.
+BLINK_CLOSED = 0.7
+BLINK_OPEN = 0.85
+MAX_BLINK_S = 0.5
+BLINK_REOPEN_S = 0.4
+# Turn: the nose moves along the eye line by this fraction of the eye distance from the neutral
+# pose (~15 degrees). Measured: turns on request peak at 0.55-1.0; frontal frames stay within
+# 0.04 of neutral for a still head and 0.12 (95th percentile) for a lively talker.
+TURN_OFFSET = 0.18
+# A turn is held this long: a quick swing of the head while talking or shifting in the chair is
+# not one (measured: such swings last 0.1-0.2 s, a turn on request 1-2 s).
+MIN_TURN_S = 0.3
+# Open mouth: the inner-lip gap per mouth width rises this much above the closed baseline and
+# stays there. Measured: a closed mouth within 0.06 of its baseline, a smile with parted lips
+# 0.15-0.18, "ah" more; an open mouth lasts longer than the 0.1-0.2 s syllables of speech.
+MOUTH_OPEN = 0.1
+MOUTH_MIN_S = 0.4
+# Samples further apart than this are not consecutive (the face was lost in between).
+MAX_GAP_S = 0.3
+# Frames within this yaw of the neutral pose are neutral, for the baselines.
+NEUTRAL_YAW = 0.12
+# See the module docstring. Measured on frontal frames (95th percentile): 0.03 off neutral for a
+# still head, 0.17 for a lively one, 0.23 for a phone screen tilted about; garbled fits 0.3-0.9.
+MAX_STRETCH = 0.25
+# Landmarks of a flat picture moved, zoomed or tilted before the camera stay an affine map of
+# each other; a live face deforms (3D rotation, eyelids, lips). Residual after the best affine
+# fit to the clip's median shape, per eye distance (90th percentile over frames). Measured:
+# a photo made into a clip 0.010; live clips 0.033 (sitting still, blinking) to 0.08 (talking,
+# turning).
+MIN_MOTION = 0.02
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Per-sample measurements; NaN where the frame had no face."""
+
+    t: Series
+    ear: Series  # eye aspect ratio, both eyes averaged
+    yaw: Series  # nose offset along the eye line per eye distance; positive: the person's left
+    mouth: Series  # inner-lip gap per mouth width
+    stretch: Series  # nose tip below the eye line per eye distance
+    turned: Series  # the face detector's view: +1 turned to the person's left, -1 right, 0 frontal, NaN unseen
+
+
+@dataclass(frozen=True)
+class Baseline:
+    ear: float
+    yaw: float
+    mouth: float
+    stretch: float
+
+
+def eye_aspect_ratio(points: Landmarks) -> float:
+    return (_eye_ratio(points, _RIGHT_EYE) + _eye_ratio(points, _LEFT_EYE)) / 2
+
+
+def _eye_ratio(points: Landmarks, eye: tuple[int, ...]) -> float:
+    p1, p2, p3, p4, p5, p6 = (points[i] for i in eye)
+    width = float(np.linalg.norm(p1 - p4))
+    if width == 0:
+        return math.nan
+    return float(np.linalg.norm(p2 - p6) + np.linalg.norm(p3 - p5)) / (2 * width)
+
+
+def _eye_frame(points: Landmarks) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
+    """Midpoint between the eyes, unit vector along the eye line (towards the person's left), eye distance.
+
+    From the eye corners only: eyelids move in a blink, corners do not.
+    """
+    right = (points[36] + points[39]) / 2
+    left = (points[42] + points[45]) / 2
+    axis = left - right
+    distance = float(np.linalg.norm(axis))
+    unit = axis / distance if distance > 0 else np.array([1.0, 0.0])
+    return (right + left) / 2, unit, distance
+
+
+def yaw(points: Landmarks) -> float:
+    """Nose tip offset along the eye line per eye distance: positive when the person turns to their left."""
+    middle, unit, distance = _eye_frame(points)
+    if distance == 0:
+        return math.nan
+    return float(np.dot(points[_NOSE_TIP] - middle, unit)) / distance
+
+
+def stretch(points: Landmarks) -> float:
+    """Nose tip below the middle of the brows, per eye distance: the face's vertical proportion.
+
+    From the brows, not the eyes: with glasses the predictor moves the eye corners down as the
+    lids close, by up to 40% of this height, while the brows stay put.
+    """
+    _, unit, distance = _eye_frame(points)
+    if distance == 0:
+        return math.nan
+    down = np.array([-unit[1], unit[0]])
+    brows = (points[_BROW_MIDDLES[0]] + points[_BROW_MIDDLES[1]]) / 2
+    return float(np.dot(points[_NOSE_TIP] - brows, down)) / distance
+
+
+def mouth_ratio(points: Landmarks) -> float:
+    width = float(np.linalg.norm(points[_MOUTH_CORNERS[0]] - points[_MOUTH_CORNERS[1]]))
+    if width == 0:
+        return math.nan
+    gap = np.mean([np.linalg.norm(points[a] - points[b]) for a, b in _INNER_LIP_PAIRS])
+    return float(gap) / width
+
+
+def signals(times: Sequence[float], shapes: Sequence[Landmarks | None], turned: Sequence[int | None]) -> Signals:
+    def series(measure: Callable[[Landmarks], float]) -> Series:
+        return np.array([math.nan if shape is None else measure(shape) for shape in shapes], dtype=np.float64)
+
+    return Signals(
+        t=np.asarray(times, dtype=np.float64),
+        ear=series(eye_aspect_ratio),
+        yaw=series(yaw),
+        mouth=series(mouth_ratio),
+        stretch=series(stretch),
+        turned=np.array([math.nan if view is None else view for view in turned], dtype=np.float64),
+    )
+
+
+def baseline(s: Signals) -> Baseline | None:
+    """The person's neutral face: medians over frontal frames near their habitual head direction.
+
+    The yaw centre is refined once around the first median, so that a long turn to one side does
+    not drag the neutral pose towards it. The mouth baseline is a low percentile because a
+    challenge may keep the mouth open for a third of the clip. None without a frontal frame.
+    """
+    frontal = (s.turned == 0) & ~np.isnan(s.yaw)
+    if not frontal.any():
+        return None
+    centre = float(np.median(s.yaw[frontal]))
+    near = frontal & (np.abs(s.yaw - centre) < 2 * NEUTRAL_YAW)
+    centre = float(np.median(s.yaw[near]))
+    neutral = frontal & (np.abs(s.yaw - centre) < NEUTRAL_YAW)
+    if not neutral.any():
+        neutral = frontal
+    return Baseline(
+        ear=float(np.median(s.ear[neutral])),
+        yaw=centre,
+        mouth=float(np.percentile(s.mouth[neutral], 25)),
+        stretch=float(np.median(s.stretch[neutral])),
+    )
+
+
+def plausible(s: Signals, b: Baseline) -> Mask:
+    """Samples whose landmarks describe a frontal face in its own proportions (module docstring)."""
+    with np.errstate(invalid="ignore"):
+        result: Mask = (s.turned == 0) & (np.abs(s.stretch / b.stretch - 1) <= MAX_STRETCH)
+    return result
+
+
+def _runs(mask: Mask, t: Series) -> list[tuple[int, int]]:
+    """Maximal runs [start, end] of True samples with no time gap longer than MAX_GAP_S."""
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, inside in enumerate(mask):
+        if inside and start is not None and t[i] - t[i - 1] > MAX_GAP_S:
+            runs.append((start, i - 1))
+            start = i
+        elif inside and start is None:
+            start = i
+        elif not inside and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(mask) - 1))
+    return runs
+
+
+def detect_blinks(s: Signals, b: Baseline) -> list[DetectedAction]:
+    """Short runs of closed eyes with open eyes measured shortly before and after.
+
+    Every sample from the last open one before to the first open one after must be plausible:
+    a lost or garbled face is not a closed eye.
+    """
+    valid = plausible(s, b)
+    closed = valid & (s.ear < BLINK_CLOSED * b.ear)
+    opened = valid & (s.ear >= BLINK_OPEN * b.ear)
+    found: list[DetectedAction] = []
+    for start, end in _runs(closed, s.t):
+        if s.t[end] - s.t[start] > MAX_BLINK_S:
+            continue
+        before = _nearest(opened, s.t, start, -1)
+        after = _nearest(opened, s.t, end, +1)
+        if before is None or after is None or not valid[before : after + 1].all():
+            continue
+        depth = 1 - float(np.min(s.ear[start : end + 1])) / b.ear
+        found.append(DetectedAction(Action.BLINK, float(s.t[start]), round(depth, 3)))
+    return found
+
+
+def _nearest(mask: Mask, t: Series, index: int, step: int) -> int | None:
+    """The nearest sample from `index` in direction `step` where mask holds, within BLINK_REOPEN_S."""
+    i = index + step
+    while 0 <= i < len(mask) and abs(t[i] - t[index]) <= BLINK_REOPEN_S:
+        if mask[i]:
+            return i
+        i += step
+    return None
+
+
+def detect_turns(s: Signals, b: Baseline) -> list[DetectedAction]:
+    """Head turns held for MIN_TURN_S, at least one sample of them measured by the landmarks.
+
+    The landmarks measure a turn up to ~40 degrees; beyond, the predictor returns a frontal-looking
+    guess whose "yaw" can point either way. There the detector's turned-face filter says which way
+    the head points: it continues a turn the landmarks started, and so do frames where no detector
+    sees the face (turned past both). The filter never starts a turn on its own, as it also fires
+    on a head held a little sideways. A landmark reading counts where the filter agrees, or where
+    it sees a frontal face in plausible proportions.
+    """
+    offset = s.yaw - b.yaw
+    valid = plausible(s, b)
+    unseen = np.isnan(s.turned)
+    found: list[DetectedAction] = []
+    for action, sign in ((Action.TURN_LEFT, 1.0), (Action.TURN_RIGHT, -1.0)):
+        agrees = s.turned == sign
+        with np.errstate(invalid="ignore"):
+            measured = (sign * offset > TURN_OFFSET) & (agrees | valid)
+        turned = measured | agrees
+        for start, end in _runs(turned | unseen, s.t):
+            inside = np.flatnonzero(turned[start : end + 1]) + start
+            window = measured[start : end + 1]
+            if inside.size and window.any() and s.t[inside[-1]] - s.t[inside[0]] >= MIN_TURN_S:
+                peak = float(np.max(sign * offset[start : end + 1][window]))
+                found.append(DetectedAction(action, float(s.t[inside[0]]), round(peak, 3)))
+    return found
+
+
+def detect_mouth(s: Signals, b: Baseline) -> list[DetectedAction]:
+    with np.errstate(invalid="ignore"):
+        opened = plausible(s, b) & (s.mouth - b.mouth > MOUTH_OPEN)
+    found: list[DetectedAction] = []
+    for start, end in _runs(opened, s.t):
+        if s.t[end] - s.t[start] >= MOUTH_MIN_S:
+            peak = float(np.max(s.mouth[start : end + 1])) - b.mouth
+            found.append(DetectedAction(Action.OPEN_MOUTH, float(s.t[start]), round(peak, 3)))
+    return found
+
+
+def detect_actions(s: Signals, b: Baseline) -> list[DetectedAction]:
+    found = detect_blinks(s, b) + detect_turns(s, b) + detect_mouth(s, b)
+    return sorted(found, key=lambda action: action.at_s)
+
+
+def match_sequence(challenge: Sequence[Action], detected: Sequence[DetectedAction]) -> Reason | None:
+    """None when the challenged actions occur in the challenged order (by onset).
+
+    Other actions may occur before, between and after them: people blink and move naturally.
+    WRONG_ORDER when every challenged action occurred but not in that order.
+    """
+    ordered = sorted(detected, key=lambda action: action.at_s)
+    position = 0
+    for action in ordered:
+        if position < len(challenge) and action.action == challenge[position]:
+            position += 1
+    if position == len(challenge):
+        return None
+    seen = {action.action for action in ordered}
+    return Reason.WRONG_ORDER if set(challenge) <= seen else Reason.ACTION_NOT_DETECTED
+
+
+def motion(shapes: Sequence[Landmarks]) -> float:
+    """How much the face deforms beyond what moving a flat picture could do (MIN_MOTION).
+
+    NaN with fewer than 3 frames.
+    """
+    if len(shapes) < 3:
+        return math.nan
+    stack = np.stack([_normalised(shape) for shape in shapes])
+    reference = np.median(stack, axis=0)
+    residuals = []
+    for shape in stack:
+        design = np.hstack([shape, np.ones((len(shape), 1))])
+        solution, *_ = np.linalg.lstsq(design, reference, rcond=None)
+        residuals.append(float(np.sqrt(np.mean(np.sum((design @ solution - reference) ** 2, axis=1)))))
+    return float(np.percentile(residuals, 90))
+
+
+def _normalised(points: Landmarks) -> Landmarks:
+    """The landmarks with the eye midpoint at the origin, the eye line horizontal, eye distance 1."""
+    middle, unit, distance = _eye_frame(points)
+    rotation = np.array([[unit[0], unit[1]], [-unit[1], unit[0]]])
+    result: Landmarks = (points - middle) @ rotation.T / max(distance, 1e-9)
+    return result

@@ -1,0 +1,92 @@
+"""The decision: one outcome and its reasons from everything measured. Pure.
+
+Precedence, first match wins (every reason found is still reported, in this order):
+
+1. Replayed media -> NEEDS_REVIEW, whatever else holds. A copy of an earlier submission is the
+   signature of someone certifying for a pensioner who can no longer do it (or has died): an
+   operator must see it even when it would otherwise pass, and even when it fails anyway.
+2. Proof against the person -> FAILED: several faces, a face that changes identity mid-clip, a
+   flat picture (no motion), actions in the wrong order. No lighting or blur explains these, so
+   a liveness failure fails even when the face matches perfectly.
+3. Capture problems (too short, small, dark, blurred, face lost) -> RETRY. They also explain
+   the weaker failures that remain (an action or a face not detected, a poor match): the fix is
+   to film again, and a retry never passes anyone.
+4. No face at all, or a challenged action not detected -> FAILED.
+5. No usable reference photo -> NEEDS_REVIEW: the clip is live but there is nothing to match.
+6. The match: distance <= accept -> PASSED; > reject -> FAILED (NOT_SAME_PERSON); between ->
+   NEEDS_REVIEW (MATCH_UNCERTAIN). The accept threshold (FMR 1e-4 on lfw-dev) sends more
+   genuine pensioners to a reviewer (a third of single-photo pairs) rather than pay the one
+   look-alike in 150 that the usual 0.6 lets through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from liveness.model import Outcome, Reason, Thresholds
+
+# A second face must show on at least this many keyframes (0.67 s apart, closer while searching):
+# one detection can be the detector's false positive on a patterned background, a bystander stays.
+MIN_MULTI_FACE_KEYFRAMES = 2
+
+_PROOF_AGAINST = (Reason.MULTIPLE_FACES, Reason.IDENTITY_CHANGED, Reason.NO_MOTION, Reason.WRONG_ORDER)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    face_seen: bool  # a face was detected at least once
+    multi_face_keyframes: int  # keyframes on which the detector found two faces or more
+    identity_spread: float | None  # largest median distance from one of the clip's encodings to the others
+    liveness: tuple[Reason, ...]  # from actions: NO_MOTION, ACTION_NOT_DETECTED, WRONG_ORDER
+    capture: tuple[Reason, ...]  # from quality.assess
+    match_distance: float | None  # median distance of the clip's encodings to the reference
+    reference_missing: bool
+    replay_of: str | None
+
+
+def decide(evidence: Evidence, thresholds: Thresholds) -> tuple[Outcome, tuple[Reason, ...]]:
+    reasons = found_reasons(evidence, thresholds)
+    if Reason.REPLAYED_MEDIA in reasons:
+        return Outcome.NEEDS_REVIEW, reasons
+    if any(reason in _PROOF_AGAINST for reason in reasons):
+        return Outcome.FAILED, reasons
+    if evidence.capture:
+        return Outcome.RETRY, reasons
+    if Reason.NO_FACE in reasons or Reason.ACTION_NOT_DETECTED in reasons or Reason.NOT_SAME_PERSON in reasons:
+        return Outcome.FAILED, reasons
+    if Reason.REFERENCE_MISSING in reasons or Reason.MATCH_UNCERTAIN in reasons:
+        return Outcome.NEEDS_REVIEW, reasons
+    return Outcome.PASSED, reasons
+
+
+def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, ...]:
+    """Every reason the evidence supports, in order of precedence."""
+    found: list[Reason] = []
+    if evidence.replay_of is not None:
+        found.append(Reason.REPLAYED_MEDIA)
+    if evidence.multi_face_keyframes >= MIN_MULTI_FACE_KEYFRAMES:
+        found.append(Reason.MULTIPLE_FACES)
+    if evidence.identity_spread is not None and evidence.identity_spread > thresholds.reject_distance:
+        found.append(Reason.IDENTITY_CHANGED)
+    if evidence.face_seen:
+        found.extend(reason for reason in _PROOF_AGAINST if reason in evidence.liveness and reason not in found)
+    found.extend(evidence.capture)
+    if not evidence.face_seen:
+        found.append(Reason.NO_FACE)
+        return _unique(found)
+    if Reason.ACTION_NOT_DETECTED in evidence.liveness:
+        found.append(Reason.ACTION_NOT_DETECTED)
+    if evidence.reference_missing:
+        found.append(Reason.REFERENCE_MISSING)
+    elif evidence.match_distance is None:
+        found.append(Reason.NO_FACE)
+    elif evidence.match_distance > thresholds.reject_distance:
+        found.append(Reason.NOT_SAME_PERSON)
+    elif evidence.match_distance > thresholds.accept_distance:
+        found.append(Reason.MATCH_UNCERTAIN)
+    return _unique(found)
+
+
+def _unique(reasons: Sequence[Reason]) -> tuple[Reason, ...]:
+    return tuple(dict.fromkeys(reasons))

@@ -1,0 +1,418 @@
+"""The face layer around face_recognition (dlib): detection, tracking, landmarks, encodings.
+
+Cost drives the design. Measured on this 2-core machine: a HOG detection over a 640 px frame
+~23 ms, over a 135 px patch around the face ~2 ms, the 68 landmarks ~1.5-3 ms, one encoding
+~90 ms. So:
+
+- keyframes (every KEYFRAME_EVERY-th sample) run the full detector, to count the faces in the
+  frame and to (re)acquire the face;
+- in between, the box is derived from the previous sample's landmarks, and every other sample
+  runs the detector on a patch around it. That confirms a face is still there and says which of
+  dlib's five HOG filters sees it: frontal, or turned to either side. The 68-point predictor
+  breaks down on faces turned past ~40 degrees and the full detector loses them past ~30, so a
+  head turn is followed by that filter, not by landmarks alone;
+- encodings are computed at the end, for a few frames chosen from face crops kept while tracking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import face_recognition
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from liveness import actions
+from liveness.media import Frame, Image_
+from liveness.model import Embedding
+
+Box = tuple[int, int, int, int]  # top, right, bottom, left: face_recognition's order
+Landmarks = npt.NDArray[np.float64]  # 68 x 2 (x, y), the iBUG 300-W points dlib predicts
+
+# face_recognition's own dlib HOG detector: its `run` also reports each detection's score and
+# which of its five filters fired (face_recognition.face_locations drops both).
+_DETECTOR = face_recognition.api.face_detector
+# dlib's filters: 0 frontal, 1 and 2 faces turned so the nose points to the image's left / right,
+# 3 and 4 frontal faces rolled. In an unmirrored recording, nose to the image's right is the
+# person's own left (checked on the live clip and its mirror image).
+_NOSE_IMAGE_LEFT, _NOSE_IMAGE_RIGHT = 1, 2
+
+# Detection runs on a copy scaled to this long side (up or down): the HOG window finds faces of
+# ~65 px and more there, i.e. a tenth of the frame's long side, whatever the source resolution.
+DETECT_LONG_SIDE = 640
+# Full detections every 0.67 s at 15 fps count the faces in the frame; the crop detections in
+# between carry the track. Without a track, or while the crop detector misses the tracked face
+# (turned away, or the track drifted off it), every other sample searches the whole frame.
+KEYFRAME_EVERY = 10
+SEARCH_EVERY = 2
+# Between keyframes the detector looks at the tracked face scaled to this size (its window is
+# 80 px) with a quarter face of margin: a 135 px patch. Brightness and sharpness are measured on
+# the same patch.
+PATCH_FACE_PX = 90
+# Patch detections below dlib's usual threshold of 0 are kept: a face turned past ~30 degrees
+# scores -0.9..0 in the turned-face filters (measured on the live turns), an empty patch lower.
+PATCH_DETECT_THRESHOLD = -0.9
+# A tracked face not seen by any detector for longer than this is dropped.
+MAX_UNCONFIRMED_S = 1.0
+# A tracked box stays within this factor of the last detected face size.
+MAX_SIZE_DRIFT = 1.2
+# The dlib HOG box relative to its own landmarks, in eye-to-mouth distances: its centre lies
+# 0.56 of the way from the eyes to the mouth corners, its side is 2.31 times that distance
+# (medians over 256 detections in the two live videos, spread 0.09 and 0.12).
+_BOX_CENTRE, _BOX_SIZE = 0.56, 2.31
+# Candidate frames for encodings: the best frame of each slice of this length is kept.
+CANDIDATE_SLICE_S = 1.0
+# Encoding crops keep the face at most this high: twice the encoder's 150 px chip keeps all detail.
+CROP_FACE_PX = 200
+
+_FEATURES = ("chin", "left_eyebrow", "right_eyebrow", "nose_bridge", "nose_tip", "left_eye", "right_eye")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one sampled frame shows. Without a face: box and landmarks None, measurements NaN."""
+
+    t: float
+    box: Box | None
+    landmarks: Landmarks | None
+    face_count: int | None  # faces the full detector found; None between keyframes
+    detected: bool  # the full detector found this face on this frame
+    # The detector's view of the tracked face (on keyframes the full detection, else the patch's,
+    # every other sample the previous sample's): its score, NaN when no detector saw the face,
+    # and its pose, +1 turned to the person's left, -1 to their right, 0 frontal.
+    face_score: float
+    turned: int | None
+    brightness: float  # mean luma of the face box, 0-255
+    sharpness: float  # variance of the Laplacian of the face at PATCH_FACE_PX
+    face_px: float  # face box height in analysis pixels
+    frame_brightness: float  # mean luma of the whole frame (keyframes), to tell darkness from absence
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A face crop kept for a possible encoding: the frame's best face within its time slice."""
+
+    t: float
+    score: float
+    segment: int  # the track segment (see FaceTracker) the face belongs to
+    crop: Image_
+    box: Box  # the face within the crop
+
+
+@dataclass(frozen=True)
+class _Detection:
+    box: Box
+    score: float
+    turned: int
+
+
+@dataclass
+class FaceTracker:
+    """Takes the sampled frames in order; keeps where the face is and the candidates for encodings.
+
+    A segment is a stretch of one continuous track. A new one starts whenever the full detector
+    (re)acquires a face because there was no track, or the track lost its face or drifted off it:
+    a face that differs between segments is another person cut in.
+    """
+
+    segment: int = -1
+    candidates: dict[tuple[int, int], Candidate] = field(default_factory=dict)  # by (segment, time slice)
+    _box: Box | None = None  # where to look on the next sample
+    _view: _Detection | None = None  # the detector's view of the tracked face when it last looked
+    _carried: bool = False  # the last sample reused the view of the one before
+    _seen_at: float = -math.inf  # when a detector last saw the tracked face
+    _detected_px: float = 0.0  # the size of the last fully detected box
+    _since_keyframe: int = KEYFRAME_EVERY
+
+    def observe(self, frame: Frame) -> Observation:
+        image, t = frame.image, frame.t
+        found: list[_Detection] = []
+        face_count: int | None = None
+        frame_brightness = math.nan
+        if self._keyframe_due():
+            found = detect(image)
+            face_count = len(found)
+            frame_brightness = float(luma(image[::4, ::4]).mean())
+        near = _overlapping(found, self._box) if found and self._box is not None else None
+        detected = near is not None
+        box = near.box if near is not None else self._box
+        if box is not None and not _inside(box, image.shape):
+            box = None
+        # The patch detector runs on every other sample while it keeps seeing the face; the
+        # sample in between keeps the view before it (a head turns little in 67 ms).
+        alternate = face_count is None and self._view is not None and not self._carried
+        carried = self._view if box is not None and alternate else None
+        self._carried = carried is not None
+        patch = _patch(image, box) if box is not None and carried is None else None
+        if patch is not None and near is None:
+            near = _detect_near(patch)
+        if near is None and found:
+            # The largest face found takes over; another face next to a tracked one only counts.
+            near = max(found, key=lambda d: d.box[2] - d.box[0])
+            box, patch, detected = near.box, _patch(image, near.box), True
+            self.segment += 1
+        if box is None:
+            return self._lost(t, face_count, frame_brightness)
+        if carried is None:
+            self._view = near
+        if near is not None:
+            self._seen_at = t
+        elif carried is None and t - self._seen_at > MAX_UNCONFIRMED_S:
+            return self._lost(t, face_count, frame_brightness)
+        brightness, sharp = _quality(image, patch) if patch is not None else (math.nan, math.nan)
+        points = landmarks(image, box)
+        if detected:
+            self._detected_px = float(box[2] - box[0])
+            # Landmarks depend on where the box puts the predictor's initial shape: boxes always
+            # derived from landmarks keep that placement consistent from sample to sample.
+            box = _tracked_box(points, self._detected_px)
+            points = landmarks(image, box)
+        view = near or carried
+        self._follow(view, near, points)
+        if near is not None and near.turned == 0 and near.score >= 0:
+            self._consider(t, image, box, points, near.score)
+        return Observation(
+            t=t,
+            box=box,
+            landmarks=points,
+            face_count=face_count,
+            detected=detected,
+            face_score=math.nan if view is None else view.score,
+            turned=None if view is None else view.turned,
+            brightness=brightness,
+            sharpness=sharp,
+            face_px=float(box[2] - box[0]),
+            frame_brightness=frame_brightness,
+        )
+
+    def _keyframe_due(self) -> bool:
+        """Every KEYFRAME_EVERY samples; every SEARCH_EVERY while there is no face seen to follow."""
+        self._since_keyframe += 1
+        searching = self._box is None or self._view is None
+        if self._since_keyframe < (SEARCH_EVERY if searching else KEYFRAME_EVERY):
+            return False
+        self._since_keyframe = 0
+        return True
+
+    def _follow(self, view: _Detection | None, near: _Detection | None, points: Landmarks) -> None:
+        """Where to look next: the landmarks locate a frontal face best; on a turned face they are
+        guesses and the turned-face filter's box follows the head; unseen, the face stays put."""
+        if view is not None and not view.turned:
+            self._box = _tracked_box(points, self._detected_px)
+        elif near is not None:
+            self._box = near.box
+
+    def _lost(self, t: float, face_count: int | None, frame_brightness: float) -> Observation:
+        self._box, self._view = None, None
+        nan = math.nan
+        return Observation(t, None, None, face_count, False, nan, None, nan, nan, nan, frame_brightness)
+
+    def _consider(self, t: float, image: Image_, box: Box, points: Landmarks, face_score: float) -> None:
+        """Keep the frame if it is its time slice's best for an encoding so far.
+
+        The frontal filter's score grows with how clearly a frontal face shows (pose, blur,
+        shadows): the frames the encoder, trained on frontal photos, reads best. Only frames the
+        detector would report at its own threshold (score >= 0) qualify; closed eyes count against.
+        """
+        score = face_score * min(1.0, actions.eye_aspect_ratio(points) / 0.25)
+        slot = (self.segment, int(t // CANDIDATE_SLICE_S))
+        best = self.candidates.get(slot)
+        if best is None or score > best.score:
+            crop, crop_box = _crop(image, box)
+            self.candidates[slot] = Candidate(t, score, self.segment, crop, crop_box)
+
+
+def detect(image: Image_) -> list[_Detection]:
+    """Faces the HOG detector finds on a DETECT_LONG_SIDE copy (dlib's threshold 0), in `image` pixels."""
+    height, width = image.shape[:2]
+    scale = DETECT_LONG_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Averaging whole blocks first (reduce) costs a fraction of filtering the full frame.
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0))
+    return _run(small, scale, 0.0, (0, 0))
+
+
+@dataclass(frozen=True)
+class _Patch:
+    """A face and a quarter face around it, scaled so that the face spans PATCH_FACE_PX."""
+
+    box: Box  # the face in the frame
+    pixels: Image_
+    scale: float
+    origin: tuple[int, int]  # the patch's (top, left) in the frame
+
+
+def _patch(image: Image_, box: Box) -> _Patch:
+    top, right, bottom, left = box
+    size = max(1, bottom - top)
+    margin = size // 4
+    y0, x0 = max(0, top - margin), max(0, left - margin)
+    crop = image[y0 : max(y0 + 1, bottom + margin), x0 : max(x0 + 1, right + margin)]
+    scale = PATCH_FACE_PX / size
+    return _Patch(box, _scaled(crop, scale), scale, (y0, x0))
+
+
+def _detect_near(patch: _Patch) -> _Detection | None:
+    """The best detection in the patch around the tracked face, down to PATCH_DETECT_THRESHOLD."""
+    found = _run(patch.pixels, patch.scale, PATCH_DETECT_THRESHOLD, patch.origin)
+    return max((d for d in found if _overlap(d.box, patch.box) > 0.3), key=lambda d: d.score, default=None)
+
+
+def _quality(image: Image_, patch: _Patch) -> tuple[float, float]:
+    """Mean luma and sharpness of the face box, measured at PATCH_FACE_PX or less.
+
+    One scale for every face keeps sharpness comparable across resolutions; a smaller face is
+    measured as it is, since enlarging it would blur it.
+    """
+    top, right, bottom, left = _clip(patch.box, image.shape)
+    if patch.scale < 1:
+        y0, x0 = patch.origin
+        top, right, bottom, left = (
+            round((top - y0) * patch.scale),
+            round((right - x0) * patch.scale),
+            round((bottom - y0) * patch.scale),
+            round((left - x0) * patch.scale),
+        )
+        face = patch.pixels[top:bottom, left:right]
+    else:
+        face = image[top:bottom, left:right]
+    if face.shape[0] < 3 or face.shape[1] < 3:
+        return math.nan, math.nan
+    grey = luma(face)
+    return float(grey.mean()), sharpness(grey)
+
+
+def face_quality(image: Image_, box: Box) -> tuple[float, float]:
+    """Mean luma (0-255) and sharpness (see `sharpness`) of a face, measured at PATCH_FACE_PX or less."""
+    return _quality(image, _patch(image, box))
+
+
+def _run(image: Image_, scale: float, threshold: float, offset: tuple[int, int]) -> list[_Detection]:
+    rectangles, scores, filters = _DETECTOR.run(image, 0, threshold)
+    y0, x0 = offset
+    return [
+        _Detection(
+            box=(
+                y0 + round(rect.top() / scale),
+                x0 + round(rect.right() / scale),
+                y0 + round(rect.bottom() / scale),
+                x0 + round(rect.left() / scale),
+            ),
+            score=float(score),
+            turned=1 if index == _NOSE_IMAGE_RIGHT else -1 if index == _NOSE_IMAGE_LEFT else 0,
+        )
+        for rect, score, index in zip(rectangles, scores, filters, strict=True)
+    ]
+
+
+def landmarks(image: Image_, box: Box) -> Landmarks:
+    """The 68 landmarks in iBUG order (face_recognition hands them out grouped by feature)."""
+    parts = face_recognition.face_landmarks(image, [box], "large")[0]
+    points = [point for name in _FEATURES for point in parts[name]]
+    top_lip, bottom_lip = parts["top_lip"], parts["bottom_lip"]
+    # Outer lip 48-59, then inner lip 60-67 (see face_recognition.api.face_landmarks for the packing).
+    points += top_lip[0:7] + bottom_lip[1:6]
+    points += [top_lip[i] for i in (11, 10, 9, 8, 7)] + [bottom_lip[i] for i in (10, 9, 8)]
+    return np.asarray(points, dtype=np.float64)
+
+
+def encode(candidates: list[Candidate]) -> list[Embedding]:
+    return [encode_box(candidate.crop, candidate.box) for candidate in candidates]
+
+
+def encode_box(image: Image_, box: Box) -> Embedding:
+    found = face_recognition.face_encodings(image, [box], 1, "small")
+    return np.asarray(found[0], dtype=np.float64)
+
+
+def detect_still(image: Image_) -> list[Box]:
+    """Faces in a single photo: time allows upsampling once, which finds faces down to ~40 px."""
+    found: list[Box] = face_recognition.face_locations(image, 1, "hog")
+    return found
+
+
+def luma(image: Image_) -> npt.NDArray[np.float64]:
+    weights = np.array([0.299, 0.587, 0.114])
+    result: npt.NDArray[np.float64] = image.astype(np.float64) @ weights
+    return result
+
+
+def sharpness(gray: npt.NDArray[np.float64]) -> float:
+    """Variance of the 4-neighbour Laplacian: low when edges are smeared by focus or motion blur."""
+    laplacian = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4 * gray[1:-1, 1:-1]
+    return float(laplacian.var())
+
+
+def _scaled(image: Image_, scale: float) -> Image_:
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+def _tracked_box(points: Landmarks, detected_px: float) -> Box:
+    """The square box the detector would draw around these landmarks, from the eyes and mouth corners.
+
+    Those points hold still through blinks, a dropped jaw and head turns, unlike the outline:
+    a box sized from the landmarks' extent shrinks on a turned face (the predictor answers inside
+    its box), the next box is smaller still, and within a second the track collapses. The size is
+    also held near the last detection's: a head turning or nodding keeps its size.
+    """
+    eyes = (points[36] + points[39] + points[42] + points[45]) / 4
+    down = (points[48] + points[54]) / 2 - eyes
+    centre_x, centre_y = eyes + _BOX_CENTRE * down
+    size = _BOX_SIZE * float(np.linalg.norm(down))
+    if detected_px > 0:
+        size = min(max(size, detected_px / MAX_SIZE_DRIFT), detected_px * MAX_SIZE_DRIFT)
+    half = size / 2
+    return round(centre_y - half), round(centre_x + half), round(centre_y + half), round(centre_x - half)
+
+
+def _inside(box: Box, shape: tuple[int, ...]) -> bool:
+    """Most of the box lies within the frame: a face sliding out leaves landmarks guessed on the border."""
+    top, right, bottom, left = box
+    clipped = _clip(box, shape)
+    area = (bottom - top) * (right - left)
+    inside = max(0, clipped[2] - clipped[0]) * max(0, clipped[1] - clipped[3])
+    return area > 0 and inside >= 0.6 * area
+
+
+def _overlapping(found: list[_Detection], box: Box) -> _Detection | None:
+    """The detection of the tracked face, if the detector found it."""
+    best = max(found, key=lambda d: _overlap(d.box, box), default=None)
+    return best if best is not None and _overlap(best.box, box) > 0.3 else None
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over union."""
+    top, right, bottom, left = max(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+    inter = max(0, bottom - top) * max(0, right - left)
+    union = (a[2] - a[0]) * (a[1] - a[3]) + (b[2] - b[0]) * (b[1] - b[3]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _clip(box: Box, shape: tuple[int, ...]) -> Box:
+    top, right, bottom, left = box
+    return max(0, top), min(shape[1], right), min(shape[0], bottom), max(0, left)
+
+
+def _crop(image: Image_, box: Box) -> tuple[Image_, Box]:
+    """The face with half a face of margin each side (the encoder's chip reaches past the box)."""
+    top, right, bottom, left = box
+    size = bottom - top
+    margin = size // 2
+    y0, y1 = max(0, top - margin), min(image.shape[0], bottom + margin)
+    x0, x1 = max(0, left - margin), min(image.shape[1], right + margin)
+    crop = image[y0:y1, x0:x1]
+    shifted = (top - y0, right - x0, bottom - y0, left - x0)
+    scale = min(1.0, CROP_FACE_PX / max(1, size))
+    if scale == 1.0:
+        return np.ascontiguousarray(crop), shifted
+    small = _scaled(crop, scale)
+    return small, (
+        round(shifted[0] * scale),
+        round(shifted[1] * scale),
+        round(shifted[2] * scale),
+        round(shifted[3] * scale),
+    )
