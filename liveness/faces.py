@@ -42,8 +42,8 @@ _NOSE_IMAGE_LEFT, _NOSE_IMAGE_RIGHT = 1, 2
 # Detection runs on a copy scaled to this long side (up or down): the HOG window finds faces of
 # ~65 px and more there, i.e. a tenth of the frame's long side, whatever the source resolution.
 DETECT_LONG_SIDE = 640
-# Full detections every 0.67 s at 15 fps count the faces in the frame; the crop detections in
-# between carry the track. Without a track, or while the crop detector misses the tracked face
+# Full detections every 0.67 s at 15 fps count the faces in the frame; the patch detections in
+# between carry the track. Without a track, or while the patch detector misses the tracked face
 # (turned away, or the track drifted off it), every other sample searches the whole frame.
 KEYFRAME_EVERY = 10
 SEARCH_EVERY = 2
@@ -115,8 +115,12 @@ class FaceTracker:
     A segment is a stretch of one continuous track. A new one starts whenever the full detector
     (re)acquires a face because there was no track, or the track lost its face or drifted off it:
     a face that differs between segments is another person cut in.
+
+    `keyframe_every` is 1 for a burst of stills: each is a photo of its own, in which the
+    exactly-one-face rule applies.
     """
 
+    keyframe_every: int = KEYFRAME_EVERY
     segment: int = -1
     candidates: dict[tuple[int, int], Candidate] = field(default_factory=dict)  # by (segment, time slice)
     _box: Box | None = None  # where to look on the next sample
@@ -149,8 +153,9 @@ class FaceTracker:
         if patch is not None and near is None:
             near = _detect_near(patch)
         if near is None and found:
-            # The largest face found takes over; another face next to a tracked one only counts.
-            near = max(found, key=lambda d: d.box[2] - d.box[0])
+            # The largest frontal face found takes over (the person faces their phone); another
+            # face next to a tracked one only counts.
+            near = max(found, key=lambda d: (d.turned == 0, d.box[2] - d.box[0]))
             box, patch, detected = near.box, _patch(image, near.box), True
             self.segment += 1
         if box is None:
@@ -188,10 +193,10 @@ class FaceTracker:
         )
 
     def _keyframe_due(self) -> bool:
-        """Every KEYFRAME_EVERY samples; every SEARCH_EVERY while there is no face seen to follow."""
+        """Every keyframe_every samples; every SEARCH_EVERY while there is no face seen to follow."""
         self._since_keyframe += 1
         searching = self._box is None or self._view is None
-        if self._since_keyframe < (SEARCH_EVERY if searching else KEYFRAME_EVERY):
+        if self._since_keyframe < (min(SEARCH_EVERY, self.keyframe_every) if searching else self.keyframe_every):
             return False
         self._since_keyframe = 0
         return True

@@ -42,8 +42,9 @@ MAX_ANALYSED_S = 15.0
 # Beyond this the clip is not the app's recording; decoding stops there to bound CPU.
 MAX_CLIP_S = 20.0
 MAX_STILLS = 30
-# A burst carries no timestamps; the app captures stills at 10 fps.
-BURST_INTERVAL_S = 0.1
+# A burst carries no timestamps. The API takes 5-30 stills for one challenge; taken 4 a second
+# they span the 1-7 s a challenge takes.
+BURST_INTERVAL_S = 0.25
 # Guards against a stream of tiny frames at an absurd frame rate (a cheap way to burn CPU).
 MAX_DECODED_FRAMES = 2000
 VIDEO_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})

@@ -85,7 +85,7 @@ def measure(media: Media) -> Measurements:
     digest = replay.sha256([media.video] if media.video is not None else list(media.frames))
     observations: list[Observation] = []
     thumbnails: list[tuple[float, Image_]] = []
-    tracker = FaceTracker()
+    tracker = FaceTracker(keyframe_every=faces.KEYFRAME_EVERY if media.video is not None else 1)
     short_side = math.nan
     try:
         for index, frame in enumerate(frames(media)):
@@ -166,7 +166,7 @@ def judge(
     return Analysis(
         outcome=outcome,
         reasons=reasons,
-        scores=scores,
+        scores=_finite(scores),
         actions=tuple(detected),
         sha256=measured.sha256,
         frame_hashes=frame_hashes,
@@ -205,8 +205,13 @@ def enroll(photo: bytes) -> Enrollment:
         frame_brightness=brightness,
     )
     if reasons := quality.assess(capture):
-        return Enrollment(embedding=None, reasons=reasons, scores=scores)
-    return Enrollment(embedding=faces.encode_box(image, box), reasons=(), scores=scores)
+        return Enrollment(embedding=None, reasons=reasons, scores=_finite(scores))
+    return Enrollment(embedding=faces.encode_box(image, box), reasons=(), scores=_finite(scores))
+
+
+def _finite(scores: dict[str, float]) -> dict[str, float]:
+    """Scores without the measurements that did not exist (NaN: no face to measure)."""
+    return {name: value for name, value in scores.items() if math.isfinite(value)}
 
 
 def _check(challenge: Sequence[Action]) -> None:
