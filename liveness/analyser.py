@@ -28,7 +28,7 @@ def _warm_up() -> None:
 def _analyse(
     media: Media,
     challenge: tuple[Action, ...],
-    reference: Embedding,
+    reference: Embedding | None,
     earlier: tuple[EarlierSubmission, ...],
     t: Thresholds,
 ) -> Analysis:
@@ -73,7 +73,7 @@ class FaceAnalyser:
         self,
         media: Media,
         challenge: Sequence[Action],
-        reference: Embedding,
+        reference: Embedding | None,
         earlier: Sequence[EarlierSubmission],
         thresholds: Thresholds,
     ) -> Analysis:

@@ -68,7 +68,7 @@ class Measurements:
 def analyse(
     media: Media,
     challenge: Sequence[Action],
-    reference: Embedding,
+    reference: Embedding | None,  # None: no usable reference photo; the liveness verdict still counts
     earlier: Sequence[EarlierSubmission],
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> Analysis:
@@ -110,7 +110,7 @@ def measure(media: Media) -> Measurements:
 def judge(
     measured: Measurements,
     challenge: Sequence[Action],
-    reference: Embedding,
+    reference: Embedding | None,
     earlier: Sequence[EarlierSubmission],
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> Analysis:
@@ -248,13 +248,13 @@ def _choose(candidates: list[Candidate], count: int) -> list[Candidate]:
     return sorted(chosen, key=lambda c: c.t)
 
 
-def _usable(reference: Embedding) -> bool:
-    """A 128-float descriptor: an empty or NaN one (no enrolled photo) would match nothing, or everything."""
-    return reference.shape == (128,) and bool(np.isfinite(reference).all())
+def _usable(reference: Embedding | None) -> bool:
+    """A 128-float descriptor: a malformed or NaN one would match nothing, or everything."""
+    return reference is not None and reference.shape == (128,) and bool(np.isfinite(reference).all())
 
 
-def _match(encodings: list[Embedding], reference: Embedding, scores: dict[str, float]) -> float | None:
-    if not encodings or not _usable(reference):
+def _match(encodings: list[Embedding], reference: Embedding | None, scores: dict[str, float]) -> float | None:
+    if not encodings or reference is None or not _usable(reference):
         return None
     distances = [float(np.linalg.norm(encoding - reference)) for encoding in encodings]
     scores["match_distance_min"] = min(distances)

@@ -71,11 +71,9 @@ class FaceJobs:
     async def _certify(self, item: WorkItem) -> str | None:
         if item.attempts > MAX_ANALYSIS_ATTEMPTS:
             return await self._cert.give_up(item, Reason.UNREADABLE_MEDIA)
+        # Without a usable reference photo the clip is still analysed (a reviewer sees its frames and
+        # actions); the pipeline then sends a live clip to review, not the pensioner away.
         reference = await self._reference(item)
-        if reference is None:
-            # Not the pensioner's fault: a person decides, administrators were told at enrolment.
-            missing = Analysis(outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.REFERENCE_MISSING,), scores={})
-            return await self._cert.record_analysis(item, missing, [])
         blobs = await self._cert.load_media(item)
         media = Media(video=blobs[0]) if item.media_kind == "video" else Media(frames=blobs)
         earlier = await self._cert.earlier_submissions(item)

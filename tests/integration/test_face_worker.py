@@ -337,3 +337,28 @@ async def test_a_worker_killed_mid_job_leaves_one_result(
     assert row["analysis_attempts"] == 2
     events = await pool.fetchval("SELECT count(*) FROM domain_events WHERE payload->>'check_id' = $1", str(check_id))
     assert events == 1
+
+
+async def test_without_a_reference_photo_a_live_clip_goes_to_a_person(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    who = await applicant(client, pool, importer, tmp_path)  # imported without a reference photo
+    check = await certify(client, pool, who, ["blink"], (VIDEOS / "live_blink__eye_blink.mp4").read_bytes())
+    assert check["status"] == "needs_review", check
+    assert codes(check) == {"reference_missing"}
+    operator = await operator_headers_for(services, "carol", "Carol Operator")
+    assert (await client.post(f"/v1/review/checks/{check['id']}/claim", headers=operator)).status_code == 200
+    view = (await client.get(f"/v1/review/checks/{check['id']}", headers=operator)).json()
+    assert view["frame_urls"]  # the reviewer sees the clip's frames
+    assert view["reference_url"] is None
+    assert [a["action"] for a in view["detected_actions"]].count("blink") >= 1
+    r = await client.post(
+        f"/v1/review/checks/{check['id']}/decision",
+        json={"decision": "approve", "reason": "matches the ID card photo on file at the office"},
+        headers=operator,
+    )
+    assert (r.status_code, r.json()["status"]) == (200, "passed")
+    status = (await client.get("/v1/certifications/status", headers=who.headers)).json()
+    assert status["eligible_until"] == add_months(date.today(), 12).isoformat()
+    r = await client.post("/v1/card/activation", json={"national_id": who.person.national_id}, headers=who.headers)
+    assert r.json()["status"] == "active"
