@@ -14,10 +14,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -30,10 +28,10 @@ import uvloop
 from app.auth import repository as auth_repo
 from app.auth import tokens
 from app.cards import repository as card_repo
-from infra.config import APP_ROLE, Settings, dev_secrets, load_settings, settings_env
+from bench.system import embedded_system
+from infra.config import Settings, settings_env
 from infra.db import StatelessConnection
-from infra.embedded import exit_on_sigterm, provision, running_postgres, running_seaweedfs, service_env
-from infra.migrate import migrate
+from infra.embedded import exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_S3_PORT = 38433  # its other ports derive from it (infra.embedded.weed_ports)
@@ -243,7 +241,6 @@ async def bare_asyncpg(
 
 def _measure(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Migrate, start the API as `make run` does (granian, 2 workers), seed, and run every phase."""
-    asyncio.run(migrate(settings.migration_database_url, APP_ROLE))
     api = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve"],
         env={**os.environ, **settings_env(settings)},
@@ -283,35 +280,9 @@ def main() -> int:
     args = parser.parse_args()
 
     exit_on_sigterm()
-    root = Path(tempfile.mkdtemp(prefix="socialcard-bench-"))
-    secrets = dev_secrets(root)
-    access_key, secret_key = secrets["s3_access_key_id"], secrets["s3_secret_access_key"]
-    try:
-        with (
-            running_postgres(root / "postgres") as postgres,
-            running_seaweedfs(
-                root / "s3", access_key=access_key, secret_key=secret_key, bucket="socialcard", s3_port=BENCH_S3_PORT
-            ) as s3,
-        ):
-            asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, "socialcard"))
-            env = {
-                **service_env(
-                    postgres,
-                    s3,
-                    database="socialcard",
-                    bucket="socialcard",
-                    access_key=access_key,
-                    secret_key=secret_key,
-                ),
-                "VAR_DIR": str(root),
-                "SOCIALCARD_ENV": "bench",
-                "API_PORT": "8099",
-                "LOG_LEVEL": "INFO",  # as `make run` logs
-                **{k.upper(): v for k, v in secrets.items() if k.endswith("_key")},
-            }
-            results = _measure(load_settings(env), args)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    # The API port is its own, clear of `make run`'s; it logs at INFO as `make run` does.
+    with embedded_system("socialcard-bench-", BENCH_S3_PORT, API_PORT="8099", LOG_LEVEL="INFO") as (settings, _):
+        results = _measure(settings, args)
 
     ratio = results["http"]["verifications_per_s"] / results["bare_asyncpg"]["round_trips_per_s"]
     results["http_to_bare_ratio"] = round(ratio, 3)
