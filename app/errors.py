@@ -69,6 +69,11 @@ class Unprocessable(AppError):
     status = 422
 
 
+class UnsupportedMedia(AppError):
+    status = 415
+    code = "not_a_video"
+
+
 class TooManyRequests(AppError):
     status = 429
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import asyncpg
 import msgspec
+
+T = TypeVar("T", bound=msgspec.Struct)
 
 # Routes that need a bearer credential say so in OpenAPI (the guards enforce it); public ones say nothing.
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
@@ -10,3 +16,10 @@ BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
+
+
+def to_schema(schema: type[T], row: asyncpg.Record | Mapping[str, Any], **computed: Any) -> T:
+    """A response body from a database row plus computed fields: the Struct names what it shows, and
+    msgspec checks every value against its type (a status outside its Literal fails here, not in a client)."""
+    values = {name: computed[name] if name in computed else row[name] for name in schema.__struct_fields__}
+    return msgspec.convert(values, schema)

@@ -42,9 +42,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from app.persons.national_id import check_character
-from bench.system import embedded_system
-from infra.config import Settings, settings_env
 from infra.embedded import exit_on_sigterm
 from liveness.model import Action, Embedding, Media, Thresholds
 
@@ -52,6 +49,8 @@ if TYPE_CHECKING:
     import asyncpg
     from litestar import Litestar
     from litestar.testing import AsyncTestClient
+
+    from infra.config import Settings
 
 # Every spawned measuring process imports this module first, so the filter holds there too.
 warnings.filterwarnings("ignore", category=UserWarning, module="face_recognition_models")
@@ -152,11 +151,23 @@ def _rgb(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
 
 
-def _clip_seconds(video: bytes) -> float:
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    seconds: float
+    fps: float
+
+
+def _header(video: bytes) -> Header:
+    """What the container states, without decoding a frame: decoded pixels would raise this
+    process's peak RSS, which the measuring processes spawned after it inherit."""
     with av.open(io.BytesIO(video), mode="r") as container:
         if container.duration is None:
             raise ValueError("the container does not state its duration")
-        return container.duration / av.time_base
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        return Header(width, height, container.duration / av.time_base, float(stream.average_rate or 30))
 
 
 def upscaled_clip(video: bytes, seconds: float, size: tuple[int, int]) -> bytes:
@@ -180,16 +191,18 @@ def upscaled_clip(video: bytes, seconds: float, size: tuple[int, int]) -> bytes:
 
 
 def _references(videos: list[bytes], index: int) -> list[Embedding]:
-    """The encoding of frame `index` of each video at full size: the enrolled reference photo."""
-    import face_recognition
+    """Each video's reference: its frame `index`, enrolled as an imported photo of it would be."""
+    from liveness.pipeline import reference_from_video
 
     references: list[Embedding] = []
     for video in videos:
-        image = _rgb(_video_frame(video, index))
-        locations = face_recognition.face_locations(image)
-        if len(locations) != 1:
-            raise ValueError(f"frame {index} shows {len(locations)} faces, not one")
-        references.append(face_recognition.face_encodings(image, locations)[0])
+        # Half a frame early, so timestamp rounding cannot skip it (the pipeline samples every frame
+        # of these 15 fps clips, and the even ones of the 30 fps clip).
+        at_s = (index - 0.5) / _header(video).fps
+        reference = reference_from_video(video, at_s)
+        if reference is None:
+            raise ValueError(f"frame {index} cannot be enrolled as a reference photo")
+        references.append(reference)
     return references
 
 
@@ -252,6 +265,8 @@ def _run_baseline(video: bytes, reference: Embedding, accept_distance: float) ->
 
 def _person(n: int, photo: Path) -> dict[str, str]:
     """An import row with a valid national ID (GB 11643) and its own phone."""
+    from app.persons.national_id import check_character
+
     born = date(1950, 1, 1) + timedelta(days=n)
     first17 = f"110101{born:%Y%m%d}{n:03d}"
     return {
@@ -379,6 +394,10 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 def measure_latency(video: bytes) -> Latency:
     """Embedded PostgreSQL and S3 in a private folder, migrated; one `socialcard worker`; the API in-process."""
+    # Imported here, not at the top: every spawned measuring process imports this module.
+    from bench.system import embedded_system
+    from infra.config import settings_env
+
     with embedded_system("socialcard-bench-liveness-", BENCH_S3_PORT, LOG_LEVEL="WARNING") as (settings, root):
         with (root / "worker.log").open("wb") as log:
             worker = subprocess.Popen(
@@ -499,14 +518,13 @@ def main() -> int:
     for case, reference in zip(cases, references, strict=True):
         pipeline = in_fresh_process(_run_pipeline, case.video, case.challenge, reference, REPEATS)
         baseline = in_fresh_process(_run_baseline, case.video, reference, accept) if case.baseline else None
-        cpu, seconds = statistics.median(pipeline.cpu_s), _clip_seconds(case.video)
-        frame = _video_frame(case.video, 0)
+        cpu, header = statistics.median(pipeline.cpu_s), _header(case.video)
         per_case[case.name] = {
-            "seconds": seconds,
-            "size": f"{frame.width}x{frame.height}",
+            "seconds": header.seconds,
+            "size": f"{header.width}x{header.height}",
             "challenge": [str(a) for a in case.challenge],
             "cpu_s": cpu,
-            "cpu_s_per_5s": cpu / seconds * 5,
+            "cpu_s_per_5s": cpu / header.seconds * 5,
             "pipeline": asdict(pipeline),
             "baseline": asdict(baseline) if baseline is not None else None,
             "speedup": baseline.cpu_s / cpu if baseline is not None else None,

@@ -12,12 +12,17 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 
 class SettingsError(Exception):
     """A configuration value is missing or invalid; the message says which and how to fix it."""
+
+
+# The liveness actions a challenge may ask for (liveness.model.Action names them for the worker).
+ACTIONS = ("blink", "turn_left", "turn_right", "open_mouth")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,7 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otp_max_per_hour: int = 5
     max_request_body_bytes: int = 1024 * 1024
     # Face certification: the challenge policy (e.g. blink-only for assisted mode) and limits.
-    challenge_actions: tuple[str, ...] = ("blink", "turn_left", "turn_right", "open_mouth")
+    challenge_actions: tuple[str, ...] = ACTIONS
     challenge_min_actions: int = 2
     challenge_max_actions: int = 3
     challenge_ttl_s: int = 120
@@ -93,14 +98,20 @@ def dev_secrets(var_dir: Path) -> dict[str, str]:
     return generated
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
+    """`name` from the environment as the default's type (int or float), within [low, high]."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -110,23 +121,7 @@ def embedded_s3_port(env: Mapping[str, str]) -> int:
     """Where the embedded S3 server listens (`EMBEDDED_S3_PORT`; its other ports derive from it)."""
     from infra.embedded import EMBEDDED_S3_PORT
 
-    return _int(env, "EMBEDDED_S3_PORT", EMBEDDED_S3_PORT, 1024, 53000)
-
-
-ACTIONS = ("blink", "turn_left", "turn_right", "open_mouth")
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    return _number(env, "EMBEDDED_S3_PORT", EMBEDDED_S3_PORT, 1024, 53000)
 
 
 def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
@@ -144,7 +139,7 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
         ("JOB_HEARTBEAT_S", 30, 2, 600),
     ):
         try:
-            ints[name.lower()] = _int(env, name, default, low, high)
+            ints[name.lower()] = _number(env, name, default, low, high)
         except SettingsError as exc:
             problems.append(str(exc))
     for name, fallback in (
@@ -153,7 +148,7 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
         ("FACE_REPLAY_DISTANCE", 0.15),
     ):
         try:
-            floats[name.lower()] = _float(env, name, fallback, 0.0, 1.5)
+            floats[name.lower()] = _number(env, name, fallback, 0.0, 1.5)
         except SettingsError as exc:
             problems.append(str(exc))
     if ints.get("challenge_min_actions", 2) > ints.get("challenge_max_actions", 3):
@@ -214,7 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("DB_POOL_MAX", 10, 1, 500),
     ):
         try:
-            numbers[name.lower()] = _int(env, name, default, low, high)
+            numbers[name.lower()] = _number(env, name, default, low, high)
         except SettingsError as exc:
             problems.append(str(exc))
     if {"db_pool_min", "db_pool_max"} <= numbers.keys() and numbers["db_pool_min"] > numbers["db_pool_max"]:

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
+class StorageError(Exception):
+    """The object store refused part of a request."""
+
+
 class ObjectStorage:
     def __init__(self, settings: Settings, bucket: str | None = None) -> None:
         self.bucket = bucket or settings.s3_bucket
@@ -63,7 +67,13 @@ class ObjectStorage:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # the S3 limit per DeleteObjects call
             batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys[start : start + 1000]]
-            self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            # Quiet: the answer lists only failures, and any failure must stop the caller marking the
+            # objects gone.
+            answer = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if errors := answer.get("Errors"):
+                raise StorageError(
+                    f"{len(errors)} objects not deleted, e.g. {errors[0].get('Key')}: {errors[0].get('Code')}"
+                )
 
     def presigned_get(self, key: str, expires_s: int) -> str:
         url: str = self._client.generate_presigned_url(

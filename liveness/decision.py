@@ -70,7 +70,7 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
     if evidence.identity_spread is not None and evidence.identity_spread > thresholds.reject_distance:
         found.append(Reason.IDENTITY_CHANGED)
     if evidence.face_seen:
-        found.extend(reason for reason in _PROOF_AGAINST if reason in evidence.liveness and reason not in found)
+        found.extend(reason for reason in _PROOF_AGAINST if reason in evidence.liveness)
     found.extend(evidence.capture)
     if not evidence.face_seen:
         found.append(Reason.NO_FACE)

@@ -8,8 +8,7 @@ faces root) and, optionally, labelled videos as DIR/video/<label>__<name>.<ext>.
      data (and with a by-identity bootstrap's upper bound), and how the accept / review / reject
      bands split genuine and impostor pairs;
   4. replay calibration: how far re-compressed and rescaled copies of a photo lie from the original;
-  5. for the videos (once `liveness.pipeline` exists): every decision under every challenge policy,
-     APCER per attack type and BPCER.
+  5. for the videos: every decision under every challenge policy, APCER per attack type and BPCER.
 Statistics are pure functions over arrays; reading files, encoding and printing stay in the shell
 at the bottom of the module.
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import io
 import itertools
 import json
@@ -34,8 +32,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image
 
+from liveness.media import Image_, decode_still
 from liveness.model import Action, Embedding, Media, Outcome, Thresholds
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,10 +65,7 @@ REPLAY_COPIES: dict[str, tuple[float, int | None]] = {
     "0.75x+jpeg q60": (0.75, 60),
 }
 REPLAY_BASIS = "0.75x+jpeg q60"  # the harshest copy, the one the replay threshold is proposed from
-# Part of every cache key: change it whenever the encoding or the copies change.
-ENCODER = "hog-upsample1-small-jitter1/" + ",".join(f"{s}x-q{q}" for s, q in REPLAY_COPIES.values())
 DEFAULT_CACHE = Path("var/liveness-evaluate-cache.json")
-REFERENCE_SCAN_FRAMES = 150  # how far into a clip to look for a frame with exactly one face
 
 # Every challenge the API may ask: ordered sequences of one or two distinct actions.
 POLICIES: tuple[tuple[Action, ...], ...] = tuple(
@@ -88,9 +84,17 @@ LIVE_PERFORMS: dict[str, tuple[Action, ...]] = {
     ),
 }
 
-# An attack is matched against the person it impersonates, as the worker would match it against
-# that person's enrolled photo; attacks without a live counterpart use their own first face.
-REFERENCE_FROM: dict[str, str] = {"replay_screen__zubair_fake.mp4": "live_turn__zubair_real.mov"}
+# Each clip is matched against a reference enrolled from a frame (clip, time in s), as from an
+# imported photo of it; the unit tests use the same frames. An attack is matched against the person
+# it impersonates, as the worker would match it against that person's enrolled photo; one without
+# a live counterpart against its own face.
+REFERENCES: dict[str, tuple[str, float]] = {
+    "live_blink__eye_blink.mp4": ("live_blink__eye_blink.mp4", 1.0),
+    "live_turn__zubair_real.mov": ("live_turn__zubair_real.mov", 0.5),
+    "replay_screen__zubair_fake.mp4": ("live_turn__zubair_real.mov", 0.5),
+    "not_selfie__hamilton_clip.mp4": ("not_selfie__hamilton_clip.mp4", 5.3),  # the man on stage
+}
+OWN_REFERENCE_AT_S = 0.5  # a clip not listed above is matched against its own frame at this time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,13 +431,12 @@ class Decision:
     outcome: str
     reasons: tuple[str, ...]
     match_distance: float | None
-    seconds: float
 
 
 @dataclass(frozen=True)
 class VideoReport:
-    skipped: str | None  # why no video was analysed
-    references: dict[str, str]  # video -> the video whose first single-face frame is its reference
+    references: dict[str, str]  # video -> the clip and time of the frame its reference is enrolled from
+    measure_seconds: dict[str, float]  # video -> wall time of its one `measure`; judging takes milliseconds
     decisions: tuple[Decision, ...]
     apcer: dict[str, Proportion]  # attack type -> attempts that passed
     bpcer_all: Proportion | None  # bona fide attempts that did not pass, over every policy
@@ -657,7 +660,7 @@ THRESHOLD_HEADER = (
 )
 DISTRIBUTION_HEADER = ("pairs", "n", *(name for name, _ in QUANTILES))
 BANDS_HEADER = ("pairs", "accept", "review", "reject")
-DECISION_HEADER = ("video", "policy", "performs", "outcome", "reasons", "match", "s")
+DECISION_HEADER = ("video", "policy", "performs", "outcome", "reasons", "match")
 
 
 def _bands_rows(lfw: LfwReport) -> list[list[str]]:
@@ -676,7 +679,6 @@ def _decision_rows(decisions: Sequence[Decision]) -> list[list[str]]:
             d.outcome,
             ",".join(d.reasons) or "-",
             "-" if d.match_distance is None else f"{d.match_distance:.3f}",
-            f"{d.seconds:.1f}",
         ]
         for d in decisions
     ]
@@ -769,10 +771,9 @@ def render_text(report: Report) -> str:
 
 
 def _video_text(video: VideoReport) -> list[str]:
-    if video.skipped is not None:
-        return [f"skipped: {video.skipped}"]
     return [
-        *(f"reference for {v}: first single-face frame of {src}" for v, src in video.references.items()),
+        *(f"reference for {v}: {frame}, enrolled as a photo" for v, frame in video.references.items()),
+        *(f"measured {v} once: {seconds:.1f} s" for v, seconds in video.measure_seconds.items()),
         *_table(DECISION_HEADER, _decision_rows(video.decisions)),
         "",
         *_video_rate_lines(video),
@@ -797,7 +798,7 @@ def render_markdown(report: Report) -> str:
         "",
         *_markdown_table(_replay_header(), _replay_rows(replay)),
     ]
-    if report.video is not None and report.video.skipped is None:
+    if report.video is not None:
         lines += [
             "",
             *_markdown_table(DECISION_HEADER, _decision_rows(report.video.decisions)),
@@ -821,16 +822,16 @@ def report_json(report: Report) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def encode_rgb(pixels: npt.NDArray[np.uint8]) -> Encoded:
+def encode_rgb(pixels: Image_) -> Encoded:
+    """The worker's still encoder (`liveness.faces`), with the number of faces it found."""
     # Imported here so the statistics above import without dlib: face_recognition quits the
     # process when its models are missing.
-    import face_recognition
+    from liveness import faces
 
-    locations = face_recognition.face_locations(pixels)
-    if len(locations) != 1:
-        return Encoded(len(locations), None)
-    encoding = face_recognition.face_encodings(pixels, known_face_locations=locations)[0]
-    return Encoded(1, np.asarray(encoding, dtype=np.float64))
+    found = faces.detect_still(pixels)
+    if len(found) != 1:
+        return Encoded(len(found), None)
+    return Encoded(1, faces.encode_box(pixels, found[0]))
 
 
 def replay_copy(image: Image.Image, scale: float, quality: int | None) -> Image.Image:
@@ -847,12 +848,11 @@ def replay_copy(image: Image.Image, scale: float, quality: int | None) -> Image.
 
 def encode_file(task: tuple[str, str]) -> ImageEncoding:
     path, identity = task
-    with Image.open(path) as opened:
-        # Phone uploads carry their rotation in EXIF; dlib finds no face in a sideways image.
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    original = encode_rgb(np.asarray(image))
+    pixels = decode_still(Path(path).read_bytes())  # as the worker reads a photo: upright, analysis size
+    original = encode_rgb(pixels)
     if original.embedding is None:
         return ImageEncoding(path, identity, original, {})
+    image = Image.fromarray(pixels)
     copies = {
         kind: encode_rgb(np.asarray(replay_copy(image, scale, quality)))
         for kind, (scale, quality) in REPLAY_COPIES.items()
@@ -865,9 +865,16 @@ def list_identity_images(root: Path, limit: int | None) -> list[tuple[str, str]]
     return [(str(photo), person.name) for person in people[:limit] for photo in sorted(person.glob("*.jpg"))]
 
 
-def _cache_key(path: str) -> str:
+def _encoder() -> str:
+    """Part of every cache key: the worker's still encoder and the copies made of each photo."""
+    from liveness import faces  # see encode_rgb
+
+    return faces.STILL_ENCODER + "/" + ",".join(f"{s}x-q{q}" for s, q in REPLAY_COPIES.values())
+
+
+def _cache_key(path: str, encoder: str) -> str:
     stat = os.stat(path)
-    return f"{ENCODER}|{os.path.abspath(path)}|{stat.st_mtime_ns}|{stat.st_size}"
+    return f"{encoder}|{os.path.abspath(path)}|{stat.st_mtime_ns}|{stat.st_size}"
 
 
 def _to_cache(image: ImageEncoding) -> dict[str, Any]:
@@ -888,7 +895,8 @@ def _from_cache(path: str, identity: str, entry: dict[str, Any]) -> ImageEncodin
 
 def encode_all(tasks: Sequence[tuple[str, str]], cache_path: Path, workers: int) -> list[ImageEncoding]:
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    keys = {path: _cache_key(path) for path, _ in tasks}
+    encoder = _encoder()
+    keys = {path: _cache_key(path, encoder) for path, _ in tasks}
     missing = [task for task in tasks if keys[task[0]] not in cache]
     if missing:
         # dlib detects and encodes on one thread per call: one process per core uses the machine.
@@ -902,78 +910,73 @@ def encode_all(tasks: Sequence[tuple[str, str]], cache_path: Path, workers: int)
     return [_from_cache(path, identity, cache[keys[path]]) for path, identity in tasks]
 
 
-def first_face_embedding(video: Path) -> Embedding | None:
-    """The encoding of the first frame with exactly one face: the clip's frontal reference."""
-    import av
-
-    with av.open(str(video)) as container:
-        for number, frame in enumerate(container.decode(video=0)):
-            if number >= REFERENCE_SCAN_FRAMES:
-                break
-            # dlib takes only C-contiguous pixels, and PyAV pads its rows.
-            encoded = encode_rgb(np.ascontiguousarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
-            if encoded.embedding is not None:
-                return encoded.embedding
-    return None
-
-
 @dataclass(frozen=True)
-class VideoAttempt:
+class VideoTask:
     path: str
     video: VideoLabel
-    policy: tuple[Action, ...]
     reference: Embedding
     thresholds: Thresholds
 
 
-def analyse_attempt(attempt: VideoAttempt) -> Decision:
-    # Imported here, in the pool's process: the LFW part runs without the pipeline.
-    from liveness.pipeline import analyse
+def judge_video(task: VideoTask) -> tuple[float, list[Decision]]:
+    """One clip measured once (wall seconds), then judged under every policy as `analyse` would."""
+    from liveness.pipeline import judge, measure  # see encode_rgb
 
-    media = Media(video=Path(attempt.path).read_bytes())
     started = time.monotonic()
-    analysis = analyse(media, attempt.policy, attempt.reference, (), attempt.thresholds)
+    measured = measure(Media(video=Path(task.path).read_bytes()))
     seconds = time.monotonic() - started
-    performed = LIVE_PERFORMS.get(attempt.video.file)
-    distance = analysis.scores.get("match_distance")
-    return Decision(
-        video=attempt.video.file,
-        label=attempt.video.label,
-        bona_fide=attempt.video.bona_fide,
-        policy=policy_name(attempt.policy),
-        performs_policy=None if performed is None else attempt.policy in satisfied_policies(performed),
-        outcome=analysis.outcome.value,
-        reasons=tuple(reason.value for reason in analysis.reasons),
-        match_distance=None if distance is None else float(distance),
-        seconds=seconds,
-    )
+    performed = LIVE_PERFORMS.get(task.video.file)
+    satisfied = None if performed is None else satisfied_policies(performed)
+    decisions = []
+    for policy in POLICIES:
+        analysis = judge(measured, policy, task.reference, (), task.thresholds)
+        distance = analysis.scores.get("match_distance")
+        decisions.append(
+            Decision(
+                video=task.video.file,
+                label=task.video.label,
+                bona_fide=task.video.bona_fide,
+                policy=policy_name(policy),
+                performs_policy=None if satisfied is None else policy in satisfied,
+                outcome=analysis.outcome.value,
+                reasons=tuple(reason.value for reason in analysis.reasons),
+                match_distance=None if distance is None else float(distance),
+            )
+        )
+    return seconds, decisions
 
 
 def evaluate_videos(folder: Path, thresholds: Thresholds, workers: int) -> VideoReport:
-    if importlib.util.find_spec("liveness.pipeline") is None:
-        return VideoReport("liveness.pipeline does not exist yet", {}, (), {}, None, None, None)
+    from liveness.pipeline import reference_from_video  # see encode_rgb
 
     labels = [parse_video_name(p.name) for p in sorted(folder.iterdir()) if p.is_file()]
-    references = {video.file: REFERENCE_FROM.get(video.file, video.file) for video in labels}
-    embeddings: dict[str, Embedding] = {}
-    for source in sorted(set(references.values())):
-        found = first_face_embedding(folder / source)
+    frames = {video.file: REFERENCES.get(video.file, (video.file, OWN_REFERENCE_AT_S)) for video in labels}
+    embeddings: dict[tuple[str, float], Embedding] = {}
+    for source, at_s in sorted(set(frames.values())):
+        found = reference_from_video((folder / source).read_bytes(), at_s)
         if found is None:
-            raise SystemExit(f"{source}: no frame with exactly one face in the first {REFERENCE_SCAN_FRAMES}")
-        embeddings[source] = found
-    attempts = [
-        VideoAttempt(str(folder / video.file), video, policy, embeddings[references[video.file]], thresholds)
-        for video in labels
-        for policy in POLICIES
-    ]
+            raise SystemExit(f"{source}: its frame at {at_s} s cannot be enrolled as a reference photo")
+        embeddings[source, at_s] = found
+    tasks = [VideoTask(str(folder / video.file), video, embeddings[frames[video.file]], thresholds) for video in labels]
+    seconds: dict[str, float] = {}
     decisions: list[Decision] = []
+    # One clip per process: measuring is the cost, judging under every policy takes milliseconds.
     with multiprocessing.Pool(workers) as pool:
-        for decision in pool.imap(analyse_attempt, attempts):
-            decisions.append(decision)
-            # Progress: the videos take minutes, the report comes at the end.
-            print(*_decision_rows([decision])[0], sep="  ", file=sys.stderr, flush=True)
+        for task, (measured_s, judged) in zip(tasks, pool.imap(judge_video, tasks), strict=True):
+            seconds[task.video.file] = measured_s
+            decisions += judged
+            # Progress: the videos take a minute, the report comes at the end.
+            print(f"measured {task.video.file} in {measured_s:.1f} s", file=sys.stderr, flush=True)
     apcer, bpcer_all, bpcer_performed, passed_unperformed = video_rates(decisions)
-    return VideoReport(None, references, tuple(decisions), apcer, bpcer_all, bpcer_performed, passed_unperformed)
+    return VideoReport(
+        references={video: f"{source} at {at_s} s" for video, (source, at_s) in frames.items()},
+        measure_seconds=seconds,
+        decisions=tuple(decisions),
+        apcer=apcer,
+        bpcer_all=bpcer_all,
+        bpcer_performed=bpcer_performed,
+        passed_unperformed=passed_unperformed,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from liveness import actions
-from liveness.media import Frame, Image_
+from liveness import actions, media
+from liveness.media import Frame, Image_, luma
 from liveness.model import Embedding
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left: face_recognition's order
@@ -66,6 +66,13 @@ _BOX_CENTRE, _BOX_SIZE = 0.56, 2.31
 CANDIDATE_SLICE_S = 1.0
 # Encoding crops keep the face at most this high: twice the encoder's 150 px chip keeps all detail.
 CROP_FACE_PX = 200
+# A single photo is searched with the HOG detector upsampled this many times; every encoding is
+# one pass (no jitter) aligned by the 5-point landmarks.
+STILL_UPSAMPLE = 1
+ENCODING_JITTERS = 1
+ENCODING_LANDMARKS = "small"
+# Names the still detector and encoder above (`liveness.evaluate` keys its cache with it).
+STILL_ENCODER = f"hog-upsample{STILL_UPSAMPLE}-{ENCODING_LANDMARKS}-jitter{ENCODING_JITTERS}"
 
 _FEATURES = ("chin", "left_eyebrow", "right_eyebrow", "nose_bridge", "nose_tip", "left_eye", "right_eye")
 
@@ -78,7 +85,6 @@ class Observation:
     box: Box | None
     landmarks: Landmarks | None
     face_count: int | None  # faces the full detector found; None between keyframes
-    detected: bool  # the full detector found this face on this frame
     # The detector's view of the tracked face (on keyframes the full detection, else the patch's,
     # every other sample the previous sample's): its score, NaN when no detector saw the face,
     # and its pose, +1 turned to the person's left, -1 to their right, 0 frontal.
@@ -88,6 +94,14 @@ class Observation:
     sharpness: float  # variance of the Laplacian of the face at PATCH_FACE_PX
     face_px: float  # face box height in analysis pixels
     frame_brightness: float  # mean luma of the whole frame (keyframes), to tell darkness from absence
+
+    @property
+    def seen(self) -> bool:
+        """A detector saw the face: on this sample, or on the one before for a sample that kept its view.
+
+        A full detection always sets the score, so this also covers the frames the full detector found it on.
+        """
+        return not math.isnan(self.face_score)
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,7 @@ class FaceTracker:
         if self._keyframe_due():
             found = detect(image)
             face_count = len(found)
-            frame_brightness = float(luma(image[::4, ::4]).mean())
+            frame_brightness = media.frame_brightness(image)
         near = _overlapping(found, self._box) if found and self._box is not None else None
         detected = near is not None
         box = near.box if near is not None else self._box
@@ -183,7 +197,6 @@ class FaceTracker:
             box=box,
             landmarks=points,
             face_count=face_count,
-            detected=detected,
             face_score=math.nan if view is None else view.score,
             turned=None if view is None else view.turned,
             brightness=brightness,
@@ -211,8 +224,18 @@ class FaceTracker:
 
     def _lost(self, t: float, face_count: int | None, frame_brightness: float) -> Observation:
         self._box, self._view = None, None
-        nan = math.nan
-        return Observation(t, None, None, face_count, False, nan, None, nan, nan, nan, frame_brightness)
+        return Observation(
+            t=t,
+            box=None,
+            landmarks=None,
+            face_count=face_count,
+            face_score=math.nan,
+            turned=None,
+            brightness=math.nan,
+            sharpness=math.nan,
+            face_px=math.nan,
+            frame_brightness=frame_brightness,
+        )
 
     def _consider(self, t: float, image: Image_, box: Box, points: Landmarks, face_score: float) -> None:
         """Keep the frame if it is its time slice's best for an encoding so far.
@@ -328,20 +351,14 @@ def encode(candidates: list[Candidate]) -> list[Embedding]:
 
 
 def encode_box(image: Image_, box: Box) -> Embedding:
-    found = face_recognition.face_encodings(image, [box], 1, "small")
+    found = face_recognition.face_encodings(image, [box], ENCODING_JITTERS, ENCODING_LANDMARKS)
     return np.asarray(found[0], dtype=np.float64)
 
 
 def detect_still(image: Image_) -> list[Box]:
     """Faces in a single photo: time allows upsampling once, which finds faces down to ~40 px."""
-    found: list[Box] = face_recognition.face_locations(image, 1, "hog")
+    found: list[Box] = face_recognition.face_locations(image, STILL_UPSAMPLE, "hog")
     return found
-
-
-def luma(image: Image_) -> npt.NDArray[np.float64]:
-    weights = np.array([0.299, 0.587, 0.114])
-    result: npt.NDArray[np.float64] = image.astype(np.float64) @ weights
-    return result
 
 
 def sharpness(gray: npt.NDArray[np.float64]) -> float:

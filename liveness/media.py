@@ -49,21 +49,33 @@ BURST_INTERVAL_S = 0.25
 MAX_DECODED_FRAMES = 2000
 VIDEO_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 STILL_FORMATS = ("JPEG", "PNG", "WEBP")
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 
 class MediaError(Exception):
-    """The upload cannot be analysed; `reason` says why in terms the person can act on."""
+    """The upload cannot be analysed; `reason` says why in terms the person can act on (`detail`
+    goes into the message only, for logs and tracebacks)."""
 
     def __init__(self, reason: Reason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
         self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
 class Frame:
     t: float  # seconds since the clip's first frame
     image: Image_
+
+
+def luma(image: Image_) -> npt.NDArray[np.float64]:
+    """Grey levels (0-255) of RGB pixels, by the ITU-R BT.601 weights JPEG uses."""
+    result: npt.NDArray[np.float64] = image.astype(np.float64) @ _LUMA_WEIGHTS
+    return result
+
+
+def frame_brightness(image: Image_) -> float:
+    """Mean luma of a whole picture, on every 4th pixel each way: whether it is dark where no face shows."""
+    return float(luma(image[::4, ::4]).mean())
 
 
 def frames(media: Media) -> Iterator[Frame]:

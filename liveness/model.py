@@ -66,11 +66,6 @@ class Reason(StrEnum):
     ANALYSIS_ERROR = "analysis_error"
 
 
-RETRY_REASONS = frozenset(
-    {Reason.FACE_TOO_SMALL, Reason.TOO_DARK, Reason.TOO_BLURRED, Reason.FACE_LOST, Reason.TOO_SHORT}
-)
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """Decision bands; defaults calibrated on shared/faces/lfw-dev by `python -m liveness.evaluate`."""

@@ -3,8 +3,9 @@
 Both take bytes and plain data and return plain data: no I/O, no database, no clock. Bad media
 never raises; it becomes an outcome with a reason.
 
-`analyse` is `judge(measure(media), ...)`: `measure` does the expensive, challenge-independent
-work once (decoding, face tracking, encodings); `judge` is cheap and pure.
+`analyse` is `judge(measure(media), ...)`: `measure` does everything that does not depend on the
+challenge, the reference or earlier submissions once (decoding, face tracking, encodings, the
+actions performed, capture quality, frame hashes, review frames); `judge` is cheap and pure.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import numpy as np
 from PIL import Image
 
 from liveness import actions, decision, faces, quality, replay
 from liveness.faces import Candidate, FaceTracker, Observation
-from liveness.media import Frame, Image_, MediaError, decode_still, frames
+from liveness.media import Frame, Image_, MediaError, decode_still, decode_video, frame_brightness, frames
 from liveness.model import (
-    RETRY_REASONS,
     Action,
     Analysis,
     DetectedAction,
@@ -51,6 +52,8 @@ REVIEW_LONG_SIDE = 360
 REVIEW_JPEG_QUALITY = 80
 # Fewer plausible frontal frames than this cannot tell a still picture from a live face.
 MIN_MOTION_FRAMES = 5
+# A reference taken from a clip's frame is enrolled as a JPEG of this quality, as an imported photo.
+REFERENCE_JPEG_QUALITY = 92
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,16 @@ class Measurements:
     error: Reason | None = None
     observations: tuple[Observation, ...] = ()
     encodings: tuple[tuple[float, Embedding], ...] = ()  # (time, encoding) of the chosen frames
-    thumbnails: tuple[tuple[float, Image_], ...] = ()  # every THUMBNAIL_EVERY-th sample
-    short_side_px: float = math.nan
+    embedding: Embedding | None = None  # their mean
+    identity_spread: float | None = None  # see `_identity_spread`
+    actions: tuple[DetectedAction, ...] = ()  # every action performed, by onset
+    still: bool = False  # the face never moved as a live one does: a picture
+    capture: tuple[Reason, ...] = ()  # capture problems (quality.assess)
+    face_seen: bool = False  # a detector saw a face at least once
+    multi_face_keyframes: int = 0
+    frame_hashes: tuple[int, ...] = ()  # of every THUMBNAIL_EVERY-th sample
+    review_frames: tuple[bytes, ...] = field(default=(), repr=False)  # JPEGs for the reviewer
+    scores: dict[str, float] = field(default_factory=dict)  # those that do not depend on the challenge
 
 
 def analyse(
@@ -81,7 +92,7 @@ def analyse(
 
 
 def measure(media: Media) -> Measurements:
-    """Decode, track the face through the clip and encode a few chosen frames."""
+    """Decode, track the face through the clip, encode a few chosen frames, and sum up the clip."""
     digest = replay.sha256([media.video] if media.video is not None else list(media.frames))
     observations: list[Observation] = []
     thumbnails: list[tuple[float, Image_]] = []
@@ -98,12 +109,55 @@ def measure(media: Media) -> Measurements:
     duration = observations[-1].t - observations[0].t
     wanted = min(MAX_ENCODINGS, max(MIN_ENCODINGS, round(duration / ENCODING_EVERY_S) + 1))
     chosen = _choose(list(tracker.candidates.values()), wanted)
+    encodings = tuple(zip([c.t for c in chosen], faces.encode(chosen), strict=True))
+    return _summarise(digest, tuple(observations), encodings, thumbnails, short_side)
+
+
+def _summarise(
+    sha256: str,
+    observations: tuple[Observation, ...],
+    encodings: tuple[tuple[float, Embedding], ...],
+    thumbnails: Sequence[tuple[float, Image_]],
+    short_side_px: float,
+) -> Measurements:
+    """Everything the decision takes from the clip itself: the actions performed, motion, capture quality."""
+    scores: dict[str, float] = {
+        "frames_analysed": float(len(observations)),
+        "keyframes": float(sum(o.face_count is not None for o in observations)),
+        "duration_s": observations[-1].t - observations[0].t,
+        "faces_max": float(max((o.face_count or 0 for o in observations), default=0)),
+    }
+    vectors = [encoding for _, encoding in encodings]
+    identity_spread = _identity_spread(vectors)
+    if identity_spread is not None:
+        scores["identity_spread"] = identity_spread
+
+    signals = actions.signals(
+        [o.t for o in observations], [o.landmarks for o in observations], [o.turned for o in observations]
+    )
+    neutral = actions.baseline(signals)
+    detected = tuple(actions.detect_actions(signals, neutral)) if neutral is not None else ()
+    still = _still(detected, signals, neutral, observations, scores)
+
+    capture = _capture(observations, short_side_px)
+    scores.update(_capture_scores(capture))
+    multi = sum(1 for o in observations if (o.face_count or 0) >= 2)
+    scores["multi_face_keyframes"] = float(multi)
+    moments = [t for t, _ in encodings] + [action.at_s for action in detected]
     return Measurements(
-        sha256=digest,
-        observations=tuple(observations),
-        encodings=tuple(zip([c.t for c in chosen], faces.encode(chosen), strict=True)),
-        thumbnails=tuple(thumbnails),
-        short_side_px=short_side,
+        sha256=sha256,
+        observations=observations,
+        encodings=encodings,
+        embedding=np.mean(vectors, axis=0) if vectors else None,
+        identity_spread=identity_spread,
+        actions=detected,
+        still=still,
+        capture=quality.assess(capture),
+        face_seen=any(o.seen for o in observations),
+        multi_face_keyframes=multi,
+        frame_hashes=tuple(replay.dhash(thumbnail) for _, thumbnail in thumbnails),
+        review_frames=_review_frames(thumbnails, moments),
+        scores=scores,
     )
 
 
@@ -117,62 +171,38 @@ def judge(
     """The decision on measured media: liveness against the challenge, the match, replays."""
     _check(challenge)
     if measured.error is not None:
-        outcome = Outcome.RETRY if measured.error in RETRY_REASONS else Outcome.FAILED
-        return Analysis(outcome=outcome, reasons=(measured.error,), scores={}, sha256=measured.sha256)
-    observations = measured.observations
-    scores: dict[str, float] = {
-        "frames_analysed": float(len(observations)),
-        "keyframes": float(sum(o.face_count is not None for o in observations)),
-        "duration_s": observations[-1].t - observations[0].t,
-        "faces_max": float(max((o.face_count or 0 for o in observations), default=0)),
-    }
-    encodings = [encoding for _, encoding in measured.encodings]
-    embedding = np.mean(encodings, axis=0) if encodings else None
-    match_distance = _match(encodings, reference, scores)
-    identity_spread = _identity_spread(encodings)
-    if identity_spread is not None:
-        scores["identity_spread"] = identity_spread
-
-    signals = actions.signals(
-        [o.t for o in observations], [o.landmarks for o in observations], [o.turned for o in observations]
-    )
-    neutral = actions.baseline(signals)
-    detected = actions.detect_actions(signals, neutral) if neutral is not None else []
-    liveness = _liveness(challenge, detected, signals, neutral, observations, scores)
-
-    capture = _capture(measured)
-    scores.update(_capture_scores(capture))
-    multi = sum(1 for o in observations if (o.face_count or 0) >= 2)
-    scores["multi_face_keyframes"] = float(multi)
-
-    frame_hashes = tuple(replay.dhash(thumbnail) for _, thumbnail in measured.thumbnails)
-    replay_of = replay.find_replay(measured.sha256, frame_hashes, embedding, earlier, thresholds)
-    hash_distances = [replay.hash_distance(frame_hashes, submission.frame_hashes) for submission in earlier]
-    if known := [distance for distance in hash_distances if distance is not None]:
-        scores["replay_hash_distance"] = float(min(known))
+        # Only UNREADABLE_MEDIA and TOO_LONG end here (see liveness.media): the app's own recordings
+        # are neither, so filming again is no remedy, unlike a capture problem.
+        return Analysis(outcome=Outcome.FAILED, reasons=(measured.error,), scores={}, sha256=measured.sha256)
+    scores = dict(measured.scores)
+    match_distance = _match([encoding for _, encoding in measured.encodings], reference, scores)
+    order = actions.match_sequence(challenge, measured.actions)
+    liveness = ((Reason.NO_MOTION,) if measured.still else ()) + ((order,) if order is not None else ())
+    copied = replay.find_replay(measured.sha256, measured.frame_hashes, measured.embedding, earlier, thresholds)
+    if copied.hash_distance is not None:
+        scores["replay_hash_distance"] = float(copied.hash_distance)
 
     evidence = decision.Evidence(
-        face_seen=any(o.detected or not math.isnan(o.face_score) for o in observations),
-        multi_face_keyframes=multi,
-        identity_spread=identity_spread,
+        face_seen=measured.face_seen,
+        multi_face_keyframes=measured.multi_face_keyframes,
+        identity_spread=measured.identity_spread,
         liveness=liveness,
-        capture=quality.assess(capture),
+        capture=measured.capture,
         match_distance=match_distance,
         reference_missing=not _usable(reference),
-        replay_of=replay_of,
+        replay_of=copied.of,
     )
     outcome, reasons = decision.decide(evidence, thresholds)
-    moments = [t for t, _ in measured.encodings] + [action.at_s for action in detected]
     return Analysis(
         outcome=outcome,
         reasons=reasons,
         scores=_finite(scores),
-        actions=tuple(detected),
+        actions=measured.actions,
         sha256=measured.sha256,
-        frame_hashes=frame_hashes,
-        embedding=embedding,
-        replay_of=replay_of,
-        review_frames=_review_frames(measured.thumbnails, moments),
+        frame_hashes=measured.frame_hashes,
+        embedding=measured.embedding,
+        replay_of=copied.of,
+        review_frames=measured.review_frames,
     )
 
 
@@ -187,26 +217,32 @@ def enroll(photo: bytes) -> Enrollment:
     if len(found) != 1:
         if found:
             return Enrollment(embedding=None, reasons=(Reason.MULTIPLE_FACES,), scores=scores)
-        dark = float(faces.luma(image[::4, ::4]).mean()) < quality.MIN_BRIGHTNESS
+        dark = frame_brightness(image) < quality.MIN_BRIGHTNESS
         return Enrollment(embedding=None, reasons=(Reason.TOO_DARK if dark else Reason.NO_FACE,), scores=scores)
     box = found[0]
+    face_px = float(box[2] - box[0])
     brightness, sharpness = faces.face_quality(image, box)
-    scores.update(face_px=float(box[2] - box[0]), brightness=brightness, sharpness=sharpness)
-    # A photo is one frame, and a portrait or a cropped ID photo may show the face at any share
-    # of the picture: only its absolute size counts.
-    capture = quality.Capture(
-        duration_s=math.inf,
-        frames=quality.MIN_FRAMES,
-        seen_share=1.0,
-        face_px=float(box[2] - box[0]),
-        short_side_px=0.0,
-        brightness=brightness,
-        sharpness=sharpness,
-        frame_brightness=brightness,
-    )
-    if reasons := quality.assess(capture):
+    scores.update(face_px=face_px, brightness=brightness, sharpness=sharpness)
+    # A portrait or a cropped ID photo may show the face at any share of the picture: only its
+    # absolute size counts.
+    if reasons := quality.face_problems(face_px, quality.MIN_FACE_PX, brightness, sharpness):
         return Enrollment(embedding=None, reasons=reasons, scores=_finite(scores))
     return Enrollment(embedding=faces.encode_box(image, box), reasons=(), scores=_finite(scores))
+
+
+def reference_from_video(data: bytes, at_s: float) -> Embedding | None:
+    """The reference a clip's own frame gives (its first sample at or after `at_s`), enrolled as an
+    imported photo of that frame would be; None when the clip cannot be read, ends earlier, or the
+    frame cannot serve as a reference. For evaluations, benchmarks and tests: the worker enrols photos."""
+    try:
+        frame = next((f for f in decode_video(data) if f.t >= at_s), None)
+    except MediaError:
+        return None
+    if frame is None:
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(frame.image).save(buffer, format="JPEG", quality=REFERENCE_JPEG_QUALITY)
+    return enroll(buffer.getvalue()).embedding
 
 
 def _finite(scores: dict[str, float]) -> dict[str, float]:
@@ -248,13 +284,13 @@ def _choose(candidates: list[Candidate], count: int) -> list[Candidate]:
     return sorted(chosen, key=lambda c: c.t)
 
 
-def _usable(reference: Embedding | None) -> bool:
+def _usable(reference: Embedding | None) -> TypeGuard[Embedding]:
     """A 128-float descriptor: a malformed or NaN one would match nothing, or everything."""
     return reference is not None and reference.shape == (128,) and bool(np.isfinite(reference).all())
 
 
 def _match(encodings: list[Embedding], reference: Embedding | None, scores: dict[str, float]) -> float | None:
-    if not encodings or reference is None or not _usable(reference):
+    if not encodings or not _usable(reference):
         return None
     distances = [float(np.linalg.norm(encoding - reference)) for encoding in encodings]
     scores["match_distance_min"] = min(distances)
@@ -278,34 +314,29 @@ def _identity_spread(encodings: list[Embedding]) -> float | None:
     )
 
 
-def _liveness(
-    challenge: Sequence[Action],
-    detected: list[DetectedAction],
+def _still(
+    detected: Sequence[DetectedAction],
     signals: actions.Signals,
     neutral: actions.Baseline | None,
     observations: Sequence[Observation],
     scores: dict[str, float],
-) -> tuple[Reason, ...]:
-    reasons: list[Reason] = []
-    if neutral is not None:
-        scores.update(ear_baseline=neutral.ear, yaw_baseline=neutral.yaw, mouth_baseline=neutral.mouth)
-        valid = actions.plausible(signals, neutral)
-        shapes = [o.landmarks for o, ok in zip(observations, valid, strict=True) if ok and o.landmarks is not None]
-        if len(shapes) >= MIN_MOTION_FRAMES:
-            scores["motion"] = actions.motion(shapes)
-            # A face that did anything detectable moved, whatever the residual says: one blink in
-            # a still sitter's clip is too few frames to lift the measure above landmark jitter.
-            if scores["motion"] < actions.MIN_MOTION and not detected:
-                reasons.append(Reason.NO_MOTION)
-    order = actions.match_sequence(challenge, detected)
-    if order is not None:
-        reasons.append(order)
-    return tuple(reasons)
+) -> bool:
+    """Whether the face moved no more than a picture held before the camera; adds baselines and motion to `scores`."""
+    if neutral is None:
+        return False
+    scores.update(ear_baseline=neutral.ear, yaw_baseline=neutral.yaw, mouth_baseline=neutral.mouth)
+    valid = actions.plausible(signals, neutral)
+    shapes = [o.landmarks for o, ok in zip(observations, valid, strict=True) if ok and o.landmarks is not None]
+    if len(shapes) < MIN_MOTION_FRAMES:
+        return False
+    scores["motion"] = actions.motion(shapes)
+    # A face that did anything detectable moved, whatever the residual says: one blink in a still
+    # sitter's clip is too few frames to lift the measure above landmark jitter.
+    return scores["motion"] < actions.MIN_MOTION and not detected
 
 
-def _capture(measured: Measurements) -> quality.Capture:
-    observations = measured.observations
-    seen = [o for o in observations if o.detected or not math.isnan(o.face_score)]
+def _capture(observations: Sequence[Observation], short_side_px: float) -> quality.Capture:
+    seen = [o for o in observations if o.seen]
 
     def median(values: list[float]) -> float:
         finite = [value for value in values if not math.isnan(value)]
@@ -316,7 +347,7 @@ def _capture(measured: Measurements) -> quality.Capture:
         frames=len(observations),
         seen_share=len(seen) / len(observations),
         face_px=median([o.face_px for o in seen]),
-        short_side_px=measured.short_side_px,
+        short_side_px=short_side_px,
         brightness=median([o.brightness for o in seen]),
         sharpness=median([o.sharpness for o in seen]),
         frame_brightness=median([o.frame_brightness for o in observations]),

@@ -53,13 +53,20 @@ def assess(capture: Capture) -> tuple[Reason, ...]:
     if capture.seen_share == 0:
         # No face at all: darkness is the one cause the person can fix by themselves.
         return (Reason.TOO_DARK,) if capture.frame_brightness < MIN_BRIGHTNESS else ()
-    reasons: list[Reason] = []
-    if capture.face_px < max(MIN_FACE_PX, MIN_FACE_SHARE * capture.short_side_px):
-        reasons.append(Reason.FACE_TOO_SMALL)
-    if capture.brightness < MIN_BRIGHTNESS:
-        reasons.append(Reason.TOO_DARK)
-    if capture.sharpness < MIN_SHARPNESS:
-        reasons.append(Reason.TOO_BLURRED)
+    min_px = max(MIN_FACE_PX, MIN_FACE_SHARE * capture.short_side_px)
+    reasons = face_problems(capture.face_px, min_px, capture.brightness, capture.sharpness)
     if capture.seen_share < MIN_SEEN_SHARE:
-        reasons.append(Reason.FACE_LOST)
+        reasons += (Reason.FACE_LOST,)
+    return reasons
+
+
+def face_problems(face_px: float, min_px: float, brightness: float, sharpness: float) -> tuple[Reason, ...]:
+    """What is wrong with a face as measured (a clip's medians, or a photo's one face); NaN passes."""
+    reasons: list[Reason] = []
+    if face_px < min_px:
+        reasons.append(Reason.FACE_TOO_SMALL)
+    if brightness < MIN_BRIGHTNESS:
+        reasons.append(Reason.TOO_DARK)
+    if sharpness < MIN_SHARPNESS:
+        reasons.append(Reason.TOO_BLURRED)
     return tuple(reasons)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from liveness.media import luma
 from liveness.model import EarlierSubmission, Embedding, Thresholds
 
 _HASH_COLUMNS, _HASH_ROWS = 9, 8  # 8 x 8 horizontal gradients: 64 bits
@@ -37,7 +39,7 @@ def dhash(image: npt.NDArray[np.uint8]) -> int:
 
     The thumbnail averages whole blocks of pixels, so compression noise and rescaling leave it alone.
     """
-    grey = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) if image.ndim == 3 else image.astype(np.float64)
+    grey = luma(image) if image.ndim == 3 else image.astype(np.float64)
     height, width = grey.shape
     rows = np.linspace(0, height, _HASH_ROWS + 1).astype(int)
     columns = np.linspace(0, width, _HASH_COLUMNS + 1).astype(int)
@@ -58,21 +60,38 @@ def hash_distance(ours: Sequence[int], theirs: Sequence[int]) -> int | None:
     return int(np.median([min(hamming(a, b) for b in theirs) for a in ours]))
 
 
+@dataclass(frozen=True)
+class Replay:
+    of: str | None  # the check id of the earlier submission this upload copies
+    hash_distance: int | None  # to the nearest earlier submission's frames; None: nothing to compare
+
+
 def find_replay(
     sha256: str,
     frame_hashes: Sequence[int],
     embedding: Embedding | None,
     earlier: Sequence[EarlierSubmission],
     thresholds: Thresholds,
+) -> Replay:
+    """The earlier submission this upload copies, if any, and how near the nearest one's frames are."""
+    distances = [hash_distance(frame_hashes, submission.frame_hashes) for submission in earlier]
+    nearest = min((distance for distance in distances if distance is not None), default=None)
+    return Replay(_copied(sha256, distances, embedding, earlier, thresholds), nearest)
+
+
+def _copied(
+    sha256: str,
+    distances: Sequence[int | None],
+    embedding: Embedding | None,
+    earlier: Sequence[EarlierSubmission],
+    thresholds: Thresholds,
 ) -> str | None:
-    """The check id of the earlier submission this upload copies, if any."""
     for submission in earlier:
         if submission.sha256 == sha256:
             return submission.check_id
     if embedding is None:
         return None
-    for submission in earlier:
-        distance = hash_distance(frame_hashes, submission.frame_hashes)
+    for submission, distance in zip(earlier, distances, strict=True):
         if distance is None or distance > thresholds.replay_hash_bits or submission.embedding is None:
             continue
         if float(np.linalg.norm(submission.embedding - embedding)) < thresholds.replay_distance:

@@ -15,11 +15,11 @@ from app.certification.service import CertificationService, WorkItem
 from infra.config import Settings
 from infra.logging import request_id_var
 from liveness.analyser import AnalyserCrashed, FaceAnalyser
-from liveness.model import Action, Analysis, Embedding, Media, Outcome, Reason, Thresholds
+from liveness.model import Action, Embedding, Media, Thresholds
 
 log = logging.getLogger(__name__)
 
-# A check whose media took the analyser down this many times is failed, not retried forever.
+# A check whose analysis broke this many times goes to a reviewer, not round the queue forever.
 MAX_ANALYSIS_ATTEMPTS = 3
 RETRY_DELAY_S = 30
 
@@ -63,14 +63,13 @@ class FaceJobs:
             if item.attempts < MAX_ANALYSIS_ATTEMPTS:
                 await self._cert.retry_later(item, timedelta(seconds=RETRY_DELAY_S * item.attempts))
             else:
-                broken = Analysis(outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.ANALYSIS_ERROR,), scores={})
-                await self._cert.record_analysis(item, broken, [])
+                await self._cert.give_up(item)
         finally:
             request_id_var.reset(token)
 
     async def _certify(self, item: WorkItem) -> str | None:
         if item.attempts > MAX_ANALYSIS_ATTEMPTS:
-            return await self._cert.give_up(item, Reason.UNREADABLE_MEDIA)
+            return await self._cert.give_up(item)
         # Without a usable reference photo the clip is still analysed (a reviewer sees its frames and
         # actions); the pipeline then sends a live clip to review, not the pensioner away.
         reference = await self._reference(item)
@@ -85,6 +84,6 @@ class FaceJobs:
             except AnalyserCrashed:
                 log.warning("analyser process died", extra={"check_id": str(item.check_id), "try": attempt + 1})
         else:
-            return await self._cert.give_up(item, Reason.UNREADABLE_MEDIA)
+            return await self._cert.give_up(item)
         keys = await self._cert.store_review_frames(item, analysis.review_frames)
         return await self._cert.record_analysis(item, analysis, keys)

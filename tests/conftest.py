@@ -175,13 +175,8 @@ async def terminal_headers(services: Services) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def operator_headers_for(services: Services, username: str, display_name: str) -> dict[str, str]:
-    """A signed-in reviewer (support token: no password round trip, which the auth tests cover)."""
-    await services.auth.create_operator(username, display_name, "operator", "correct horse battery")
-    pair = await services.auth.support_token(operator=username)
-    return {"Authorization": f"Bearer {pair.access_token}"}
-
-
 @pytest.fixture
 async def operator_headers(services: Services) -> dict[str, str]:
+    from tests.factories import operator_headers_for
+
     return await operator_headers_for(services, "reviewer1", "Reviewer One")

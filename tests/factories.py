@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 import asyncpg
 from litestar.testing import AsyncTestClient
 
+from app.certification.service import settle
 from app.persons.national_id import check_character
+from app.services import Services
+from infra.db import unit_of_work
 
 _seq = itertools.count(1)
 
@@ -85,18 +89,45 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def record_passed_check(pool: asyncpg.Pool, phone: str) -> None:
-    """A face check passed earlier, for tests about what comes after certification (the card, payments)."""
-    await pool.execute(
+async def insert_check(
+    pool: asyncpg.Pool,
+    phone: str,
+    status: str,
+    *,
+    worker_outcome: str | None = None,
+    days_ago: int = 0,
+    media_keys: tuple[str, ...] = ("uploads/test/video",),
+    review_frame_keys: tuple[str, ...] = (),
+) -> uuid.UUID:
+    """A check (and its challenge) in `status`, analysed and decided by the worker `days_ago` days ago
+    when that status is final, straight into the tables."""
+    check_id: uuid.UUID = await pool.fetchval(
         """WITH p AS (SELECT id FROM persons WHERE phone = $1),
                 c AS (INSERT INTO certification_challenges (id, person_id, actions, upload_prefix, expires_at)
                       SELECT gen_random_uuid(), p.id, '{blink}', 'uploads/test/', now() FROM p RETURNING id, person_id)
            INSERT INTO certification_checks (person_id, challenge_id, actions, media_kind, media_keys, media_bytes,
-                                             status, worker_outcome, decided_at, decided_by)
-           SELECT person_id, id, '{blink}', 'video', '{uploads/test/video}', 1, 'passed', 'passed', now(), 'worker'
-           FROM c""",
+                                             status, worker_outcome, review_frame_keys, analysed_at, decided_at,
+                                             decided_by)
+           SELECT person_id, id, '{blink}', 'video', $2, 1, $3, $6, $4, t.at, CASE WHEN $7 THEN t.at END,
+                  CASE WHEN $7 THEN 'worker' END
+           FROM c, (SELECT now() - make_interval(days => $5) AS at) t RETURNING id""",
         phone,
+        list(media_keys),
+        status,
+        list(review_frame_keys),
+        days_ago,
+        worker_outcome,
+        status in ("passed", "failed", "retry"),
     )
+    return check_id
+
+
+async def record_passed_check(pool: asyncpg.Pool, phone: str) -> None:
+    """A face check passed today, with its effects applied as the worker applies them (eligibility)."""
+    check_id = await insert_check(pool, phone, "passed", worker_outcome="passed")
+    async with unit_of_work(pool) as uow:
+        person_id = await uow.fetchval("SELECT person_id FROM certification_checks WHERE id = $1", check_id)
+        await settle(uow, person_id, check_id, "passed", [], "worker")
 
 
 @dataclass(frozen=True)
@@ -146,3 +177,10 @@ async def submit_video(
         headers=headers,
     )
     return challenge, r
+
+
+async def operator_headers_for(services: Services, username: str, display_name: str) -> dict[str, str]:
+    """A signed-in reviewer (support token: no password round trip, which the auth tests cover)."""
+    await services.auth.create_operator(username, display_name, "operator", "correct horse battery")
+    pair = await services.auth.support_token(operator=username)
+    return {"Authorization": f"Bearer {pair.access_token}"}

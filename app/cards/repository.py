@@ -23,7 +23,9 @@ async def card_of_person(db: Db, person_id: uuid.UUID, *, lock: bool = False) ->
 
 async def person_for_activation(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
     return await uow.fetchrow(
-        "SELECT id, phone, vital_status FROM persons WHERE national_id_hash = $1", national_id_hash
+        """SELECT id, phone, vital_status, coalesce(certified_until >= current_date, false) AS certified
+           FROM persons WHERE national_id_hash = $1""",
+        national_id_hash,
     )
 
 
@@ -31,14 +33,6 @@ async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person_id: uuid.U
     # A person has one signed-in account: a new phone number takes the link over from the old one.
     await uow.execute("UPDATE accounts SET person_id = NULL WHERE person_id = $1 AND id <> $2", person_id, account_id)
     await uow.execute("UPDATE accounts SET person_id = $2 WHERE id = $1", account_id, person_id)
-
-
-async def has_passed_check(db: Db, person_id: uuid.UUID) -> bool:
-    return bool(
-        await db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM certification_checks WHERE person_id = $1 AND status = 'passed')", person_id
-        )
-    )
 
 
 async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> datetime | None:

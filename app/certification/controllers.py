@@ -12,43 +12,14 @@ from app.auth.guards import requires
 from app.auth.principal import CARDHOLDER, Principal
 from app.certification import schemas as s
 from app.certification.repository import CONSENT_TEXT_VERSION
-from app.certification.service import ChallengeView, CheckView, UploadMedia
-from app.certification.uploads import UPLOAD_MAX_BYTES, UnsupportedMedia, check_frames, check_video
-from app.errors import BadRequest
+from app.certification.service import UploadMedia
+from app.certification.uploads import UPLOAD_MAX_BYTES, check_frames, check_video
+from app.errors import BadRequest, UnsupportedMedia
 from app.schemas import BEARER
 from app.services import Services
 
 # Room for the multipart envelope around the largest allowed upload.
 SUBMISSION_MAX_BODY = UPLOAD_MAX_BYTES + 256 * 1024
-
-
-def _check(view: CheckView) -> s.Check:
-    return s.Check(
-        id=view.id,
-        status=view.status,  # type: ignore[arg-type]
-        actions=list(view.actions),  # type: ignore[arg-type]
-        reasons=[s.ReasonOut(code=r.code, text=r.text, advice=r.advice) for r in view.reasons],
-        submitted_at=view.submitted_at,
-        decided_at=view.decided_at,
-    )
-
-
-def _challenge(view: ChallengeView, submission_url: str) -> s.Challenge:
-    return s.Challenge(
-        id=view.id,
-        actions=list(view.actions),  # type: ignore[arg-type]
-        expires_at=view.expires_at,
-        upload=s.UploadOptions(
-            direct=s.DirectUpload(url=submission_url, max_bytes=view.max_bytes),
-            presigned_post=s.PresignedPost(
-                url=view.presigned_post["url"],
-                fields=view.presigned_post["fields"],
-                key_prefix=view.key_prefix,
-                max_bytes=view.max_bytes,
-                expires_at=view.expires_at,
-            ),
-        ),
-    )
 
 
 async def _multipart_media(request: Request[Any, Any, Any]) -> UploadMedia:
@@ -91,8 +62,8 @@ class CertificationController(Controller):
 
     @post("/challenges", status_code=201, summary="Start a certification: random actions and where to upload")
     async def new_challenge(self, request: Request[Principal, Any, Any], services: Services) -> s.Challenge:
-        view = await services.certification.new_challenge(request.user)
-        return _challenge(view, str(request.url.with_replacements(path=f"{self.path}/challenges/{view.id}/submission")))
+        challenges_url = str(request.url.with_replacements(path=f"{self.path}/challenges/", query=""))
+        return await services.certification.new_challenge(request.user, challenges_url)
 
     @post(
         "/challenges/{challenge_id:uuid}/submission",
@@ -119,15 +90,8 @@ class CertificationController(Controller):
 
     @get("/checks/{check_id:uuid}", summary="A check's status, reasons and advice")
     async def check(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Check:
-        return _check(await services.certification.check(request.user, check_id))
+        return await services.certification.check(request.user, check_id)
 
     @get("/status", summary="Eligibility, due date, last result and attempts left")
     async def status(self, request: Request[Principal, Any, Any], services: Services) -> s.CertificationStatus:
-        view = await services.certification.status(request.user)
-        return s.CertificationStatus(
-            eligible_until=view.eligible_until,
-            due_date=view.due_date,
-            last_check=_check(view.last_check) if view.last_check is not None else None,
-            attempts_left=view.attempts_left,
-            consent_given=view.consent_given,
-        )
+        return await services.certification.status(request.user)

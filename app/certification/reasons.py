@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from app.certification.schemas import ReasonOut
 from app.i18n import DEFAULT_LOCALE
 
 # code: ((zh-CN text, zh-CN advice), (en text, en advice))
@@ -98,14 +97,7 @@ REASONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 }
 
 
-@dataclass(frozen=True)
-class ReasonText:
-    code: str
-    text: str
-    advice: str
-
-
-def explain(code: str, locale: str) -> ReasonText:
+def explain(code: str, locale: str) -> ReasonOut:
     zh, en = REASONS.get(code, REASONS["unreadable_media"])
     text, advice = zh if locale == DEFAULT_LOCALE else en
-    return ReasonText(code, text, advice)
+    return ReasonOut(code=code, text=text, advice=advice)

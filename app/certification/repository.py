@@ -112,33 +112,33 @@ async def create_check(
     return check_id
 
 
-CHECK_COLUMNS = """k.id, k.person_id, k.status, k.actions, k.reasons, k.scores, k.actions_detected,
-                   k.submitted_at, k.analysed_at, k.decided_at, k.decided_by, k.review_decision,
-                   k.review_reason, k.replay_of, k.claimed_by, k.claimed_until, k.media_kind,
-                   k.media_keys, k.review_frame_keys, k.media_purged_at, k.worker_outcome"""
+# What the pensioner is shown of a check (schemas.Check), and the language to show it in.
+CHECK_COLUMNS = "k.id, k.status, k.actions, k.reasons, k.submitted_at, k.decided_at, p.locale"
+CHECKS = "certification_checks k JOIN persons p ON p.id = k.person_id"
 
 
 async def check_of_person(db: Db, check_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"SELECT {CHECK_COLUMNS} FROM certification_checks k WHERE k.id = $1 AND k.person_id = $2", check_id, person_id
+        f"SELECT {CHECK_COLUMNS} FROM {CHECKS} WHERE k.id = $1 AND k.person_id = $2", check_id, person_id
     )
 
 
 async def latest_check(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"""SELECT {CHECK_COLUMNS} FROM certification_checks k WHERE k.person_id = $1
+        f"""SELECT {CHECK_COLUMNS} FROM {CHECKS} WHERE k.person_id = $1
             ORDER BY k.submitted_at DESC LIMIT 1""",
         person_id,
     )
 
 
 async def failures_since(db: Db, person_id: uuid.UUID, since: datetime) -> int:
-    """Failed checks in the window, counted from the last human decision (a review resets it)."""
+    """Checks the worker failed in the window (including the one it sent on to review for being one
+    too many), counted from the last human decision: a review restarts the count."""
     count: int = await db.fetchval(
         """SELECT count(*) FROM certification_checks
-           WHERE person_id = $1 AND status = 'failed' AND decided_by = 'worker'
-             AND decided_at > greatest($2, (SELECT max(decided_at) FROM certification_checks
-                                            WHERE person_id = $1 AND decided_by <> 'worker'))""",
+           WHERE person_id = $1 AND worker_outcome = 'failed'
+             AND analysed_at > greatest($2, (SELECT max(decided_at) FROM certification_checks
+                                             WHERE person_id = $1 AND decided_by <> 'worker'))""",
         person_id,
         since,
     )
@@ -155,6 +155,12 @@ async def pending_review(db: Db, person_id: uuid.UUID) -> bool:
     )
 
 
+async def lock_person(uow: UnitOfWork, person_id: uuid.UUID) -> str | None:
+    """Serialise a person's certification changes (limits counted, then acted on); their vital status."""
+    status: str | None = await uow.fetchval("SELECT vital_status FROM persons WHERE id = $1 FOR UPDATE", person_id)
+    return status
+
+
 async def start_analysis(uow: UnitOfWork, check_id: uuid.UUID) -> asyncpg.Record | None:
     """Take a check for analysis; None when it was already decided (a retried job does nothing)."""
     return await uow.fetchrow(
@@ -162,7 +168,7 @@ async def start_analysis(uow: UnitOfWork, check_id: uuid.UUID) -> asyncpg.Record
            FROM persons p
            WHERE k.id = $1 AND k.status IN ('queued', 'processing') AND p.id = k.person_id
            RETURNING k.id, k.person_id, k.actions, k.media_kind, k.media_keys, k.analysis_attempts,
-                     k.request_id, p.reference_photo_key, p.locale""",
+                     k.request_id, p.reference_photo_key""",
         check_id,
     )
 
@@ -234,7 +240,7 @@ async def certified_until(db: Db, person_id: uuid.UUID) -> date | None:
 # -- reference enrolment -------------------------------------------------------------------------
 async def enrollment(db: Db, person_id: uuid.UUID, photo_key: str) -> asyncpg.Record | None:
     return await db.fetchrow(
-        "SELECT status, embedding_enc, reasons FROM reference_enrollments WHERE person_id = $1 AND photo_key = $2",
+        "SELECT embedding_enc, reasons FROM reference_enrollments WHERE person_id = $1 AND photo_key = $2",
         person_id,
         photo_key,
     )
@@ -277,15 +283,15 @@ async def add_event(
 
 
 # -- retention -----------------------------------------------------------------------------------
-async def media_to_purge(uow: UnitOfWork, retention_days: int, batch: int) -> list[asyncpg.Record]:
-    return await uow.fetch(
+async def media_to_purge(db: Db, retention_days: int, batch: int) -> list[asyncpg.Record]:
+    return await db.fetch(
         """SELECT id, media_keys, review_frame_keys FROM certification_checks
            WHERE media_purged_at IS NULL AND decided_at < now() - make_interval(days => $1)
-           ORDER BY decided_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+           ORDER BY decided_at LIMIT $2""",
         retention_days,
         batch,
     )
 
 
-async def mark_purged(uow: UnitOfWork, check_ids: list[uuid.UUID]) -> None:
-    await uow.execute("UPDATE certification_checks SET media_purged_at = now() WHERE id = ANY($1::uuid[])", check_ids)
+async def mark_purged(db: Db, check_ids: list[uuid.UUID]) -> None:
+    await db.execute("UPDATE certification_checks SET media_purged_at = now() WHERE id = ANY($1::uuid[])", check_ids)

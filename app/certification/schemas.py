@@ -26,7 +26,6 @@ class PresignedPost(Body):
     fields: dict[str, str]
     key_prefix: str
     max_bytes: int
-    expires_at: datetime
 
 
 class DirectUpload(Body):

@@ -8,7 +8,7 @@ import math
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,14 +16,15 @@ import numpy as np
 
 from app.auth.principal import Principal
 from app.certification import repository as repo
-from app.certification import rules
-from app.certification.reasons import ReasonText, explain
+from app.certification import rules, schemas
+from app.certification.reasons import explain
 from app.certification.uploads import UPLOAD_MAX_BYTES
 from app.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unprocessable
+from app.schemas import to_schema
 from infra import audit, jobs
 from infra.config import Settings
 from infra.crypto import FieldCipher
-from infra.db import Db, UnitOfWork, unit_of_work
+from infra.db import UnitOfWork, unit_of_work
 from infra.logging import request_id_var
 from infra.storage import ObjectStorage
 from liveness.model import Analysis, EarlierSubmission, Embedding, Enrollment, Outcome, Reason
@@ -42,35 +43,6 @@ class UploadMedia:
 
     kind: str  # "video" | "frames"
     parts: tuple[tuple[bytes, str], ...]  # (data, content type)
-
-
-@dataclass(frozen=True)
-class ChallengeView:
-    id: uuid.UUID
-    actions: tuple[str, ...]
-    expires_at: datetime
-    key_prefix: str
-    max_bytes: int
-    presigned_post: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CheckView:
-    id: uuid.UUID
-    status: str
-    actions: tuple[str, ...]
-    reasons: tuple[ReasonText, ...]
-    submitted_at: datetime
-    decided_at: datetime | None
-
-
-@dataclass(frozen=True)
-class StatusView:
-    eligible_until: date | None
-    due_date: date | None
-    last_check: CheckView | None
-    attempts_left: int
-    consent_given: bool
 
 
 @dataclass(frozen=True)
@@ -109,16 +81,10 @@ def finite(scores: dict[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in scores.items()}
 
 
-def _check_view(row: asyncpg.Record, locale: str) -> CheckView:
-    return CheckView(
-        id=row["id"],
-        status=row["status"],
-        actions=tuple(row["actions"]),
-        # A pass needs no explanation; the reasons stay with the check for reviewers.
-        reasons=() if row["status"] == "passed" else tuple(explain(code, locale) for code in row["reasons"]),
-        submitted_at=row["submitted_at"],
-        decided_at=row["decided_at"],
-    )
+def _check_view(row: asyncpg.Record) -> schemas.Check:
+    # A pass needs no explanation; the reasons stay with the check for reviewers.
+    shown = () if row["status"] == "passed" else row["reasons"]
+    return to_schema(schemas.Check, row, reasons=[explain(code, row["locale"]) for code in shown])
 
 
 async def settle(
@@ -149,10 +115,6 @@ class CertificationService:
             raise Forbidden("identity_not_linked")
         return principal.person_id
 
-    async def _locale(self, db: Db, person_id: uuid.UUID) -> str:
-        locale: str = await db.fetchval("SELECT locale FROM persons WHERE id = $1", person_id)
-        return locale
-
     # -- consent ---------------------------------------------------------------------------------
     async def grant_consent(self, principal: Principal) -> datetime:
         person_id = self._person_of(principal)
@@ -168,23 +130,22 @@ class CertificationService:
                 await audit.record(uow, principal.actor, "consent.biometric_withdrawn", f"person:{person_id}", {})
 
     # -- the cardholder's flow -------------------------------------------------------------------
-    async def new_challenge(self, principal: Principal) -> ChallengeView:
+    async def new_challenge(self, principal: Principal, challenges_url: str) -> schemas.Challenge:
+        """A random challenge, unless the person is over the hourly limit or waiting for a reviewer."""
         person_id = self._person_of(principal)
         s = self._settings
         now = datetime.now(UTC)
-        if await repo.challenges_since(self._pool, person_id, now - timedelta(hours=1)) >= CHALLENGES_PER_HOUR:
-            raise TooManyRequests("challenge_rate_limited", headers={"Retry-After": "3600"})
-        failures = await repo.failures_since(self._pool, person_id, now - FAILURE_WINDOW)
-        if rules.attempts_left(failures, s.failures_before_review) == 0:
-            raise Conflict("certification_under_review")
         challenge_id = uuid.uuid4()
         actions = rules.draw_challenge(s.challenge_actions, s.challenge_min_actions, s.challenge_max_actions, self._rng)
         expires_at = (now + timedelta(seconds=s.challenge_ttl_s)).replace(microsecond=0)
         prefix = f"uploads/{person_id}/{challenge_id}/"
         async with unit_of_work(self._pool) as uow:
-            vital = await uow.fetchval("SELECT vital_status FROM persons WHERE id = $1", person_id)
-            if vital != "alive":
+            if await repo.lock_person(uow, person_id) != "alive":
                 raise Conflict("person_deceased")
+            if await repo.challenges_since(uow, person_id, now - timedelta(hours=1)) >= CHALLENGES_PER_HOUR:
+                raise TooManyRequests("challenge_rate_limited", headers={"Retry-After": "3600"})
+            if await repo.pending_review(uow, person_id):
+                raise Conflict("certification_under_review")
             await repo.create_challenge(uow, challenge_id, person_id, actions, prefix, expires_at)
         post = await asyncio.to_thread(
             self._storage.presigned_post,
@@ -193,7 +154,19 @@ class CertificationService:
             content_type_prefix="video/",
             expires_s=s.challenge_ttl_s,
         )
-        return ChallengeView(challenge_id, actions, expires_at, prefix, UPLOAD_MAX_BYTES, post)
+        return schemas.Challenge(
+            id=challenge_id,
+            actions=list(actions),  # type: ignore[arg-type]  # drawn from the validated policy
+            expires_at=expires_at,
+            upload=schemas.UploadOptions(
+                direct=schemas.DirectUpload(
+                    url=f"{challenges_url}{challenge_id}/submission", max_bytes=UPLOAD_MAX_BYTES
+                ),
+                presigned_post=schemas.PresignedPost(
+                    url=post["url"], fields=post["fields"], key_prefix=prefix, max_bytes=UPLOAD_MAX_BYTES
+                ),
+            ),
+        )
 
     async def _usable_challenge(self, uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record:
         challenge = await repo.challenge_for_submission(uow, challenge_id, person_id)
@@ -246,24 +219,23 @@ class CertificationService:
             await jobs.enqueue(uow, CERTIFY_JOB, str(check_id).encode(), f"certify:{check_id}")
         return check_id
 
-    async def check(self, principal: Principal, check_id: uuid.UUID) -> CheckView:
+    async def check(self, principal: Principal, check_id: uuid.UUID) -> schemas.Check:
         person_id = self._person_of(principal)
         row = await repo.check_of_person(self._pool, check_id, person_id)
         if row is None:
             raise NotFound("check_not_found")
-        return _check_view(row, await self._locale(self._pool, person_id))
+        return _check_view(row)
 
-    async def status(self, principal: Principal) -> StatusView:
+    async def status(self, principal: Principal) -> schemas.CertificationStatus:
         person_id = self._person_of(principal)
         until = await repo.certified_until(self._pool, person_id)
         latest = await repo.latest_check(self._pool, person_id)
         failures = await repo.failures_since(self._pool, person_id, datetime.now(UTC) - FAILURE_WINDOW)
-        locale = await self._locale(self._pool, person_id)
-        return StatusView(
+        return schemas.CertificationStatus(
             eligible_until=until,
             # Certification is due when eligibility ends; a person never certified is due now.
             due_date=until if until is not None else datetime.now(UTC).date(),
-            last_check=_check_view(latest, locale) if latest is not None else None,
+            last_check=_check_view(latest) if latest is not None else None,
             attempts_left=rules.attempts_left(failures, self._settings.failures_before_review),
             consent_given=await repo.has_consent(self._pool, person_id),
         )
@@ -353,15 +325,19 @@ class CertificationService:
 
     async def record_analysis(self, item: WorkItem, analysis: Analysis, review_frame_keys: list[str]) -> str | None:
         """Store the result and apply its effects once; None when another run already did."""
-        failures = await repo.failures_since(self._pool, item.person_id, datetime.now(UTC) - FAILURE_WINDOW)
-        reasons = [str(r) for r in analysis.reasons]
-        verdict = rules.final_status(str(analysis.outcome), reasons, failures, self._settings.failures_before_review)
         sealed = (
             self._cipher.encrypt(embedding_bytes(analysis.embedding), self._check_context(item.check_id))
             if analysis.embedding is not None
             else None
         )
         async with unit_of_work(self._pool) as uow:
+            # Counted under the person's lock: two failing checks at once cannot both miss the limit.
+            await repo.lock_person(uow, item.person_id)
+            failures = await repo.failures_since(uow, item.person_id, datetime.now(UTC) - FAILURE_WINDOW)
+            reasons = [str(r) for r in analysis.reasons]
+            verdict = rules.final_status(
+                str(analysis.outcome), reasons, failures, self._settings.failures_before_review
+            )
             written = await repo.record_analysis(
                 uow,
                 item.check_id,
@@ -393,21 +369,22 @@ class CertificationService:
                     uow, CERTIFY_JOB, str(item.check_id).encode(), f"certify:{item.check_id}:{item.attempts}", delay
                 )
 
-    async def give_up(self, item: WorkItem, reason: Reason) -> str | None:
-        """Record a check the worker cannot analyse (its media crashed the analyser repeatedly)."""
-        return await self.record_analysis(
-            item, Analysis(outcome=Outcome.FAILED, reasons=(reason,), scores={"attempts": item.attempts}), []
+    async def give_up(self, item: WorkItem) -> str | None:
+        """Hand a check the worker cannot analyse to a person: the machine alone never stops a pension."""
+        broken = Analysis(
+            outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.ANALYSIS_ERROR,), scores={"attempts": item.attempts}
         )
+        return await self.record_analysis(item, broken, [])
 
     async def purge_media(self, batch: int = 200) -> int:
-        """Delete raw media and review frames of checks decided longer ago than the retention period."""
+        """Delete raw media and review frames of checks decided longer ago than the retention period.
+
+        Objects go first, outside any transaction; a check is marked purged only once S3 confirmed
+        every deletion, so an interrupted run is simply done again (deleting twice is harmless)."""
         purged = 0
-        while True:
-            async with unit_of_work(self._pool) as uow:
-                rows = await repo.media_to_purge(uow, self._settings.media_retention_days, batch)
-                if not rows:
-                    return purged
-                keys = [key for row in rows for key in (*row["media_keys"], *row["review_frame_keys"])]
-                await asyncio.to_thread(self._storage.delete, keys)
-                await repo.mark_purged(uow, [row["id"] for row in rows])
+        while rows := await repo.media_to_purge(self._pool, self._settings.media_retention_days, batch):
+            keys = [key for row in rows for key in (*row["media_keys"], *row["review_frame_keys"])]
+            await asyncio.to_thread(self._storage.delete, keys)
+            await repo.mark_purged(self._pool, [row["id"] for row in rows])
             purged += len(rows)
+        return purged

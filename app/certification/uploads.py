@@ -8,15 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.errors import AppError, BadRequest, Unprocessable
+from app.errors import BadRequest, Unprocessable, UnsupportedMedia
 
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 MIN_FRAMES, MAX_FRAMES = 5, 30
-
-
-class UnsupportedMedia(AppError):
-    status = 415
-    code = "not_a_video"
 
 
 def video_type(data: bytes) -> str | None:

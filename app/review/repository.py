@@ -16,7 +16,7 @@ async def queue(db: Db, status: str, after: tuple[datetime, uuid.UUID] | None, l
     """Oldest first; keyset pagination on (submitted_at, id) stays correct while checks leave the queue."""
     return await db.fetch(
         """SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
-                  p.region, p.national_id_masked
+                  p.region, p.national_id_masked AS masked_national_id
            FROM certification_checks k JOIN persons p ON p.id = k.person_id
            WHERE k.status = $1 AND ($2::timestamptz IS NULL OR (k.submitted_at, k.id) > ($2, $3::uuid))
            ORDER BY k.submitted_at, k.id LIMIT $4""",
@@ -44,10 +44,11 @@ async def claim(uow: UnitOfWork, check_id: uuid.UUID, operator_id: uuid.UUID, cl
 
 async def check_for_review(db: Db, check_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"""SELECT k.id, k.person_id, k.status, k.actions, k.reasons, k.scores, k.actions_detected,
-                   k.submitted_at, k.analysed_at, k.replay_of, k.claimed_by, k.claimed_until,
-                   k.claimed_until > now() AS claim_live, k.review_frame_keys, k.media_purged_at,
-                   k.worker_outcome, p.reference_photo_key, p.region, p.national_id_masked, p.name,
+        f"""SELECT k.id, k.person_id, k.status, k.actions AS challenged_actions, k.reasons, k.scores,
+                   k.actions_detected AS detected_actions, k.submitted_at, k.replay_of, k.claimed_by,
+                   k.claimed_until, k.claimed_until > now() AS claim_live, k.review_frame_keys,
+                   k.media_purged_at, k.worker_outcome, p.reference_photo_key, p.region,
+                   p.national_id_masked AS masked_national_id, p.name,
                    o.display_name AS claimed_by_name
             FROM certification_checks k JOIN persons p ON p.id = k.person_id
             LEFT JOIN operators o ON o.id = k.claimed_by

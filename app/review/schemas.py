@@ -61,7 +61,9 @@ class CheckForReview(Body):
 
 class Decision(Body):
     decision: Literal["approve", "reject", "home_visit"]
-    reason: Annotated[str, msgspec.Meta(min_length=3, max_length=1000, description="why; shown in the audit log")]
+    reason: Annotated[
+        str, msgspec.Meta(min_length=3, max_length=1000, pattern=r"\S", description="why; kept in the audit log")
+    ]
 
 
 class Decided(Body):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -15,6 +13,8 @@ from app.auth.principal import Principal
 from app.certification.service import settle
 from app.errors import BadRequest, Conflict, NotFound
 from app.review import repository as repo
+from app.review import schemas as s
+from app.schemas import to_schema
 from infra import audit
 from infra.config import Settings
 from infra.db import unit_of_work
@@ -26,39 +26,6 @@ DECISIONS: dict[str, tuple[str, str | None]] = {
     "reject": ("failed", "review_rejected"),
     "home_visit": ("home_visit", "home_visit"),
 }
-
-
-@dataclass(frozen=True)
-class QueueItem:
-    id: uuid.UUID
-    status: str
-    reasons: tuple[str, ...]
-    scores: dict[str, Any]
-    submitted_at: datetime
-    region: str
-    masked_national_id: str
-    claimed_by: uuid.UUID | None
-    claimed_until: datetime | None
-
-
-@dataclass(frozen=True)
-class ReviewView:
-    id: uuid.UUID
-    status: str
-    worker_outcome: str | None
-    actions: tuple[str, ...]
-    actions_detected: list[dict[str, Any]]
-    reasons: tuple[str, ...]
-    scores: dict[str, Any]
-    submitted_at: datetime
-    replay_of: uuid.UUID | None
-    name: str
-    masked_national_id: str
-    region: str
-    claimed_until: datetime | None
-    frame_urls: tuple[str, ...]
-    reference_url: str | None
-    urls_expire_in: int
 
 
 def encode_cursor(submitted_at: datetime, check_id: uuid.UUID) -> str:
@@ -79,24 +46,13 @@ class ReviewService:
         self._storage = storage
         self._settings = settings
 
-    async def queue(self, status: str, cursor: str | None, limit: int) -> tuple[list[QueueItem], str | None]:
+    async def queue(self, status: str, cursor: str | None, limit: int) -> s.ReviewQueue:
         rows = await repo.queue(self._pool, status, decode_cursor(cursor) if cursor else None, limit + 1)
-        items = [
-            QueueItem(
-                id=r["id"],
-                status=r["status"],
-                reasons=tuple(r["reasons"]),
-                scores=r["scores"],
-                submitted_at=r["submitted_at"],
-                region=r["region"],
-                masked_national_id=r["national_id_masked"],
-                claimed_by=r["claimed_by"],
-                claimed_until=r["claimed_until"],
-            )
-            for r in rows[:limit]
-        ]
-        more = len(rows) > limit
-        return items, encode_cursor(items[-1].submitted_at, items[-1].id) if more and items else None
+        items = [to_schema(s.QueuedCheck, row) for row in rows[:limit]]
+        more = len(rows) > limit and items
+        return s.ReviewQueue(
+            items=items, next_cursor=encode_cursor(items[-1].submitted_at, items[-1].id) if more else None
+        )
 
     async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
         async with unit_of_work(self._pool) as uow:
@@ -111,7 +67,7 @@ class ReviewService:
             await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", {})
         return until
 
-    async def view(self, principal: Principal, check_id: uuid.UUID) -> ReviewView:
+    async def view(self, principal: Principal, check_id: uuid.UUID) -> s.CheckForReview:
         """The check with short-lived links to its frames and the reference photo; the look is audited
         in the same transaction as the read, so no look goes unrecorded."""
         ttl = self._settings.presigned_url_ttl_s
@@ -133,28 +89,14 @@ class ReviewService:
                 f"check:{check_id}",
                 {"person": str(row["person_id"]), "frames": len(frame_keys), "reference": reference_key is not None},
             )
-        frame_urls = [await asyncio.to_thread(self._storage.presigned_get, key, ttl) for key in frame_keys]
-        reference_url = (
-            await asyncio.to_thread(self._storage.presigned_get, reference_key, ttl) if reference_key else None
+        # Signing is local (no request to S3), but botocore's signer is blocking code: one hop off the loop.
+        frame_urls, reference_url = await asyncio.to_thread(
+            lambda: (
+                [self._storage.presigned_get(key, ttl) for key in frame_keys],
+                self._storage.presigned_get(reference_key, ttl) if reference_key else None,
+            )
         )
-        return ReviewView(
-            id=row["id"],
-            status=row["status"],
-            worker_outcome=row["worker_outcome"],
-            actions=tuple(row["actions"]),
-            actions_detected=row["actions_detected"],
-            reasons=tuple(row["reasons"]),
-            scores=row["scores"],
-            submitted_at=row["submitted_at"],
-            replay_of=row["replay_of"],
-            name=row["name"],
-            masked_national_id=row["national_id_masked"],
-            region=row["region"],
-            claimed_until=row["claimed_until"],
-            frame_urls=tuple(frame_urls),
-            reference_url=reference_url,
-            urls_expire_in=ttl,
-        )
+        return to_schema(s.CheckForReview, row, frame_urls=frame_urls, reference_url=reference_url, urls_expire_in=ttl)
 
     async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
         status, shown_reason = DECISIONS[decision]

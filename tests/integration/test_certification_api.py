@@ -17,7 +17,7 @@ from PIL import Image
 from infra.config import Settings
 from infra.storage import ObjectStorage
 from tests.conftest import FACES
-from tests.factories import applicant, submit_video
+from tests.factories import applicant, insert_check, submit_video
 
 VIDEO = FACES / "video" / "live_blink__eye_blink.mp4"
 needs_faces = pytest.mark.skipif(not FACES.exists(), reason="../shared/faces is not beside this clone")
@@ -232,3 +232,17 @@ async def test_certification_needs_a_linked_identity(client: Any, pool: asyncpg.
         "/v1/certifications/challenges", headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
     assert (r.status_code, r.json()["code"]) == (403, "identity_not_linked")
+
+
+async def test_failures_count_down_then_a_person_decides(
+    client: Any, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    who = await applicant(client, pool, importer, tmp_path)
+    for _ in range(2):
+        await insert_check(pool, who.person.phone, "failed", worker_outcome="failed")
+    assert (await client.get("/v1/certifications/status", headers=who.headers)).json()["attempts_left"] == 1
+    # The third failure went to review: no new challenge until a reviewer decides.
+    await insert_check(pool, who.person.phone, "needs_review", worker_outcome="failed")
+    assert (await client.get("/v1/certifications/status", headers=who.headers)).json()["attempts_left"] == 0
+    r = await client.post("/v1/certifications/challenges", headers=who.headers)
+    assert (r.status_code, r.json()["code"]) == (409, "certification_under_review")

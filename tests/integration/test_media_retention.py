@@ -10,26 +10,21 @@ import asyncpg
 from app.certification.service import PURGE_MEDIA_JOB
 from app.jobs import SCHEDULES
 from app.services import Services
-from tests.factories import applicant
+from tests.factories import applicant, insert_check
 
 
-async def _decided_check(pool: asyncpg.Pool, services: Services, phone: str, days_ago: int, n: int) -> list[str]:
+async def _decided_check(services: Services, pool: asyncpg.Pool, phone: str, days_ago: int, n: int) -> list[str]:
     keys = [f"uploads/test/{n}/video", f"reviews/test/{n}/frame-00.jpg"]
     for key in keys:
         services.storage.put_bytes(key, b"\x00\x00\x00\x18ftypmp42", "video/mp4")
-    await pool.execute(
-        """WITH p AS (SELECT id FROM persons WHERE phone = $1),
-                c AS (INSERT INTO certification_challenges (id, person_id, actions, upload_prefix, expires_at)
-                      SELECT gen_random_uuid(), p.id, '{blink}', 'uploads/test/', now() FROM p RETURNING id, person_id)
-           INSERT INTO certification_checks (person_id, challenge_id, actions, media_kind, media_keys, media_bytes,
-                                             status, worker_outcome, review_frame_keys, decided_at, decided_by)
-           SELECT person_id, id, '{blink}', 'video', ARRAY[$2], 1, 'failed', 'failed', ARRAY[$3],
-                  now() - make_interval(days => $4), 'worker'
-           FROM c""",
+    await insert_check(
+        pool,
         phone,
-        keys[0],
-        keys[1],
-        days_ago,
+        "failed",
+        worker_outcome="failed",
+        days_ago=days_ago,
+        media_keys=(keys[0],),
+        review_frame_keys=(keys[1],),
     )
     return keys
 
@@ -38,8 +33,8 @@ async def test_media_is_purged_after_the_retention_period(
     client: Any, pool: asyncpg.Pool, services: Services, importer: Any, tmp_path: Path
 ) -> None:
     who = await applicant(client, pool, importer, tmp_path)
-    old = await _decided_check(pool, services, who.person.phone, 31, 1)
-    recent = await _decided_check(pool, services, who.person.phone, 29, 2)
+    old = await _decided_check(services, pool, who.person.phone, 31, 1)
+    recent = await _decided_check(services, pool, who.person.phone, 29, 2)
     assert await services.certification.purge_media() == 1
     assert not any(services.storage.exists(key) for key in old)
     assert all(services.storage.exists(key) for key in recent)

@@ -104,7 +104,3 @@ def test_remaining_failures_and_the_missing_reference(
     change: dict[str, Any], expected: tuple[Outcome, tuple[Reason, ...]]
 ) -> None:
     assert judged(**change) == expected
-
-
-def test_a_liveness_failure_fails_even_when_the_match_is_good() -> None:
-    assert judged(match_distance=0.05, liveness=(Reason.ACTION_NOT_DETECTED,))[0] is Outcome.FAILED

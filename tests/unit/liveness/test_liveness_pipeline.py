@@ -19,7 +19,7 @@ from PIL import Image
 from liveness import faces
 from liveness.media import decode_video
 from liveness.model import Action, Analysis, EarlierSubmission, Embedding, Media, Outcome, Reason
-from liveness.pipeline import Measurements, analyse, enroll, judge, measure
+from liveness.pipeline import Measurements, analyse, enroll, judge, measure, reference_from_video
 
 FACES = Path(__file__).resolve().parents[3].parent / "shared" / "faces"
 if not FACES.is_dir():
@@ -31,12 +31,9 @@ POLICIES = [list(p) for n in (1, 2, 3) for p in itertools.permutations(list(Acti
 
 def frame_reference(video: Path, at_s: float) -> Embedding:
     """The reference a clip's own frame gives, enrolled like an imported photo."""
-    frame = next(f for f in decode_video(video.read_bytes()) if f.t >= at_s)
-    buffer = io.BytesIO()
-    Image.fromarray(frame.image).save(buffer, format="JPEG", quality=92)
-    enrolled = enroll(buffer.getvalue())
-    assert enrolled.embedding is not None, enrolled.reasons
-    return enrolled.embedding
+    reference = reference_from_video(video.read_bytes(), at_s)
+    assert reference is not None, f"{video.name} at {at_s} s"
+    return reference
 
 
 def encoded(pictures: list[Image.Image], fps: int = 30, scale: float = 1.0) -> bytes:
@@ -91,10 +88,13 @@ def zubair_reference() -> Embedding:
     return frame_reference(VIDEO / "live_turn__zubair_real.mov", 0.5)
 
 
-def test_a_live_blink_passes_a_blink_challenge(blink_reference: Embedding) -> None:
-    analysis = analyse(
-        Media(video=(VIDEO / "live_blink__eye_blink.mp4").read_bytes()), [Action.BLINK], blink_reference, []
-    )
+@pytest.fixture(scope="module")
+def hamilton() -> Measurements:
+    return measure(Media(video=(VIDEO / "not_selfie__hamilton_clip.mp4").read_bytes()))
+
+
+def test_a_live_blink_passes_a_blink_challenge(blink: Measurements, blink_reference: Embedding) -> None:
+    analysis = judge(blink, [Action.BLINK], blink_reference, [])
     assert (analysis.outcome, analysis.reasons) == (Outcome.PASSED, ())
     assert analysis.scores["match_distance"] <= 0.3
     assert sum(a.action is Action.BLINK for a in analysis.actions) >= 5  # the clip has 7 natural blinks
@@ -163,10 +163,12 @@ def test_a_photo_made_into_a_clip_passes_no_challenge() -> None:
 
 
 @pytest.mark.parametrize("reference_at_s", [None, 5.3], ids=["someone else", "the man on stage"])
-def test_a_film_clip_is_not_a_selfie(blink_reference: Embedding, reference_at_s: float | None) -> None:
+def test_a_film_clip_is_not_a_selfie(
+    hamilton: Measurements, blink_reference: Embedding, reference_at_s: float | None
+) -> None:
     clip = VIDEO / "not_selfie__hamilton_clip.mp4"
     reference = blink_reference if reference_at_s is None else frame_reference(clip, reference_at_s)
-    analysis = analyse(Media(video=clip.read_bytes()), [Action.TURN_RIGHT], reference, [])
+    analysis = judge(hamilton, [Action.TURN_RIGHT], reference, [])
     assert analysis.outcome is Outcome.FAILED
     assert {Reason.MULTIPLE_FACES, Reason.IDENTITY_CHANGED, Reason.NO_FACE} & set(analysis.reasons)
 
@@ -231,6 +233,25 @@ def test_bad_media_is_an_outcome_not_an_exception(upload: Media, blink_reference
     analysis = analyse(upload, [Action.BLINK], blink_reference, [])
     assert analysis.outcome in (Outcome.FAILED, Outcome.RETRY)
     assert analysis.reasons[0] in (Reason.UNREADABLE_MEDIA, Reason.NO_FACE, Reason.TOO_DARK)
+
+
+@pytest.mark.parametrize("upload", [Media(video=b""), Media(frames=(b"GIF89a",))], ids=["empty", "not an image"])
+def test_unreadable_media_fails_rather_than_asking_to_film_again(upload: Media) -> None:
+    analysis = analyse(upload, [Action.BLINK], None, [])
+    assert (analysis.outcome, analysis.reasons, analysis.scores) == (Outcome.FAILED, (Reason.UNREADABLE_MEDIA,), {})
+    assert len(analysis.sha256) == 64
+
+
+def test_a_reference_from_a_clip_is_its_frame_enrolled_as_a_photo(blink_reference: Embedding) -> None:
+    data = (VIDEO / "live_blink__eye_blink.mp4").read_bytes()
+    frame = next(f for f in decode_video(data) if f.t >= 1.0)
+    photo = io.BytesIO()
+    Image.fromarray(frame.image).save(photo, format="JPEG", quality=92)
+    enrolled = enroll(photo.getvalue()).embedding
+    assert enrolled is not None
+    assert np.array_equal(blink_reference, enrolled)
+    assert reference_from_video(data, 60.0) is None  # the clip ends before
+    assert reference_from_video(b"not a video", 0.0) is None
 
 
 def test_a_malformed_challenge_is_a_programming_error(blink: Measurements, blink_reference: Embedding) -> None:

@@ -52,3 +52,23 @@ def test_no_face_in_the_dark_is_darkness_and_in_the_light_is_not_a_capture_probl
 
 def test_a_short_clip_is_too_short_whatever_else() -> None:
     assert quality.assess(dataclasses.replace(GOOD, duration_s=0.5, brightness=10.0)) == (Reason.TOO_SHORT,)
+
+
+@pytest.mark.parametrize(
+    ("face_px", "brightness", "sharpness", "reasons"),
+    [
+        (60.0, 110.0, 150.0, ()),
+        (40.0, 110.0, 150.0, (Reason.FACE_TOO_SMALL,)),
+        (60.0, 30.0, 20.0, (Reason.TOO_DARK, Reason.TOO_BLURRED)),
+        (60.0, math.nan, math.nan, ()),  # not measured: nothing to hold against it
+    ],
+)
+def test_face_problems_of_a_photo(
+    face_px: float, brightness: float, sharpness: float, reasons: tuple[Reason, ...]
+) -> None:
+    assert quality.face_problems(face_px, quality.MIN_FACE_PX, brightness, sharpness) == reasons
+
+
+def test_a_clip_holds_its_face_to_a_share_of_the_frame_a_photo_does_not() -> None:
+    assert quality.face_problems(150.0, quality.MIN_FACE_PX, 110.0, 150.0) == ()
+    assert quality.assess(dataclasses.replace(GOOD, face_px=150.0)) == (Reason.FACE_TOO_SMALL,)

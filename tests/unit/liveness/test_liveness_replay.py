@@ -77,9 +77,16 @@ def earlier(
     ],
 )
 def test_find_replay(submissions: list[EarlierSubmission], expected: str | None) -> None:
-    assert replay.find_replay("same", (1, 2, 3), EMBEDDING, submissions, Thresholds()) == expected
+    assert replay.find_replay("same", (1, 2, 3), EMBEDDING, submissions, Thresholds()).of == expected
 
 
 def test_find_replay_without_an_embedding_matches_bytes_only() -> None:
-    assert replay.find_replay("x", (1, 2, 3), None, [earlier("a")], Thresholds()) is None
-    assert replay.find_replay("other", (1, 2, 3), None, [earlier("a")], Thresholds()) == "a"
+    assert replay.find_replay("x", (1, 2, 3), None, [earlier("a")], Thresholds()).of is None
+    assert replay.find_replay("other", (1, 2, 3), None, [earlier("a")], Thresholds()).of == "a"
+
+
+def test_find_replay_reports_the_nearest_earlier_frames() -> None:
+    submissions = [earlier("a", hashes=(2**63 - 1,)), earlier("b", hashes=()), earlier("c", hashes=(0b111, 0b11))]
+    assert replay.find_replay("x", (1, 2, 3), EMBEDDING, submissions, Thresholds()).hash_distance == 1
+    assert replay.find_replay("x", (1, 2, 3), EMBEDDING, [earlier("b", hashes=())], Thresholds()).hash_distance is None
+    assert replay.find_replay("x", (1, 2, 3), EMBEDDING, [], Thresholds()) == replay.Replay(None, None)
