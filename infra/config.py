@@ -66,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     presigned_url_ttl_s: int = 300
     failures_before_review: int = 3
     job_heartbeat_s: int = 30
+    # Pensions: the day of the month they are paid (eligibility is judged on it) and how many
+    # entitlements one disbursement transaction covers (a restarted run resumes after the last one).
+    pension_pay_day: int = 15
+    disbursement_batch: int = 20_000
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key")
@@ -207,6 +211,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("API_WORKERS", 2, 1, 64),
         ("DB_POOL_MIN", 2, 1, 100),
         ("DB_POOL_MAX", 10, 1, 500),
+        ("PENSION_PAY_DAY", 15, 1, 28),
+        ("DISBURSEMENT_BATCH", 20_000, 1, 1_000_000),
     ):
         try:
             numbers[name.lower()] = _number(env, name, default, low, high)
@@ -259,6 +265,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MEDIA_RETENTION_DAYS": str(settings.media_retention_days),
         "FAILURES_BEFORE_REVIEW": str(settings.failures_before_review),
         "JOB_HEARTBEAT_S": str(settings.job_heartbeat_s),
+        "PENSION_PAY_DAY": str(settings.pension_pay_day),
+        "DISBURSEMENT_BATCH": str(settings.disbursement_batch),
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 PURGE_EXPIRED = "housekeeping.purge_expired"
 
-# Sign-in codes, QR tokens and refresh tokens are worthless a day after they expire.
-PURGED_TABLES = ("otp_codes", "qr_tokens", "refresh_tokens")
+# Sign-in codes, QR tokens, refresh tokens and idempotency keys are worthless a day after they expire.
+PURGED_TABLES = ("otp_codes", "qr_tokens", "refresh_tokens", "idempotency_keys")
 
 
 async def purge_expired(pool: asyncpg.Pool) -> dict[str, int]:
