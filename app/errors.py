@@ -47,6 +47,10 @@ class Unauthorized(AppError):
     code = "unauthenticated"
 
 
+class PaymentRequired(AppError):
+    status = 402
+
+
 class Forbidden(AppError):
     status = 403
     code = "forbidden"
@@ -110,7 +114,10 @@ def problem(
 
 
 def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
-    return problem(request, exc.status, exc.code, exc.params, headers=exc.headers)
+    # An `errors` parameter is the per-item list (lines of a file), not part of the message.
+    params = dict(exc.params)
+    errors = params.pop("errors", None)
+    return problem(request, exc.status, exc.code, params, errors=errors, headers=exc.headers)
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:

@@ -86,11 +86,66 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Send the file as multipart/form-data, or JSON with the s3_key of an uploaded file.",
     ),
     "check_not_found": ("未找到该认证记录。", "This check was not found."),
+    # pension payments
+    "withheld.not_certified": (
+        "未完成待遇资格认证，本月养老金暂停发放；认证通过后将补发。",
+        "Not paid: no face certification yet. It will be paid with the first payment after you pass.",
+    ),
+    "withheld.certification_expired": (
+        "待遇资格认证已过期，本月养老金暂停发放；重新认证通过后将补发。",
+        "Not paid: your certification had expired. It will be paid once you certify again.",
+    ),
+    "withheld.reported_deceased": (
+        "因死亡登记（现已撤销）暂停发放，将随下次发放补发。",
+        "Not paid because of a death report that has since been withdrawn; it will be paid with the next payment.",
+    ),
+    "payment_not_found": ("未找到该笔发放记录。", "This payment was not found."),
+    "year_invalid": ("年份无效。", "This year is not valid."),
+    "period_invalid": ("发放月份格式应为YYYY-MM。", "The month must be written YYYY-MM, e.g. 2026-12."),
+    "disbursement_not_found": ("未找到该发放批次。", "This disbursement run was not found."),
+    "disbursement_running": (
+        "发放批次尚未完成，暂不能导出银行文件。",
+        "The run has not finished; its bank file is not ready yet.",
+    ),
+    "bank_file_encoding": ("银行文件须为UTF-8编码的CSV。", "The bank file must be CSV in UTF-8."),
+    "bank_file_refused": (
+        "银行回盘文件有{lines}行无法处理，整个文件未导入。",
+        "{lines} line(s) of the bank file cannot be taken; nothing was imported.",
+    ),
     "cursor_invalid": ("分页参数无效。", "The page cursor is not valid."),
     "check_claimed": ("该记录正由{operator}处理。", "{operator} is working on this check."),
     "check_not_reviewable": ("该记录无需人工审核。", "This check is not waiting for review."),
     "claim_required": ("请先领取该记录。", "Claim this check first."),
     "reason_required": ("请填写理由。", "Give a reason."),
+    # medical account and QR charges
+    "idempotency_key_required": (
+        "请在请求头Idempotency-Key中为这笔收款附上一个编号（1至255个英文字符），重试时使用同一编号。",
+        "Send an Idempotency-Key header (1 to 255 plain characters) naming this payment; use the same one to retry.",
+    ),
+    "idempotency_key_reused": (
+        "该编号已用于另一笔不同的请求，请为新的收款换一个编号。",
+        "This Idempotency-Key was already used for a different request. Use a new key for a new payment.",
+    ),
+    "request_in_flight": (
+        "这笔请求正在处理中，请稍等几秒再用同一编号重试。",
+        "This request is still being processed. Wait a few seconds, then retry with the same key.",
+    ),
+    "insufficient_balance": (
+        "医保个人账户余额不足，无法支付这笔费用。本次未使用该二维码。",
+        "The medical account balance does not cover this amount. This attempt did not use up the QR code.",
+    ),
+    "charge_not_found": ("未找到这笔收款。", "This payment was not found."),
+    "refund_exceeds_charge": (
+        "退款金额超过这笔收款还可退的金额，最多还可退{refundable}元。",
+        "The refund is more than is left of this payment: at most {refundable} yuan can still be refunded.",
+    ),
+    # death records
+    "national_id_invalid": ("身份证号码无效。", "This is not a valid national ID number."),
+    "person_not_found": ("未找到该身份证号码对应的人员。", "No person is registered with this national ID number."),
+    "not_deceased": (
+        "该人员没有登记死亡，无需撤销。",
+        "This person is not registered as deceased: nothing to reverse.",
+    ),
 }
 
 CARD_STATUS_NAMES: dict[str, tuple[str, str]] = {

@@ -15,6 +15,7 @@ from infra import jobs
 from infra.config import Settings
 from liveness.analyser import FaceAnalyser
 from liveness.worker import FaceJobs
+from payments.disbursement.service import DISBURSE_JOB
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,15 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
         async def purge_media(job: Job) -> None:
             log.info("certification media purged", extra={"checks": await services.certification.purge_media()})
 
+        async def disburse(job: Job) -> None:
+            await services.disbursements.process(uuid.UUID((job.payload or b"").decode()))
+
         handlers = {
             jobs.PURGE_EXPIRED: purge_expired,
             CERTIFY_JOB: certify,
             ENROLL_JOB: enroll,
             PURGE_MEDIA_JOB: purge_media,
+            DISBURSE_JOB: disburse,
         }
         await jobs.run_worker(settings, handlers, drain=drain)
 

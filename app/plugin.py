@@ -17,7 +17,10 @@ from app.auth.controllers import AuthController
 from app.auth.middleware import bearer_auth_middleware
 from app.cards.controllers import CardController, TerminalQrController
 from app.certification.controllers import CertificationController, ConsentController
+from app.deaths.controllers import DeathReversalController
 from app.errors import EXCEPTION_HANDLERS
+from app.medical.controllers import MedicalAccountController, TerminalChargeController
+from app.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
 from app.review.controllers import ReviewController
 from app.services import Services, open_services
 from app.system.controllers import HealthController
@@ -45,6 +48,12 @@ class SocialCardPlugin(InitPluginProtocol):
                 ConsentController,
                 CertificationController,
                 ReviewController,
+                TerminalChargeController,
+                MedicalAccountController,
+                PaymentController,
+                DisbursementController,
+                ReturnedPaymentController,
+                DeathReversalController,
             ]
         )
         app_config.lifespan.append(self.lifespan)

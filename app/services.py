@@ -22,6 +22,9 @@ from infra.crypto import FieldCipher
 from infra.db import create_pool
 from infra.storage import ObjectStorage
 from notifications.sms import sms_provider
+from payments.deaths.service import DeathRecords
+from payments.disbursement.service import DisbursementService
+from payments.ledger.service import MedicalAccountService
 
 
 @dataclass(frozen=True)
@@ -34,19 +37,26 @@ class Services:
     persons: PersonImporter
     certification: CertificationService
     review: ReviewService
+    medical: MedicalAccountService
+    disbursements: DisbursementService
+    deaths: DeathRecords
 
 
 def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorage) -> Services:
     cipher = FieldCipher(settings.data_encryption_key)
+    cards = CardService(pool, settings)
     return Services(
         settings=settings,
         pool=pool,
         storage=storage,
         auth=AuthService(pool, settings, sms_provider(settings.sms_provider), cipher),
-        cards=CardService(pool, settings),
+        cards=cards,
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
         certification=CertificationService(pool, storage, settings, cipher),
         review=ReviewService(pool, storage, settings),
+        medical=MedicalAccountService(pool, settings, cards),
+        disbursements=DisbursementService(pool, cipher, settings.pension_pay_day, settings.disbursement_batch),
+        deaths=DeathRecords(pool, settings.lookup_hash_key),
     )
 
 

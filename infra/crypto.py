@@ -47,3 +47,10 @@ def mask_phone(phone: str) -> str:
 
 def mask_account(account: str) -> str:
     return "*" * max(len(account) - 4, 0) + account[-4:]
+
+
+def mask_name(name: str) -> str:
+    """张三丰 -> 张**; Wang Fang -> W*** F***: enough for a bank clerk to match, not to identify."""
+    if " " in name.strip():
+        return " ".join(part[:1] + "*" * (len(part) - 1) for part in name.split())
+    return name[:1] + "*" * (len(name) - 1)

@@ -33,7 +33,7 @@ from infra.embedded import (
 from infra.migrate import migrate
 
 TEMPLATE_DB = "socialcard_template"
-TEST_S3_PORT = 28333  # its other ports derive from it (infra.embedded.weed_ports), clear of make run's
+TEST_S3_PORT = int(os.environ.get("TEST_S3_PORT", "28333"))  # other ports derive from it; clear of make run
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
 
 

@@ -179,8 +179,10 @@ async def submit_video(
     return challenge, r
 
 
-async def operator_headers_for(services: Services, username: str, display_name: str) -> dict[str, str]:
-    """A signed-in reviewer (support token: no password round trip, which the auth tests cover)."""
-    await services.auth.create_operator(username, display_name, "operator", "correct horse battery")
+async def operator_headers_for(
+    services: Services, username: str, display_name: str, role: str = "operator"
+) -> dict[str, str]:
+    """A signed-in member of staff (support token: no password round trip, which the auth tests cover)."""
+    await services.auth.create_operator(username, display_name, role, "correct horse battery")
     pair = await services.auth.support_token(operator=username)
     return {"Authorization": f"Bearer {pair.access_token}"}

@@ -61,9 +61,10 @@ CONSUME_QR_SQL = """
         WHERE q.id = $1 AND q.card_id = $2 AND q.consumed_at IS NULL AND q.expires_at > now()
           AND EXISTS (SELECT 1 FROM cards c WHERE c.id = q.card_id AND c.status = 'active')
           AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = q.session_id AND s.revoked_at IS NULL)
-        RETURNING q.card_id
+        RETURNING q.id, q.card_id
     )
-    SELECT c.card_number, c.status, p.name, p.national_id_masked
+    SELECT consumed.id AS qr_token_id, c.id AS card_id, p.id AS person_id,
+           c.card_number, c.status, p.name, p.national_id_masked
     FROM consumed JOIN cards c ON c.id = consumed.card_id JOIN persons p ON p.id = c.person_id"""
 
 # Only on the failure path: why the token was refused.

@@ -16,7 +16,7 @@ from app.persons import national_id as nid
 from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash
-from infra.db import CommitThenRaise, unit_of_work
+from infra.db import CommitThenRaise, Db, unit_of_work
 
 
 @dataclass(frozen=True)
@@ -129,15 +129,22 @@ class CardService:
         return MintedQr(token, expires_at, qr.render_svg(token) if render_svg else None)
 
     async def verify_qr(self, terminal: Principal, token: str) -> VerifiedQr:
+        row = await self.consume_qr(self._pool, terminal, token)
+        return VerifiedQr(row["card_number"], row["status"], row["name"], row["national_id_masked"])
+
+    async def consume_qr(self, db: Db, terminal: Principal, token: str) -> asyncpg.Record:
+        """Use up a QR token for `terminal`; the token, its card and holder (qr_token_id, card_id,
+        person_id, card_number, status, name, national_id_masked). `db` is the pool, or the caller's
+        unit of work: a charge refused after this step rolls the consumption back with it."""
         claims = qr.decode(self._settings.qr_signing_key, token)
         if claims is None:
             raise BadRequest("qr_invalid")  # forged or altered: refused before any database lookup
         if claims.expires_at <= datetime.now(UTC).timestamp():
             raise Gone("qr_expired")
-        row = await self._pool.fetchrow(repo.CONSUME_QR_SQL, claims.token_id, claims.card_id, terminal.subject_id)
+        row = await db.fetchrow(repo.CONSUME_QR_SQL, claims.token_id, claims.card_id, terminal.subject_id)
         if row is not None:
-            return VerifiedQr(row["card_number"], row["status"], row["name"], row["national_id_masked"])
-        why = await self._pool.fetchrow(repo.QR_REFUSAL_SQL, claims.token_id, claims.card_id)
+            return row
+        why = await db.fetchrow(repo.QR_REFUSAL_SQL, claims.token_id, claims.card_id)
         if why is None:
             raise BadRequest("qr_invalid")
         if why["used"]:

@@ -268,20 +268,6 @@ async def save_enrollment(
     )
 
 
-# -- events --------------------------------------------------------------------------------------
-async def add_event(
-    uow: UnitOfWork, kind: str, person_id: uuid.UUID | None, payload: dict[str, Any], dedupe_key: str
-) -> None:
-    await uow.execute(
-        """INSERT INTO domain_events (kind, person_id, payload, dedupe_key) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (dedupe_key) DO NOTHING""",
-        kind,
-        person_id,
-        payload,
-        dedupe_key,
-    )
-
-
 # -- retention -----------------------------------------------------------------------------------
 async def media_to_purge(db: Db, retention_days: int, batch: int) -> list[asyncpg.Record]:
     return await db.fetch(

@@ -25,6 +25,7 @@ from infra import audit, jobs
 from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.db import UnitOfWork, unit_of_work
+from infra.events import add_event
 from infra.logging import request_id_var
 from infra.storage import ObjectStorage
 from liveness.model import Analysis, EarlierSubmission, Embedding, Enrollment, Outcome, Reason
@@ -98,7 +99,7 @@ async def settle(
         await repo.set_certified_until(uow, person_id, until)
         payload["eligible_until"] = until.isoformat()
     payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
-    await repo.add_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
+    await add_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
 
 
 class CertificationService:
@@ -293,7 +294,7 @@ class CertificationService:
             )
             if sealed is None:
                 # A bad reference photo is the administrators' problem, never the pensioner's.
-                await repo.add_event(
+                await add_event(
                     uow,
                     "reference.unusable",
                     person_id,

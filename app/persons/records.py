@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -55,7 +56,8 @@ class RowError:
 _PENSION_FIELDS = ("monthly_amount", "bank_account", "start_month")
 
 
-def _text(raw: dict[str, Any], key: str) -> str:
+def field_text(raw: dict[str, Any], key: str) -> str:
+    """A field as stripped text ("" when absent): CSV gives strings, JSON lines any scalar."""
     value = raw.get(key)
     return "" if value is None else str(value).strip()
 
@@ -66,12 +68,12 @@ def validate_row(line: int, raw: dict[str, Any]) -> PersonRecord | list[RowError
     def bad(field: str, reason: str) -> None:
         errors.append(RowError(line, field, reason))
 
-    national_id = nid.normalise(_text(raw, "national_id"))
+    national_id = nid.normalise(field_text(raw, "national_id"))
     id_reason = nid.validate(national_id) if national_id else "is required"
     if id_reason:
         bad("national_id", id_reason)
 
-    name = _text(raw, "name")
+    name = field_text(raw, "name")
     if not name:
         bad("name", "is required")
     elif len(name) > 100:
@@ -79,7 +81,7 @@ def validate_row(line: int, raw: dict[str, Any]) -> PersonRecord | list[RowError
 
     birth: date | None = None
     try:
-        birth = date.fromisoformat(_text(raw, "birth_date"))
+        birth = date.fromisoformat(field_text(raw, "birth_date"))
     except ValueError:
         bad("birth_date", "must be a date like 1950-03-07")
     if birth and not id_reason and nid.birth_date_of(national_id) != birth:
@@ -87,19 +89,19 @@ def validate_row(line: int, raw: dict[str, Any]) -> PersonRecord | list[RowError
     if birth and birth > date.today():
         bad("birth_date", "is in the future")
 
-    phone = _text(raw, "phone")
+    phone = field_text(raw, "phone")
     if not _PHONE.fullmatch(phone):
         bad("phone", "must be an 11-digit mainland mobile number starting with 13-19")
 
-    region = _text(raw, "region")
+    region = field_text(raw, "region")
     if not _REGION.fullmatch(region):
         bad("region", "must be a 6-digit administrative region code")
 
-    locale = _text(raw, "locale") or "zh-CN"
+    locale = field_text(raw, "locale") or "zh-CN"
     if locale not in LOCALES:
         bad("locale", f"must be one of {', '.join(LOCALES)}")
 
-    photo = _text(raw, "reference_photo") or None
+    photo = field_text(raw, "reference_photo") or None
 
     pension = _pension(raw.get("pension"), bad)
     if errors:
@@ -109,7 +111,7 @@ def validate_row(line: int, raw: dict[str, Any]) -> PersonRecord | list[RowError
 
 
 def _pension(raw: Any, bad: Any) -> Pension | None:
-    if raw is None or (isinstance(raw, dict) and not any(_text(raw, f) for f in _PENSION_FIELDS)):
+    if raw is None or (isinstance(raw, dict) and not any(field_text(raw, f) for f in _PENSION_FIELDS)):
         return None
     if not isinstance(raw, dict):
         bad("pension", "must be an object with monthly_amount, bank_account and start_month")
@@ -126,11 +128,11 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
     if amount is not None and not 0 < amount <= _MAX_FEN:
         bad("pension.monthly_amount", "must be more than 0 and at most 1,000,000,000 fen")
         amount = None
-    account = _text(raw, "bank_account").replace(" ", "")
+    account = field_text(raw, "bank_account").replace(" ", "")
     if not _ACCOUNT.fullmatch(account):
         bad("pension.bank_account", "must be 12 to 30 digits")
     start: date | None = None
-    match = _MONTH.fullmatch(_text(raw, "start_month"))
+    match = _MONTH.fullmatch(field_text(raw, "start_month"))
     if match and 1 <= int(match.group(2)) <= 12:
         start = date(int(match.group(1)), int(match.group(2)), 1)
     else:
@@ -143,26 +145,27 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
 _CSV_REQUIRED = ("national_id", "name", "birth_date", "phone", "region")
 
 
-def _rows_from_csv(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
+Rows = list[tuple[int, dict[str, Any]]]
+
+
+def _rows_from_csv(text: str, required: Sequence[str]) -> tuple[Rows, list[RowError]]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
-    missing = [name for name in _CSV_REQUIRED if name not in header]
+    missing = [name for name in required if name not in header]
     if missing:
         return [], [RowError(1, name, "column is missing from the header") for name in missing]
-    rows: list[tuple[int, dict[str, Any]]] = []
+    rows: Rows = []
     errors: list[RowError] = []
     for raw in reader:
         if None in raw:
             errors.append(RowError(reader.line_num, "-", "has more columns than the header"))
             continue
-        flat: dict[str, Any] = {k.strip(): v for k, v in raw.items() if k is not None}
-        flat["pension"] = {f: flat.pop(f"pension_{f}", None) for f in _PENSION_FIELDS}
-        rows.append((reader.line_num, flat))
+        rows.append((reader.line_num, {k.strip(): v for k, v in raw.items() if k is not None}))
     return rows, errors
 
 
-def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
-    rows: list[tuple[int, dict[str, Any]]] = []
+def _rows_from_jsonl(text: str) -> tuple[Rows, list[RowError]]:
+    rows: Rows = []
     errors: list[RowError] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -179,11 +182,19 @@ def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[
     return rows, errors
 
 
+def read_rows(text: str, fmt: str, csv_required: Sequence[str]) -> tuple[Rows, list[RowError]]:
+    """The (line number, fields) rows of a CSV file (whose header must name `csv_required`) or of a
+    JSON-lines file, and an error for every line that cannot be read as a row."""
+    return _rows_from_csv(text, csv_required) if fmt == "csv" else _rows_from_jsonl(text)
+
+
 def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError]]:
     """Validate a whole file; return the records to land (last row per national ID) and all errors."""
-    rows, errors = _rows_from_csv(text) if fmt == "csv" else _rows_from_jsonl(text)
+    rows, errors = read_rows(text, fmt, _CSV_REQUIRED)
     by_id: dict[str, PersonRecord] = {}
     for line, raw in rows:
+        if fmt == "csv":  # flat pension_* columns become the nested object JSON lines carry
+            raw["pension"] = {f: raw.pop(f"pension_{f}", None) for f in _PENSION_FIELDS}
         result = validate_row(line, raw)
         if isinstance(result, list):
             errors.extend(result)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from datetime import datetime
 
@@ -11,7 +10,8 @@ import asyncpg
 
 from app.auth.principal import Principal
 from app.certification.service import settle
-from app.errors import BadRequest, Conflict, NotFound
+from app.errors import Conflict, NotFound
+from app.pagination import decode_cursor, encode_cursor
 from app.review import repository as repo
 from app.review import schemas as s
 from app.schemas import to_schema
@@ -28,18 +28,6 @@ DECISIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def encode_cursor(submitted_at: datetime, check_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{submitted_at.isoformat()}|{check_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, check_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(check_id)
-    except ValueError:
-        raise BadRequest("cursor_invalid") from None
-
-
 class ReviewService:
     def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, settings: Settings) -> None:
         self._pool = pool
@@ -47,7 +35,9 @@ class ReviewService:
         self._settings = settings
 
     async def queue(self, status: str, cursor: str | None, limit: int) -> s.ReviewQueue:
-        rows = await repo.queue(self._pool, status, decode_cursor(cursor) if cursor else None, limit + 1)
+        rows = await repo.queue(
+            self._pool, status, decode_cursor(cursor, datetime, uuid.UUID) if cursor else None, limit + 1
+        )
         items = [to_schema(s.QueuedCheck, row) for row in rows[:limit]]
         more = len(rows) > limit and items
         return s.ReviewQueue(

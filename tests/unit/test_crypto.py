@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id, mask_phone
+from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_name, mask_national_id, mask_phone
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(32, 64))
@@ -103,3 +103,10 @@ def test_lookup_hash_is_deterministic_per_key() -> None:
     assert a != lookup_hash(OTHER_KEY, "110101194503072319")
     assert a != lookup_hash(KEY, "110101194503072318")
     assert a != hashlib.sha256(b"110101194503072319").digest()  # keyed, not a bare hash
+
+
+@pytest.mark.parametrize(
+    ("name", "masked"), [("张三丰", "张**"), ("李四", "李*"), ("王", "王"), ("Wang Fang", "W*** F***")]
+)
+def test_mask_name(name: str, masked: str) -> None:
+    assert mask_name(name) == masked

@@ -1,0 +1,230 @@
+"""SQL for disbursement runs and pension payments. Runs are set-based: one statement per batch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from infra.db import Db, UnitOfWork
+
+# The people a run pays or withholds for: an active entitlement that has started, a living person.
+# Deceased persons and stopped entitlements get no record at all.
+_DUE = """e.status = 'active' AND e.start_month <= $1 AND p.vital_status = 'alive'"""
+
+START_RUN_SQL = f"""
+    INSERT INTO disbursement_runs (period, pay_date, entitlements, requested_by)
+    SELECT $1, $2, count(*), $3
+    FROM pension_entitlements e JOIN persons p ON p.id = e.person_id WHERE {_DUE}
+    ON CONFLICT (period) DO NOTHING
+    RETURNING id"""
+
+_RUN_COLUMNS = """r.id, r.period, r.pay_date, r.state, r.entitlements, r.processed, r.requested_by,
+                  r.started_at, r.completed_at"""
+
+
+async def start_run(db: Db, period: date, pay_on: date, actor: str) -> tuple[uuid.UUID, bool]:
+    """The run of this period: created now (True) or the one already there (False)."""
+    created: uuid.UUID | None = await db.fetchval(START_RUN_SQL, period, pay_on, actor)
+    if created is not None:
+        return created, True
+    existing: uuid.UUID = await db.fetchval("SELECT id FROM disbursement_runs WHERE period = $1", period)
+    return existing, False
+
+
+async def lock_run(uow: UnitOfWork, run_id: uuid.UUID) -> asyncpg.Record | None:
+    """Taken at the start of each batch: executors of one run (a restart, a second starter) take turns."""
+    return await uow.fetchrow(
+        "SELECT id, period, pay_date, state, resume_after FROM disbursement_runs WHERE id = $1 FOR UPDATE", run_id
+    )
+
+
+# One batch of monthly records, in person order after the last person done. The withheld reason
+# is rules.withheld_reason in SQL.
+MONTHLY_BATCH_SQL = f"""
+    WITH batch AS (
+        SELECT e.person_id, e.monthly_amount_fen, e.bank_account_enc, e.bank_account_masked,
+               CASE WHEN p.certified_until IS NULL THEN 'not_certified'
+                    WHEN p.certified_until < $3 THEN 'certification_expired' END AS reason
+        FROM pension_entitlements e JOIN persons p ON p.id = e.person_id
+        WHERE {_DUE} AND ($4::uuid IS NULL OR e.person_id > $4)
+        ORDER BY e.person_id
+        LIMIT $5
+    ), made AS (
+        INSERT INTO pension_payments (run_id, person_id, period, kind, status, withheld_reason, amount_fen,
+                                      bank_account_enc, bank_account_masked, bank_status)
+        SELECT $2, b.person_id, $1, 'monthly',
+               CASE WHEN b.reason IS NULL THEN 'paid' ELSE 'withheld' END, b.reason, b.monthly_amount_fen,
+               CASE WHEN b.reason IS NULL THEN b.bank_account_enc END,
+               CASE WHEN b.reason IS NULL THEN b.bank_account_masked END,
+               CASE WHEN b.reason IS NULL THEN 'pending' END
+        FROM batch b
+        ON CONFLICT (person_id, period, kind) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM batch) AS scanned, (SELECT person_id FROM batch ORDER BY person_id DESC LIMIT 1) AS last_person,
+           (SELECT count(*) FROM made) AS made"""
+
+# Back-pay for the batch's persons paid this month: one record per person paying every withheld
+# month not yet back-paid, and each of those months marked as paid by it, in one statement.
+BACK_PAY_BATCH_SQL = """
+    WITH owed AS (
+        SELECT w.person_id, array_agg(w.period ORDER BY w.period) AS months, sum(w.amount_fen)::bigint AS total
+        FROM pension_payments w
+        WHERE w.status = 'withheld' AND w.back_paid_by IS NULL AND w.period < $1
+          AND ($3::uuid IS NULL OR w.person_id > $3) AND w.person_id <= $4
+        GROUP BY w.person_id
+    ), paid AS (
+        INSERT INTO pension_payments (run_id, person_id, period, kind, status, amount_fen, covers,
+                                      bank_account_enc, bank_account_masked, bank_status)
+        SELECT $2, o.person_id, $1, 'back_pay', 'paid', o.total, o.months,
+               cur.bank_account_enc, cur.bank_account_masked, 'pending'
+        FROM owed o
+        JOIN pension_payments cur ON cur.person_id = o.person_id AND cur.period = $1
+                                  AND cur.kind = 'monthly' AND cur.status = 'paid'
+        ON CONFLICT (person_id, period, kind) DO NOTHING
+        RETURNING id, person_id, covers
+    ), marked AS (
+        UPDATE pension_payments w SET back_paid_by = paid.id
+        FROM paid
+        WHERE w.person_id = paid.person_id AND w.status = 'withheld' AND w.back_paid_by IS NULL
+          AND w.period = ANY (paid.covers)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM paid) AS back_pays, (SELECT count(*) FROM marked) AS months"""
+
+
+async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> tuple[int, uuid.UUID | None]:
+    """Records for the next `batch` entitlements; the run's progress moves in the same transaction."""
+    done = await uow.fetchrow(MONTHLY_BATCH_SQL, run["period"], run["id"], run["pay_date"], run["resume_after"], batch)
+    assert done is not None
+    scanned: int = done["scanned"]
+    last: uuid.UUID | None = done["last_person"]
+    if last is not None:
+        await uow.execute(BACK_PAY_BATCH_SQL, run["period"], run["id"], run["resume_after"], last)
+    await uow.execute(
+        """UPDATE disbursement_runs SET resume_after = coalesce($2, resume_after), processed = processed + $3,
+               state = CASE WHEN $3 < $4 THEN 'completed' ELSE state END,
+               completed_at = CASE WHEN $3 < $4 THEN now() END
+           WHERE id = $1""",
+        run["id"],
+        last,
+        scanned,
+        batch,
+    )
+    return scanned, last
+
+
+async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT {_RUN_COLUMNS},
+                   count(p.id) FILTER (WHERE p.kind = 'monthly' AND p.status = 'paid') AS paid_count,
+                   coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'monthly' AND p.status = 'paid'), 0)::bigint AS paid_fen,
+                   count(p.id) FILTER (WHERE p.status = 'withheld') AS withheld_count,
+                   coalesce(sum(p.amount_fen) FILTER (WHERE p.status = 'withheld'), 0)::bigint AS withheld_fen,
+                   count(p.id) FILTER (WHERE p.kind = 'back_pay') AS back_pay_count,
+                   coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'back_pay'), 0)::bigint AS back_pay_fen,
+                   count(p.id) FILTER (WHERE p.bank_status = 'returned') AS returned_count,
+                   coalesce(sum(p.amount_fen) FILTER (WHERE p.bank_status = 'returned'), 0)::bigint AS returned_fen
+            FROM disbursement_runs r LEFT JOIN pension_payments p ON p.run_id = r.id
+            WHERE r.id = $1
+            GROUP BY r.id""",
+        run_id,
+    )
+
+
+async def run_of_period(db: Db, period: date) -> uuid.UUID | None:
+    run_id: uuid.UUID | None = await db.fetchval("SELECT id FROM disbursement_runs WHERE period = $1", period)
+    return run_id
+
+
+def order_rows(conn: Any, run_id: uuid.UUID) -> Any:
+    """The run's paid records for the bank, streamed (iterate inside a transaction)."""
+    return conn.cursor(
+        """SELECT p.id, p.amount_fen, p.bank_account_enc, per.name
+           FROM pension_payments p JOIN persons per ON per.id = p.person_id
+           WHERE p.run_id = $1 AND p.status = 'paid'
+           ORDER BY p.id""",
+        run_id,
+        prefetch=5_000,
+    )
+
+
+async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+    rows = await uow.fetch(
+        """SELECT id, person_id, bank_status FROM pension_payments
+           WHERE id = ANY ($1::uuid[]) AND status = 'paid' ORDER BY id FOR UPDATE""",
+        references,
+    )
+    return {row["id"]: row for row in rows}
+
+
+async def record_bank_answers(
+    uow: UnitOfWork, ids: list[uuid.UUID], results: list[str], reasons: list[str | None]
+) -> int:
+    status = await uow.execute(
+        """UPDATE pension_payments p
+           SET bank_status = CASE a.result WHEN 'paid' THEN 'confirmed' ELSE 'returned' END,
+               bank_return_reason = a.reason, bank_updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a (id, result, reason)
+           WHERE p.id = a.id""",
+        ids,
+        results,
+        reasons,
+    )
+    return int(status.split()[-1])
+
+
+_PAYMENT_COLUMNS = """p.id, p.period, p.kind, p.status, p.withheld_reason, p.amount_fen, p.covers,
+                      p.bank_account_masked, p.bank_status, p.bank_return_reason, p.created_at,
+                      coalesce(o.amount_fen, 0) AS to_recover_fen"""
+_RECOVERY = "LEFT JOIN overpayments o ON o.payment_id = p.id AND o.status = 'to_recover'"
+
+
+async def payments_page(
+    db: Db, person_id: uuid.UUID, after: tuple[date, str, uuid.UUID] | None, limit: int
+) -> list[asyncpg.Record]:
+    """Newest first: by period, then back-pay before the monthly record, then id."""
+    return await db.fetch(
+        f"""SELECT {_PAYMENT_COLUMNS} FROM pension_payments p {_RECOVERY}
+            WHERE p.person_id = $1
+              AND ($2::date IS NULL OR (p.period, p.kind, p.id) < ($2, $3::text, $4::uuid))
+            ORDER BY p.period DESC, p.kind DESC, p.id DESC
+            LIMIT $5""",
+        person_id,
+        *(after or (None, None, None)),
+        limit,
+    )
+
+
+async def payment(db: Db, person_id: uuid.UUID, payment_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {_PAYMENT_COLUMNS} FROM pension_payments p {_RECOVERY} WHERE p.person_id = $1 AND p.id = $2",
+        person_id,
+        payment_id,
+    )
+
+
+async def payments_of_year(db: Db, person_id: uuid.UUID, year: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {_PAYMENT_COLUMNS} FROM pension_payments p {_RECOVERY}
+            WHERE p.person_id = $1 AND p.period >= make_date($2, 1, 1) AND p.period < make_date($2 + 1, 1, 1)
+            ORDER BY p.period, p.kind""",
+        person_id,
+        year,
+    )
+
+
+async def returned_payments(db: Db, after: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+    """For operators: payments the bank sent back, oldest first."""
+    return await db.fetch(
+        """SELECT p.id, p.period, p.kind, p.amount_fen, p.bank_account_masked, p.bank_return_reason,
+                  p.bank_updated_at, per.national_id_masked, per.name
+           FROM pension_payments p JOIN persons per ON per.id = p.person_id
+           WHERE p.bank_status = 'returned' AND ($1::uuid IS NULL OR p.id > $1)
+           ORDER BY p.id LIMIT $2""",
+        after,
+        limit,
+    )

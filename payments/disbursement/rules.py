@@ -1,0 +1,104 @@
+"""Pension payment rules: periods, the pay date, who is paid or withheld, and the yearly statement.
+
+Pure functions over plain data. The disbursement SQL applies the same eligibility rule to whole
+batches at once; `withheld_reason` is the one-person form (explanations, reminders, tests).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+# Why a month was not paid; each is back-paid by the first run that pays the person again.
+NOT_CERTIFIED = "not_certified"  # never passed a face check
+CERTIFICATION_EXPIRED = "certification_expired"  # the last pass is more than 12 months old at the pay date
+REPORTED_DECEASED = "reported_deceased"  # a death report, later reversed, stopped the payment
+WITHHELD_REASONS = (NOT_CERTIFIED, CERTIFICATION_EXPIRED, REPORTED_DECEASED)
+
+_PERIOD = re.compile(r"(\d{4})-(\d{2})")
+
+
+def parse_period(text: str) -> date:
+    """`2026-12` -> 2026-12-01; ValueError for anything else."""
+    found = _PERIOD.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"a period is written YYYY-MM, got {text!r}")
+    year, month = int(found.group(1)), int(found.group(2))
+    if not 2000 <= year <= 2100 or not 1 <= month <= 12:
+        raise ValueError(f"no such month: {text!r}")
+    return date(year, month, 1)
+
+
+def pay_date(period: date, pay_day: int) -> date:
+    return period.replace(day=pay_day)
+
+
+def withheld_reason(certified_until: date | None, on: date) -> str | None:
+    """None when a living person certified until `on` (or later) is paid; else why the month is withheld."""
+    if certified_until is None:
+        return NOT_CERTIFIED
+    if certified_until < on:
+        return CERTIFICATION_EXPIRED
+    return None
+
+
+def yuan(fen: int) -> str:
+    """Exact decimal yuan for files and messages: 350001 -> '3500.01' (never through a float)."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole}.{cents:02d}"
+
+
+@dataclass(frozen=True)
+class PaymentFact:
+    """One pension payment as the statement needs it."""
+
+    period: date
+    kind: str  # monthly | back_pay
+    status: str  # paid | withheld
+    amount_fen: int
+    withheld_reason: str | None = None
+    covers: tuple[date, ...] = ()
+    bank_status: str | None = None
+    bank_return_reason: str | None = None
+    to_recover_fen: int = 0
+
+
+@dataclass
+class StatementMonth:
+    month: int
+    paid_fen: int = 0
+    withheld_fen: int = 0
+    withheld_reasons: list[str] = field(default_factory=list)
+    back_pay_fen: int = 0
+    back_pay_covers: list[date] = field(default_factory=list)
+    returned_fen: int = 0
+    return_reasons: list[str] = field(default_factory=list)
+    to_recover_fen: int = 0
+
+
+def statement(year: int, facts: Iterable[PaymentFact]) -> list[StatementMonth]:
+    """Twelve months of what was paid, withheld, back-paid, returned by the bank and is to be recovered.
+
+    A returned payment counts as returned, not paid: the money did not reach the person.
+    """
+    months = [StatementMonth(m) for m in range(1, 13)]
+    for fact in facts:
+        if fact.period.year != year:
+            continue
+        line = months[fact.period.month - 1]
+        line.to_recover_fen += fact.to_recover_fen
+        if fact.status == "withheld":
+            line.withheld_fen += fact.amount_fen
+            line.withheld_reasons.append(fact.withheld_reason or NOT_CERTIFIED)
+        elif fact.bank_status == "returned":
+            line.returned_fen += fact.amount_fen
+            line.return_reasons.append(fact.bank_return_reason or "")
+        elif fact.kind == "back_pay":
+            line.back_pay_fen += fact.amount_fen
+            line.back_pay_covers.extend(fact.covers)
+        else:
+            line.paid_fen += fact.amount_fen
+    return months

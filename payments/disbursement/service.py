@@ -1,0 +1,213 @@
+"""Disbursement runs, the bank's files and a retiree's payment history.
+
+A run makes exactly one record per entitlement and month, batch after batch; each batch and the
+run's progress commit together, so a run killed at any point and started again (or two executors
+of one period at once) end with the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import asyncpg
+
+from app.errors import Conflict, NotFound
+from infra import audit, jobs
+from infra.crypto import FieldCipher, mask_name
+from infra.db import UnitOfWork, unit_of_work
+from infra.events import add_event
+from payments.disbursement import bankfile
+from payments.disbursement import repository as repo
+from payments.disbursement.rules import PaymentFact, StatementMonth, pay_date, statement
+
+log = logging.getLogger(__name__)
+
+DISBURSE_JOB = "payments.disburse"
+ACCOUNT_CONTEXT = "pension_entitlements.bank_account"
+
+
+@dataclass(frozen=True)
+class ReturnReport:
+    confirmed: int = 0
+    returned: int = 0
+    unchanged: int = 0
+    errors: list[bankfile.LineError] = field(default_factory=list)
+
+
+# A bank answer may confirm or return a pending payment, or return a confirmed one (a recall);
+# a returned payment stays returned.
+_ALLOWED = {("pending", "paid"), ("pending", "returned"), ("confirmed", "returned")}
+_SAME = {("confirmed", "paid"), ("returned", "returned")}
+
+
+class DisbursementService:
+    def __init__(self, pool: asyncpg.Pool, cipher: FieldCipher, pay_day: int, batch: int) -> None:
+        self._pool = pool
+        self._cipher = cipher
+        self._pay_day = pay_day
+        self._batch = batch
+
+    async def request(self, period: date, actor: str) -> asyncpg.Record:
+        """Start (or find) the period's run and queue it for a worker; the API's entry point."""
+        async with unit_of_work(self._pool) as uow:
+            run_id, created = await repo.start_run(uow, period, pay_date(period, self._pay_day), actor)
+            if created:
+                await audit.record(
+                    uow, actor, "disbursement.started", f"disbursement:{run_id}", {"period": str(period)}
+                )
+            await jobs.enqueue(uow, DISBURSE_JOB, str(run_id).encode(), f"disburse:{run_id}")
+        return await self.view(run_id)
+
+    async def run(
+        self, period: date, actor: str, on_batch: Callable[[int], Awaitable[None]] | None = None
+    ) -> asyncpg.Record:
+        """Start (or find) the period's run and carry it to completion here; the CLI's entry point."""
+        async with unit_of_work(self._pool) as uow:
+            run_id, created = await repo.start_run(uow, period, pay_date(period, self._pay_day), actor)
+            if created:
+                await audit.record(
+                    uow, actor, "disbursement.started", f"disbursement:{run_id}", {"period": str(period)}
+                )
+        await self.process(run_id, on_batch)
+        return await self.view(run_id)
+
+    async def process(self, run_id: uuid.UUID, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """Batches until the run is complete; safe to call from any number of processes at once."""
+        while True:
+            async with unit_of_work(self._pool) as uow:
+                run = await repo.lock_run(uow, run_id)
+                if run is None:
+                    raise NotFound("disbursement_not_found")
+                if run["state"] == "completed":
+                    return
+                scanned, _ = await repo.run_batch(uow, run, self._batch)
+                if scanned < self._batch:
+                    await self._completed(uow, run_id)
+            if on_batch is not None:
+                await on_batch(scanned)
+
+    async def _completed(self, uow: UnitOfWork, run_id: uuid.UUID) -> None:
+        totals = await repo.run_view(uow, run_id)
+        assert totals is not None
+        summary = {
+            key: totals[key]
+            for key in ("paid_count", "paid_fen", "withheld_count", "withheld_fen", "back_pay_count", "back_pay_fen")
+        }
+        await audit.record(uow, "system:disbursement", "disbursement.completed", f"disbursement:{run_id}", summary)
+        # One event for the run: the notification side fans it out to each person from the records.
+        await add_event(
+            uow,
+            "disbursement.completed",
+            None,
+            {"run_id": str(run_id), "period": str(totals["period"])},
+            f"disbursement.completed:{run_id}",
+        )
+        log.info("disbursement run completed", extra={"run_id": str(run_id), **summary})
+
+    async def view(self, run_id: uuid.UUID) -> asyncpg.Record:
+        row = await repo.run_view(self._pool, run_id)
+        if row is None:
+            raise NotFound("disbursement_not_found")
+        return row
+
+    async def run_of_period(self, period: date) -> uuid.UUID | None:
+        return await repo.run_of_period(self._pool, period)
+
+    async def bank_order(self, run_id: uuid.UUID, actor: str) -> AsyncIterator[str]:
+        """The run's payment order for the bank, streamed; only a completed run has one.
+
+        The file carries full account numbers, so each export is audited before the first byte.
+        """
+        run = await self.view(run_id)
+        if run["state"] != "completed":
+            raise Conflict("disbursement_running")
+        async with unit_of_work(self._pool) as uow:
+            await audit.record(uow, actor, "disbursement.bank_file_exported", f"disbursement:{run_id}", {})
+        return self._order_chunks(run_id)
+
+    async def _order_chunks(self, run_id: uuid.UUID) -> AsyncIterator[str]:
+        order = bankfile.PaymentOrder()
+        yield order.header()
+        async with self._pool.acquire() as conn, conn.transaction():
+            async for row in repo.order_rows(conn, run_id):
+                account = self._cipher.decrypt_text(row["bank_account_enc"], ACCOUNT_CONTEXT)
+                yield order.line(bankfile.OrderLine(row["id"], mask_name(row["name"]), account, row["amount_fen"]))
+        yield order.trailer()
+
+    async def import_returns(self, text: str, actor: str) -> ReturnReport:
+        """Apply the bank's return file whole, or nothing when any line cannot be taken."""
+        answers, errors = bankfile.parse_returns(text)
+        if errors:
+            return ReturnReport(errors=errors)
+        async with unit_of_work(self._pool) as uow:
+            states = await repo.bank_states(uow, [a.reference for a in answers])
+            changes: list[bankfile.ReturnLine] = []
+            unchanged = 0
+            for answer in answers:
+                row = states.get(answer.reference)
+                if row is None:
+                    errors.append(
+                        bankfile.LineError(answer.line, f"no payment {answer.reference} was sent to the bank")
+                    )
+                elif (row["bank_status"], answer.result) in _SAME:
+                    unchanged += 1
+                elif (row["bank_status"], answer.result) in _ALLOWED:
+                    changes.append(answer)
+                else:
+                    errors.append(
+                        bankfile.LineError(
+                            answer.line, f"the payment is already {row['bank_status']}: cannot be {answer.result}"
+                        )
+                    )
+            if errors:
+                return ReturnReport(errors=errors)  # leaving the block commits nothing: no change was made
+            await repo.record_bank_answers(
+                uow, [c.reference for c in changes], [c.result for c in changes], [c.reason for c in changes]
+            )
+            report = ReturnReport(
+                confirmed=sum(c.result == "paid" for c in changes),
+                returned=sum(c.result == "returned" for c in changes),
+                unchanged=unchanged,
+            )
+            await audit.record(
+                uow,
+                actor,
+                "disbursement.bank_returns_imported",
+                "bank-returns",
+                {"confirmed": report.confirmed, "returned": report.returned, "unchanged": report.unchanged},
+            )
+        return report
+
+    # -- the retiree's view --------------------------------------------------------------------------
+    async def payments(
+        self, person_id: uuid.UUID, after: tuple[date, str, uuid.UUID] | None, limit: int
+    ) -> list[asyncpg.Record]:
+        return await repo.payments_page(self._pool, person_id, after, limit)
+
+    async def payment(self, person_id: uuid.UUID, payment_id: uuid.UUID) -> asyncpg.Record | None:
+        return await repo.payment(self._pool, person_id, payment_id)
+
+    async def statement(self, person_id: uuid.UUID, year: int) -> list[StatementMonth]:
+        rows = await repo.payments_of_year(self._pool, person_id, year)
+        return statement(year, (fact_of(row) for row in rows))
+
+    async def returned(self, after: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+        return await repo.returned_payments(self._pool, after, limit)
+
+
+def fact_of(row: asyncpg.Record) -> PaymentFact:
+    return PaymentFact(
+        period=row["period"],
+        kind=row["kind"],
+        status=row["status"],
+        amount_fen=row["amount_fen"],
+        withheld_reason=row["withheld_reason"],
+        covers=tuple(row["covers"] or ()),
+        bank_status=row["bank_status"],
+        bank_return_reason=row["bank_return_reason"],
+        to_recover_fen=row["to_recover_fen"],
+    )

@@ -1,0 +1,305 @@
+"""The medical personal account: yearly allocations from the fund, QR charges by hospital and
+pharmacy terminals, refunds, and the cardholder's statement.
+
+Charges and refunds run once per terminal Idempotency-Key (Brandur Leach's pattern): the key is
+claimed in a short statement of its own, then one transaction does the work, stores the answer and
+releases the claim, so a retry replays the answer and a crash leaves nothing half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from app.auth.principal import Principal
+from app.cards.service import CardService
+from app.errors import AppError, Conflict, Forbidden, NotFound, PaymentRequired, Unprocessable
+from app.pagination import decode_cursor, encode_cursor
+from app.persons.records import RowError, detect_format
+from app.persons.repository import find_by_national_id_hash
+from infra import audit
+from infra.config import Settings
+from infra.crypto import lookup_hash, mask_account
+from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
+from infra.events import add_event
+from payments.ledger import repository as repo
+from payments.ledger import rules
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A terminal request's Idempotency-Key and the fingerprint of what it asks (rules.request_hash)."""
+
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True)
+class ChargeReceipt:
+    charge_id: uuid.UUID
+    amount_fen: int
+    description: str
+    merchant: str
+    masked_card_number: str
+    masked_national_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RefundReceipt:
+    refund_id: uuid.UUID
+    charge_id: uuid.UUID
+    amount_fen: int
+    refundable_fen: int  # what is left to refund of the charge after this refund
+    description: str
+    merchant: str
+    masked_card_number: str
+    masked_national_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Statement:
+    balance_fen: int
+    entries: list[asyncpg.Record]
+    next_cursor: str | None
+
+
+@dataclass
+class AllocationReport:
+    created: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+def _refusal(status: int, code: str, params: dict[str, Any]) -> AppError:
+    """A stored refusal, raised again for a replay (rendered in the language of the retry)."""
+    error = AppError(code, **params)
+    error.status = status
+    return error
+
+
+class MedicalAccountService:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, cards: CardService) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._cards = cards
+
+    # -- terminals -------------------------------------------------------------------------------
+    async def charge(
+        self, terminal: Principal, request: Idempotency, qr_token: str, amount_fen: int, description: str
+    ) -> ChargeReceipt:
+        async def work(uow: UnitOfWork) -> ChargeReceipt:
+            holder = await self._cards.consume_qr(uow, terminal, qr_token)
+            accounts = await repo.lock_accounts(uow, holder["person_id"], terminal.subject_id)
+            medical, merchant = accounts["medical"], accounts["merchant"]
+            if medical["balance_fen"] < amount_fen:
+                # Raised inside the work's savepoint: the QR token's consumption is undone with it,
+                # so the cardholder can pay a smaller amount (or otherwise) with the same code.
+                raise PaymentRequired("insufficient_balance")
+            charge = await repo.insert_charge(uow, terminal.subject_id, holder, amount_fen, description)
+            await repo.transfer(uow, medical["id"], merchant["id"], amount_fen, "charge", charge["id"])
+            receipt = ChargeReceipt(
+                charge_id=charge["id"],
+                amount_fen=amount_fen,
+                description=description,
+                merchant=terminal.merchant or "",
+                masked_card_number=mask_account(holder["card_number"]),
+                masked_national_id=holder["national_id_masked"],
+                created_at=charge["created_at"],
+            )
+            await add_event(
+                uow,
+                "medical.charged",
+                holder["person_id"],
+                {
+                    "charge_id": str(receipt.charge_id),
+                    "amount_fen": amount_fen,
+                    "merchant": receipt.merchant,
+                    "description": description,
+                },
+                f"medical.charged:{receipt.charge_id}",
+            )
+            return receipt
+
+        return await self._once(terminal, request, ChargeReceipt, work)
+
+    async def refund(
+        self, terminal: Principal, request: Idempotency, charge_id: uuid.UUID, amount_fen: int
+    ) -> RefundReceipt:
+        async def work(uow: UnitOfWork) -> RefundReceipt:
+            # Another merchant's charge is as good as unknown: no probing of charge ids.
+            charge = await repo.charge_for_refund(uow, charge_id, terminal.merchant or "")
+            if charge is None:
+                raise NotFound("charge_not_found")
+            left = rules.refundable_fen(charge["amount_fen"], charge["refunded_fen"])
+            if amount_fen > left:
+                raise Conflict("refund_exceeds_charge", refundable=rules.yuan(left))
+            # The money went to the charging terminal's account; it comes back from there.
+            accounts = await repo.lock_accounts(uow, charge["person_id"], charge["terminal_id"])
+            refund = await repo.insert_refund(uow, charge_id, terminal.subject_id, amount_fen)
+            await repo.transfer(
+                uow, accounts["merchant"]["id"], accounts["medical"]["id"], amount_fen, "refund", refund["id"]
+            )
+            receipt = RefundReceipt(
+                refund_id=refund["id"],
+                charge_id=charge_id,
+                amount_fen=amount_fen,
+                refundable_fen=left - amount_fen,
+                description=charge["description"],
+                merchant=terminal.merchant or "",
+                masked_card_number=mask_account(charge["card_number"]),
+                masked_national_id=charge["national_id_masked"],
+                created_at=refund["created_at"],
+            )
+            await add_event(
+                uow,
+                "medical.refunded",
+                charge["person_id"],
+                {
+                    "refund_id": str(receipt.refund_id),
+                    "charge_id": str(charge_id),
+                    "amount_fen": amount_fen,
+                    "merchant": receipt.merchant,
+                    "description": receipt.description,
+                },
+                f"medical.refunded:{receipt.refund_id}",
+            )
+            return receipt
+
+        return await self._once(terminal, request, RefundReceipt, work)
+
+    async def _once(
+        self,
+        terminal: Principal,
+        request: Idempotency,
+        answer_type: type[R],
+        work: Callable[[UnitOfWork], Awaitable[R]],
+    ) -> R:
+        """Run `work` once per key: a new key runs it; a key answered before replays its answer (a
+        receipt, or the business refusal: insufficient balance, used code...), whatever happened
+        since; a key in use by a running request or by another request is refused."""
+        terminal_id = terminal.subject_id
+        claimed = await self._claim(terminal_id, request)
+        if not isinstance(claimed, datetime):
+            return msgspec.convert(claimed, answer_type)
+        try:
+            async with unit_of_work(self._pool) as uow:
+                if not await repo.hold_key(uow, terminal_id, request.key, claimed):
+                    # We were taken for dead and another request took the key over: it answers.
+                    raise Conflict("request_in_flight")
+                try:
+                    async with uow.conn.transaction():  # a savepoint: a refusal undoes the work's writes
+                        answer = await work(uow)
+                except AppError as refusal:
+                    stored = {"code": refusal.code, "params": refusal.params}
+                    await repo.answer_key(uow, terminal_id, request.key, refusal.status, stored)
+                    raise CommitThenRaise(refusal) from None
+                response: dict[str, Any] = msgspec.to_builtins(answer)
+                await repo.answer_key(uow, terminal_id, request.key, 201, response)
+        except AppError:
+            raise
+        except Exception:
+            # Nothing was stored (the transaction rolled back): let a retry run now rather than
+            # once the claim counts as abandoned. A cancelled request is left to that timeout.
+            await repo.release_key(self._pool, terminal_id, request.key, claimed)
+            raise
+        # Sent as a replay will read it back from the key, so the first answer and replays are the same bytes.
+        return msgspec.convert(response, answer_type)
+
+    async def _claim(self, terminal_id: uuid.UUID, request: Idempotency) -> datetime | dict[str, Any]:
+        """Our claim on the key (its lock time), or the stored answer to replay (a refusal is raised)."""
+        lifetime = rules.KEY_LIFETIME
+        for _ in range(3):  # a round is lost only to a concurrent request (a takeover, a purge): look again
+            locked_at = await repo.claim_key(self._pool, terminal_id, request.key, request.request_hash, lifetime)
+            if locked_at is not None:
+                return locked_at
+            row = await repo.stored_key(self._pool, terminal_id, request.key)
+            if row is None:
+                continue
+            stored = rules.StoredKey(
+                row["request_hash"], row["status_code"] is not None, row["locked_at"], row["expires_at"]
+            )
+            state = rules.key_state(stored, request.request_hash, row["now"])
+            if state is rules.KeyState.REUSED:
+                raise Unprocessable("idempotency_key_reused")
+            if state is rules.KeyState.IN_FLIGHT:
+                raise Conflict("request_in_flight")
+            if state is rules.KeyState.ANSWERED:
+                response: dict[str, Any] = row["response"]
+                if row["status_code"] >= 400:
+                    raise _refusal(row["status_code"], response["code"], response["params"])
+                return response
+            locked_at = await repo.take_over_key(
+                self._pool, terminal_id, request.key, request.request_hash, lifetime, rules.ABANDONED_AFTER
+            )
+            if locked_at is not None:
+                return locked_at
+        raise Conflict("request_in_flight")
+
+    # -- the cardholder --------------------------------------------------------------------------
+    async def statement(self, principal: Principal, cursor: str | None, limit: int) -> Statement:
+        """The balance and a page of entries, newest first, read in one snapshot so they agree."""
+        if principal.person_id is None:
+            raise Forbidden("identity_not_linked")
+        before_id = decode_cursor(cursor, int)[0] if cursor else None
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            db = UnitOfWork(conn)
+            balance = await repo.medical_balance(db, principal.person_id)
+            rows = await repo.entries(db, principal.person_id, before_id, limit + 1)
+        more = len(rows) > limit
+        return Statement(balance, rows[:limit], encode_cursor(rows[limit - 1]["id"]) if more else None)
+
+    # -- administrators --------------------------------------------------------------------------
+    async def import_allocations(self, path: Path, actor: str) -> AllocationReport:
+        """Land every good row of a CSV or JSON-lines file of yearly allocations, each in its own
+        transaction with its audit entry; `actor` is who the audit log names."""
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
+        rows, errors = rules.parse_allocations(text, detect_format(path.name))
+        report = AllocationReport(errors=list(errors))
+        for row in rows:
+            outcome = await self._allocate(row, actor)
+            if isinstance(outcome, RowError):
+                report.errors.append(outcome)
+            elif outcome:
+                report.created += 1
+            else:
+                report.unchanged += 1
+        report.errors.sort(key=lambda e: e.line)
+        return report
+
+    async def _allocate(self, row: rules.AllocationRow, actor: str) -> bool | RowError:
+        """True when the allocation landed, False when it already had (a re-import), or why not."""
+        async with unit_of_work(self._pool) as uow:
+            person = await find_by_national_id_hash(uow, lookup_hash(self._settings.lookup_hash_key, row.national_id))
+            if person is None:
+                return RowError(row.line, "national_id", "no person with this national ID has been imported")
+            allocation_id = await repo.insert_allocation(uow, person["id"], row.year, row.amount_fen, actor)
+            if allocation_id is None:
+                before = await repo.allocated_fen(uow, person["id"], row.year)
+                if before == row.amount_fen:
+                    return False
+                # Never silently different from the file: a correction is a transfer of its own.
+                return RowError(row.line, "amount_fen", f"{row.year} was already allocated {before} fen")
+            accounts = await repo.lock_accounts(uow, person["id"], None)
+            await repo.transfer(
+                uow, accounts["fund"]["id"], accounts["medical"]["id"], row.amount_fen, "allocation", allocation_id
+            )
+            await audit.record(
+                uow,
+                actor,
+                "medical.allocated",
+                f"person:{person['id']}",
+                {"year": row.year, "amount_fen": row.amount_fen, "line": row.line},
+            )
+        return True
