@@ -180,3 +180,10 @@ async def operator_headers(services: Services) -> dict[str, str]:
     from tests.factories import operator_headers_for
 
     return await operator_headers_for(services, "reviewer1", "Reviewer One")
+
+
+@pytest.fixture
+async def admin_headers(services: Services) -> dict[str, str]:
+    from tests.factories import operator_headers_for
+
+    return await operator_headers_for(services, "admin1", "Admin One", role="admin")

@@ -1,7 +1,8 @@
 """SQL for death records, the overpayments they reveal, and their reversal.
 
 Every writer of a person's death record holds that person's row lock (`lock_person`), so the
-statements after it need no locks of their own.
+statements after it need no locks of their own; it waits first for any disbursement batch in
+progress (PAYMENT_RECORDS_LOCK), so every payment a batch made is seen by the overpayment sweep.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from datetime import date
 import asyncpg
 
 from infra.db import UnitOfWork
+from payments.disbursement.repository import PAYMENT_RECORDS_LOCK
 
 
 async def lock_person(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
+    await uow.execute("SELECT pg_advisory_xact_lock($1)", PAYMENT_RECORDS_LOCK)
     return await uow.fetchrow(
         "SELECT id, birth_date, national_id_masked FROM persons WHERE national_id_hash = $1 FOR UPDATE",
         national_id_hash,

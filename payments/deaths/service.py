@@ -65,7 +65,7 @@ class DeathRecords:
         return result
 
     async def _record(self, report: DeathReport, source: str, actor: str) -> str | RowError:
-        """ "recorded", "updated" (a new date for the standing record), "unchanged", or the line's error."""
+        """The line's outcome (recorded; updated: a new date for the standing record; unchanged) or its error."""
         async with unit_of_work(self._pool) as uow:
             person = await repo.lock_person(uow, lookup_hash(self._lookup_key, report.national_id))
             if person is None:
@@ -74,13 +74,13 @@ class DeathRecords:
                 return RowError(report.line, "date_of_death", "is before the person's birth date")
             person_id: uuid.UUID = person["id"]
             standing = await repo.standing_record(uow, person_id)
+            if standing is not None and standing["date_of_death"] == report.date_of_death:
+                return "unchanged"
             details: dict[str, object] = {
                 "masked_national_id": person["national_id_masked"],
                 "date_of_death": report.date_of_death.isoformat(),
                 "source": source,
             }
-            if standing is not None and standing["date_of_death"] == report.date_of_death:
-                return "unchanged"
             if standing is not None:
                 record_id: uuid.UUID = standing["id"]
                 await repo.change_date(uow, record_id, report.date_of_death, source)

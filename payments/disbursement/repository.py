@@ -14,6 +14,11 @@ from infra.db import Db, UnitOfWork
 # Deceased persons and stopped entitlements get no record at all.
 _DUE = """e.status = 'active' AND e.start_month <= $1 AND p.vital_status = 'alive'"""
 
+# Batches hold it shared; recording or reversing a death holds it exclusively. A death is thus
+# recorded between batches: a batch never pays a person who died while it ran without the death's
+# overpayment sweep seeing that payment.
+PAYMENT_RECORDS_LOCK = 0x70_61_79_6D  # "paym"
+
 START_RUN_SQL = f"""
     INSERT INTO disbursement_runs (period, pay_date, entitlements, requested_by)
     SELECT $1, $2, count(*), $3
@@ -41,9 +46,12 @@ async def lock_run(uow: UnitOfWork, run_id: uuid.UUID) -> asyncpg.Record | None:
     )
 
 
-# One batch of monthly records, in person order after the last person done. The withheld reason
-# is rules.withheld_reason in SQL.
-MONTHLY_BATCH_SQL = f"""
+# One batch, in one statement: the monthly records of the next `$5` entitlements in person order
+# after the last person done, then back-pay for the batch's persons paid this month (one record
+# paying every withheld month not yet back-paid, and each of those months marked as paid by it).
+# The withheld reason is rules.withheld_reason in SQL. Back-pay joins the batch, not the records
+# just written: a statement does not see its own inserts, and the planner knows the batch's size.
+BATCH_SQL = f"""
     WITH batch AS (
         SELECT e.person_id, e.monthly_amount_fen, e.bank_account_enc, e.bank_account_masked,
                CASE WHEN p.certified_until IS NULL THEN 'not_certified'
@@ -52,7 +60,7 @@ MONTHLY_BATCH_SQL = f"""
         WHERE {_DUE} AND ($4::uuid IS NULL OR e.person_id > $4)
         ORDER BY e.person_id
         LIMIT $5
-    ), made AS (
+    ), monthly AS (
         INSERT INTO pension_payments (run_id, person_id, period, kind, status, withheld_reason, amount_fen,
                                       bank_account_enc, bank_account_masked, bank_status)
         SELECT $2, b.person_id, $1, 'monthly',
@@ -63,58 +71,50 @@ MONTHLY_BATCH_SQL = f"""
         FROM batch b
         ON CONFLICT (person_id, period, kind) DO NOTHING
         RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM batch) AS scanned, (SELECT person_id FROM batch ORDER BY person_id DESC LIMIT 1) AS last_person,
-           (SELECT count(*) FROM made) AS made"""
-
-# Back-pay for the batch's persons paid this month: one record per person paying every withheld
-# month not yet back-paid, and each of those months marked as paid by it, in one statement.
-BACK_PAY_BATCH_SQL = """
-    WITH owed AS (
+    ), owed AS (
         SELECT w.person_id, array_agg(w.period ORDER BY w.period) AS months, sum(w.amount_fen)::bigint AS total
         FROM pension_payments w
         WHERE w.status = 'withheld' AND w.back_paid_by IS NULL AND w.period < $1
-          AND ($3::uuid IS NULL OR w.person_id > $3) AND w.person_id <= $4
+          AND w.person_id IN (SELECT person_id FROM batch WHERE reason IS NULL)
         GROUP BY w.person_id
-    ), paid AS (
+    ), back_pay AS (
         INSERT INTO pension_payments (run_id, person_id, period, kind, status, amount_fen, covers,
                                       bank_account_enc, bank_account_masked, bank_status)
         SELECT $2, o.person_id, $1, 'back_pay', 'paid', o.total, o.months,
-               cur.bank_account_enc, cur.bank_account_masked, 'pending'
-        FROM owed o
-        JOIN pension_payments cur ON cur.person_id = o.person_id AND cur.period = $1
-                                  AND cur.kind = 'monthly' AND cur.status = 'paid'
+               b.bank_account_enc, b.bank_account_masked, 'pending'
+        FROM owed o JOIN batch b ON b.person_id = o.person_id
         ON CONFLICT (person_id, period, kind) DO NOTHING
         RETURNING id, person_id, covers
     ), marked AS (
-        UPDATE pension_payments w SET back_paid_by = paid.id
-        FROM paid
-        WHERE w.person_id = paid.person_id AND w.status = 'withheld' AND w.back_paid_by IS NULL
-          AND w.period = ANY (paid.covers)
+        UPDATE pension_payments w SET back_paid_by = bp.id
+        FROM back_pay bp
+        WHERE w.person_id = bp.person_id AND w.status = 'withheld' AND w.back_paid_by IS NULL
+          AND w.period = ANY (bp.covers)
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM paid) AS back_pays, (SELECT count(*) FROM marked) AS months"""
+    SELECT (SELECT count(*) FROM batch) AS scanned,
+           (SELECT person_id FROM batch ORDER BY person_id DESC LIMIT 1) AS last_person,
+           (SELECT count(*) FROM monthly) AS monthly, (SELECT count(*) FROM back_pay) AS back_pays,
+           (SELECT count(*) FROM marked) AS months_back_paid"""
 
 
-async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> tuple[int, uuid.UUID | None]:
-    """Records for the next `batch` entitlements; the run's progress moves in the same transaction."""
-    done = await uow.fetchrow(MONTHLY_BATCH_SQL, run["period"], run["id"], run["pay_date"], run["resume_after"], batch)
+async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> int:
+    """Records for the next `batch` entitlements; the run's progress moves in the same transaction.
+    Returns how many entitlements the batch covered: 0 once every one is done."""
+    await uow.execute("SELECT pg_advisory_xact_lock_shared($1)", PAYMENT_RECORDS_LOCK)
+    done = await uow.fetchrow(BATCH_SQL, run["period"], run["id"], run["pay_date"], run["resume_after"], batch)
     assert done is not None
     scanned: int = done["scanned"]
-    last: uuid.UUID | None = done["last_person"]
-    if last is not None:
-        await uow.execute(BACK_PAY_BATCH_SQL, run["period"], run["id"], run["resume_after"], last)
     await uow.execute(
         """UPDATE disbursement_runs SET resume_after = coalesce($2, resume_after), processed = processed + $3,
-               state = CASE WHEN $3 < $4 THEN 'completed' ELSE state END,
-               completed_at = CASE WHEN $3 < $4 THEN now() END
+               state = CASE WHEN $3 = 0 THEN 'completed' ELSE state END,
+               completed_at = CASE WHEN $3 = 0 THEN now() END
            WHERE id = $1""",
         run["id"],
-        last,
+        done["last_person"],
         scanned,
-        batch,
     )
-    return scanned, last
+    return scanned
 
 
 async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
@@ -163,8 +163,9 @@ async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid
 
 async def record_bank_answers(
     uow: UnitOfWork, ids: list[uuid.UUID], results: list[str], reasons: list[str | None]
-) -> int:
-    status = await uow.execute(
+) -> None:
+    """The bank's answers; a returned payment never reached the person, so nothing of it is to recover."""
+    await uow.execute(
         """UPDATE pension_payments p
            SET bank_status = CASE a.result WHEN 'paid' THEN 'confirmed' ELSE 'returned' END,
                bank_return_reason = a.reason, bank_updated_at = now()
@@ -174,7 +175,13 @@ async def record_bank_answers(
         results,
         reasons,
     )
-    return int(status.split()[-1])
+    await uow.execute(
+        """UPDATE overpayments SET status = 'cancelled', updated_at = now()
+           WHERE status = 'to_recover' AND payment_id IN (
+               SELECT a.id FROM unnest($1::uuid[], $2::text[]) AS a (id, result) WHERE a.result = 'returned')""",
+        ids,
+        results,
+    )
 
 
 _PAYMENT_COLUMNS = """p.id, p.period, p.kind, p.status, p.withheld_reason, p.amount_fen, p.covers,

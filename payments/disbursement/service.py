@@ -84,10 +84,11 @@ class DisbursementService:
                     raise NotFound("disbursement_not_found")
                 if run["state"] == "completed":
                     return
-                scanned, _ = await repo.run_batch(uow, run, self._batch)
-                if scanned < self._batch:
+                # The run ends on an empty batch, so completion never rests on batch arithmetic.
+                scanned = await repo.run_batch(uow, run, self._batch)
+                if scanned == 0:
                     await self._completed(uow, run_id)
-            if on_batch is not None:
+            if on_batch is not None and scanned:
                 await on_batch(scanned)
 
     async def _completed(self, uow: UnitOfWork, run_id: uuid.UUID) -> None:

@@ -22,8 +22,8 @@ PUBLIC = {
 
 
 def _concrete(path: str) -> str:
-    """The path with its parameters filled in (every path parameter here is an id)."""
-    return re.sub(r"\{[^}]+\}", "0190a5c4-0000-7000-8000-000000000000", path)
+    """The path with its parameters filled in (a year, or else an id)."""
+    return re.sub(r"\{[^}]+\}", "0190a5c4-0000-7000-8000-000000000000", path.replace("{year}", "2026"))
 
 
 def _wrong_role(path: str, cardholder: dict[str, Any], terminal_headers: dict[str, str]) -> dict[str, str]:
@@ -32,10 +32,12 @@ def _wrong_role(path: str, cardholder: dict[str, Any], terminal_headers: dict[st
 
 
 def _right_role(
-    path: str, cardholder: dict[str, Any], terminal: dict[str, str], operator: dict[str, str]
+    path: str, cardholder: dict[str, Any], terminal: dict[str, str], operator: dict[str, str], admin: dict[str, str]
 ) -> dict[str, str]:
     if path.startswith("/v1/terminal"):
         return terminal
+    if path.startswith("/v1/admin"):
+        return admin
     return operator if path.startswith("/v1/review") else cardholder["headers"]
 
 
@@ -109,6 +111,7 @@ async def test_bad_bodies_get_400(
     cardholder: dict[str, Any],
     terminal_headers: dict[str, str],
     operator_headers: dict[str, str],
+    admin_headers: dict[str, str],
     body: bytes,
     content_type: str,
 ) -> None:
@@ -116,19 +119,23 @@ async def test_bad_bodies_get_400(
         if "requestBody" not in op:
             continue
         headers = {"Content-Type": content_type}
-        headers.update(_right_role(path, cardholder, terminal_headers, operator_headers))
+        headers.update(_right_role(path, cardholder, terminal_headers, operator_headers, admin_headers))
         _assert_problem(await client.request(method, path, content=body, headers=headers), {400})
 
 
 async def test_too_large_bodies_get_413(
-    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], operator_headers: dict[str, str]
+    client: Any,
+    cardholder: dict[str, Any],
+    terminal_headers: dict[str, str],
+    operator_headers: dict[str, str],
+    admin_headers: dict[str, str],
 ) -> None:
     big = b'{"phone": "' + b"1" * (2 * 1024 * 1024) + b'"}'
     for method, path, op in await _operations(client):
         if "requestBody" not in op:
             continue
         headers = {"Content-Type": "application/json"}
-        headers.update(_right_role(path, cardholder, terminal_headers, operator_headers))
+        headers.update(_right_role(path, cardholder, terminal_headers, operator_headers, admin_headers))
         _assert_problem(await client.request(method, path, content=big, headers=headers), {413})
 
 

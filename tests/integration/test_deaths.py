@@ -207,6 +207,20 @@ async def test_overpayments_are_the_paid_months_after_the_month_of_death(
     assert await pool.fetchval("SELECT count(*) FROM overpayments") == 5
 
 
+async def test_the_same_report_landing_twice_at_once_is_recorded_once(
+    services: Services, importer: Any, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    person = sample_person()
+    (person_id,) = await _import(importer, pool, tmp_path, person)
+    await _run(services, SEP, OCT)
+    feed = _feed(tmp_path, "deaths.csv", f"{person.national_id},2025-09-03")
+    reports = await asyncio.gather(*(services.deaths.import_file(feed, "system:test") for _ in range(4)))
+    assert sorted((r.recorded, r.unchanged) for r in reports) == [(0, 1), (0, 1), (0, 1), (1, 0)]
+    assert await pool.fetchval("SELECT count(*) FROM death_records") == 1
+    assert await _overpayments(pool, person_id) == [(OCT, "monthly", MONTHLY, "to_recover")]
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'person.death_recorded'") == 1
+
+
 async def test_a_corrected_date_recomputes_the_overpayments(
     services: Services, importer: Any, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
