@@ -6,7 +6,7 @@ UV := $(HOME)/.local/bin/uv
 endif
 export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 
-.PHONY: setup run test test-fast lint bench bench-liveness clean-var
+.PHONY: setup run test test-fast lint bench bench-liveness bench-payments clean-var
 
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
@@ -37,6 +37,9 @@ bench: setup  ## QR mint + terminal verify over HTTP against `make run`'s config
 
 bench-liveness: setup  ## face worker: CPU and memory per check vs a naive baseline, submit-to-decision latency
 	$(UV) run --frozen python -m bench.liveness
+
+bench-payments: setup  ## a 1,000,000-pension disbursement vs a bare INSERT ... SELECT; QR charges over HTTP
+	$(UV) run --frozen python -m bench.payments
 
 clean-var:  ## forget the local development data (database, objects, dev keys)
 	rm -rf var

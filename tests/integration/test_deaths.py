@@ -273,6 +273,9 @@ async def test_an_operator_reverses_a_wrong_report_and_the_next_run_pays_the_mon
     assert await _overpayments(pool, person_id) == [(OCT, "monthly", MONTHLY, "to_recover")]
     r = await client.post("/v1/card/qr", headers=cardholder["headers"])
     assert r.status_code == 409
+    # The statement shows October as money to recover.
+    months = (await client.get("/v1/payments/statements/2025", headers=cardholder["headers"])).json()["months"]
+    assert (months[9]["paid_fen"], months[9]["to_recover_fen"]) == (MONTHLY, MONTHLY)
     await _run(services, NOV, DEC)  # the wrong report stopped these two months
 
     r = await client.post(
@@ -334,6 +337,23 @@ async def test_an_operator_reverses_a_wrong_report_and_the_next_run_pays_the_mon
     assert await pool.fetchval(
         "SELECT array_agg(period ORDER BY period) FROM pension_payments WHERE back_paid_by = $1", back_pay["id"]
     ) == [NOV, DEC]
+    # The statements show each step: withheld for the wrong report, then paid back in January.
+    headers = {**cardholder["headers"], "Accept-Language": "en"}
+    months = (await client.get("/v1/payments/statements/2025", headers=headers)).json()["months"]
+    assert [(m["month"], m["paid_fen"], m["withheld_fen"], m["to_recover_fen"]) for m in months[8:]] == [
+        ("2025-09", MONTHLY, 0, 0),
+        ("2025-10", MONTHLY, 0, 0),  # the overpayment was cancelled
+        ("2025-11", 0, MONTHLY, 0),
+        ("2025-12", 0, MONTHLY, 0),
+    ]
+    assert months[10]["withheld_reasons"][0]["code"] == "reported_deceased"
+    assert "withdrawn" in months[10]["withheld_reasons"][0]["text"]
+    january = (await client.get("/v1/payments/statements/2026", headers=headers)).json()["months"][0]
+    assert (january["paid_fen"], january["back_pay_fen"], january["back_pay_covers"]) == (
+        MONTHLY,
+        2 * MONTHLY,
+        ["2025-11", "2025-12"],
+    )
     await _run(services, JAN, FEB)
     assert (
         await pool.fetchval(
