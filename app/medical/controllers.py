@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import msgspec
@@ -55,7 +54,7 @@ class TerminalChargeController(Controller):
             data.amount_fen,
             data.description,
         )
-        return to_schema(s.ChargeReceipt, asdict(receipt))
+        return to_schema(s.ChargeReceipt, receipt)
 
     @post(
         "/{charge_id:uuid}/refunds",
@@ -73,7 +72,7 @@ class TerminalChargeController(Controller):
         receipt = await services.medical.refund(
             request.user, _idempotency(request, idempotency_key, data), charge_id, data.amount_fen
         )
-        return to_schema(s.RefundReceipt, asdict(receipt))
+        return to_schema(s.RefundReceipt, receipt)
 
 
 class MedicalAccountController(Controller):

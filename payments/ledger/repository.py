@@ -25,7 +25,7 @@ async def claim_key(
     """Claim a new key in its own short statement; the claim's lock time, or None when the key exists."""
     locked_at: datetime | None = await db.fetchval(
         """INSERT INTO idempotency_keys (terminal_id, key, request_hash, locked_at, expires_at)
-           VALUES ($1, $2, $3, now(), now() + $4)
+           VALUES ($1, $2, $3, now(), now() + $4::interval)
            ON CONFLICT (terminal_id, key) DO NOTHING RETURNING locked_at""",
         terminal_id,
         key,
@@ -59,9 +59,9 @@ async def take_over_key(
     locked_at: datetime | None = await db.fetchval(
         """UPDATE idempotency_keys
            SET request_hash = $3, locked_at = now(), status_code = NULL, response = NULL,
-               created_at = now(), expires_at = now() + $4
+               created_at = now(), expires_at = now() + $4::interval
            WHERE terminal_id = $1 AND key = $2
-             AND (expires_at <= now() OR (request_hash = $3 AND locked_at <= now() - $5))
+             AND (expires_at <= now() OR (request_hash = $3 AND locked_at <= now() - $5::interval))
            RETURNING locked_at""",
         terminal_id,
         key,

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -33,7 +33,9 @@ from infra.events import add_event
 from payments.ledger import repository as repo
 from payments.ledger import rules
 
-R = TypeVar("R")
+# A receipt as the terminal gets it, in JSON types: stored with the key and replayed from there.
+# Its fields are app.medical.schemas.ChargeReceipt's and RefundReceipt's.
+Receipt = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -42,30 +44,6 @@ class Idempotency:
 
     key: str
     request_hash: bytes
-
-
-@dataclass(frozen=True)
-class ChargeReceipt:
-    charge_id: uuid.UUID
-    amount_fen: int
-    description: str
-    merchant: str
-    masked_card_number: str
-    masked_national_id: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class RefundReceipt:
-    refund_id: uuid.UUID
-    charge_id: uuid.UUID
-    amount_fen: int
-    refundable_fen: int  # what is left to refund of the charge after this refund
-    description: str
-    merchant: str
-    masked_card_number: str
-    masked_national_id: str
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -98,8 +76,8 @@ class MedicalAccountService:
     # -- terminals -------------------------------------------------------------------------------
     async def charge(
         self, terminal: Principal, request: Idempotency, qr_token: str, amount_fen: int, description: str
-    ) -> ChargeReceipt:
-        async def work(uow: UnitOfWork) -> ChargeReceipt:
+    ) -> Receipt:
+        async def work(uow: UnitOfWork) -> Receipt:
             holder = await self._cards.consume_qr(uow, terminal, qr_token)
             accounts = await repo.lock_accounts(uow, holder["person_id"], terminal.subject_id)
             medical, merchant = accounts["medical"], accounts["merchant"]
@@ -109,35 +87,24 @@ class MedicalAccountService:
                 raise PaymentRequired("insufficient_balance")
             charge = await repo.insert_charge(uow, terminal.subject_id, holder, amount_fen, description)
             await repo.transfer(uow, medical["id"], merchant["id"], amount_fen, "charge", charge["id"])
-            receipt = ChargeReceipt(
-                charge_id=charge["id"],
-                amount_fen=amount_fen,
-                description=description,
-                merchant=terminal.merchant or "",
-                masked_card_number=mask_account(holder["card_number"]),
-                masked_national_id=holder["national_id_masked"],
-                created_at=charge["created_at"],
-            )
-            await add_event(
-                uow,
-                "medical.charged",
-                holder["person_id"],
-                {
-                    "charge_id": str(receipt.charge_id),
-                    "amount_fen": amount_fen,
-                    "merchant": receipt.merchant,
-                    "description": description,
-                },
-                f"medical.charged:{receipt.charge_id}",
-            )
-            return receipt
+            event = {
+                "charge_id": str(charge["id"]),
+                "amount_fen": amount_fen,
+                "merchant": terminal.merchant,
+                "description": description,
+            }
+            await add_event(uow, "medical.charged", holder["person_id"], event, f"medical.charged:{charge['id']}")
+            return {
+                **event,
+                "masked_card_number": mask_account(holder["card_number"]),
+                "masked_national_id": holder["national_id_masked"],
+                "created_at": charge["created_at"],
+            }
 
-        return await self._once(terminal, request, ChargeReceipt, work)
+        return await self._once(terminal, request, work)
 
-    async def refund(
-        self, terminal: Principal, request: Idempotency, charge_id: uuid.UUID, amount_fen: int
-    ) -> RefundReceipt:
-        async def work(uow: UnitOfWork) -> RefundReceipt:
+    async def refund(self, terminal: Principal, request: Idempotency, charge_id: uuid.UUID, amount_fen: int) -> Receipt:
+        async def work(uow: UnitOfWork) -> Receipt:
             # Another merchant's charge is as good as unknown: no probing of charge ids.
             charge = await repo.charge_for_refund(uow, charge_id, terminal.merchant or "")
             if charge is None:
@@ -151,48 +118,34 @@ class MedicalAccountService:
             await repo.transfer(
                 uow, accounts["merchant"]["id"], accounts["medical"]["id"], amount_fen, "refund", refund["id"]
             )
-            receipt = RefundReceipt(
-                refund_id=refund["id"],
-                charge_id=charge_id,
-                amount_fen=amount_fen,
-                refundable_fen=left - amount_fen,
-                description=charge["description"],
-                merchant=terminal.merchant or "",
-                masked_card_number=mask_account(charge["card_number"]),
-                masked_national_id=charge["national_id_masked"],
-                created_at=refund["created_at"],
-            )
-            await add_event(
-                uow,
-                "medical.refunded",
-                charge["person_id"],
-                {
-                    "refund_id": str(receipt.refund_id),
-                    "charge_id": str(charge_id),
-                    "amount_fen": amount_fen,
-                    "merchant": receipt.merchant,
-                    "description": receipt.description,
-                },
-                f"medical.refunded:{receipt.refund_id}",
-            )
-            return receipt
+            event = {
+                "refund_id": str(refund["id"]),
+                "charge_id": str(charge_id),
+                "amount_fen": amount_fen,
+                "merchant": terminal.merchant,
+                "description": charge["description"],
+            }
+            await add_event(uow, "medical.refunded", charge["person_id"], event, f"medical.refunded:{refund['id']}")
+            return {
+                **event,
+                "refundable_fen": left - amount_fen,
+                "masked_card_number": mask_account(charge["card_number"]),
+                "masked_national_id": charge["national_id_masked"],
+                "created_at": refund["created_at"],
+            }
 
-        return await self._once(terminal, request, RefundReceipt, work)
+        return await self._once(terminal, request, work)
 
     async def _once(
-        self,
-        terminal: Principal,
-        request: Idempotency,
-        answer_type: type[R],
-        work: Callable[[UnitOfWork], Awaitable[R]],
-    ) -> R:
+        self, terminal: Principal, request: Idempotency, work: Callable[[UnitOfWork], Awaitable[Receipt]]
+    ) -> Receipt:
         """Run `work` once per key: a new key runs it; a key answered before replays its answer (a
         receipt, or the business refusal: insufficient balance, used code...), whatever happened
         since; a key in use by a running request or by another request is refused."""
         terminal_id = terminal.subject_id
         claimed = await self._claim(terminal_id, request)
         if not isinstance(claimed, datetime):
-            return msgspec.convert(claimed, answer_type)
+            return claimed
         try:
             async with unit_of_work(self._pool) as uow:
                 if not await repo.hold_key(uow, terminal_id, request.key, claimed):
@@ -200,12 +153,13 @@ class MedicalAccountService:
                     raise Conflict("request_in_flight")
                 try:
                     async with uow.conn.transaction():  # a savepoint: a refusal undoes the work's writes
-                        answer = await work(uow)
+                        receipt = await work(uow)
                 except AppError as refusal:
                     stored = {"code": refusal.code, "params": refusal.params}
                     await repo.answer_key(uow, terminal_id, request.key, refusal.status, stored)
                     raise CommitThenRaise(refusal) from None
-                response: dict[str, Any] = msgspec.to_builtins(answer)
+                # Sent as a replay reads it back (JSON types), so first answer and replays are the same bytes.
+                response: Receipt = msgspec.to_builtins(receipt)
                 await repo.answer_key(uow, terminal_id, request.key, 201, response)
         except AppError:
             raise
@@ -214,10 +168,9 @@ class MedicalAccountService:
             # once the claim counts as abandoned. A cancelled request is left to that timeout.
             await repo.release_key(self._pool, terminal_id, request.key, claimed)
             raise
-        # Sent as a replay will read it back from the key, so the first answer and replays are the same bytes.
-        return msgspec.convert(response, answer_type)
+        return response
 
-    async def _claim(self, terminal_id: uuid.UUID, request: Idempotency) -> datetime | dict[str, Any]:
+    async def _claim(self, terminal_id: uuid.UUID, request: Idempotency) -> datetime | Receipt:
         """Our claim on the key (its lock time), or the stored answer to replay (a refusal is raised)."""
         lifetime = rules.KEY_LIFETIME
         for _ in range(3):  # a round is lost only to a concurrent request (a takeover, a purge): look again
@@ -236,10 +189,10 @@ class MedicalAccountService:
             if state is rules.KeyState.IN_FLIGHT:
                 raise Conflict("request_in_flight")
             if state is rules.KeyState.ANSWERED:
-                response: dict[str, Any] = row["response"]
+                answer: dict[str, Any] = row["response"]
                 if row["status_code"] >= 400:
-                    raise _refusal(row["status_code"], response["code"], response["params"])
-                return response
+                    raise _refusal(row["status_code"], answer["code"], answer["params"])
+                return answer
             locked_at = await repo.take_over_key(
                 self._pool, terminal_id, request.key, request.request_hash, lifetime, rules.ABANDONED_AFTER
             )

@@ -20,7 +20,9 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 HASH = rules.request_hash("POST", "/v1/terminal/charges", {"amount_fen": 100})
 
 
-@pytest.mark.parametrize(("amount", "ok"), [(0, False), (-1, False), (1, True), (10_000_000, True), (10_000_001, False)])
+@pytest.mark.parametrize(
+    ("amount", "ok"), [(0, False), (-1, False), (1, True), (10_000_000, True), (10_000_001, False)]
+)
 def test_valid_amount(amount: int, ok: bool) -> None:
     assert rules.valid_amount(amount) is ok
 

@@ -1,0 +1,72 @@
+"""1,000 charges fired at once over 100 QR codes: each code pays exactly once, the rest are refused
+with a 4xx, and the ledger holds exactly the winning amounts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app.services import Services
+from infra.config import Settings
+from tests.factories import bearer
+from tests.ledger_checks import allocate, concurrent_client, ledger_violations, medical_balance
+
+CODES = 100
+ATTEMPTS_PER_CODE = 10
+FUNDS = 10_000_000
+
+
+async def test_1000_concurrent_charges_over_100_codes(
+    client: Any, cardholder: dict[str, Any], services: Services, settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await allocate(services, tmp_path, cardholder["person"], FUNDS)
+    terminals = [bearer(await services.auth.create_terminal(f"Pharmacy {n}")) for n in range(4)]
+    tokens = []
+    for _ in range(CODES):
+        r = await client.post("/v1/card/qr?svg=false", headers=cardholder["headers"])
+        assert r.status_code == 201, r.text
+        tokens.append(r.json()["token"])
+    rng = random.Random(4)
+    # Every attempt its own key, terminal and amount: only the code decides who wins.
+    attempts = [
+        (token, rng.randint(1, 5_000), rng.choice(terminals), uuid.uuid4().hex)
+        for token in tokens
+        for _ in range(ATTEMPTS_PER_CODE)
+    ]
+    rng.shuffle(attempts)
+
+    async with concurrent_client(settings) as live:
+        answers = await asyncio.gather(
+            *(
+                live.post(
+                    "/v1/terminal/charges",
+                    json={"qr_token": token, "amount_fen": amount, "description": "药费"},
+                    headers={**terminal, "Idempotency-Key": key},
+                )
+                for token, amount, terminal, key in attempts
+            )
+        )
+
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(201) == CODES, sorted(set(statuses))
+    refused = [a for a in answers if a.status_code != 201]
+    assert all(a.status_code in (409, 410) for a in refused), sorted({a.status_code for a in refused})
+    assert {a.json()["code"] for a in refused} <= {"qr_used", "qr_expired"}
+    won = [(token, amount) for (token, amount, _, _), a in zip(attempts, answers, strict=True) if a.status_code == 201]
+    assert len({token for token, _ in won}) == CODES  # one winner per code
+    receipts = [a.json() for a in answers if a.status_code == 201]
+    assert sorted(r["amount_fen"] for r in receipts) == sorted(amount for _, amount in won)
+
+    charged = sum(amount for _, amount in won)
+    assert await pool.fetchval("SELECT sum(amount_fen) FROM ledger_transfers WHERE kind = 'charge'") == charged
+    assert await pool.fetchval("SELECT count(*) FROM medical_charges") == CODES
+    assert await pool.fetchval("SELECT sum(balance_fen) FROM ledger_accounts WHERE kind = 'merchant'") == charged
+    person_id = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", cardholder["person"].phone)
+    assert await medical_balance(pool, person_id) == FUNDS - charged
+    assert await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE locked_at IS NOT NULL") == 0
+    assert await ledger_violations(pool) == []
