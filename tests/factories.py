@@ -6,17 +6,22 @@ import itertools
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from litestar.testing import AsyncTestClient
 
+from app.asgi import create_app
 from app.certification.service import settle
 from app.persons.national_id import check_character
 from app.services import Services
+from infra.config import Settings
 from infra.db import unit_of_work
 
 _seq = itertools.count(1)
@@ -186,3 +191,16 @@ async def operator_headers_for(
     await services.auth.create_operator(username, display_name, role, "correct horse battery")
     pair = await services.auth.support_token(operator=username)
     return {"Authorization": f"Bearer {pair.access_token}"}
+
+
+@asynccontextmanager
+async def concurrent_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on this event loop behind httpx's ASGI transport, so that gathered requests overlap.
+    (Litestar's AsyncTestClient runs each request to its end in a portal thread, blocking the loop:
+    its requests never overlap.)"""
+    app = create_app(settings)
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver.local") as client,
+    ):
+        yield client

@@ -4,17 +4,12 @@ allocation, and an HTTP client whose requests really run at the same time."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
-from app.asgi import create_app
 from app.services import Services
-from infra.config import Settings
 from tests.factories import SamplePerson, write_jsonl
 
 
@@ -75,16 +70,3 @@ async def allocate(services: Services, folder: Path, person: SamplePerson, amoun
     report = await services.medical.import_allocations(path, "system:test")
     assert report.created == 1, report.errors
     return report
-
-
-@asynccontextmanager
-async def concurrent_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on this event loop behind httpx's ASGI transport, so that gathered requests overlap.
-    (Litestar's AsyncTestClient runs each request to its end in a portal thread, blocking the loop:
-    its requests never overlap.)"""
-    app = create_app(settings)
-    async with (
-        app.lifespan(),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver.local") as client,
-    ):
-        yield client

@@ -13,8 +13,8 @@ import asyncpg
 
 from app.services import Services
 from infra.config import Settings
-from tests.factories import bearer
-from tests.ledger_checks import allocate, concurrent_client, ledger_violations, medical_balance
+from tests.factories import bearer, concurrent_client
+from tests.ledger_checks import allocate, ledger_violations, medical_balance
 
 CODES = 100
 ATTEMPTS_PER_CODE = 10

@@ -24,8 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from app.services import Services
 from infra.config import Settings
-from tests.factories import bearer, record_passed_check, sample_person, sign_in, write_jsonl
-from tests.ledger_checks import allocate, concurrent_client, ledger_violations, medical_balance
+from tests.factories import bearer, concurrent_client, record_passed_check, sample_person, sign_in, write_jsonl
+from tests.ledger_checks import allocate, ledger_violations, medical_balance
 
 T = TypeVar("T")
 CHARGES = "/v1/terminal/charges"

@@ -17,8 +17,8 @@ from app.cli import main
 from app.services import Services
 from infra.config import Settings, settings_env
 from payments.ledger import rules
-from tests.factories import sample_person, write_jsonl
-from tests.ledger_checks import allocate, concurrent_client, ledger_violations, medical_balance
+from tests.factories import concurrent_client, sample_person, write_jsonl
+from tests.ledger_checks import allocate, ledger_violations, medical_balance
 
 CHARGES = "/v1/terminal/charges"
 
