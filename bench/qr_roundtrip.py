@@ -48,9 +48,10 @@ class HttpConnection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer)
 
-    async def post(self, path: str, auth: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, auth: str, body: bytes, extra: str = "") -> tuple[int, bytes]:
+        """`extra`: more header lines, each ending in CRLF."""
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {auth}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {auth}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         self.writer.write(head + body)
@@ -64,7 +65,7 @@ class HttpConnection:
         self.writer.close()
 
 
-def _pct(values: list[float], p: float) -> float:
+def percentile_ms(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else float("nan")
 
@@ -147,10 +148,10 @@ async def http_throughput(
     return {
         "verifications_per_s": round(len(verify_lat) / elapsed, 1),
         "requests_per_s": round(2 * len(verify_lat) / elapsed, 1),
-        "mint_p50_ms": round(_pct(mint_lat, 0.50), 2),
-        "mint_p99_ms": round(_pct(mint_lat, 0.99), 2),
-        "verify_p50_ms": round(_pct(verify_lat, 0.50), 2),
-        "verify_p99_ms": round(_pct(verify_lat, 0.99), 2),
+        "mint_p50_ms": round(percentile_ms(mint_lat, 0.50), 2),
+        "mint_p99_ms": round(percentile_ms(mint_lat, 0.99), 2),
+        "verify_p50_ms": round(percentile_ms(verify_lat, 0.50), 2),
+        "verify_p99_ms": round(percentile_ms(verify_lat, 0.99), 2),
         "failures": failures,
     }
 
@@ -194,8 +195,8 @@ async def http_fixed_rate(port: int, access: list[str], key: str, rate: int, sec
     return {
         "rate_per_s": rate,
         "requests": count,
-        "verify_p50_ms": round(_pct(latencies, 0.50), 2),
-        "verify_p99_ms": round(_pct(latencies, 0.99), 2),
+        "verify_p50_ms": round(percentile_ms(latencies, 0.50), 2),
+        "verify_p99_ms": round(percentile_ms(latencies, 0.99), 2),
         "failures": failures,
     }
 
@@ -234,8 +235,8 @@ async def bare_asyncpg(
     await pool.close()
     return {
         "round_trips_per_s": round(len(done) / elapsed, 1),
-        "round_trip_p50_ms": round(_pct(done, 0.5), 2),
-        "round_trip_p99_ms": round(_pct(done, 0.99), 2),
+        "round_trip_p50_ms": round(percentile_ms(done, 0.5), 2),
+        "round_trip_p99_ms": round(percentile_ms(done, 0.99), 2),
     }
 
 
