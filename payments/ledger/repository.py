@@ -112,25 +112,31 @@ async def release_key(db: Db, terminal_id: uuid.UUID, key: str, locked_at: datet
 async def lock_accounts(
     uow: UnitOfWork, person_id: uuid.UUID, terminal_id: uuid.UUID | None
 ) -> dict[str, asyncpg.Record]:
-    """Open (on first use) and lock, in id order, the person's medical account and the terminal's
-    merchant account, or the fund when no terminal is named; by kind: id, balance_fen."""
-    # One statement, medical before merchant everywhere: two first uses wait for each other in one order.
-    await uow.execute(
-        """INSERT INTO ledger_accounts (kind, person_id, terminal_id)
-           SELECT kind, person_id, terminal_id
-           FROM (VALUES ('medical', $1::uuid, NULL::uuid), ('merchant', NULL, $2::uuid)) v (kind, person_id, terminal_id)
-           WHERE kind = 'medical' OR terminal_id IS NOT NULL
-           ON CONFLICT DO NOTHING""",
-        person_id,
-        terminal_id,
-    )
-    rows = await uow.fetch(
-        """SELECT id, kind, balance_fen FROM ledger_accounts
-           WHERE person_id = $1 OR terminal_id = $2 OR ($2 IS NULL AND kind = 'fund')
-           ORDER BY id FOR UPDATE""",
-        person_id,
-        terminal_id,
-    )
+    """Lock, in id order, the person's medical account and the terminal's merchant account, or the
+    fund when no terminal is named (opening them on first use); by kind: id, balance_fen."""
+    wanted = 2
+    for _ in range(2):
+        rows = await uow.fetch(
+            """SELECT id, kind, balance_fen FROM ledger_accounts
+               WHERE person_id = $1 OR terminal_id = $2 OR ($2 IS NULL AND kind = 'fund')
+               ORDER BY id FOR UPDATE""",
+            person_id,
+            terminal_id,
+        )
+        if len(rows) == wanted:
+            break
+        # First use: one statement, medical before merchant everywhere, so two first uses wait for
+        # each other in one order. Accounts exist from then on, so this costs a round trip once.
+        await uow.execute(
+            """INSERT INTO ledger_accounts (kind, person_id, terminal_id)
+               SELECT kind, person_id, terminal_id
+               FROM (VALUES ('medical', $1::uuid, NULL::uuid), ('merchant', NULL, $2::uuid))
+                    v (kind, person_id, terminal_id)
+               WHERE kind = 'medical' OR terminal_id IS NOT NULL
+               ON CONFLICT DO NOTHING""",
+            person_id,
+            terminal_id,
+        )
     return {row["kind"]: row for row in rows}
 
 
@@ -178,17 +184,27 @@ async def insert_charge(
     holder: asyncpg.Record,
     amount_fen: int,
     description: str,
+    accounts: tuple[uuid.UUID, uuid.UUID],
 ) -> asyncpg.Record:
-    """`holder` is the consumed QR token's row (app.cards.service.CardService.consume_qr)."""
+    """The charge and its transfer (medical -> merchant, `accounts`) in one statement; `holder` is
+    the consumed QR token's row (app.cards.service.CardService.consume_qr)."""
     row = await uow.fetchrow(
-        """INSERT INTO medical_charges (terminal_id, person_id, card_id, qr_token_id, amount_fen, description)
-           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at""",
+        """WITH charge AS (
+               INSERT INTO medical_charges (terminal_id, person_id, card_id, qr_token_id, amount_fen, description)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at
+           ), moved AS (
+               INSERT INTO ledger_transfers (debit_account, credit_account, amount_fen, kind, reference)
+               SELECT $7, $8, $5, 'charge', id FROM charge
+               RETURNING 1
+           )
+           SELECT charge.id, charge.created_at FROM charge, moved""",
         terminal_id,
         holder["person_id"],
         holder["card_id"],
         holder["qr_token_id"],
         amount_fen,
         description,
+        *accounts,
     )
     assert row is not None
     return row

@@ -85,8 +85,9 @@ class MedicalAccountService:
                 # Raised inside the work's savepoint: the QR token's consumption is undone with it,
                 # so the cardholder can pay a smaller amount (or otherwise) with the same code.
                 raise PaymentRequired("insufficient_balance")
-            charge = await repo.insert_charge(uow, terminal.subject_id, holder, amount_fen, description)
-            await repo.transfer(uow, medical["id"], merchant["id"], amount_fen, "charge", charge["id"])
+            charge = await repo.insert_charge(
+                uow, terminal.subject_id, holder, amount_fen, description, (medical["id"], merchant["id"])
+            )
             event = {
                 "charge_id": str(charge["id"]),
                 "amount_fen": amount_fen,
