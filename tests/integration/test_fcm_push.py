@@ -1,0 +1,224 @@
+"""The FCM channel: the real firebase-admin SDK against the local FCM server, started by each test."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from firebase_admin import messaging
+
+from infra.config import Settings, load_settings
+from notifications.fcm_server import Fault, FcmServer, Rule
+from notifications.push import FcmPush, LogPush, PushMessage, PushOutcome, push_channel
+
+KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
+
+
+def settings_for(tmp_path: Path, **fcm: str) -> Settings:
+    return load_settings(
+        {
+            "DATABASE_URL": "postgresql://u@h/db",
+            "S3_ENDPOINT_URL": "http://127.0.0.1:1",
+            "VAR_DIR": str(tmp_path),
+            "SOCIALCARD_ENV": "test",
+            **{name: base64.b64encode(bytes([i]) * 32).decode() for i, name in enumerate(KEY_NAMES, 1)},
+            **fcm,
+        }
+    )
+
+
+def message(token: str, **fields: Any) -> PushMessage:
+    return PushMessage(token=token, title="养老金已发放", body="您的 5 月养老金已到账。", **fields)
+
+
+@pytest.fixture
+async def fcm() -> AsyncIterator[FcmServer]:
+    async with FcmServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def push(fcm: FcmServer, tmp_path: Path) -> AsyncIterator[FcmPush]:
+    channel = push_channel(settings_for(tmp_path, FCM_URL=fcm.url, FCM_PROJECT_ID="socialcard-test"))
+    assert isinstance(channel, FcmPush)
+    yield channel
+    await channel.aclose()
+
+
+async def test_a_big_batch_goes_out_in_calls_of_500(
+    push: FcmPush, fcm: FcmServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    send_each_async = messaging.send_each_async
+
+    async def counted(messages: list[messaging.Message], dry_run: bool = False, app: Any = None) -> Any:
+        calls.append(len(messages))
+        return await send_each_async(messages, dry_run, app)
+
+    monkeypatch.setattr(messaging, "send_each_async", counted)
+    tokens = [f"device-{i:05d}" for i in range(1200)]
+    outcomes = await push.send([message(t, data={"kind": "payment", "n": str(i)}) for i, t in enumerate(tokens)])
+
+    assert outcomes == [PushOutcome("delivered")] * 1200
+    assert calls == [500, 500, 200]
+    assert fcm.requests == 1200
+    assert sorted(r.token for r in fcm.received if r.token) == tokens
+    assert fcm.connections == 1  # every request multiplexed on one HTTP/2 connection
+    first = next(r.message for r in fcm.received if r.token == "device-00007")
+    assert first["data"] == {"kind": "payment", "n": "7"}
+    assert first["notification"] == {"title": "养老金已发放", "body": "您的 5 月养老金已到账。"}
+
+
+async def test_urgency_and_collapse_key_reach_android_and_apns(push: FcmPush, fcm: FcmServer) -> None:
+    await push.send([message("urgent-1", urgent=True, collapse_key="n-42"), message("quiet-1")])
+
+    sent = {r.token: r.message for r in fcm.received}
+    assert sent["urgent-1"]["android"] == {"priority": "high", "collapse_key": "n-42", "notification": {"tag": "n-42"}}
+    assert sent["urgent-1"]["apns"] == {"headers": {"apns-priority": "10", "apns-collapse-id": "n-42"}}
+    assert sent["quiet-1"]["android"]["priority"] == "normal"
+    assert sent["quiet-1"]["apns"] == {"headers": {"apns-priority": "5"}}
+
+
+async def test_dead_tokens_and_bad_messages(push: FcmPush, fcm: FcmServer) -> None:
+    fcm.fail("unregistered", Rule(Fault.UNREGISTERED))
+    fcm.fail("other-sender-", Rule(Fault.SENDER_ID_MISMATCH), prefix=True)
+    fcm.fail("malformed", Rule(Fault.INVALID_TOKEN))
+    fcm.fail("bad-ttl", Rule(Fault.INVALID_FIELD))
+    tokens = ["ok-1", "unregistered", "other-sender-7", "malformed", "bad-ttl", "ok-2"]
+
+    outcomes = await push.send([message(t) for t in tokens])
+
+    assert outcomes == [
+        PushOutcome("delivered"),
+        PushOutcome("token_gone", "UNREGISTERED"),
+        PushOutcome("token_gone", "SENDER_ID_MISMATCH"),
+        PushOutcome("token_gone", "INVALID_ARGUMENT:message.token"),
+        PushOutcome("failed", "INVALID_ARGUMENT:message.android.ttl"),
+        PushOutcome("delivered"),
+    ]
+    assert fcm.requests == 6  # permanent errors are not retried by the SDK
+
+
+async def test_quota_exceeded_is_retried_later_not_by_the_sdk(push: FcmPush, fcm: FcmServer) -> None:
+    fcm.fail("throttled", Rule(Fault.QUOTA_EXCEEDED, retry_after=7))
+
+    assert await push.send([message("throttled")]) == [PushOutcome("retry", "QUOTA_EXCEEDED", 7.0)]
+    assert fcm.requests_for("throttled") == 1
+
+
+async def test_the_sdk_retries_unavailable_and_internal_four_times(push: FcmPush, fcm: FcmServer) -> None:
+    fcm.fail("flaky", Rule(Fault.UNAVAILABLE, times=2))
+    fcm.fail("down", Rule(Fault.UNAVAILABLE))
+    fcm.fail("broken", Rule(Fault.INTERNAL))
+
+    started = time.monotonic()
+    outcomes = await push.send([message("flaky"), message("down"), message("broken")])
+
+    assert outcomes == [
+        PushOutcome("delivered"),
+        PushOutcome("retry", "UNAVAILABLE"),
+        PushOutcome("retry", "INTERNAL"),
+    ]
+    assert (fcm.requests_for("flaky"), fcm.requests_for("down"), fcm.requests_for("broken")) == (3, 5, 5)
+    assert time.monotonic() - started >= 7  # the SDK's backoff before its 2nd..5th attempt: 0, 1, 2, 4 s
+
+
+async def test_no_server_is_a_retry(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1/projects/{{0}}/messages:send"
+    channel = push_channel(settings_for(tmp_path, FCM_URL=url, FCM_PROJECT_ID="p"))
+    try:
+        assert await channel.send([message("anyone")]) == [PushOutcome("retry", "UNAVAILABLE")]
+    finally:
+        await channel.aclose()
+
+
+async def test_each_channel_keeps_its_own_server(tmp_path: Path) -> None:
+    default_url = messaging._MessagingService.FCM_URL
+    async with FcmServer() as first, FcmServer() as second:
+        channels = [
+            push_channel(settings_for(tmp_path, FCM_URL=server.url, FCM_PROJECT_ID="p")) for server in (first, second)
+        ]
+        try:
+            await asyncio.gather(*(c.send([message(f"to-{i}")]) for i, c in enumerate(channels)))
+        finally:
+            for channel in channels:
+                await channel.aclose()
+        assert [r.token for r in first.received] == ["to-0"]
+        assert [r.token for r in second.received] == ["to-1"]
+    assert default_url == messaging._MessagingService.FCM_URL  # put back once each app has its own
+
+
+async def test_log_channel_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def no_fcm(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the log channel must not call FCM")
+
+    monkeypatch.setattr(messaging, "send_each_async", no_fcm)
+    channel = push_channel(settings_for(tmp_path))
+    assert isinstance(channel, LogPush)
+
+    with caplog.at_level(logging.INFO, logger="notifications.push"):
+        outcomes = await channel.send([message("abcdef-secret-token", data={"kind": "payment"})])
+
+    assert outcomes == [PushOutcome("delivered")]
+    [record] = caplog.records
+    assert record.__dict__["token"] == "abcdef…"
+    assert record.__dict__["data_keys"] == ["kind"]
+    assert "secret-token" not in caplog.text
+
+
+async def test_http1_clients_and_stats(fcm: FcmServer) -> None:
+    fcm.fail("throttled", Rule(Fault.QUOTA_EXCEEDED, retry_after=3, times=1))
+    send = fcm.url.format("p")
+    async with httpx.AsyncClient() as client:  # HTTP/1.1, keep-alive
+        first = await client.post(send, json={"message": {"token": "throttled"}})
+        second = await client.post(send, json={"message": {"token": "throttled"}})
+        stats = await client.get(send.split("/v1/")[0] + "/stats")
+
+    assert (first.http_version, first.status_code, first.headers["retry-after"]) == ("HTTP/1.1", 429, "3")
+    assert first.json()["error"]["details"][0]["errorCode"] == "QUOTA_EXCEEDED"
+    assert second.json() == {"name": "projects/p/messages/2"}
+    assert stats.json() == {"requests": 2, "statuses": {"429": 1, "200": 1}, "connections": 1}
+
+
+async def test_server_in_its_own_process(tmp_path: Path) -> None:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifications.fcm_server",
+        "--fail",
+        "gone-*=UNREGISTERED",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert server.stdout is not None
+    try:
+        ready = json.loads(await asyncio.wait_for(server.stdout.readline(), 30))
+        channel = push_channel(settings_for(tmp_path, FCM_URL=ready["fcm_url"], FCM_PROJECT_ID="bench"))
+        try:
+            outcomes = await channel.send([message("gone-1"), message("here-1")])
+        finally:
+            await channel.aclose()
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(ready["stats_url"])).json()
+    finally:
+        server.terminate()
+        last = json.loads((await server.stdout.read()).splitlines()[-1])
+        await server.wait()
+
+    assert [o.state for o in outcomes] == ["token_gone", "delivered"]
+    assert stats["requests"] == 2
+    assert last == {"stopped": True, **stats}
