@@ -30,14 +30,13 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _start_and_wait(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], float]:
+def _start_and_wait(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], float]:
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", "up"], env=env, cwd=ROOT, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{env['API_PORT']}/health/ready"
     while time.monotonic() - started < 60:
-        assert process.poll() is None, "socialcard up exited during start"
+        assert process.poll() is None, "socialcard up exited during start:\n" + log.read_text()[-3000:]
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return process, time.monotonic() - started
@@ -73,7 +72,7 @@ def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(tmp_path: Path
     env = {k: v for k, v in os.environ.items() if k not in external}
     env.update(VAR_DIR=str(var_dir), EMBEDDED_S3_PORT=UP_S3_PORT, API_PORT=str(_free_port()), LOG_LEVEL="WARNING")
 
-    process, ready_s = _start_and_wait(env)
+    process, ready_s = _start_and_wait(env, tmp_path / "up.log")
     print(f"socialcard up on an empty var/: ready (health 200) after {ready_s:.1f} s")
     try:
         created = _cli(env, "terminal", "create", "--merchant", "Up Test Pharmacy")
@@ -81,7 +80,7 @@ def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(tmp_path: Path
     finally:
         _stop(process, var_dir)
 
-    process, ready_s = _start_and_wait(env)
+    process, ready_s = _start_and_wait(env, tmp_path / "up.log")
     print(f"socialcard up on an existing var/: ready after {ready_s:.1f} s")
     try:
         verified = _cli(env, "audit", "verify")
