@@ -18,6 +18,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from app.persons.records import RowError
 from app.services import Services, open_services
@@ -34,6 +35,7 @@ from infra.config import (
 from infra.logging import configure_logging, logging_dictconfig
 
 log = logging.getLogger("socialcard")
+T = TypeVar("T")
 
 
 def _app_role(settings: Settings) -> str:
@@ -177,12 +179,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 # -- administration ---------------------------------------------------------------------------
+async def _import(file: str, load: Callable[[Path, str], Awaitable[T]]) -> T | None:
+    """`load` run on the file as the CLI's actor; None (and a message) when it cannot be read."""
+    try:
+        return await load(Path(file), "system:cli")
+    except (FileNotFoundError, IsADirectoryError):
+        print(f"no such file: {file}", file=sys.stderr)
+    except UnicodeDecodeError:
+        print(f"{file} is not UTF-8 text", file=sys.stderr)
+    return None
+
+
 @with_services
 async def cmd_import_persons(args: argparse.Namespace, services: Services) -> int:
-    try:
-        report = await services.persons.import_file(Path(args.file), "system:cli")
-    except (FileNotFoundError, IsADirectoryError):
-        print(f"no such file: {args.file}", file=sys.stderr)
+    if (report := await _import(args.file, services.persons.import_file)) is None:
         return 2
     return _line_report(
         f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}", report.errors
@@ -191,20 +201,14 @@ async def cmd_import_persons(args: argparse.Namespace, services: Services) -> in
 
 @with_services
 async def cmd_import_allocations(args: argparse.Namespace, services: Services) -> int:
-    try:
-        report = await services.medical.import_allocations(Path(args.file), "system:cli")
-    except (FileNotFoundError, IsADirectoryError):
-        print(f"no such file: {args.file}", file=sys.stderr)
+    if (report := await _import(args.file, services.medical.import_allocations)) is None:
         return 2
     return _line_report(f"allocated {report.created}, unchanged {report.unchanged}", report.errors)
 
 
 @with_services
 async def cmd_import_deaths(args: argparse.Namespace, services: Services) -> int:
-    try:
-        report = await services.deaths.import_file(Path(args.file), "system:cli")
-    except (FileNotFoundError, IsADirectoryError):
-        print(f"no such file: {args.file}", file=sys.stderr)
+    if (report := await _import(args.file, services.deaths.import_file)) is None:
         return 2
     return _line_report(
         f"recorded {report.recorded}, updated {report.updated}, unchanged {report.unchanged}", report.errors
@@ -230,8 +234,13 @@ def _period(text: str) -> date:
 
 @with_services
 async def cmd_disburse(args: argparse.Namespace, services: Services) -> int:
+    done = 0
+
     async def progress(scanned: int) -> None:
-        log.info("disbursement batch done", extra={"entitlements": scanned})
+        # Printed, not logged: one-shot commands log only warnings.
+        nonlocal done
+        done += scanned
+        print(f"{done} entitlements done", file=sys.stderr)
 
     run = await services.disbursements.run(args.period, "system:cli", progress)
     print(json.dumps({k: str(v) if not isinstance(v, int) else v for k, v in dict(run).items()}))

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from litestar.params import Parameter
 
 from app.errors import BadRequest
+
+R = TypeVar("R")
+Value = datetime | date | uuid.UUID | int | str
+
+# Every list route takes these: an opaque cursor from the previous page, and a page size.
+Cursor = Annotated[str | None, Parameter(max_length=200, description="next_cursor of the previous page")]
+Limit = Annotated[int, Parameter(ge=1, le=100)]
 
 _PARSERS: dict[type[Any], Callable[[str], Any]] = {
     datetime: datetime.fromisoformat,
@@ -19,7 +28,7 @@ _PARSERS: dict[type[Any], Callable[[str], Any]] = {
 }
 
 
-def encode_cursor(*values: datetime | date | uuid.UUID | int | str) -> str:
+def encode_cursor(*values: Value) -> str:
     text = "|".join(v.isoformat() if isinstance(v, date) else str(v) for v in values)
     return base64.urlsafe_b64encode(text.encode()).decode()
 
@@ -33,3 +42,16 @@ def decode_cursor(cursor: str, *types: type[Any]) -> tuple[Any, ...]:
         return tuple(_PARSERS[kind](part) for kind, part in zip(types, parts, strict=True))
     except ValueError:
         raise BadRequest("cursor_invalid") from None
+
+
+def after(cursor: str | None, *types: type[Any]) -> tuple[Any, ...] | None:
+    """Where the page starts: the key the cursor names, or None for the first page."""
+    return decode_cursor(cursor, *types) if cursor else None
+
+
+def page(rows: Sequence[R], limit: int, key: Callable[[R], tuple[Value, ...]]) -> tuple[list[R], str | None]:
+    """A page from `limit + 1` fetched rows (the extra one only says there is more), and the cursor
+    to the next page: the `key` of the page's last row; None on the last page."""
+    if len(rows) <= limit:
+        return list(rows), None
+    return list(rows[:limit]), encode_cursor(*key(rows[limit - 1]))

@@ -11,6 +11,7 @@ from app.auth.guards import requires
 from app.auth.principal import CARDHOLDER, TERMINAL, Principal
 from app.errors import BadRequest
 from app.medical import schemas as s
+from app.pagination import Cursor, Limit
 from app.schemas import BEARER, to_schema
 from app.services import Services
 from payments.ledger import rules
@@ -86,8 +87,8 @@ class MedicalAccountController(Controller):
         self,
         request: Request[Principal, Any, Any],
         services: Services,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: Cursor = None,
+        limit: Limit = 20,
     ) -> s.MedicalAccount:
         statement = await services.medical.statement(request.user, cursor, limit)
         return s.MedicalAccount(

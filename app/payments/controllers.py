@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.auth.guards import requires
 from app.auth.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
-from app.errors import BadRequest, NotFound, Unprocessable
+from app.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from app.i18n import message, negotiate
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import Cursor, Limit, after, page
 from app.payments import schemas as s
 from app.schemas import BEARER, to_schema
 from app.services import Services
@@ -49,7 +48,7 @@ def _locale(request: Request[Any, Any, Any]) -> str:
 
 def _person(request: Request[Principal, Any, Any]) -> uuid.UUID:
     if request.user.person_id is None:
-        raise NotFound("identity_not_linked")
+        raise Forbidden("identity_not_linked")
     return request.user.person_id
 
 
@@ -64,16 +63,14 @@ class PaymentController(Controller):
         self,
         request: Request[Principal, Any, Any],
         services: Services,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: Cursor = None,
+        limit: Limit = 20,
     ) -> s.PaymentPage:
-        after = decode_cursor(cursor, date, str, uuid.UUID) if cursor else None
-        rows = await services.disbursements.payments(_person(request), after, limit + 1)
-        items = [_payment(row, _locale(request)) for row in rows[:limit]]
-        last = rows[limit - 1] if len(rows) > limit else None
-        return s.PaymentPage(
-            items=items, next_cursor=encode_cursor(last["period"], last["kind"], last["id"]) if last else None
-        )
+        start = after(cursor, date, str, uuid.UUID)
+        rows = await services.disbursements.payments(_person(request), start, limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["period"], row["kind"], row["id"]))
+        locale = _locale(request)
+        return s.PaymentPage(items=[_payment(row, locale) for row in shown], next_cursor=next_cursor)
 
     @get("/{payment_id:uuid}", summary="One pension payment")
     async def get_payment(
@@ -181,10 +178,11 @@ class ReturnedPaymentController(Controller):
     async def returned(
         self,
         services: Services,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> s.ReturnedPage:
-        after = decode_cursor(cursor, uuid.UUID)[0] if cursor else None
-        rows = await services.disbursements.returned(after, limit + 1)
-        items = [to_schema(s.ReturnedPayment, row, period=_month(row["period"])) for row in rows[:limit]]
-        return s.ReturnedPage(items=items, next_cursor=encode_cursor(items[-1].id) if len(rows) > limit else None)
+        start = after(cursor, uuid.UUID)
+        rows = await services.disbursements.returned(start[0] if start else None, limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
+        items = [to_schema(s.ReturnedPayment, row, period=_month(row["period"])) for row in shown]
+        return s.ReturnedPage(items=items, next_cursor=next_cursor)

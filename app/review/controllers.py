@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
 
 from app.auth.guards import requires
 from app.auth.principal import OPERATOR, Principal
+from app.pagination import Cursor, Limit
 from app.review import schemas as s
 from app.schemas import BEARER
 from app.services import Services
@@ -24,8 +24,8 @@ class ReviewController(Controller):
         self,
         services: Services,
         status: s.ReviewStatus = "needs_review",
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: Cursor = None,
+        limit: Limit = 20,
     ) -> s.ReviewQueue:
         return await services.review.queue(status, cursor, limit)
 

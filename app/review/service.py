@@ -11,7 +11,7 @@ import asyncpg
 from app.auth.principal import Principal
 from app.certification.service import settle
 from app.errors import Conflict, NotFound
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import after, page
 from app.review import repository as repo
 from app.review import schemas as s
 from app.schemas import to_schema
@@ -35,14 +35,9 @@ class ReviewService:
         self._settings = settings
 
     async def queue(self, status: str, cursor: str | None, limit: int) -> s.ReviewQueue:
-        rows = await repo.queue(
-            self._pool, status, decode_cursor(cursor, datetime, uuid.UUID) if cursor else None, limit + 1
-        )
-        items = [to_schema(s.QueuedCheck, row) for row in rows[:limit]]
-        more = len(rows) > limit and items
-        return s.ReviewQueue(
-            items=items, next_cursor=encode_cursor(items[-1].submitted_at, items[-1].id) if more else None
-        )
+        rows = await repo.queue(self._pool, status, after(cursor, datetime, uuid.UUID), limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["submitted_at"], row["id"]))
+        return s.ReviewQueue(items=[to_schema(s.QueuedCheck, row) for row in shown], next_cursor=next_cursor)
 
     async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
         async with unit_of_work(self._pool) as uow:

@@ -14,6 +14,7 @@ import asyncpg
 
 from infra.db import UnitOfWork
 from payments.disbursement.repository import PAYMENT_RECORDS_LOCK
+from payments.disbursement.rules import REPORTED_DECEASED
 
 
 async def lock_person(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
@@ -139,15 +140,18 @@ async def cancel_overpayments(uow: UnitOfWork, record_id: uuid.UUID) -> int:
 
 async def restore_withheld_months(uow: UnitOfWork, person_id: uuid.UUID, died: date) -> list[date]:
     """A withheld monthly record for every run after the month of death that skipped the person
-    (and is not before the pension started), so the next run back-pays it; the months restored."""
+    (and is not before the pension started), so the next run back-pays it; the months restored.
+    A run still going that has not reached the person yet is left to pay them itself."""
     rows = await uow.fetch(
         """INSERT INTO pension_payments (run_id, person_id, period, kind, status, withheld_reason, amount_fen)
-           SELECT r.id, e.person_id, r.period, 'monthly', 'withheld', 'reported_deceased', e.monthly_amount_fen
+           SELECT r.id, e.person_id, r.period, 'monthly', 'withheld', $3, e.monthly_amount_fen
            FROM disbursement_runs r JOIN pension_entitlements e ON e.person_id = $1
            WHERE r.period > date_trunc('month', $2::date)::date AND r.period >= e.start_month
+             AND (r.state = 'completed' OR r.resume_after >= e.person_id)
            ON CONFLICT (person_id, period, kind) DO NOTHING
            RETURNING period""",
         person_id,
         died,
+        REPORTED_DECEASED,
     )
     return sorted(row["period"] for row in rows)

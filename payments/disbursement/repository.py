@@ -135,6 +135,11 @@ async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
     )
 
 
+async def run_state(db: Db, run_id: uuid.UUID) -> str | None:
+    state: str | None = await db.fetchval("SELECT state FROM disbursement_runs WHERE id = $1", run_id)
+    return state
+
+
 async def run_of_period(db: Db, period: date) -> uuid.UUID | None:
     run_id: uuid.UUID | None = await db.fetchval("SELECT id FROM disbursement_runs WHERE period = $1", period)
     return run_id
@@ -154,7 +159,7 @@ def order_rows(conn: Any, run_id: uuid.UUID) -> Any:
 
 async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
     rows = await uow.fetch(
-        """SELECT id, person_id, bank_status FROM pension_payments
+        """SELECT id, bank_status FROM pension_payments
            WHERE id = ANY ($1::uuid[]) AND status = 'paid' ORDER BY id FOR UPDATE""",
         references,
     )

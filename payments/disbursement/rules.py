@@ -15,7 +15,6 @@ from datetime import date
 NOT_CERTIFIED = "not_certified"  # never passed a face check
 CERTIFICATION_EXPIRED = "certification_expired"  # the last pass is more than 12 months old at the pay date
 REPORTED_DECEASED = "reported_deceased"  # a death report, later reversed, stopped the payment
-WITHHELD_REASONS = (NOT_CERTIFIED, CERTIFICATION_EXPIRED, REPORTED_DECEASED)
 
 _PERIOD = re.compile(r"(\d{4})-(\d{2})")
 

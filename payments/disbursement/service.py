@@ -51,14 +51,17 @@ class DisbursementService:
         self._pay_day = pay_day
         self._batch = batch
 
+    async def _start(self, uow: UnitOfWork, period: date, actor: str) -> uuid.UUID:
+        """The period's run: started now (audited) or the one already there."""
+        run_id, created = await repo.start_run(uow, period, pay_date(period, self._pay_day), actor)
+        if created:
+            await audit.record(uow, actor, "disbursement.started", f"disbursement:{run_id}", {"period": str(period)})
+        return run_id
+
     async def request(self, period: date, actor: str) -> asyncpg.Record:
         """Start (or find) the period's run and queue it for a worker; the API's entry point."""
         async with unit_of_work(self._pool) as uow:
-            run_id, created = await repo.start_run(uow, period, pay_date(period, self._pay_day), actor)
-            if created:
-                await audit.record(
-                    uow, actor, "disbursement.started", f"disbursement:{run_id}", {"period": str(period)}
-                )
+            run_id = await self._start(uow, period, actor)
             await jobs.enqueue(uow, DISBURSE_JOB, str(run_id).encode(), f"disburse:{run_id}")
         return await self.view(run_id)
 
@@ -67,11 +70,7 @@ class DisbursementService:
     ) -> asyncpg.Record:
         """Start (or find) the period's run and carry it to completion here; the CLI's entry point."""
         async with unit_of_work(self._pool) as uow:
-            run_id, created = await repo.start_run(uow, period, pay_date(period, self._pay_day), actor)
-            if created:
-                await audit.record(
-                    uow, actor, "disbursement.started", f"disbursement:{run_id}", {"period": str(period)}
-                )
+            run_id = await self._start(uow, period, actor)
         await self.process(run_id, on_batch)
         return await self.view(run_id)
 
@@ -123,8 +122,10 @@ class DisbursementService:
 
         The file carries full account numbers, so each export is audited before the first byte.
         """
-        run = await self.view(run_id)
-        if run["state"] != "completed":
+        state = await repo.run_state(self._pool, run_id)
+        if state is None:
+            raise NotFound("disbursement_not_found")
+        if state != "completed":
             raise Conflict("disbursement_running")
         async with unit_of_work(self._pool) as uow:
             await audit.record(uow, actor, "disbursement.bank_file_exported", f"disbursement:{run_id}", {})

@@ -114,7 +114,6 @@ async def lock_accounts(
 ) -> dict[str, asyncpg.Record]:
     """Lock, in id order, the person's medical account and the terminal's merchant account, or the
     fund when no terminal is named (opening them on first use); by kind: id, balance_fen."""
-    wanted = 2
     for _ in range(2):
         rows = await uow.fetch(
             """SELECT id, kind, balance_fen FROM ledger_accounts
@@ -123,8 +122,8 @@ async def lock_accounts(
             person_id,
             terminal_id,
         )
-        if len(rows) == wanted:
-            break
+        if len(rows) == 2:
+            return {row["kind"]: row for row in rows}
         # First use: one statement, medical before merchant everywhere, so two first uses wait for
         # each other in one order. Accounts exist from then on, so this costs a round trip once.
         await uow.execute(
@@ -137,7 +136,7 @@ async def lock_accounts(
             person_id,
             terminal_id,
         )
-    return {row["kind"]: row for row in rows}
+    raise RuntimeError(f"ledger accounts missing for person {person_id} and terminal {terminal_id}")
 
 
 async def transfer(

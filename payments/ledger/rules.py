@@ -33,13 +33,6 @@ def valid_amount(amount_fen: int) -> bool:
     return 0 < amount_fen <= MAX_AMOUNT_FEN
 
 
-def yuan(amount_fen: int) -> str:
-    """12345 -> "123.45": how a cashier or a pensioner reads an amount."""
-    sign = "-" if amount_fen < 0 else ""
-    whole, fen = divmod(abs(amount_fen), 100)
-    return f"{sign}{whole}.{fen:02d}"
-
-
 def refundable_fen(charged_fen: int, refunded_fen: int) -> int:
     return charged_fen - refunded_fen
 

@@ -22,7 +22,7 @@ import msgspec
 from app.auth.principal import Principal
 from app.cards.service import CardService
 from app.errors import AppError, Conflict, Forbidden, NotFound, PaymentRequired, Unprocessable
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import after, page
 from app.persons.records import RowError, detect_format
 from app.persons.repository import find_by_national_id_hash
 from infra import audit
@@ -30,6 +30,7 @@ from infra.config import Settings
 from infra.crypto import lookup_hash, mask_account
 from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
 from infra.events import add_event
+from payments.disbursement.rules import yuan
 from payments.ledger import repository as repo
 from payments.ledger import rules
 
@@ -112,7 +113,7 @@ class MedicalAccountService:
                 raise NotFound("charge_not_found")
             left = rules.refundable_fen(charge["amount_fen"], charge["refunded_fen"])
             if amount_fen > left:
-                raise Conflict("refund_exceeds_charge", refundable=rules.yuan(left))
+                raise Conflict("refund_exceeds_charge", refundable=yuan(left))
             # The money went to the charging terminal's account; it comes back from there.
             accounts = await repo.lock_accounts(uow, charge["person_id"], charge["terminal_id"])
             refund = await repo.insert_refund(uow, charge_id, terminal.subject_id, amount_fen)
@@ -206,13 +207,13 @@ class MedicalAccountService:
         """The balance and a page of entries, newest first, read in one snapshot so they agree."""
         if principal.person_id is None:
             raise Forbidden("identity_not_linked")
-        before_id = decode_cursor(cursor, int)[0] if cursor else None
+        start = after(cursor, int)
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             db = UnitOfWork(conn)
             balance = await repo.medical_balance(db, principal.person_id)
-            rows = await repo.entries(db, principal.person_id, before_id, limit + 1)
-        more = len(rows) > limit
-        return Statement(balance, rows[:limit], encode_cursor(rows[limit - 1]["id"]) if more else None)
+            rows = await repo.entries(db, principal.person_id, start[0] if start else None, limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
+        return Statement(balance, shown, next_cursor)
 
     # -- administrators --------------------------------------------------------------------------
     async def import_allocations(self, path: Path, actor: str) -> AllocationReport:

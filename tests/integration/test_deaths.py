@@ -445,3 +445,37 @@ async def test_reversal_refusals(
     # Nothing of it changed the dead person's record.
     assert await pool.fetchval("SELECT vital_status FROM persons WHERE phone = $1", dead.phone) == "deceased"
     assert not await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'person.death_reversed'")
+
+
+async def test_a_run_that_has_not_reached_the_person_pays_the_month_itself(
+    client: Any,
+    services: Services,
+    pool: asyncpg.Pool,
+    importer: Any,
+    operator_headers: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    person = sample_person()
+    (person_id,) = await _import(importer, pool, tmp_path, person)
+    await _run(services, SEP)
+    await services.deaths.import_file(_feed(tmp_path, "deaths.csv", f"{person.national_id},2025-09-10"), "t")
+    await _run(services, OCT)  # skips the person
+    november = await services.disbursements.request(NOV, "system:test")  # started, no batch done yet
+    r = await client.post(
+        "/v1/admin/death-reversals",
+        json={"national_id": person.national_id, "reason": "the wrong person was reported"},
+        headers=operator_headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["months_restored"] == ["2025-10-01"]  # not November: its run has yet to reach them
+    await services.disbursements.process(november["id"])
+    rows = await pool.fetch(
+        "SELECT period, kind, status FROM pension_payments WHERE person_id = $1 ORDER BY period, kind DESC",
+        person_id,
+    )
+    assert [tuple(row) for row in rows] == [
+        (SEP, "monthly", "paid"),
+        (OCT, "monthly", "withheld"),
+        (NOV, "monthly", "paid"),  # paid on time, by the run itself
+        (NOV, "back_pay", "paid"),  # October, back-paid
+    ]

@@ -14,12 +14,16 @@ from typing import Any
 import asyncpg
 
 from app.services import Services
+from infra.config import Settings
+from infra.crypto import FieldCipher
 from tests.factories import operator_headers_for, sample_person, write_jsonl
 
 NOV, DEC, JAN, FEB = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1), date(2027, 2, 1)
 
 
-async def import_pensioners(importer: Any, folder: Path, count: int, amount: int = 350000) -> list[uuid.UUID]:
+async def import_pensioners(
+    importer: Any, pool: asyncpg.Pool, folder: Path, count: int, amount: int = 350000
+) -> list[uuid.UUID]:
     people = [sample_person() for _ in range(count)]
     rows = [
         p.row(
@@ -29,7 +33,7 @@ async def import_pensioners(importer: Any, folder: Path, count: int, amount: int
     ]
     report = await importer.import_file(write_jsonl(folder / f"pensioners-{uuid.uuid4()}.jsonl", rows))
     assert report.created == count, report.errors
-    return [await importer._persons._pool.fetchval("SELECT id FROM persons WHERE phone = $1", p.phone) for p in people]
+    return [await pool.fetchval("SELECT id FROM persons WHERE phone = $1", p.phone) for p in people]
 
 
 async def certify_until(pool: asyncpg.Pool, person_id: uuid.UUID, until: date | None) -> None:
@@ -47,7 +51,7 @@ async def records(pool: asyncpg.Pool, person_id: uuid.UUID) -> list[asyncpg.Reco
 async def test_a_run_pays_the_certified_and_withholds_the_rest_with_a_reason(
     services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
-    certified, lapsed, never, not_started, deceased = await import_pensioners(importer, tmp_path, 5)
+    certified, lapsed, never, not_started, deceased = await import_pensioners(importer, pool, tmp_path, 5)
     await certify_until(pool, certified, DEC + timedelta(days=14))  # through the pay date (the 15th)
     await certify_until(pool, lapsed, DEC + timedelta(days=13))  # one day short
     await certify_until(pool, not_started, date(2027, 12, 31))
@@ -83,7 +87,7 @@ async def test_a_run_pays_the_certified_and_withholds_the_rest_with_a_reason(
 async def test_withheld_months_are_back_paid_once_after_a_later_pass(
     services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
-    (person,) = await import_pensioners(importer, tmp_path, 1, amount=200000)
+    (person,) = await import_pensioners(importer, pool, tmp_path, 1, amount=200000)
     await certify_until(pool, person, NOV - timedelta(days=1))
     await services.disbursements.run(NOV, "system:test")
     await services.disbursements.run(DEC, "system:test")
@@ -106,15 +110,15 @@ async def test_withheld_months_are_back_paid_once_after_a_later_pass(
 
 
 async def test_two_runs_of_one_period_at_once_make_the_same_records(
-    services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
-    people = await import_pensioners(importer, tmp_path, 30)
+    people = await import_pensioners(importer, pool, tmp_path, 30)
     for person in people[::3]:
         await certify_until(pool, person, date(2027, 12, 31))
     # Batches of 4: the two runners interleave over many transactions.
     from payments.disbursement.service import DisbursementService
 
-    cipher = services.disbursements._cipher
+    cipher = FieldCipher(settings.data_encryption_key)
     small = [DisbursementService(pool, cipher, 15, 4) for _ in range(2)]
     first, second = await asyncio.gather(*(s.run(DEC, "system:test") for s in small))
     assert first["id"] == second["id"]
@@ -131,7 +135,7 @@ async def test_bank_file_and_returns(
     client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
     admin = await operator_headers_for(services, "paymaster", "Pay Master", role="admin")
-    people = await import_pensioners(importer, tmp_path, 3)
+    people = await import_pensioners(importer, pool, tmp_path, 3)
     for person in people:
         await certify_until(pool, person, date(2027, 12, 31))
 

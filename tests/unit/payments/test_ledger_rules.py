@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from app.persons.national_id import check_character
 from app.persons.records import RowError
+from payments.disbursement.rules import yuan
 from payments.ledger import rules
 from payments.ledger.rules import ABANDONED_AFTER, KeyState, StoredKey, key_state
 
@@ -29,7 +30,7 @@ def test_valid_amount(amount: int, ok: bool) -> None:
 
 @pytest.mark.parametrize(("fen", "text"), [(0, "0.00"), (5, "0.05"), (12345, "123.45"), (-250, "-2.50")])
 def test_yuan(fen: int, text: str) -> None:
-    assert rules.yuan(fen) == text
+    assert yuan(fen) == text
 
 
 def test_refundable() -> None:
