@@ -137,8 +137,9 @@ class FcmPush:
       Retry-After ignored, nothing else retried) that speaks HTTP/2 to a plain `http://` URL too
       (prior knowledge), as it does to FCM over TLS. Over HTTP/1.1 the SDK's 500 concurrent
       requests go through httpcore's pool, whose bookkeeping grows with queued requests times
-      connections and which closes any idle connection beyond 20: about 270 sends/s locally,
-      against about 800/s multiplexed on one HTTP/2 connection. Being ours, the client is also
+      connections and which closes any idle connection beyond 20, so 500 concurrent sends open
+      hundreds of connections; multiplexed on one HTTP/2 connection they share one (the push
+      tests assert it). Being ours, the client is also
       closed in the event loop that used it (the SDK would close it with `asyncio.run`, which
       cannot run inside one).
 

@@ -146,7 +146,8 @@ async def test_no_server_is_a_retry(tmp_path: Path) -> None:
 
 
 async def test_each_channel_keeps_its_own_server(tmp_path: Path) -> None:
-    default_url = messaging._MessagingService.FCM_URL
+    default_url = "https://fcm.googleapis.com/v1/projects/{0}/messages:send"  # the SDK's own, not whatever is set now
+    assert default_url == messaging._MessagingService.FCM_URL
     async with FcmServer() as first, FcmServer() as second:
         channels = [
             push_channel(settings_for(tmp_path, FCM_URL=server.url, FCM_PROJECT_ID="p")) for server in (first, second)

@@ -71,6 +71,7 @@ async def test_local_server_settings_survive_a_child_process(env: dict[str, str]
     assert (again.fcm_url, again.fcm_project_id, again.fcm_credentials_file) == (LOCAL_URL, "socialcard-dev", None)
     channel = push_channel(again)
     assert isinstance(channel, FcmPush)
+    assert channel._app.project_id == "socialcard-prod"  # read from the service account file
     await channel.aclose()
 
 
@@ -80,4 +81,5 @@ async def test_a_service_account_sends_to_fcm(env: dict[str, str], service_accou
     assert settings_env(settings)["FCM_CREDENTIALS_FILE"] == str(service_account)
     channel = push_channel(settings)  # the project comes from the file; nothing is sent here
     assert isinstance(channel, FcmPush)
+    assert channel._app.project_id == "socialcard-prod"  # read from the service account file
     await channel.aclose()
