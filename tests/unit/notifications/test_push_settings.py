@@ -71,7 +71,7 @@ async def test_local_server_settings_survive_a_child_process(env: dict[str, str]
     assert (again.fcm_url, again.fcm_project_id, again.fcm_credentials_file) == (LOCAL_URL, "socialcard-dev", None)
     channel = push_channel(again)
     assert isinstance(channel, FcmPush)
-    assert channel._app.project_id == "socialcard-prod"  # read from the service account file
+    assert channel._app.project_id == "socialcard-dev"
     await channel.aclose()
 
 
