@@ -116,7 +116,7 @@ async def disbursement(settings: Settings, pensioners: int) -> dict[str, Any]:
 
 async def _fund_everyone(conn: asyncpg.Connection) -> None:
     """A medical account for every cardholder, with an allocation that no benchmark can spend."""
-    await conn.execute("INSERT INTO ledger_accounts (kind, person_id) SELECT 'medical', id FROM persons")
+    await conn.execute("INSERT INTO ledger_accounts (kind, person_id) SELECT 'medical', person_id FROM cards")
     await conn.execute(
         """INSERT INTO ledger_transfers (debit_account, credit_account, amount_fen, kind, reference)
            SELECT (SELECT id FROM ledger_accounts WHERE kind = 'fund'), a.id, 1000000000, 'allocation', uuidv7()
