@@ -113,6 +113,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{lines} line(s) of the bank file cannot be taken; nothing was imported.",
     ),
     "cursor_invalid": ("分页参数无效。", "The page cursor is not valid."),
+    # notifications
+    "device_not_found": ("未找到该设备。", "This device was not found."),
+    "notification_not_found": ("未找到该消息。", "This message was not found."),
+    "delivery_not_found": ("未找到该发送记录。", "This delivery was not found."),
+    "delivery_not_dead": (
+        "该发送记录当前状态为“{state}”，只有发送失败的记录可以重发。",
+        "This delivery is {state}; only dead deliveries can be sent again.",
+    ),
     "check_claimed": ("该记录正由{operator}处理。", "{operator} is working on this check."),
     "check_not_reviewable": ("该记录无需人工审核。", "This check is not waiting for review."),
     "claim_required": ("请先领取该记录。", "Claim this check first."),

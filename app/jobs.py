@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from contextlib import AsyncExitStack
@@ -15,6 +16,10 @@ from infra import jobs
 from infra.config import Settings
 from liveness.analyser import FaceAnalyser
 from liveness.worker import FaceJobs
+from notifications.dispatcher import CHANNELS, DISPATCH_JOBS, Channel, Dispatcher
+from notifications.outbox import ANNOUNCE_RUN_JOB
+from notifications.push import push_channel
+from notifications.service import REMIND_JOB
 from payments.disbursement.service import DISBURSE_JOB
 
 log = logging.getLogger(__name__)
@@ -22,13 +27,21 @@ log = logging.getLogger(__name__)
 SCHEDULES: dict[str, str] = {
     jobs.PURGE_EXPIRED: "*/10 * * * *",
     PURGE_MEDIA_JOB: "17 3 * * *",  # raw selfies past their retention period, nightly
+    REMIND_JOB: "0 1 * * *",  # 09:00 in China
+    # A dispatcher polls for a minute's window, then the next tick starts the next one.
+    **{DISPATCH_JOBS[channel]: "* * * * *" for channel in CHANNELS},
 }
+DISPATCH_WINDOW_S = 55.0
 
 
 async def run_worker(settings: Settings, *, drain: bool = False) -> None:
     async with AsyncExitStack() as stack:
         services = await stack.enter_async_context(open_services(settings, pool_max=4))
         face = FaceJobs(services.certification, stack.enter_context(FaceAnalyser()), settings)
+        push = push_channel(settings)
+        stack.push_async_callback(push.aclose)
+        dispatcher = Dispatcher(services.pool, settings, push, services.sms)
+        stopping = asyncio.Event()
 
         async def purge_expired(job: Job) -> None:
             log.info("expired rows purged", extra={"removed": await jobs.purge_expired(services.pool)})
@@ -46,14 +59,29 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
         async def disburse(job: Job) -> None:
             await services.disbursements.process(uuid.UUID((job.payload or b"").decode()))
 
+        async def announce_run(job: Job) -> None:
+            await services.notifications.announce_run(uuid.UUID((job.payload or b"").decode()))
+
+        async def remind(job: Job) -> None:
+            await services.notifications.remind()
+
+        def dispatch(channel: Channel) -> jobs.Handler:
+            async def handler(job: Job) -> None:
+                await dispatcher.run(channel, window_s=DISPATCH_WINDOW_S, stop=stopping)
+
+            return handler
+
         handlers = {
             jobs.PURGE_EXPIRED: purge_expired,
             CERTIFY_JOB: certify,
             ENROLL_JOB: enroll,
             PURGE_MEDIA_JOB: purge_media,
             DISBURSE_JOB: disburse,
+            ANNOUNCE_RUN_JOB: announce_run,
+            REMIND_JOB: remind,
+            **{DISPATCH_JOBS[channel]: dispatch(channel) for channel in CHANNELS},
         }
-        await jobs.run_worker(settings, handlers, drain=drain)
+        await jobs.run_worker(settings, handlers, drain=drain, stopping=stopping)
 
 
 async def run_scheduler(settings: Settings) -> None:

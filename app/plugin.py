@@ -20,6 +20,7 @@ from app.certification.controllers import CertificationController, ConsentContro
 from app.deaths.controllers import DeathReversalController
 from app.errors import EXCEPTION_HANDLERS
 from app.medical.controllers import MedicalAccountController, TerminalChargeController
+from app.notifications.controllers import DeviceController, InboxController, NotificationAdminController
 from app.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
 from app.review.controllers import ReviewController
 from app.services import Services, open_services
@@ -54,6 +55,9 @@ class SocialCardPlugin(InitPluginProtocol):
                 DisbursementController,
                 ReturnedPaymentController,
                 DeathReversalController,
+                DeviceController,
+                InboxController,
+                NotificationAdminController,
             ]
         )
         app_config.lifespan.append(self.lifespan)

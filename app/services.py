@@ -21,7 +21,8 @@ from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.db import create_pool
 from infra.storage import ObjectStorage
-from notifications.sms import sms_provider
+from notifications.service import NotificationService
+from notifications.sms import SmsProvider, sms_provider
 from payments.deaths.service import DeathRecords
 from payments.disbursement.service import DisbursementService
 from payments.ledger.service import MedicalAccountService
@@ -40,16 +41,19 @@ class Services:
     medical: MedicalAccountService
     disbursements: DisbursementService
     deaths: DeathRecords
+    notifications: NotificationService
+    sms: SmsProvider
 
 
 def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorage) -> Services:
     cipher = FieldCipher(settings.data_encryption_key)
     cards = CardService(pool, settings)
+    sms = sms_provider(settings.sms_provider)
     return Services(
         settings=settings,
         pool=pool,
         storage=storage,
-        auth=AuthService(pool, settings, sms_provider(settings.sms_provider), cipher),
+        auth=AuthService(pool, settings, sms, cipher),
         cards=cards,
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
         certification=CertificationService(pool, storage, settings, cipher),
@@ -57,6 +61,8 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=DisbursementService(pool, cipher, settings.pension_pay_day, settings.disbursement_batch),
         deaths=DeathRecords(pool, settings.lookup_hash_key),
+        notifications=NotificationService(pool, settings.pension_pay_day),
+        sms=sms,
     )
 
 

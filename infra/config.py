@@ -75,6 +75,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fcm_project_id: str | None = None
     fcm_credentials_file: Path | None = None
     fcm_url: str | None = None
+    # Notification delivery: attempts before a delivery is dead-lettered, how long a dispatcher
+    # holds a claimed delivery (a killed one's deliveries are sent again after it), and the first
+    # retry delay, doubled per attempt.
+    notify_max_attempts: int = 6
+    notify_lease_s: int = 60
+    notify_retry_s: int = 30
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key")
@@ -232,6 +238,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("DB_POOL_MAX", 10, 1, 500),
         ("PENSION_PAY_DAY", 15, 1, 28),
         ("DISBURSEMENT_BATCH", 20_000, 1, 1_000_000),
+        ("NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
+        ("NOTIFY_LEASE_S", 60, 1, 3600),
+        ("NOTIFY_RETRY_S", 30, 0, 3600),
     ):
         try:
             numbers[name.lower()] = _number(env, name, default, low, high)
@@ -288,6 +297,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "JOB_HEARTBEAT_S": str(settings.job_heartbeat_s),
         "PENSION_PAY_DAY": str(settings.pension_pay_day),
         "DISBURSEMENT_BATCH": str(settings.disbursement_batch),
+        "NOTIFY_MAX_ATTEMPTS": str(settings.notify_max_attempts),
+        "NOTIFY_LEASE_S": str(settings.notify_lease_s),
+        "NOTIFY_RETRY_S": str(settings.notify_retry_s),
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),

@@ -53,21 +53,31 @@ async def enqueue(
     await queries.enqueue(entrypoint, payload, execute_after=delay, dedupe_key=dedupe_key, on_conflict="skip")
 
 
-def _stop_on_signals(event: asyncio.Event) -> None:
+def _stop_on_signals(*events: asyncio.Event) -> None:
+    def stop() -> None:
+        for event in events:
+            event.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, event.set)
+        loop.add_signal_handler(sig, stop)
 
 
-async def run_worker(settings: Settings, handlers: Mapping[str, Handler], *, drain: bool = False) -> None:
-    """Run jobs until SIGTERM; in-flight jobs finish first. A killed worker's job is picked up
-    again by another once its heartbeat is `job_heartbeat_s` old."""
+async def run_worker(
+    settings: Settings,
+    handlers: Mapping[str, Handler],
+    *,
+    drain: bool = False,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run jobs until SIGTERM; in-flight jobs finish first (`stopping` tells long ones to end). A
+    killed worker's job is picked up again by another once its heartbeat is `job_heartbeat_s` old."""
     conn = await asyncpg.connect(settings.database_url)
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
     for name, handler in handlers.items():
         qm.entrypoint(name, on_failure="hold")(handler)
     if not drain:
-        _stop_on_signals(qm.shutdown)
+        _stop_on_signals(qm.shutdown, *filter(None, [stopping]))
     log.info("worker started", extra={"jobs": sorted(handlers)})
     try:
         await qm.run(

@@ -16,8 +16,18 @@ from infra.db import Db, UnitOfWork
 log = logging.getLogger(__name__)
 
 
+class SmsNotSent(Exception):
+    """A provider's refusal that may pass (throttled, gateway down): the dispatcher tries again later."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
 class SmsProvider(Protocol):
-    async def send(self, uow: UnitOfWork, phone: str, body: str) -> None: ...
+    async def send(self, uow: UnitOfWork, phone: str, body: str) -> None:
+        """Send, or raise SmsNotSent. The dev provider writes through `uow` (the dispatcher's transaction)."""
+        ...
 
 
 class DevSmsProvider:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from app.errors import Forbidden
+
 CARDHOLDER = "cardholder"
 OPERATOR = "operator"
 AUDITOR = "auditor"
@@ -21,6 +23,13 @@ class Principal:
     phone: str | None = None
     device_id: str | None = None
     merchant: str | None = None
+
+    @property
+    def linked_person(self) -> uuid.UUID:
+        """The person this cardholder proved to be (by activating the card); 403 until then."""
+        if self.person_id is None:
+            raise Forbidden("identity_not_linked")
+        return self.person_id
 
     @property
     def actor(self) -> str:

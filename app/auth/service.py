@@ -24,6 +24,7 @@ from infra.config import Settings
 from infra.crypto import FieldCipher, mask_phone
 from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
 from notifications.sms import SmsProvider
+from notifications.templates import sms_text
 
 PHONE = re.compile(r"1[3-9][0-9]{9}")
 _OPERATOR_SESSION = timedelta(hours=8)
@@ -65,12 +66,7 @@ class AuthService:
             await repo.insert_code(
                 uow, phone, tokens.otp_hash(s.lookup_hash_key, phone, code), now + timedelta(seconds=s.otp_ttl_s)
             )
-            minutes = s.otp_ttl_s // 60
-            text = (
-                f"Your social security sign-in code is {code}. It expires in {minutes} minutes. Never share it."
-                if locale == "en"
-                else f"【社保服务】您的登录验证码为{code}，{minutes}分钟内有效。请勿告诉他人。"
-            )
+            text = sms_text("sign_in.code", locale, {"code": code, "minutes": s.otp_ttl_s // 60})
             await self._sms.send(uow, phone, text)
         return s.otp_ttl_s
 

@@ -9,7 +9,7 @@ import asyncpg
 
 from infra.db import Db, UnitOfWork
 
-_CARD_COLUMNS = """c.id, c.card_number, c.status, c.issued_on, c.activated_at,
+_CARD_COLUMNS = """c.id, c.card_number, c.status, c.issued_on, c.activated_at, c.status_changed_at,
                    p.id AS person_id, p.name, p.national_id_masked, p.phone, p.vital_status"""
 
 

@@ -15,8 +15,9 @@ from app.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from app.persons import national_id as nid
 from infra import audit
 from infra.config import Settings
-from infra.crypto import lookup_hash
+from infra.crypto import lookup_hash, mask_account
 from infra.db import CommitThenRaise, Db, unit_of_work
+from notifications.outbox import publish_event
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,14 @@ class CardService:
                 raise Conflict(refusal, card_status=card["status"])
             activated_at = await repo.set_status(uow, card["id"], to)
             await audit.record(uow, principal.actor, action, f"card:{card['id']}", {"from": allowed_from, "to": to})
+            # Told at once: a loss the holder did not report is someone else holding their account.
+            await publish_event(
+                uow,
+                action,
+                card["person_id"],
+                {"card_masked": mask_account(card["card_number"])},
+                f"{action}:{card['id']}:{card['status_changed_at'].isoformat()}",
+            )
         return replace(_view(card), status=to, activated_at=activated_at)
 
     async def report_loss(self, principal: Principal) -> CardView:

@@ -25,10 +25,10 @@ from infra import audit, jobs
 from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.db import UnitOfWork, unit_of_work
-from infra.events import add_event
 from infra.logging import request_id_var
 from infra.storage import ObjectStorage
 from liveness.model import Analysis, EarlierSubmission, Embedding, Enrollment, Outcome, Reason
+from notifications.outbox import publish_event
 
 CERTIFY_JOB = "liveness.certify"
 ENROLL_JOB = "liveness.enroll"
@@ -99,7 +99,7 @@ async def settle(
         await repo.set_certified_until(uow, person_id, until)
         payload["eligible_until"] = until.isoformat()
     payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
-    await add_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
+    await publish_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
 
 
 class CertificationService:
@@ -110,22 +110,16 @@ class CertificationService:
         self._cipher = cipher
         self._rng = random.SystemRandom()
 
-    @staticmethod
-    def _person_of(principal: Principal) -> uuid.UUID:
-        if principal.person_id is None:
-            raise Forbidden("identity_not_linked")
-        return principal.person_id
-
     # -- consent ---------------------------------------------------------------------------------
     async def grant_consent(self, principal: Principal) -> datetime:
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:
             granted = await repo.grant_consent(uow, person_id, principal.subject_id, repo.CONSENT_TEXT_VERSION)
             await audit.record(uow, principal.actor, "consent.biometric_granted", f"person:{person_id}", {})
         return granted
 
     async def withdraw_consent(self, principal: Principal) -> None:
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:
             if await repo.withdraw_consent(uow, person_id):
                 await audit.record(uow, principal.actor, "consent.biometric_withdrawn", f"person:{person_id}", {})
@@ -133,7 +127,7 @@ class CertificationService:
     # -- the cardholder's flow -------------------------------------------------------------------
     async def new_challenge(self, principal: Principal, challenges_url: str) -> schemas.Challenge:
         """A random challenge, unless the person is over the hourly limit or waiting for a reviewer."""
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         s = self._settings
         now = datetime.now(UTC)
         challenge_id = uuid.uuid4()
@@ -182,7 +176,7 @@ class CertificationService:
         return challenge
 
     async def submit_upload(self, principal: Principal, challenge_id: uuid.UUID, media: UploadMedia) -> uuid.UUID:
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:  # refuse early, before storing anything
             challenge = await self._usable_challenge(uow, challenge_id, person_id)
         prefix: str = challenge["upload_prefix"]
@@ -197,7 +191,7 @@ class CertificationService:
 
     async def submit_stored(self, principal: Principal, challenge_id: uuid.UUID, key: str) -> uuid.UUID:
         """A video uploaded straight to S3 with the challenge's presigned POST."""
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:
             challenge = await self._usable_challenge(uow, challenge_id, person_id)
         if not key.startswith(challenge["upload_prefix"]) or ".." in key:
@@ -221,14 +215,14 @@ class CertificationService:
         return check_id
 
     async def check(self, principal: Principal, check_id: uuid.UUID) -> schemas.Check:
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         row = await repo.check_of_person(self._pool, check_id, person_id)
         if row is None:
             raise NotFound("check_not_found")
         return _check_view(row)
 
     async def status(self, principal: Principal) -> schemas.CertificationStatus:
-        person_id = self._person_of(principal)
+        person_id = principal.linked_person
         until = await repo.certified_until(self._pool, person_id)
         latest = await repo.latest_check(self._pool, person_id)
         failures = await repo.failures_since(self._pool, person_id, datetime.now(UTC) - FAILURE_WINDOW)
@@ -294,7 +288,7 @@ class CertificationService:
             )
             if sealed is None:
                 # A bad reference photo is the administrators' problem, never the pensioner's.
-                await add_event(
+                await publish_event(
                     uow,
                     "reference.unusable",
                     person_id,

@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.auth.guards import requires
 from app.auth.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
-from app.errors import BadRequest, Forbidden, NotFound, Unprocessable
+from app.errors import BadRequest, NotFound, Unprocessable
 from app.i18n import message, negotiate
 from app.pagination import Cursor, Limit, after, page
 from app.payments import schemas as s
@@ -46,12 +46,6 @@ def _locale(request: Request[Any, Any, Any]) -> str:
     return negotiate(request.headers.get("accept-language"))
 
 
-def _person(request: Request[Principal, Any, Any]) -> uuid.UUID:
-    if request.user.person_id is None:
-        raise Forbidden("identity_not_linked")
-    return request.user.person_id
-
-
 class PaymentController(Controller):
     path = "/v1/payments"
     tags = ["payments"]
@@ -67,7 +61,7 @@ class PaymentController(Controller):
         limit: Limit = 20,
     ) -> s.PaymentPage:
         start = after(cursor, date, str, uuid.UUID)
-        rows = await services.disbursements.payments(_person(request), start, limit + 1)
+        rows = await services.disbursements.payments(request.user.linked_person, start, limit + 1)
         shown, next_cursor = page(rows, limit, lambda row: (row["period"], row["kind"], row["id"]))
         locale = _locale(request)
         return s.PaymentPage(items=[_payment(row, locale) for row in shown], next_cursor=next_cursor)
@@ -76,7 +70,7 @@ class PaymentController(Controller):
     async def get_payment(
         self, payment_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.Payment:
-        row = await services.disbursements.payment(_person(request), payment_id)
+        row = await services.disbursements.payment(request.user.linked_person, payment_id)
         if row is None:
             raise NotFound("payment_not_found")
         return _payment(row, _locale(request))
@@ -86,7 +80,7 @@ class PaymentController(Controller):
         if not 2000 <= year <= 2100:
             raise BadRequest("year_invalid")
         locale = _locale(request)
-        months = await services.disbursements.statement(_person(request), year)
+        months = await services.disbursements.statement(request.user.linked_person, year)
         lines = [
             s.StatementMonth(
                 month=f"{year}-{m.month:02d}",

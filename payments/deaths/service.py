@@ -19,7 +19,7 @@ from app.persons.records import RowError, detect_format
 from infra import audit
 from infra.crypto import lookup_hash
 from infra.db import UnitOfWork, unit_of_work
-from infra.events import add_event
+from notifications.outbox import publish_event
 from payments.deaths import repository as repo
 from payments.deaths.feed import DeathReport, parse_feed
 
@@ -135,7 +135,7 @@ class DeathRecords:
             cancelled = await repo.cancel_overpayments(uow, record_id)
             months = await repo.restore_withheld_months(uow, person_id, died)
             restored = [m.isoformat() for m in months]
-            await add_event(
+            await publish_event(
                 uow,
                 "death.reversed",
                 person_id,

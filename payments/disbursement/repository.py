@@ -11,8 +11,13 @@ import asyncpg
 from infra.db import Db, UnitOfWork
 
 # The people a run pays or withholds for: an active entitlement that has started, a living person.
-# Deceased persons and stopped entitlements get no record at all.
-_DUE = """e.status = 'active' AND e.start_month <= $1 AND p.vital_status = 'alive'"""
+# Deceased persons and stopped entitlements get no record at all. Over `pension_entitlements e`
+# joined to `persons p`; the reminder scan warns the same people ahead of the pay date.
+DUE = "e.status = 'active' AND e.start_month <= {period} AND p.vital_status = 'alive'"
+# rules.withheld_reason in SQL, judged on the pay date.
+WITHHELD_REASON = """CASE WHEN p.certified_until IS NULL THEN 'not_certified'
+                          WHEN p.certified_until < {pay_date} THEN 'certification_expired' END"""
+_DUE = DUE.format(period="$1")
 
 # Batches hold it shared; recording or reversing a death holds it exclusively. A death is thus
 # recorded between batches: a batch never pays a person who died while it ran without the death's
@@ -49,13 +54,12 @@ async def lock_run(uow: UnitOfWork, run_id: uuid.UUID) -> asyncpg.Record | None:
 # One batch, in one statement: the monthly records of the next `$5` entitlements in person order
 # after the last person done, then back-pay for the batch's persons paid this month (one record
 # paying every withheld month not yet back-paid, and each of those months marked as paid by it).
-# The withheld reason is rules.withheld_reason in SQL. Back-pay joins the batch, not the records
+# Back-pay joins the batch, not the records
 # just written: a statement does not see its own inserts, and the planner knows the batch's size.
 BATCH_SQL = f"""
     WITH batch AS (
         SELECT e.person_id, e.monthly_amount_fen, e.bank_account_enc, e.bank_account_masked,
-               CASE WHEN p.certified_until IS NULL THEN 'not_certified'
-                    WHEN p.certified_until < $3 THEN 'certification_expired' END AS reason
+               {WITHHELD_REASON.format(pay_date="$3")} AS reason
         FROM pension_entitlements e JOIN persons p ON p.id = e.person_id
         WHERE {_DUE} AND ($4::uuid IS NULL OR e.person_id > $4)
         ORDER BY e.person_id

@@ -19,7 +19,7 @@ from app.errors import Conflict, NotFound
 from infra import audit, jobs
 from infra.crypto import FieldCipher, mask_name
 from infra.db import UnitOfWork, unit_of_work
-from infra.events import add_event
+from notifications.outbox import announce_run, publish_event
 from payments.disbursement import bankfile
 from payments.disbursement import repository as repo
 from payments.disbursement.rules import PaymentFact, StatementMonth, pay_date, statement
@@ -98,8 +98,9 @@ class DisbursementService:
             for key in ("paid_count", "paid_fen", "withheld_count", "withheld_fen", "back_pay_count", "back_pay_fen")
         }
         await audit.record(uow, "system:disbursement", "disbursement.completed", f"disbursement:{run_id}", summary)
-        # One event for the run: the notification side fans it out to each person from the records.
-        await add_event(
+        # One event for the run; each person is told by a job that walks the run's records.
+        await announce_run(uow, run_id)
+        await publish_event(
             uow,
             "disbursement.completed",
             None,

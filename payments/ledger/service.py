@@ -29,7 +29,7 @@ from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash, mask_account
 from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
-from infra.events import add_event
+from notifications.outbox import publish_event
 from payments.disbursement.rules import yuan
 from payments.ledger import repository as repo
 from payments.ledger import rules
@@ -95,7 +95,7 @@ class MedicalAccountService:
                 "merchant": terminal.merchant,
                 "description": description,
             }
-            await add_event(uow, "medical.charged", holder["person_id"], event, f"medical.charged:{charge['id']}")
+            await publish_event(uow, "medical.charged", holder["person_id"], event, f"medical.charged:{charge['id']}")
             return {
                 **event,
                 "masked_card_number": mask_account(holder["card_number"]),
@@ -127,7 +127,7 @@ class MedicalAccountService:
                 "merchant": terminal.merchant,
                 "description": charge["description"],
             }
-            await add_event(uow, "medical.refunded", charge["person_id"], event, f"medical.refunded:{refund['id']}")
+            await publish_event(uow, "medical.refunded", charge["person_id"], event, f"medical.refunded:{refund['id']}")
             return {
                 **event,
                 "refundable_fen": left - amount_fen,

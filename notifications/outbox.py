@@ -1,0 +1,38 @@
+"""The outbox: what use cases call, inside their own transaction, to say what happened.
+
+`publish_event` writes the domain event and, for an event a person is told about, its notice and
+deliveries in the same statement; a retried use case writes neither twice (one dedupe key). A
+completed disbursement run is told person by person from its payment records, by a job queued
+with the run's completion.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.db import UnitOfWork
+from infra.jobs import enqueue
+from notifications import repository as repo
+from notifications.rules import release_at
+from notifications.templates import KINDS, URGENT
+
+ANNOUNCE_RUN_JOB = "notifications.announce_run"
+
+# The sign-in code is sent at once and never stored; scans and runs write their notices set-based.
+_EVENT_NOTICES = frozenset(KINDS) - {"sign_in.code"}
+
+
+async def publish_event(
+    uow: UnitOfWork, kind: str, person_id: uuid.UUID | None, payload: dict[str, Any], dedupe_key: str
+) -> None:
+    notice = None
+    if kind in _EVENT_NOTICES and person_id is not None:
+        urgent = kind in URGENT
+        notice = (urgent, release_at(datetime.now(UTC), urgent=urgent))
+    await repo.publish(uow, kind, person_id, payload, dedupe_key, notice)
+
+
+async def announce_run(uow: UnitOfWork, run_id: uuid.UUID) -> None:
+    await enqueue(uow, ANNOUNCE_RUN_JOB, str(run_id).encode(), f"{ANNOUNCE_RUN_JOB}:{run_id}")

@@ -1,0 +1,340 @@
+"""SQL for the outbox, deliveries, devices and the inbox.
+
+Every writer of notices ends in `_ROUTE`: over a CTE `notice (id, person_id, release_at)` it writes
+one push delivery per active device of the person, or one SMS delivery when they have none. The
+event, its notice and their deliveries are one statement in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from infra.db import Db, UnitOfWork
+from notifications.rules import ReminderWindow
+from payments.disbursement.repository import DUE, WITHHELD_REASON
+
+_ACTIVE = "d.person_id = n.person_id AND d.deactivated_at IS NULL"
+
+_ROUTE = f"""
+    INSERT INTO deliveries (notification_id, channel, device_id, next_attempt_at)
+    SELECT n.id, 'push', d.id, n.release_at FROM notice n JOIN devices d ON {_ACTIVE}
+    UNION ALL
+    SELECT n.id, 'sms', NULL, n.release_at FROM notice n
+    WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE {_ACTIVE})"""
+
+PUBLISH_SQL = f"""
+    WITH event AS (
+        INSERT INTO domain_events (kind, person_id, payload, dedupe_key) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING person_id
+    ), notice AS (
+        INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
+        SELECT person_id, $1, $3, $5, $4, now() FROM event WHERE $6 AND person_id IS NOT NULL
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, person_id, $7::timestamptz AS release_at
+    ) {_ROUTE}"""
+
+
+async def publish(
+    uow: UnitOfWork,
+    kind: str,
+    person_id: uuid.UUID | None,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    notice: tuple[bool, datetime] | None,
+) -> None:
+    """The event; with `notice` (urgent, release time) also its notification and deliveries."""
+    urgent, release = notice if notice is not None else (False, None)
+    await uow.execute(PUBLISH_SQL, kind, person_id, payload, dedupe_key, urgent, notice is not None, release)
+
+
+# One batch of a run's payments in (person, kind) order: a notice per payment record, shown and
+# released on the pay date. Kinds sort 'back_pay' < 'monthly'.
+ANNOUNCE_BATCH_SQL = f"""
+    WITH batch AS (
+        SELECT pp.id, pp.person_id, pp.kind, pp.status, pp.period, pp.amount_fen, pp.withheld_reason,
+               pp.covers, pp.bank_account_masked
+        FROM pension_payments pp
+        WHERE pp.run_id = $1 AND ($2::uuid IS NULL OR (pp.person_id, pp.kind) > ($2, $3::text))
+        ORDER BY pp.person_id, pp.kind
+        LIMIT $4
+    ), notice AS (
+        INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
+        SELECT b.person_id,
+               CASE WHEN b.kind = 'back_pay' THEN 'payment.back_paid'
+                    WHEN b.status = 'paid' THEN 'payment.paid' ELSE 'payment.withheld' END,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'payment_id', b.id, 'period', b.period, 'pay_date', $5::date, 'amount_fen', b.amount_fen,
+                   'reason', b.withheld_reason, 'covers', b.covers, 'account_masked', b.bank_account_masked)),
+               false, 'payment:' || b.id, $6
+        FROM batch b
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, person_id, $6::timestamptz AS release_at
+    ), routed AS ({_ROUTE} RETURNING 1)
+    SELECT (SELECT count(*) FROM batch) AS scanned, (SELECT count(*) FROM notice) AS written, last.person_id, last.kind
+    FROM (SELECT NULL) one
+    LEFT JOIN LATERAL (SELECT person_id, kind FROM batch ORDER BY person_id DESC, kind DESC LIMIT 1) last ON true"""
+
+
+async def announce_batch(
+    uow: UnitOfWork,
+    run_id: uuid.UUID,
+    after: tuple[uuid.UUID, str] | None,
+    batch: int,
+    pay_on: date,
+    release: datetime,
+) -> asyncpg.Record:
+    last_person, last_kind = after if after is not None else (None, None)
+    row = await uow.fetchrow(ANNOUNCE_BATCH_SQL, run_id, last_person, last_kind, batch, pay_on, release)
+    assert row is not None
+    return row
+
+
+async def run_to_announce(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT id, pay_date FROM disbursement_runs WHERE id = $1 AND state = 'completed'", run_id)
+
+
+REMIND_DUE_SQL = f"""
+    WITH due AS (
+        SELECT p.id AS person_id, p.certified_until, w.stage
+        FROM unnest($1::int[], $2::date[], $3::date[]) AS w (stage, first_due, last_due)
+        JOIN persons p ON p.certified_until BETWEEN w.first_due AND w.last_due AND p.vital_status = 'alive'
+        JOIN pension_entitlements e ON e.person_id = p.id AND e.status = 'active'
+    ), notice AS (
+        INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
+        SELECT person_id, 'certification.due',
+               jsonb_build_object('due_date', certified_until, 'days_left', certified_until - $4::date, 'stage', stage),
+               false, 'certification.due:' || person_id || ':' || certified_until || ':' || stage, now()
+        FROM due
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, person_id, $5::timestamptz AS release_at
+    ), routed AS ({_ROUTE} RETURNING 1)
+    SELECT count(*) FROM notice"""
+
+
+async def remind_due(uow: UnitOfWork, windows: Sequence[ReminderWindow], today: date, release: datetime) -> int:
+    written: int = await uow.fetchval(
+        REMIND_DUE_SQL,
+        [w.stage for w in windows],
+        [w.first_due for w in windows],
+        [w.last_due for w in windows],
+        today,
+        release,
+    )
+    return written
+
+
+WARN_WITHHELD_SQL = f"""
+    WITH warned AS (
+        SELECT p.id AS person_id, e.monthly_amount_fen, {WITHHELD_REASON.format(pay_date="$2")} AS reason
+        FROM pension_entitlements e JOIN persons p ON p.id = e.person_id
+        WHERE {DUE.format(period="$1")}
+    ), notice AS (
+        INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
+        SELECT person_id, 'payment.will_be_withheld',
+               jsonb_build_object('period', $1::date, 'pay_date', $2::date, 'amount_fen', monthly_amount_fen,
+                                  'reason', reason),
+               false, 'payment.will_be_withheld:' || person_id || ':' || $1::date, now()
+        FROM warned WHERE reason IS NOT NULL
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, person_id, $3::timestamptz AS release_at
+    ), routed AS ({_ROUTE} RETURNING 1)
+    SELECT count(*) FROM notice"""
+
+
+async def warn_withheld(uow: UnitOfWork, period: date, pay_on: date, release: datetime) -> int:
+    written: int = await uow.fetchval(WARN_WITHHELD_SQL, period, pay_on, release)
+    return written
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+# Due deliveries of one channel, oldest first, each claimed for `$3` seconds and its attempt counted.
+CLAIM_SQL = """
+    WITH claimed AS (
+        UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $3)
+        FROM (SELECT id FROM deliveries
+              WHERE channel = $1 AND state = 'pending' AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+        WHERE d.id = due.id
+        RETURNING d.id, d.notification_id, d.device_id, d.attempts
+    )
+    SELECT c.id, c.attempts, c.notification_id, c.device_id, n.kind, n.params, n.urgent,
+           p.phone, p.locale AS person_locale,
+           v.push_token, v.locale AS device_locale, v.deactivated_at IS NOT NULL AS device_gone
+    FROM claimed c
+    JOIN notifications n ON n.id = c.notification_id
+    JOIN persons p ON p.id = n.person_id
+    LEFT JOIN devices v ON v.id = c.device_id"""
+
+
+async def claim(db: Db, channel: str, limit: int, lease_s: int) -> list[asyncpg.Record]:
+    return await db.fetch(CLAIM_SQL, channel, limit, float(lease_s))
+
+
+# An outcome counts only for the claim that sent it: a dispatcher that outlived its lease does not
+# overwrite what the next claim recorded.
+RECORD_SQL = """
+    UPDATE deliveries d
+    SET state = o.state, last_error = o.error, next_attempt_at = coalesce(o.next_at, d.next_attempt_at),
+        sent_at = CASE WHEN o.state = 'sent' THEN now() END
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::timestamptz[]) AS o (id, attempts, state, error, next_at)
+    WHERE d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending'"""
+
+DEACTIVATE_SQL = """
+    UPDATE devices SET deactivated_at = now(), deactivated_reason = o.error
+    FROM unnest($1::uuid[], $2::text[]) AS o (id, error)
+    WHERE devices.id = o.id AND devices.deactivated_at IS NULL"""
+
+# A notice whose devices all turned out dead goes by SMS, unless a push of it already arrived.
+FALL_BACK_SQL = """
+    INSERT INTO deliveries (notification_id, channel, device_id, next_attempt_at)
+    SELECT n.id, 'sms', NULL, $2 FROM notifications n
+    WHERE n.id = ANY ($1::uuid[])
+      AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.person_id = n.person_id AND d.deactivated_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.notification_id = n.id AND x.state = 'sent')
+    ON CONFLICT DO NOTHING"""
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What a dispatcher learnt about one claimed delivery: sent, pending again at `next_at`, dead
+    or cancelled (its device is gone)."""
+
+    id: uuid.UUID
+    attempts: int  # the claim's count: see RECORD_SQL
+    state: str
+    error: str | None = None
+    next_at: datetime | None = None
+
+
+async def record(
+    uow: UnitOfWork,
+    outcomes: Sequence[Outcome],
+    gone: Sequence[tuple[uuid.UUID, str]],
+    fall_back: Sequence[uuid.UUID],
+    release: datetime,
+) -> None:
+    await uow.execute(
+        RECORD_SQL,
+        [o.id for o in outcomes],
+        [o.attempts for o in outcomes],
+        [o.state for o in outcomes],
+        [o.error for o in outcomes],
+        [o.next_at for o in outcomes],
+    )
+    if gone:
+        await uow.execute(DEACTIVATE_SQL, [g[0] for g in gone], [g[1] for g in gone])
+    if fall_back:
+        await uow.execute(FALL_BACK_SQL, list(fall_back), release)
+
+
+# -- devices -----------------------------------------------------------------------------------
+
+REGISTER_DEVICE_SQL = """
+    INSERT INTO devices (person_id, push_token, platform, locale, app_version)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (push_token) DO UPDATE
+    SET person_id = excluded.person_id, platform = excluded.platform, locale = excluded.locale,
+        app_version = excluded.app_version, registered_at = now(), deactivated_at = NULL, deactivated_reason = NULL
+    RETURNING id, platform, locale, app_version, registered_at"""
+
+
+async def register_device(
+    uow: UnitOfWork, person_id: uuid.UUID, token: str, platform: str, locale: str, app_version: str
+) -> asyncpg.Record:
+    row = await uow.fetchrow(REGISTER_DEVICE_SQL, person_id, token, platform, locale, app_version)
+    assert row is not None
+    return row
+
+
+async def deactivate_surplus_devices(uow: UnitOfWork, person_id: uuid.UUID, keep: int) -> None:
+    """The person's newest `keep` devices stay active; older ones stop getting pushes."""
+    await uow.execute(
+        """UPDATE devices SET deactivated_at = now(), deactivated_reason = 'replaced'
+           WHERE person_id = $1 AND deactivated_at IS NULL
+             AND id NOT IN (SELECT id FROM devices WHERE person_id = $1 AND deactivated_at IS NULL
+                            ORDER BY registered_at DESC LIMIT $2)""",
+        person_id,
+        keep,
+    )
+
+
+async def remove_device(db: Db, person_id: uuid.UUID, device_id: uuid.UUID) -> bool:
+    status = await db.execute(
+        """UPDATE devices SET deactivated_at = coalesce(deactivated_at, now()),
+                              deactivated_reason = coalesce(deactivated_reason, 'removed')
+           WHERE id = $1 AND person_id = $2""",
+        device_id,
+        person_id,
+    )
+    return status != "UPDATE 0"
+
+
+# -- inbox -------------------------------------------------------------------------------------
+
+
+async def inbox(db: Db, person_id: uuid.UUID, before: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, kind, params, shown_from, read_at FROM notifications
+           WHERE person_id = $1 AND shown_from <= now() AND ($2::uuid IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3""",
+        person_id,
+        before,
+        limit,
+    )
+
+
+async def unread_count(db: Db, person_id: uuid.UUID) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM notifications WHERE person_id = $1 AND read_at IS NULL AND shown_from <= now()",
+        person_id,
+    )
+    return count
+
+
+async def mark_read(db: Db, person_id: uuid.UUID, notification_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """UPDATE notifications SET read_at = coalesce(read_at, now())
+           WHERE id = $1 AND person_id = $2 AND shown_from <= now()
+           RETURNING id, kind, params, shown_from, read_at""",
+        notification_id,
+        person_id,
+    )
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+_DELIVERY_VIEW = """
+    SELECT d.id, d.notification_id, d.channel, d.device_id, d.state, d.attempts, d.last_error,
+           d.next_attempt_at, d.created_at, n.kind, p.national_id_masked
+    FROM deliveries d JOIN notifications n ON n.id = d.notification_id JOIN persons p ON p.id = n.person_id"""
+
+
+async def deliveries_in_state(db: Db, state: str, after_id: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"{_DELIVERY_VIEW} WHERE d.state = $1 AND ($2::uuid IS NULL OR d.id > $2) ORDER BY d.id LIMIT $3",
+        state,
+        after_id,
+        limit,
+    )
+
+
+async def delivery(db: Db, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(f"{_DELIVERY_VIEW} WHERE d.id = $1", delivery_id)
+
+
+async def retry_dead(uow: UnitOfWork, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    """A dead delivery made due now with its attempts counted afresh; None if it is not dead."""
+    return await uow.fetchrow(
+        """UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = now()
+           WHERE id = $1 AND state = 'dead'
+           RETURNING channel, last_error""",
+        delivery_id,
+    )
