@@ -6,7 +6,7 @@ UV := $(HOME)/.local/bin/uv
 endif
 export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 
-.PHONY: setup run test test-fast lint bench bench-liveness bench-payments clean-var
+.PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify clean-var
 
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
@@ -40,6 +40,9 @@ bench-liveness: setup  ## face worker: CPU and memory per check vs a naive basel
 
 bench-payments: setup  ## a 1,000,000-pension disbursement vs a bare INSERT ... SELECT; QR charges over HTTP
 	$(UV) run --frozen python -m bench.payments
+
+bench-notify: setup  ## 100,000 pushes through the dispatchers to a local FCM server vs one request at a time
+	$(UV) run --frozen python -m bench.notify
 
 clean-var:  ## forget the local development data (database, objects, dev keys)
 	rm -rf var

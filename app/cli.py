@@ -341,6 +341,32 @@ async def cmd_dev_sms(args: argparse.Namespace, services: Services) -> int:
 
 
 @with_services
+async def cmd_notify_dispatch(args: argparse.Namespace, services: Services) -> int:
+    from notifications.dispatcher import CHANNELS, Dispatcher
+    from notifications.push import push_channel
+
+    push = push_channel(services.settings)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    dispatcher = Dispatcher(services.pool, services.settings, push, services.sms)
+    window = None if args.until_idle else float("inf")
+    channels = CHANNELS if args.channel == "all" else (args.channel,)
+    try:
+        handled = await asyncio.gather(*(dispatcher.run(c, window_s=window, stop=stop) for c in channels))
+    finally:
+        await push.aclose()
+    print(json.dumps(dict(zip(channels, handled, strict=True))))
+    return 0
+
+
+@with_services
+async def cmd_notify_remind(args: argparse.Namespace, services: Services) -> int:
+    print(json.dumps(await services.notifications.remind(args.on)))
+    return 0
+
+
+@with_services
 async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
     from infra import audit
 
@@ -414,6 +440,15 @@ def parser() -> argparse.ArgumentParser:
     sms.add_argument("--limit", type=int, default=20)
     sms.add_argument("--code", action="store_true", help="print only the code in the latest message")
     sms.set_defaults(func=cmd_dev_sms)
+
+    notify = sub.add_parser("notify", help="notifications").add_subparsers(dest="action", required=True)
+    dispatch = notify.add_parser("dispatch", help="send due notifications (what the worker's dispatch jobs do)")
+    dispatch.add_argument("--channel", choices=["push", "sms", "all"], default="all")
+    dispatch.add_argument("--until-idle", action="store_true", help="exit when nothing is due instead of polling")
+    dispatch.set_defaults(func=cmd_notify_dispatch)
+    remind = notify.add_parser("remind", help="run the daily reminder scan (idempotent)")
+    remind.add_argument("--on", type=date.fromisoformat, metavar="YYYY-MM-DD", help="the scan's day (default today)")
+    remind.set_defaults(func=cmd_notify_remind)
 
     aud = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     aud.add_parser("verify", help="recompute the hash chain and name the first broken row").set_defaults(

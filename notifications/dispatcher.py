@@ -36,11 +36,14 @@ SMS_BATCH = 100
 
 
 class Dispatcher:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, push: Push, sms: SmsProvider) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, push: Push, sms: SmsProvider, *, push_batch: int = BATCH
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._push = push
         self._sms = sms
+        self._push_batch = push_batch  # 1 only for the benchmark's one-message-per-request baseline
 
     async def run(
         self, channel: Channel, *, window_s: float | None = None, poll_s: float = 1.0, stop: asyncio.Event | None = None
@@ -64,7 +67,7 @@ class Dispatcher:
     async def dispatch(self, channel: Channel) -> int:
         """One batch: claimed, sent, recorded. Returns how many were claimed."""
         s = self._settings
-        rows = await repo.claim(self._pool, channel, BATCH if channel == "push" else SMS_BATCH, s.notify_lease_s)
+        rows = await repo.claim(self._pool, channel, self._push_batch if channel == "push" else SMS_BATCH, s.notify_lease_s)
         if rows:
             await (self._send_push(rows) if channel == "push" else self._send_sms(rows))
         return len(rows)

@@ -1,0 +1,184 @@
+"""`make bench-notify`: push notifications through the dispatcher to the local FCM server, against a
+naive baseline in the same run.
+
+The FCM server runs in its own process (`python -m notifications.fcm_server`), as FCM would be
+elsewhere. Notices and their push deliveries (one device per person) are seeded straight into the
+tables, as the outbox writes them.
+  1. the baseline: the same dispatcher code claiming, sending and recording one delivery at a time,
+     so each message is one request sent after the previous one's answer (`--baseline` messages);
+  2. the product: `--dispatchers` processes of `socialcard notify dispatch --channel push --until-idle`
+     (what the worker's dispatch jobs run), claims of 500 sent with `send_each_async`, from start-up
+     to the last exit, for `--messages` messages; the peak memory of each process.
+Every delivery must end `sent` and the server must count exactly one request per message, or the
+run fails. Figures go to bench-results/notify.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import uvloop
+
+from app.services import open_services
+from bench.seed import seed_pensioners
+from bench.system import embedded_system
+from infra.config import Settings, settings_env
+from infra.crypto import FieldCipher
+from infra.embedded import exit_on_sigterm
+from notifications.dispatcher import Dispatcher
+from notifications.push import push_channel
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_S3_PORT = 38733
+
+SEED_SQL = """
+    WITH devices_made AS (
+        INSERT INTO devices (person_id, push_token, platform, locale, app_version)
+        SELECT id, 'bench-' || id, 'android', 'zh-CN', '3.2.1' FROM persons
+        RETURNING id, person_id
+    ), notices AS (
+        INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
+        SELECT person_id, 'payment.paid',
+               jsonb_build_object('period', '2026-12-01', 'pay_date', '2026-12-15', 'amount_fen', 350000,
+                                  'account_masked', '***************3445'),
+               false, 'bench:' || person_id, now()
+        FROM devices_made
+        RETURNING id, person_id
+    )
+    INSERT INTO deliveries (notification_id, channel, device_id, next_attempt_at)
+    SELECT n.id, 'push', d.id, now() - interval '1 hour' FROM notices n JOIN devices_made d USING (person_id)"""
+
+
+@contextmanager
+def fcm_server() -> Iterator[dict[str, str]]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "notifications.fcm_server"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert server.stdout is not None
+        ready: dict[str, str] = json.loads(server.stdout.readline())
+        yield ready
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def fcm_requests(stats_url: str) -> int:
+    with urllib.request.urlopen(stats_url, timeout=10) as answer:  # noqa: S310 (a local http URL)
+        count: int = json.load(answer)["requests"]
+    return count
+
+
+async def seed(settings: Settings, count: int) -> None:
+    admin = await asyncpg.connect(settings.migration_database_url)
+    try:
+        await seed_pensioners(admin, count, FieldCipher(settings.data_encryption_key))
+        await admin.execute(SEED_SQL)
+        await admin.execute("VACUUM ANALYZE")
+    finally:
+        await admin.close()
+
+
+async def baseline(settings: Settings, messages: int) -> dict[str, Any]:
+    async with open_services(settings, pool_max=2) as services:
+        push = push_channel(settings)
+        try:
+            naive = Dispatcher(services.pool, settings, push, services.sms, push_batch=1)
+            started = time.perf_counter()
+            for _ in range(messages):
+                assert await naive.dispatch("push") == 1
+            elapsed = time.perf_counter() - started
+        finally:
+            await push.aclose()
+    return {"messages": messages, "seconds": round(elapsed, 2), "per_s": round(messages / elapsed, 1)}
+
+
+def dispatchers(settings: Settings, count: int) -> dict[str, Any]:
+    env = {**os.environ, **settings_env(settings), "LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "notify", "dispatch", "--channel", "push", "--until-idle"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
+    peaks_mb, handled = [], 0
+    for child in children:
+        _, status, usage = os.wait4(child.pid, 0)
+        assert status == 0, f"dispatcher exited with status {status}"
+        assert child.stdout is not None
+        handled += json.loads(child.stdout.read())["push"]
+        peaks_mb.append(round(usage.ru_maxrss / 1024, 1))  # ru_maxrss is in KiB on Linux
+    elapsed = time.perf_counter() - started
+    return {"dispatchers": count, "messages": handled, "seconds": round(elapsed, 2), "peak_rss_mb": peaks_mb}
+
+
+async def outcome(settings: Settings) -> dict[str, int]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT state, count(*) FROM deliveries GROUP BY state")
+    finally:
+        await conn.close()
+    return {r["state"]: r["count"] for r in rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--baseline", type=int, default=2_000, help="messages the naive baseline sends")
+    parser.add_argument("--dispatchers", type=int, default=2)
+    args = parser.parse_args()
+
+    exit_on_sigterm()
+    with fcm_server() as fcm, embedded_system("socialcard-bench-notify-", BENCH_S3_PORT, LOG_LEVEL="WARNING") as (
+        settings,
+        _,
+    ):
+        settings = msgspec.structs.replace(settings, fcm_url=fcm["fcm_url"], fcm_project_id="socialcard-bench")
+        uvloop.run(seed(settings, args.messages + args.baseline))
+        base = uvloop.run(baseline(settings, args.baseline))
+        fast = dispatchers(settings, args.dispatchers)
+        states = uvloop.run(outcome(settings))
+        requests = fcm_requests(fcm["stats_url"])
+    total = args.messages + args.baseline
+    assert fast["messages"] == args.messages, fast
+    assert states == {"sent": total}, states
+    assert requests == total, f"the server counted {requests} requests for {total} messages"
+    per_s = round(fast["messages"] / fast["seconds"], 1)
+    results = {
+        "baseline": base,
+        "dispatch": {**fast, "per_s": per_s},
+        "speedup": round(per_s / base["per_s"], 1),
+        "config": {"cpus": os.cpu_count(), "at": datetime.now(UTC).isoformat(timespec="seconds")},
+    }
+    out = ROOT / "bench-results"
+    out.mkdir(exist_ok=True)
+    (out / "notify.json").write_text(json.dumps(results, indent=2))
+    print(f"push notifications to the local FCM server ({os.cpu_count()} CPUs)")
+    print(f"  baseline, one per request in sequence   {base['per_s']:>9,.1f} /s   ({base['messages']:,} messages)")
+    print(
+        f"  {args.dispatchers} dispatcher processes, claims of 500  {per_s:>9,.1f} /s   "
+        f"({fast['messages']:,} in {fast['seconds']} s, peak RSS {fast['peak_rss_mb']} MB)"
+    )
+    print(f"  speedup {results['speedup']}x   (targets: >= 20x, >= 2,000/s, <= 300 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
