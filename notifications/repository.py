@@ -54,8 +54,9 @@ async def publish(
     await uow.execute(PUBLISH_SQL, kind, person_id, payload, dedupe_key, urgent, notice is not None, release)
 
 
-# One batch of a run's payments in (person, kind) order: a notice per payment record, shown and
-# released on the pay date. Kinds sort 'back_pay' < 'monthly'.
+# One batch of a run's payments in (person, kind) order: a notice per payment record, shown from `$7`
+# (the pay date's morning, or now if that is past) and released at `$6` (the same, out of quiet
+# hours). Kinds sort 'back_pay' < 'monthly'.
 ANNOUNCE_BATCH_SQL = f"""
     WITH batch AS (
         SELECT pp.id, pp.person_id, pp.kind, pp.status, pp.period, pp.amount_fen, pp.withheld_reason,
@@ -72,7 +73,7 @@ ANNOUNCE_BATCH_SQL = f"""
                jsonb_strip_nulls(jsonb_build_object(
                    'payment_id', b.id, 'period', b.period, 'pay_date', $5::date, 'amount_fen', b.amount_fen,
                    'reason', b.withheld_reason, 'covers', b.covers, 'account_masked', b.bank_account_masked)),
-               false, 'payment:' || b.id, $6
+               false, 'payment:' || b.id, $7
         FROM batch b
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING id, person_id, $6::timestamptz AS release_at
@@ -89,9 +90,10 @@ async def announce_batch(
     batch: int,
     pay_on: date,
     release: datetime,
+    shown: datetime,
 ) -> asyncpg.Record:
     last_person, last_kind = after if after is not None else (None, None)
-    row = await uow.fetchrow(ANNOUNCE_BATCH_SQL, run_id, last_person, last_kind, batch, pay_on, release)
+    row = await uow.fetchrow(ANNOUNCE_BATCH_SQL, run_id, last_person, last_kind, batch, pay_on, release, shown)
     assert row is not None
     return row
 
@@ -279,13 +281,19 @@ async def remove_device(db: Db, person_id: uuid.UUID, device_id: uuid.UUID) -> b
 # -- inbox -------------------------------------------------------------------------------------
 
 
-async def inbox(db: Db, person_id: uuid.UUID, before: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+async def inbox(
+    db: Db, person_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[asyncpg.Record]:
+    """Newest shown first: a payment notice written days ahead takes its place on its pay date."""
+    shown, notice = before if before is not None else (None, None)
     return await db.fetch(
         """SELECT id, kind, params, shown_from, read_at FROM notifications
-           WHERE person_id = $1 AND shown_from <= now() AND ($2::uuid IS NULL OR id < $2)
-           ORDER BY id DESC LIMIT $3""",
+           WHERE person_id = $1 AND shown_from <= now()
+             AND ($2::timestamptz IS NULL OR (shown_from, id) < ($2, $3::uuid))
+           ORDER BY shown_from DESC, id DESC LIMIT $4""",
         person_id,
-        before,
+        shown,
+        notice,
         limit,
     )
 

@@ -42,7 +42,7 @@ class NotificationService:
 
     # -- inbox -------------------------------------------------------------------------------
     async def inbox(
-        self, person_id: uuid.UUID, before: uuid.UUID | None, limit: int
+        self, person_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> tuple[list[asyncpg.Record], int]:
         rows = await repo.inbox(self._pool, person_id, before, limit)
         return rows, await repo.unread_count(self._pool, person_id)
@@ -99,12 +99,15 @@ class NotificationService:
         run = await repo.run_to_announce(self._pool, run_id)
         if run is None:
             raise NotFound("disbursement_not_found")
-        release = release_at(pay_day_release(run["pay_date"], datetime.now(UTC)), urgent=False)
+        # In the inbox from the pay date's morning (at once for a pay date past); the push and SMS
+        # also wait out the night, as every routine notice does.
+        shown = pay_day_release(run["pay_date"], datetime.now(UTC))
+        release = release_at(shown, urgent=False)
         written: int = 0
         after: tuple[uuid.UUID, str] | None = None
         while True:
             async with unit_of_work(self._pool) as uow:
-                done = await repo.announce_batch(uow, run_id, after, batch, run["pay_date"], release)
+                done = await repo.announce_batch(uow, run_id, after, batch, run["pay_date"], release, shown)
             written += int(done["written"])
             if done["scanned"] < batch:
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -55,11 +56,11 @@ class InboxController(Controller):
     async def list_inbox(
         self, request: Request[Principal, Any, Any], services: Services, cursor: Cursor = None, limit: Limit = 20
     ) -> s.Inbox:
-        start = after(cursor, uuid.UUID)
+        start = after(cursor, datetime, uuid.UUID)
         rows, unread = await services.notifications.inbox(
-            request.user.linked_person, start[0] if start else None, limit + 1
+            request.user.linked_person, (start[0], start[1]) if start else None, limit + 1
         )
-        shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
+        shown, next_cursor = page(rows, limit, lambda row: (row["shown_from"], row["id"]))
         locale = negotiate(request.headers.get("accept-language"))
         return s.Inbox(items=[_item(row, locale) for row in shown], unread_count=unread, next_cursor=next_cursor)
 

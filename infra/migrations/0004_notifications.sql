@@ -29,7 +29,7 @@ CREATE TABLE notifications (
     created_at timestamptz NOT NULL DEFAULT now(),
     read_at    timestamptz
 );
-CREATE INDEX notifications_inbox_idx ON notifications (person_id, id);
+CREATE INDEX notifications_inbox_idx ON notifications (person_id, shown_from, id);
 CREATE INDEX notifications_unread_idx ON notifications (person_id) WHERE read_at IS NULL;
 
 -- A push to one device, or an SMS (to the person's phone) when they have no active device.
