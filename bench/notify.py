@@ -146,9 +146,12 @@ def main() -> int:
     args = parser.parse_args()
 
     exit_on_sigterm()
-    with fcm_server() as fcm, embedded_system("socialcard-bench-notify-", BENCH_S3_PORT, LOG_LEVEL="WARNING") as (
-        settings,
-        _,
+    with (
+        fcm_server() as fcm,
+        embedded_system("socialcard-bench-notify-", BENCH_S3_PORT, LOG_LEVEL="WARNING") as (
+            settings,
+            _,
+        ),
     ):
         settings = msgspec.structs.replace(settings, fcm_url=fcm["fcm_url"], fcm_project_id="socialcard-bench")
         uvloop.run(seed(settings, args.messages + args.baseline))

@@ -67,7 +67,9 @@ class Dispatcher:
     async def dispatch(self, channel: Channel) -> int:
         """One batch: claimed, sent, recorded. Returns how many were claimed."""
         s = self._settings
-        rows = await repo.claim(self._pool, channel, self._push_batch if channel == "push" else SMS_BATCH, s.notify_lease_s)
+        rows = await repo.claim(
+            self._pool, channel, self._push_batch if channel == "push" else SMS_BATCH, s.notify_lease_s
+        )
         if rows:
             await (self._send_push(rows) if channel == "push" else self._send_sms(rows))
         return len(rows)
