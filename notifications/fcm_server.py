@@ -60,6 +60,7 @@ class Fault(enum.StrEnum):
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    HOLD = "HOLD"  # take the message and never answer: a client that gives up or dies has sent it
 
 
 # fault -> HTTP status, google.rpc status, FcmError errorCode, violated field, message: as FCM sends them.
@@ -163,7 +164,8 @@ class FcmServer:
     ) -> None:
         await self.stop()
 
-    def respond(self, method: str, target: str, body: bytes) -> Reply:
+    def respond(self, method: str, target: str, body: bytes) -> Reply | None:
+        """The answer to a request; None holds it unanswered (Fault.HOLD)."""
         if target == "/stats" and method == "GET":
             return 200, [], msgspec.json.encode(self.stats())
         matched = _SEND_PATH.fullmatch(target)
@@ -178,13 +180,15 @@ class FcmServer:
             return _error(400, "INVALID_ARGUMENT", "the body must be a JSON object with a message")
         self.requests += 1
         rule = self._rule_for(token)
+        reply: Reply | None
         if rule is None:
-            reply: Reply = 200, [], msgspec.json.encode({"name": f"projects/{matched[1]}/messages/{self.requests}"})
+            reply = 200, [], msgspec.json.encode({"name": f"projects/{matched[1]}/messages/{self.requests}"})
         else:
-            reply = _fault(rule)
-        self.statuses[reply[0]] += 1
+            reply = None if rule.fault is Fault.HOLD else _fault(rule)
+        status = 0 if reply is None else reply[0]
+        self.statuses[status] += 1
         if len(self.received) < self.record_limit:
-            self.received.append(Received(token, message, reply[0], time.time()))
+            self.received.append(Received(token, message, status, time.time()))
         return reply
 
     def _rule_for(self, token: str | None) -> Rule | None:
@@ -257,7 +261,10 @@ class _Connection(asyncio.Protocol):
                 h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
             elif isinstance(event, StreamEnded) and event.stream_id is not None:
                 headers, body = self._streams.pop(event.stream_id)
-                status, extra, payload = self._server.respond(headers[":method"], headers[":path"], bytes(body))
+                reply = self._server.respond(headers[":method"], headers[":path"], bytes(body))
+                if reply is None:
+                    continue
+                status, extra, payload = reply
                 response = [(":status", str(status)), ("content-type", "application/json; charset=UTF-8")]
                 h2.send_headers(event.stream_id, [*response, ("content-length", str(len(payload))), *extra])
                 h2.send_data(event.stream_id, payload, end_stream=True)
@@ -289,7 +296,11 @@ class _Connection(asyncio.Protocol):
             body = bytes(self._buffer[end + 4 : end + 4 + length])
             del self._buffer[: end + 4 + length]
             close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
-            self._h1_reply(self._server.respond(method, target, body), close=close)
+            reply = self._server.respond(method, target, body)
+            if reply is None:  # held: answers on this connection would now come out of order
+                self._buffer.clear()
+                return
+            self._h1_reply(reply, close=close)
 
     def _h1_reply(self, reply: Reply, *, close: bool) -> None:
         status, extra, payload = reply
