@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UP_S3_PORT = "48333"  # clear of make run's (8333), the tests' (28333) and the bench's (38433)
@@ -66,13 +70,22 @@ def _stop(process: subprocess.Popen[bytes], var_dir: Path) -> None:
         time.sleep(0.2)
 
 
-def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
-    var_dir = tmp_path / "var"
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    """Not pytest's tmp_path: PostgreSQL runs as another user (the tests may run as root) and must reach
+    its data folder, while every pytest session that starts resets /tmp/pytest-of-<user> to mode 0700."""
+    path = Path(tempfile.mkdtemp(prefix="socialcard-up-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(folder: Path) -> None:
+    var_dir = folder / "var"
     external = {"DATABASE_URL", "MIGRATION_DATABASE_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
     env = {k: v for k, v in os.environ.items() if k not in external}
     env.update(VAR_DIR=str(var_dir), EMBEDDED_S3_PORT=UP_S3_PORT, API_PORT=str(_free_port()), LOG_LEVEL="WARNING")
 
-    process, ready_s = _start_and_wait(env, tmp_path / "up.log")
+    process, ready_s = _start_and_wait(env, folder / "up.log")
     print(f"socialcard up on an empty var/: ready (health 200) after {ready_s:.1f} s")
     try:
         created = _cli(env, "terminal", "create", "--merchant", "Up Test Pharmacy")
@@ -80,7 +93,7 @@ def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(tmp_path: Path
     finally:
         _stop(process, var_dir)
 
-    process, ready_s = _start_and_wait(env, tmp_path / "up.log")
+    process, ready_s = _start_and_wait(env, folder / "up.log")
     print(f"socialcard up on an existing var/: ready after {ready_s:.1f} s")
     try:
         verified = _cli(env, "audit", "verify")
