@@ -10,7 +10,8 @@ tables, as the outbox writes them.
      (what the worker's dispatch jobs run), claims of 500 sent with `send_each_async`, from start-up
      to the last exit, for `--messages` messages; the peak memory of each process.
 Every delivery must end `sent` and the server must count exactly one request per message, or the
-run fails. Figures go to bench-results/notify.json.
+run fails. Figures go to bench-results/notify.json. `--fcm-latency-ms N` makes the server hold each
+answer N ms, standing in for the round trip to FCM that a server on loopback lacks.
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ SEED_SQL = """
 
 
 @contextmanager
-def fcm_server() -> Iterator[dict[str, str]]:
+def fcm_server(latency_ms: float) -> Iterator[dict[str, str]]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "notifications.fcm_server"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, "-m", "notifications.fcm_server", "--latency-ms", str(latency_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert server.stdout is not None
@@ -143,11 +147,17 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--baseline", type=int, default=2_000, help="messages the naive baseline sends")
     parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument(
+        "--fcm-latency-ms",
+        type=float,
+        default=0.0,
+        help="the server holds each answer this long, standing in for the round trip to FCM (default: none)",
+    )
     args = parser.parse_args()
 
     exit_on_sigterm()
     with (
-        fcm_server() as fcm,
+        fcm_server(args.fcm_latency_ms) as fcm,
         embedded_system("socialcard-bench-notify-", BENCH_S3_PORT, LOG_LEVEL="WARNING") as (
             settings,
             _,
@@ -168,12 +178,17 @@ def main() -> int:
         "baseline": base,
         "dispatch": {**fast, "per_s": per_s},
         "speedup": round(per_s / base["per_s"], 1),
-        "config": {"cpus": os.cpu_count(), "at": datetime.now(UTC).isoformat(timespec="seconds")},
+        "config": {
+            "cpus": os.cpu_count(),
+            "fcm_latency_ms": args.fcm_latency_ms,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
     }
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
-    (out / "notify.json").write_text(json.dumps(results, indent=2))
-    print(f"push notifications to the local FCM server ({os.cpu_count()} CPUs)")
+    name = "notify.json" if args.fcm_latency_ms == 0 else f"notify-latency-{args.fcm_latency_ms:g}ms.json"
+    (out / name).write_text(json.dumps(results, indent=2))
+    print(f"push notifications to the local FCM server ({os.cpu_count()} CPUs, answers after {args.fcm_latency_ms} ms)")
     print(f"  baseline, one per request in sequence   {base['per_s']:>9,.1f} /s   ({base['messages']:,} messages)")
     print(
         f"  {args.dispatchers} dispatcher processes, claims of 500  {per_s:>9,.1f} /s   "

@@ -5,12 +5,13 @@ Google ships no FCM emulator, so the tests point the real firebase-admin SDK at 
 as FCM does, counts what it receives, and fails chosen tokens with FCM's own error bodies.
 ``GET /stats`` returns the counts as JSON, for a benchmark that runs the server in its own process::
 
-    python -m notifications.fcm_server --port 8790 --fail 'gone-*=UNREGISTERED'
+    python -m notifications.fcm_server --port 8790 --fail 'gone-*=UNREGISTERED' --latency-ms 20
 
-It speaks HTTP/2 without TLS (prior knowledge, told apart by the connection preface), as
-`FcmPush` does to a plain ``http://`` URL: FCM itself is HTTP/2, and httpx multiplexes one HTTP/2
-connection far more cheaply than it juggles a pool of HTTP/1.1 ones. HTTP/1.1 keep-alive is
-served too, for curl, for /stats and for the SDK left at its defaults.
+It speaks HTTP/1.1 with keep-alive, as `FcmPush` does to a plain ``http://`` URL, and HTTP/2
+without TLS (prior knowledge, told apart by the connection preface), as FCM itself speaks HTTP/2.
+Per request the HTTP/2 side costs this server about four times the CPU the HTTP/1.1 side does (h2's
+pure-Python framing and HPACK). `latency` holds every answer back, standing in for the round trip
+to FCM that a local server lacks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import msgspec
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
+from h2.exceptions import H2Error
 
 _SEND_PATH = re.compile(r"/v1/projects/([^/]+)/messages:send")
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -108,12 +110,14 @@ class Received:
 class FcmServer:
     """``async with FcmServer() as fcm:`` serves on a free port; `fcm.url` is a value for FCM_URL.
 
-    Every send is counted; the first `record_limit` are also kept whole in `received`.
+    Every send is counted when it arrives; the first `record_limit` are also kept whole in `received`.
+    Each answer is sent `latency` seconds after its request arrived (HTTP/1.1 answers in order).
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     record_limit: int = 10_000
+    latency: float = 0.0
     received: list[Received] = field(default_factory=list, init=False)
     requests: int = field(default=0, init=False)
     statuses: collections.Counter[int] = field(default_factory=collections.Counter, init=False)
@@ -226,6 +230,7 @@ class _Connection(asyncio.Protocol):
         self._h2: H2Connection | None = None
         self._sniffing = True
         self._streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        self._late: collections.deque[tuple[float, bytes, bool]] = collections.deque()  # HTTP/1.1 answers held back
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
@@ -264,15 +269,24 @@ class _Connection(asyncio.Protocol):
                 reply = self._server.respond(headers[":method"], headers[":path"], bytes(body))
                 if reply is None:
                     continue
-                status, extra, payload = reply
-                response = [(":status", str(status)), ("content-type", "application/json; charset=UTF-8")]
-                h2.send_headers(event.stream_id, [*response, ("content-length", str(len(payload))), *extra])
-                h2.send_data(event.stream_id, payload, end_stream=True)
+                if self._server.latency > 0:
+                    asyncio.get_running_loop().call_later(self._server.latency, self._h2_late, event.stream_id, reply)
+                else:
+                    _h2_reply(h2, event.stream_id, reply)
             elif isinstance(event, StreamReset) and event.stream_id is not None:
                 self._streams.pop(event.stream_id, None)
             elif isinstance(event, ConnectionTerminated):
                 self._transport.close()
         self._transport.write(h2.data_to_send())
+
+    def _h2_late(self, stream_id: int, reply: Reply) -> None:
+        if self._h2 is None or self._transport.is_closing():
+            return
+        try:
+            _h2_reply(self._h2, stream_id, reply)
+        except H2Error:  # the client reset the stream or ended the connection meanwhile
+            return
+        self._transport.write(self._h2.data_to_send())
 
     def _h1_received(self) -> None:
         """Answers every complete request in the buffer (clients may pipeline)."""
@@ -308,9 +322,38 @@ class _Connection(asyncio.Protocol):
         head += [f"Content-Length: {len(payload)}", *(f"{name}: {value}" for name, value in extra)]
         if close:
             head.append("Connection: close")
-        self._transport.write("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+        answer = "\r\n".join(head).encode() + b"\r\n\r\n" + payload
+        if self._server.latency <= 0 and not self._late:
+            self._h1_write(answer, close)
+            return
+        loop = asyncio.get_running_loop()
+        self._late.append((loop.time() + self._server.latency, answer, close))
+        if len(self._late) == 1:
+            loop.call_at(self._late[0][0], self._h1_late)
+
+    def _h1_late(self) -> None:
+        """Writes the held-back answers that are due, in order, and waits for the next."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + 0.001  # timers fire to the millisecond
+        while self._late and self._late[0][0] <= due:
+            _, answer, close = self._late.popleft()
+            self._h1_write(answer, close)
+        if self._late:
+            loop.call_at(self._late[0][0], self._h1_late)
+
+    def _h1_write(self, answer: bytes, close: bool) -> None:
+        if self._transport.is_closing():
+            return
+        self._transport.write(answer)
         if close:
             self._transport.close()
+
+
+def _h2_reply(h2: H2Connection, stream_id: int, reply: Reply) -> None:
+    status, extra, payload = reply
+    response = [(":status", str(status)), ("content-type", "application/json; charset=UTF-8")]
+    h2.send_headers(stream_id, [*response, ("content-length", str(len(payload))), *extra])
+    h2.send_data(stream_id, payload, end_stream=True)
 
 
 def _parse_rule(text: str) -> tuple[str, bool, Rule]:
@@ -330,7 +373,7 @@ def _parse_rule(text: str) -> tuple[str, bool, Rule]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = FcmServer(args.host, args.port, record_limit=args.records)
+    server = FcmServer(args.host, args.port, record_limit=args.records, latency=args.latency_ms / 1000)
     for token, prefix, rule in args.fail:
         server.fail(token, rule, prefix=prefix)
     stop = asyncio.Event()
@@ -350,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (see the ready line)")
     parser.add_argument("--records", type=int, default=0, help="keep this many sends whole (counts are always kept)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="hold every answer back this long")
     parser.add_argument(
         "--fail", type=_parse_rule, action="append", default=[], metavar="TOKEN[*]=FAULT[,times=K][,retry_after=N]"
     )

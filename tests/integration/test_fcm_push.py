@@ -73,7 +73,7 @@ async def test_a_big_batch_goes_out_in_calls_of_500(
     assert calls == [500, 500, 200]
     assert fcm.requests == 1200
     assert sorted(r.token for r in fcm.received if r.token) == tokens
-    assert fcm.connections == 1  # every request multiplexed on one HTTP/2 connection
+    assert fcm.connections <= 64  # HTTP/1.1 keep-alive: a fixed set of connections (64), not one per request
     first = next(r.message for r in fcm.received if r.token == "device-00007")
     assert first["data"] == {"kind": "payment", "n": "7"}
     assert first["notification"] == {"title": "养老金已发放", "body": "您的 5 月养老金已到账。"}
@@ -120,16 +120,20 @@ async def test_the_sdk_retries_unavailable_and_internal_four_times(push: FcmPush
     fcm.fail("flaky", Rule(Fault.UNAVAILABLE, times=2))
     fcm.fail("down", Rule(Fault.UNAVAILABLE))
     fcm.fail("broken", Rule(Fault.INTERNAL))
+    fcm.fail("outage-", Rule(Fault.UNAVAILABLE), prefix=True)
+    outage = [f"outage-{i}" for i in range(60)]  # 240 answers retried: the SDK closes none of them
 
     started = time.monotonic()
-    outcomes = await push.send([message("flaky"), message("down"), message("broken")])
+    outcomes = await push.send([message("flaky"), message("down"), message("broken"), *map(message, outage)])
 
     assert outcomes == [
         PushOutcome("delivered"),
         PushOutcome("retry", "UNAVAILABLE"),
         PushOutcome("retry", "INTERNAL"),
+        *[PushOutcome("retry", "UNAVAILABLE")] * len(outage),
     ]
     assert (fcm.requests_for("flaky"), fcm.requests_for("down"), fcm.requests_for("broken")) == (3, 5, 5)
+    assert fcm.requests == 3 + 5 + 5 + 5 * len(outage)
     assert time.monotonic() - started >= 7  # the SDK's backoff before its 2nd..5th attempt: 0, 1, 2, 4 s
 
 
@@ -194,6 +198,30 @@ async def test_http1_clients_and_stats(fcm: FcmServer) -> None:
     assert first.json()["error"]["details"][0]["errorCode"] == "QUOTA_EXCEEDED"
     assert second.json() == {"name": "projects/p/messages/2"}
     assert stats.json() == {"requests": 2, "statuses": {"429": 1, "200": 1}, "connections": 1}
+
+
+async def test_http2_clients(fcm: FcmServer) -> None:
+    fcm.fail("gone", Rule(Fault.UNREGISTERED))
+    send = fcm.url.format("p")
+    async with httpx.AsyncClient(http1=False, http2=True) as client:  # prior knowledge, as FCM is HTTP/2
+        answers = await asyncio.gather(*(client.post(send, json={"message": {"token": t}}) for t in ("a", "gone", "b")))
+
+    assert [(a.http_version, a.status_code) for a in answers] == [("HTTP/2", 200), ("HTTP/2", 404), ("HTTP/2", 200)]
+    assert answers[1].json()["error"]["details"][0]["errorCode"] == "UNREGISTERED"
+    assert fcm.connections == 1
+
+
+@pytest.mark.parametrize("http2", [False, True])
+async def test_latency_holds_answers_back(tmp_path: Path, http2: bool) -> None:
+    async with FcmServer(latency=0.2) as fcm, httpx.AsyncClient(http1=not http2, http2=http2) as client:
+        send = fcm.url.format("p")
+        started = time.monotonic()
+        answers = await asyncio.gather(*(client.post(send, json={"message": {"token": f"t{i}"}}) for i in range(20)))
+        elapsed = time.monotonic() - started
+
+    assert [a.status_code for a in answers] == [200] * 20
+    assert 0.2 <= elapsed < 1.5  # held back, but concurrently
+    assert fcm.requests == 20
 
 
 async def test_server_in_its_own_process(tmp_path: Path) -> None:
