@@ -342,13 +342,13 @@ async def cmd_dev_sms(args: argparse.Namespace, services: Services) -> int:
 
 @with_services
 async def cmd_notify_dispatch(args: argparse.Namespace, services: Services) -> int:
+    from infra.jobs import stop_on_signals
     from notifications.dispatcher import CHANNELS, Dispatcher
     from notifications.push import push_channel
 
     push = push_channel(services.settings)
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     dispatcher = Dispatcher(services.pool, services.settings, push, services.sms)
     window = None if args.until_idle else float("inf")
     channels = CHANNELS if args.channel == "all" else (args.channel,)

@@ -19,7 +19,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.i18n import message, negotiate
+from app.i18n import message, request_locale
 from infra.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def problem(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    locale = negotiate(request.headers.get("accept-language"))
+    locale = request_locale(request)
     text = message(code, locale, **(params or {}))
     body: dict[str, Any] = {
         "type": f"urn:socialcard:problem:{code}",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from litestar.connection import ASGIConnection
+
 DEFAULT_LOCALE = "zh-CN"
 LOCALES = ("zh-CN", "en")
 
@@ -176,6 +180,11 @@ def negotiate(accept_language: str | None) -> str:
         if tag.startswith("zh"):
             return "zh-CN"
     return DEFAULT_LOCALE
+
+
+def request_locale(request: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The language the app asked for (Accept-Language)."""
+    return negotiate(request.headers.get("accept-language"))
 
 
 def message(code: str, locale: str, **params: object) -> str:

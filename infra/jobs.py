@@ -53,7 +53,9 @@ async def enqueue(
     await queries.enqueue(entrypoint, payload, execute_after=delay, dedupe_key=dedupe_key, on_conflict="skip")
 
 
-def _stop_on_signals(*events: asyncio.Event) -> None:
+def stop_on_signals(*events: asyncio.Event) -> None:
+    """Set `events` on SIGTERM or SIGINT."""
+
     def stop() -> None:
         for event in events:
             event.set()
@@ -77,7 +79,7 @@ async def run_worker(
     for name, handler in handlers.items():
         qm.entrypoint(name, on_failure="hold")(handler)
     if not drain:
-        _stop_on_signals(qm.shutdown, *filter(None, [stopping]))
+        stop_on_signals(qm.shutdown, *filter(None, [stopping]))
     log.info("worker started", extra={"jobs": sorted(handlers)})
     try:
         await qm.run(
@@ -107,7 +109,7 @@ async def run_scheduler(settings: Settings, schedules: Mapping[str, str]) -> Non
             await enqueue_once(queries, name)
 
         sm.schedule(name, cron)(fire)
-    _stop_on_signals(sm.shutdown)
+    stop_on_signals(sm.shutdown)
     log.info("scheduler started", extra={"schedules": dict(schedules)})
     try:
         await sm.run()

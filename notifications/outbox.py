@@ -34,5 +34,5 @@ async def publish_event(
     await repo.publish(uow, kind, person_id, payload, dedupe_key, notice)
 
 
-async def announce_run(uow: UnitOfWork, run_id: uuid.UUID) -> None:
+async def queue_run_announcement(uow: UnitOfWork, run_id: uuid.UUID) -> None:
     await enqueue(uow, ANNOUNCE_RUN_JOB, str(run_id).encode(), f"{ANNOUNCE_RUN_JOB}:{run_id}")

@@ -155,18 +155,9 @@ def importer(services: Services) -> Importer:
 @pytest.fixture
 async def cardholder(client: Any, pool: asyncpg.Pool, importer: Importer, tmp_path: Path) -> dict[str, Any]:
     """An imported person, signed in on a device, with an activated card."""
-    from tests.factories import bearer, record_passed_check, sample_person, sign_in, write_jsonl
+    from tests.factories import activated_cardholder
 
-    person = sample_person()
-    report = await importer.import_file(write_jsonl(tmp_path / "p.jsonl", [person.row()]))
-    assert report.created == 1, report.errors
-    tokens = await sign_in(client, pool, person.phone)
-    await record_passed_check(pool, person.phone)
-    r = await client.post(
-        "/v1/card/activation", json={"national_id": person.national_id}, headers=bearer(tokens["access_token"])
-    )
-    assert r.status_code == 200, r.text
-    return {"person": person, "tokens": tokens, "headers": bearer(tokens["access_token"]), "card": r.json()}
+    return await activated_cardholder(client, pool, importer, tmp_path)
 
 
 @pytest.fixture

@@ -204,3 +204,81 @@ async def concurrent_client(settings: Settings) -> AsyncIterator[httpx.AsyncClie
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver.local") as client,
     ):
         yield client
+
+
+def problem_code(r: Any) -> str:
+    """The `code` of a problem+json answer (and that it is one)."""
+    assert r.headers["content-type"].startswith("application/problem+json"), r.text
+    code: str = r.json()["code"]
+    return code
+
+
+async def person_id_of(pool: asyncpg.Pool, phone: str) -> uuid.UUID:
+    person_id: uuid.UUID = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", phone)
+    return person_id
+
+
+@dataclass(frozen=True)
+class Pensioner:
+    id: uuid.UUID
+    person: SamplePerson
+
+    @property
+    def phone(self) -> str:
+        return self.person.phone
+
+    @property
+    def national_id(self) -> str:
+        return self.person.national_id
+
+
+async def import_pensioners(
+    importer: Any, pool: asyncpg.Pool, folder: Path, count: int, *, locale: str = "zh-CN"
+) -> list[Pensioner]:
+    """`count` imported pensioners (350000 fen a month since 2010), none signed in."""
+    people = [sample_person(locale=locale) for _ in range(count)]
+    report = await importer.import_file(write_jsonl(folder / f"people-{uuid.uuid4()}.jsonl", [p.row() for p in people]))
+    assert report.created == count, report.errors
+    rows = await pool.fetch("SELECT id, phone FROM persons WHERE phone = ANY($1::text[])", [p.phone for p in people])
+    ids = {r["phone"]: r["id"] for r in rows}
+    return [Pensioner(ids[p.phone], p) for p in people]
+
+
+async def activated_cardholder(
+    client: AsyncTestClient[Any], pool: asyncpg.Pool, importer: Any, folder: Path
+) -> dict[str, Any]:
+    """An imported person, signed in on a device, certified, with an activated card."""
+    person = sample_person()
+    report = await importer.import_file(write_jsonl(folder / f"{person.phone}.jsonl", [person.row()]))
+    assert report.created == 1, report.errors
+    tokens = await sign_in(client, pool, person.phone)
+    await record_passed_check(pool, person.phone)
+    headers = bearer(tokens["access_token"])
+    r = await client.post("/v1/card/activation", json={"national_id": person.national_id}, headers=headers)
+    assert r.status_code == 200, r.text
+    return {"person": person, "tokens": tokens, "headers": headers, "card": r.json()}
+
+
+async def mint_qr(client: Any, headers: dict[str, str]) -> str:
+    """A QR token for the cardholder signed in with `headers` (no SVG)."""
+    r = await client.post("/v1/card/qr?svg=false", headers=headers)
+    assert r.status_code == 201, r.text
+    token: str = r.json()["token"]
+    return token
+
+
+async def post_charge(
+    client: Any,
+    terminal: dict[str, str],
+    token: str,
+    amount_fen: int,
+    key: str | None = None,
+    description: str = "门诊西药费",
+) -> Any:
+    """POST /v1/terminal/charges with an Idempotency-Key (a fresh one unless given)."""
+    headers = {**terminal, "Idempotency-Key": key or uuid.uuid4().hex}
+    return await client.post(
+        "/v1/terminal/charges",
+        json={"qr_token": token, "amount_fen": amount_fen, "description": description},
+        headers=headers,
+    )

@@ -9,7 +9,7 @@ from app.auth.guards import requires
 from app.auth.principal import ADMIN, AUDITOR, CARDHOLDER, OPERATOR, Principal
 from app.auth.schemas import OperatorSignIn, OtpRequest, OtpSent, OtpVerify, RefreshRequest, Tokens
 from app.auth.service import TokenPair
-from app.i18n import negotiate
+from app.i18n import request_locale
 from app.schemas import BEARER
 from app.services import Services
 
@@ -29,7 +29,7 @@ class AuthController(Controller):
 
     @post("/otp", status_code=HTTP_202_ACCEPTED, summary="Send a sign-in code by SMS")
     async def send_code(self, data: OtpRequest, services: Services, request: Request[Any, Any, Any]) -> OtpSent:
-        ttl = await services.auth.send_code(data.phone, negotiate(request.headers.get("accept-language")))
+        ttl = await services.auth.send_code(data.phone, request_locale(request))
         return OtpSent(expires_in=ttl)
 
     @post("/otp/verify", status_code=200, summary="Exchange a sign-in code for tokens")

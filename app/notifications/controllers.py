@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from app.auth.guards import requires
 from app.auth.principal import ADMIN, CARDHOLDER, Principal
-from app.i18n import negotiate
+from app.i18n import request_locale
 from app.notifications import schemas as s
 from app.pagination import Cursor, Limit, after, page
 from app.schemas import BEARER, to_schema
@@ -61,7 +61,7 @@ class InboxController(Controller):
             request.user.linked_person, (start[0], start[1]) if start else None, limit + 1
         )
         shown, next_cursor = page(rows, limit, lambda row: (row["shown_from"], row["id"]))
-        locale = negotiate(request.headers.get("accept-language"))
+        locale = request_locale(request)
         return s.Inbox(items=[_item(row, locale) for row in shown], unread_count=unread, next_cursor=next_cursor)
 
     @post("/{notification_id:uuid}/read", status_code=200, summary="Mark a notification read")
@@ -69,7 +69,7 @@ class InboxController(Controller):
         self, notification_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.InboxItem:
         row = await services.notifications.mark_read(request.user.linked_person, notification_id)
-        return _item(row, negotiate(request.headers.get("accept-language")))
+        return _item(row, request_locale(request))
 
 
 def _delivery(row: asyncpg.Record) -> s.Delivery:

@@ -14,7 +14,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from app.auth.guards import requires
 from app.auth.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
 from app.errors import BadRequest, NotFound, Unprocessable
-from app.i18n import message, negotiate
+from app.i18n import message, request_locale
 from app.pagination import Cursor, Limit, after, page
 from app.payments import schemas as s
 from app.schemas import BEARER, to_schema
@@ -42,10 +42,6 @@ def _payment(row: asyncpg.Record, locale: str) -> s.Payment:
     )
 
 
-def _locale(request: Request[Any, Any, Any]) -> str:
-    return negotiate(request.headers.get("accept-language"))
-
-
 class PaymentController(Controller):
     path = "/v1/payments"
     tags = ["payments"]
@@ -63,7 +59,7 @@ class PaymentController(Controller):
         start = after(cursor, date, str, uuid.UUID)
         rows = await services.disbursements.payments(request.user.linked_person, start, limit + 1)
         shown, next_cursor = page(rows, limit, lambda row: (row["period"], row["kind"], row["id"]))
-        locale = _locale(request)
+        locale = request_locale(request)
         return s.PaymentPage(items=[_payment(row, locale) for row in shown], next_cursor=next_cursor)
 
     @get("/{payment_id:uuid}", summary="One pension payment")
@@ -73,13 +69,13 @@ class PaymentController(Controller):
         row = await services.disbursements.payment(request.user.linked_person, payment_id)
         if row is None:
             raise NotFound("payment_not_found")
-        return _payment(row, _locale(request))
+        return _payment(row, request_locale(request))
 
     @get("/statements/{year:int}", summary="A year's statement: per month paid, withheld, back-paid, returned")
     async def statement(self, year: int, request: Request[Principal, Any, Any], services: Services) -> s.Statement:
         if not 2000 <= year <= 2100:
             raise BadRequest("year_invalid")
-        locale = _locale(request)
+        locale = request_locale(request)
         months = await services.disbursements.statement(request.user.linked_person, year)
         lines = [
             s.StatementMonth(

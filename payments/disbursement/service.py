@@ -19,7 +19,7 @@ from app.errors import Conflict, NotFound
 from infra import audit, jobs
 from infra.crypto import FieldCipher, mask_name
 from infra.db import UnitOfWork, unit_of_work
-from notifications.outbox import announce_run, publish_event
+from notifications.outbox import publish_event, queue_run_announcement
 from payments.disbursement import bankfile
 from payments.disbursement import repository as repo
 from payments.disbursement.rules import PaymentFact, StatementMonth, pay_date, statement
@@ -99,7 +99,7 @@ class DisbursementService:
         }
         await audit.record(uow, "system:disbursement", "disbursement.completed", f"disbursement:{run_id}", summary)
         # One event for the run; each person is told by a job that walks the run's records.
-        await announce_run(uow, run_id)
+        await queue_run_announcement(uow, run_id)
         await publish_event(
             uow,
             "disbursement.completed",

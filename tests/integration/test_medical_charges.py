@@ -17,31 +17,18 @@ from app.cli import main
 from app.services import Services
 from infra.config import Settings, settings_env
 from payments.ledger import rules
-from tests.factories import concurrent_client, sample_person, write_jsonl
+from tests.factories import (
+    concurrent_client,
+    mint_qr,
+    person_id_of,
+    post_charge,
+    problem_code,
+    sample_person,
+    write_jsonl,
+)
 from tests.ledger_checks import allocate, ledger_violations, medical_balance
 
 CHARGES = "/v1/terminal/charges"
-
-
-async def _mint(client: Any, holder: dict[str, Any]) -> str:
-    r = await client.post("/v1/card/qr?svg=false", headers=holder["headers"])
-    assert r.status_code == 201, r.text
-    token: str = r.json()["token"]
-    return token
-
-
-async def _charge(
-    client: Any,
-    terminal: dict[str, str],
-    token: str,
-    amount_fen: int,
-    key: str | None = None,
-    description: str = "门诊西药费",
-) -> Any:
-    headers = {**terminal, "Idempotency-Key": key or uuid.uuid4().hex}
-    return await client.post(
-        CHARGES, json={"qr_token": token, "amount_fen": amount_fen, "description": description}, headers=headers
-    )
 
 
 async def _refund(
@@ -49,17 +36,6 @@ async def _refund(
 ) -> Any:
     headers = {**terminal, "Idempotency-Key": key or uuid.uuid4().hex}
     return await client.post(f"{CHARGES}/{charge_id}/refunds", json={"amount_fen": amount_fen}, headers=headers)
-
-
-def _code(r: Any) -> str:
-    assert r.headers["content-type"].startswith("application/problem+json"), r.text
-    code: str = r.json()["code"]
-    return code
-
-
-async def _person_id(pool: asyncpg.Pool, holder: dict[str, Any]) -> uuid.UUID:
-    person_id: uuid.UUID = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", holder["person"].phone)
-    return person_id
 
 
 async def _terminal(services: Services, merchant: str) -> dict[str, str]:
@@ -147,8 +123,8 @@ async def test_allocation_import_lands_good_rows_reports_bad_ones_and_is_a_no_op
 async def test_charge_gives_a_receipt_without_the_balance_and_shows_in_the_account(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    token = await _mint(client, funded)
-    r = await _charge(client, terminal_headers, token, 2_550)
+    token = await mint_qr(client, funded["headers"])
+    r = await post_charge(client, terminal_headers, token, 2_550)
     assert r.status_code == 201, r.text
     receipt = r.json()
     card = funded["card"]
@@ -168,7 +144,7 @@ async def test_charge_gives_a_receipt_without_the_balance_and_shows_in_the_accou
     assert receipt["masked_national_id"] == card["masked_national_id"]
     assert "7450" not in r.text  # never the balance to a terminal
 
-    person_id = await _person_id(pool, funded)
+    person_id = await person_id_of(pool, funded["person"].phone)
     event = await pool.fetchrow(
         "SELECT kind, person_id, payload, dedupe_key FROM domain_events WHERE kind LIKE 'medical.%'"
     )
@@ -202,7 +178,7 @@ async def test_charge_gives_a_receipt_without_the_balance_and_shows_in_the_accou
 
     # The terminal cannot read the account, and the cardholder cannot charge.
     assert (await client.get("/v1/account", headers=terminal_headers)).status_code == 403
-    r = await _charge(client, funded["headers"], token, 1)
+    r = await post_charge(client, funded["headers"], token, 1)
     assert r.status_code == 403
 
 
@@ -211,7 +187,7 @@ async def test_account_pages_newest_first_with_a_cursor(
 ) -> None:
     charged = []
     for amount in (100, 200, 300):
-        r = await _charge(client, terminal_headers, await _mint(client, funded), amount)
+        r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), amount)
         assert r.status_code == 201, r.text
         charged.append(r.json()["charge_id"])
     r = await _refund(client, terminal_headers, charged[0], 50)
@@ -240,7 +216,7 @@ async def test_account_pages_newest_first_with_a_cursor(
     assert seen[0]["description"] == "门诊西药费"
     r = await client.get("/v1/account", params={"cursor": "not a cursor"}, headers=funded["headers"])
     assert r.status_code == 400
-    assert _code(r) == "cursor_invalid"
+    assert problem_code(r) == "cursor_invalid"
 
 
 async def test_an_account_never_funded_is_empty(client: Any, cardholder: dict[str, Any]) -> None:
@@ -257,24 +233,24 @@ async def test_a_charge_above_the_balance_is_refused_and_leaves_the_code_usable(
     services: Services,
     tmp_path: Path,
 ) -> None:
-    token = await _mint(client, funded)
-    r = await _charge(client, terminal_headers, token, 10_001, key="too-much")
+    token = await mint_qr(client, funded["headers"])
+    r = await post_charge(client, terminal_headers, token, 10_001, key="too-much")
     assert r.status_code == 402
-    assert _code(r) == "insufficient_balance"
+    assert problem_code(r) == "insufficient_balance"
     assert await pool.fetchval("SELECT consumed_at FROM qr_tokens") is None
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 0
     # The refusal is the key's answer, even once the balance would cover the amount.
     await allocate(services, tmp_path, funded["person"], 5_000, year=2027)
-    r = await _charge(client, terminal_headers, token, 10_001, key="too-much")
+    r = await post_charge(client, terminal_headers, token, 10_001, key="too-much")
     assert r.status_code == 402
-    assert _code(r) == "insufficient_balance"
+    assert problem_code(r) == "insufficient_balance"
     # The same code pays with a new key, once.
-    r = await _charge(client, terminal_headers, token, 10_001)
+    r = await post_charge(client, terminal_headers, token, 10_001)
     assert r.status_code == 201, r.text
-    r = await _charge(client, terminal_headers, token, 1)
+    r = await post_charge(client, terminal_headers, token, 1)
     assert r.status_code == 409
-    assert _code(r) == "qr_used"
-    assert await medical_balance(pool, await _person_id(pool, funded)) == 4_999
+    assert problem_code(r) == "qr_used"
+    assert await medical_balance(pool, await person_id_of(pool, funded["person"].phone)) == 4_999
     assert await ledger_violations(pool) == []
 
 
@@ -300,12 +276,12 @@ async def test_a_charge_above_the_balance_is_refused_and_leaves_the_code_usable(
 async def test_bad_charge_bodies_get_400_and_do_not_use_the_key_or_the_code(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool, body: dict[str, Any]
 ) -> None:
-    token = await _mint(client, funded)
+    token = await mint_qr(client, funded["headers"])
     good = {"qr_token": token, "amount_fen": 100, "description": "药"}
     headers = {**terminal_headers, "Idempotency-Key": "k1"}
     r = await client.post(CHARGES, json={**good, **body}, headers=headers)
     assert r.status_code == 400, r.text
-    assert _code(r) == "invalid_body"
+    assert problem_code(r) == "invalid_body"
     r = await client.post(CHARGES, json=good, headers=headers)
     assert r.status_code == 201, r.text
     assert await ledger_violations(pool) == []
@@ -315,16 +291,16 @@ async def test_bad_charge_bodies_get_400_and_do_not_use_the_key_or_the_code(
 async def test_a_charge_needs_an_idempotency_key(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool, key: str | None
 ) -> None:
-    token = await _mint(client, funded)
+    token = await mint_qr(client, funded["headers"])
     headers = terminal_headers if key is None else {**terminal_headers, "Idempotency-Key": key}
     body = {"qr_token": token, "amount_fen": 100, "description": "药"}
     r = await client.post(CHARGES, json=body, headers={**headers, "Accept-Language": "en"})
     assert r.status_code == 400
-    assert _code(r) == "idempotency_key_required"
+    assert problem_code(r) == "idempotency_key_required"
     assert "Idempotency-Key" in r.json()["detail"]
     r = await client.post(f"{CHARGES}/{uuid.uuid4()}/refunds", json={"amount_fen": 1}, headers=headers)
     assert r.status_code == 400
-    assert _code(r) == "idempotency_key_required"
+    assert problem_code(r) == "idempotency_key_required"
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
     assert await pool.fetchval("SELECT consumed_at FROM qr_tokens") is None
 
@@ -334,45 +310,45 @@ async def test_unusable_codes_are_refused_like_verification_refuses_them(
 ) -> None:
     from app.cards import qr
 
-    token = await _mint(client, funded)
+    token = await mint_qr(client, funded["headers"])
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     for bad in ("not-a-token", forged, ""):
-        r = await _charge(client, terminal_headers, bad or "x", 100)
+        r = await post_charge(client, terminal_headers, bad or "x", 100)
         assert r.status_code == 400, r.text
-        assert _code(r) == "qr_invalid"
+        assert problem_code(r) == "qr_invalid"
     # A well-signed token that was never minted.
     claims = qr.decode(settings.qr_signing_key, token)
     assert claims is not None
     unknown = qr.encode(settings.qr_signing_key, qr.QrClaims(uuid.uuid4(), claims.card_id, claims.expires_at))
-    r = await _charge(client, terminal_headers, unknown, 100)
-    assert (r.status_code, _code(r)) == (400, "qr_invalid")
+    r = await post_charge(client, terminal_headers, unknown, 100)
+    assert (r.status_code, problem_code(r)) == (400, "qr_invalid")
     # Used by a verification first.
     r = await client.post("/v1/terminal/qr/verify", json={"token": token}, headers=terminal_headers)
     assert r.status_code == 200
-    r = await _charge(client, terminal_headers, token, 100)
-    assert (r.status_code, _code(r)) == (409, "qr_used")
+    r = await post_charge(client, terminal_headers, token, 100)
+    assert (r.status_code, problem_code(r)) == (409, "qr_used")
     # Expired (by the database's clock; the signed expiry is checked the same way as verification does).
-    expiring = await _mint(client, funded)
+    expiring = await mint_qr(client, funded["headers"])
     await pool.execute("UPDATE qr_tokens SET expires_at = now() - interval '1 second' WHERE consumed_at IS NULL")
-    r = await _charge(client, terminal_headers, expiring, 100)
-    assert (r.status_code, _code(r)) == (410, "qr_expired")
+    r = await post_charge(client, terminal_headers, expiring, 100)
+    assert (r.status_code, problem_code(r)) == (410, "qr_expired")
     # A card reported lost: its outstanding codes stop working at once.
-    lost = await _mint(client, funded)
+    lost = await mint_qr(client, funded["headers"])
     assert (await client.post("/v1/card/loss", headers=funded["headers"])).status_code == 200
-    r = await _charge(client, terminal_headers, lost, 100)
-    assert (r.status_code, _code(r)) == (409, "qr_card_unusable")
+    r = await post_charge(client, terminal_headers, lost, 100)
+    assert (r.status_code, problem_code(r)) == (409, "qr_card_unusable")
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 0
-    assert await medical_balance(pool, await _person_id(pool, funded)) == 10_000
+    assert await medical_balance(pool, await person_id_of(pool, funded["person"].phone)) == 10_000
 
 
 # -- idempotency -----------------------------------------------------------------------------------
 async def test_a_retry_replays_the_first_answer_byte_for_byte(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    token = await _mint(client, funded)
-    first = await _charge(client, terminal_headers, token, 1_234, key="order-1")
+    token = await mint_qr(client, funded["headers"])
+    first = await post_charge(client, terminal_headers, token, 1_234, key="order-1")
     assert first.status_code == 201, first.text
-    again = await _charge(client, terminal_headers, token, 1_234, key="order-1")
+    again = await post_charge(client, terminal_headers, token, 1_234, key="order-1")
     assert again.status_code == 201
     assert again.content == first.content
     # Key order and spacing are not part of the request: the same JSON, written differently, replays.
@@ -384,21 +360,21 @@ async def test_a_retry_replays_the_first_answer_byte_for_byte(
     )
     assert (r.status_code, r.content) == (201, first.content)
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 1
-    assert await medical_balance(pool, await _person_id(pool, funded)) == 10_000 - 1_234
+    assert await medical_balance(pool, await person_id_of(pool, funded["person"].phone)) == 10_000 - 1_234
 
     # The same key for anything else is a mistake the terminal must hear about.
     for other in (
         {"amount_fen": 1_235},
         {"description": "另一笔"},
-        {"qr_token": await _mint(client, funded)},
+        {"qr_token": await mint_qr(client, funded["headers"])},
     ):
         body_dict = {"qr_token": token, "amount_fen": 1_234, "description": "门诊西药费", **other}
         r = await client.post(CHARGES, json=body_dict, headers={**terminal_headers, "Idempotency-Key": "order-1"})
         assert r.status_code == 422, r.text
-        assert _code(r) == "idempotency_key_reused"
+        assert problem_code(r) == "idempotency_key_reused"
     charge_id = first.json()["charge_id"]
     r = await _refund(client, terminal_headers, charge_id, 1, key="order-1")  # another path
-    assert (r.status_code, _code(r)) == (422, "idempotency_key_reused")
+    assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 1
 
 
@@ -406,8 +382,8 @@ async def test_keys_belong_to_their_terminal(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], services: Services, pool: asyncpg.Pool
 ) -> None:
     other = await _terminal(services, "Second Pharmacy")
-    r1 = await _charge(client, terminal_headers, await _mint(client, funded), 100, key="shared-key")
-    r2 = await _charge(client, other, await _mint(client, funded), 200, key="shared-key")
+    r1 = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 100, key="shared-key")
+    r2 = await post_charge(client, other, await mint_qr(client, funded["headers"]), 200, key="shared-key")
     assert (r1.status_code, r2.status_code) == (201, 201), (r1.text, r2.text)
     assert r1.json()["charge_id"] != r2.json()["charge_id"]
     assert r2.json()["merchant"] == "Second Pharmacy"
@@ -418,7 +394,7 @@ async def test_keys_belong_to_their_terminal(
 async def test_a_request_in_flight_is_refused_and_an_abandoned_one_taken_over(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    token = await _mint(client, funded)
+    token = await mint_qr(client, funded["headers"])
     body = {"qr_token": token, "amount_fen": 500, "description": "药"}
     fingerprint = rules.request_hash("POST", CHARGES, body)
     terminal_id = await _terminal_id(pool, "Test Pharmacy")
@@ -431,15 +407,15 @@ async def test_a_request_in_flight_is_refused_and_an_abandoned_one_taken_over(
     )
     headers = {**terminal_headers, "Idempotency-Key": "k"}
     r = await client.post(CHARGES, json=body, headers=headers)
-    assert (r.status_code, _code(r)) == (409, "request_in_flight")
+    assert (r.status_code, problem_code(r)) == (409, "request_in_flight")
     r = await client.post(CHARGES, json={**body, "amount_fen": 501}, headers=headers)
-    assert (r.status_code, _code(r)) == (422, "idempotency_key_reused")
+    assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")
     assert await pool.fetchval("SELECT consumed_at FROM qr_tokens") is None
 
     # A minute on, the claim counts as abandoned (its transaction died with it): a retry takes it over.
     await pool.execute("UPDATE idempotency_keys SET locked_at = now() - interval '61 seconds'")
     r = await client.post(CHARGES, json={**body, "amount_fen": 501}, headers=headers)
-    assert (r.status_code, _code(r)) == (422, "idempotency_key_reused")  # never someone else's request
+    assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")  # never someone else's request
     r = await client.post(CHARGES, json=body, headers=headers)
     assert r.status_code == 201, r.text
     replay = await client.post(CHARGES, json=body, headers=headers)
@@ -450,7 +426,7 @@ async def test_a_request_in_flight_is_refused_and_an_abandoned_one_taken_over(
 async def test_a_retry_while_the_first_attempt_runs_is_refused_not_run_twice(
     client: Any, settings: Settings, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    token = await _mint(client, funded)
+    token = await mint_qr(client, funded["headers"])
     body = {"qr_token": token, "amount_fen": 500, "description": "药"}
     headers = {**terminal_headers, "Idempotency-Key": "slow"}
     async with concurrent_client(settings) as live, pool.acquire() as blocker:
@@ -460,7 +436,7 @@ async def test_a_retry_while_the_first_attempt_runs_is_refused_not_run_twice(
             first = asyncio.ensure_future(live.post(CHARGES, json=body, headers=headers))
             await _until_waiting_on_a_lock(pool)
             retry = await live.post(CHARGES, json=body, headers=headers)
-            assert (retry.status_code, _code(retry)) == (409, "request_in_flight")
+            assert (retry.status_code, problem_code(retry)) == (409, "request_in_flight")
         answered = await first
     assert answered.status_code == 201, answered.text
     retry = await client.post(CHARGES, json=body, headers=headers)
@@ -511,10 +487,10 @@ async def test_a_claim_taken_over_is_no_longer_held_by_its_first_owner(
 async def test_an_expired_key_names_a_new_request(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    first = await _charge(client, terminal_headers, await _mint(client, funded), 100, key="daily-1")
+    first = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 100, key="daily-1")
     assert first.status_code == 201
     await pool.execute("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'")
-    second = await _charge(client, terminal_headers, await _mint(client, funded), 300, key="daily-1")
+    second = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 300, key="daily-1")
     assert second.status_code == 201, second.text
     assert second.json()["charge_id"] != first.json()["charge_id"]
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 2
@@ -523,26 +499,26 @@ async def test_an_expired_key_names_a_new_request(
 async def test_concurrent_duplicates_charge_once(
     client: Any, settings: Settings, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    tokens = [await _mint(client, funded) for _ in range(5)]
+    tokens = [await mint_qr(client, funded["headers"]) for _ in range(5)]
     for n, token in enumerate(tokens):
         async with concurrent_client(settings) as live:
             answers = await asyncio.gather(
-                *(_charge(live, terminal_headers, token, 100, key=f"dup-{n}") for _ in range(4))
+                *(post_charge(live, terminal_headers, token, 100, key=f"dup-{n}") for _ in range(4))
             )
         statuses = sorted(a.status_code for a in answers)
         assert set(statuses) <= {201, 409}, [a.text for a in answers]
         assert 201 in statuses
-        assert all(_code(a) == "request_in_flight" for a in answers if a.status_code == 409)
+        assert all(problem_code(a) == "request_in_flight" for a in answers if a.status_code == 409)
         assert len({a.content for a in answers if a.status_code == 201}) == 1
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 5
-    assert await medical_balance(pool, await _person_id(pool, funded)) == 10_000 - 500
+    assert await medical_balance(pool, await person_id_of(pool, funded["person"].phone)) == 10_000 - 500
 
 
 # -- refunds ---------------------------------------------------------------------------------------
 async def test_refunds_up_to_the_charge_and_not_one_fen_more(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], services: Services, pool: asyncpg.Pool
 ) -> None:
-    r = await _charge(client, terminal_headers, await _mint(client, funded), 1_000)
+    r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 1_000)
     charge_id = r.json()["charge_id"]
     same_merchant = await _terminal(services, "Test Pharmacy")
     other_merchant = await _terminal(services, "Other Clinic")
@@ -558,23 +534,23 @@ async def test_refunds_up_to_the_charge_and_not_one_fen_more(
 
     r = await _refund(client, same_merchant, charge_id, 601)
     assert r.status_code == 409
-    assert _code(r) == "refund_exceeds_charge"
+    assert problem_code(r) == "refund_exceeds_charge"
     assert "6.00" in r.json()["detail"]
     r = await _refund(client, other_merchant, charge_id, 1)
-    assert (r.status_code, _code(r)) == (404, "charge_not_found")
+    assert (r.status_code, problem_code(r)) == (404, "charge_not_found")
     r = await _refund(client, terminal_headers, str(uuid.uuid4()), 1)
-    assert (r.status_code, _code(r)) == (404, "charge_not_found")
+    assert (r.status_code, problem_code(r)) == (404, "charge_not_found")
 
     r = await _refund(client, same_merchant, charge_id, 600)  # another till of the same pharmacy
     assert r.status_code == 201, r.text
     assert r.json()["refundable_fen"] == 0
     r = await _refund(client, terminal_headers, charge_id, 1, key="one-more")
-    assert (r.status_code, _code(r)) == (409, "refund_exceeds_charge")
+    assert (r.status_code, problem_code(r)) == (409, "refund_exceeds_charge")
     r = await _refund(client, terminal_headers, charge_id, 1, key="one-more")  # the refusal is replayed
-    assert (r.status_code, _code(r)) == (409, "refund_exceeds_charge")
+    assert (r.status_code, problem_code(r)) == (409, "refund_exceeds_charge")
 
     assert await pool.fetchval("SELECT refunded_fen FROM medical_charges") == 1_000
-    assert await medical_balance(pool, await _person_id(pool, funded)) == 10_000
+    assert await medical_balance(pool, await person_id_of(pool, funded["person"].phone)) == 10_000
     merchant = await pool.fetchval("SELECT balance_fen FROM ledger_accounts WHERE kind = 'merchant'")
     assert merchant == 0
     events = await pool.fetch("SELECT payload FROM domain_events WHERE kind = 'medical.refunded' ORDER BY id")
@@ -586,7 +562,7 @@ async def test_refunds_up_to_the_charge_and_not_one_fen_more(
 async def test_concurrent_refunds_never_exceed_the_charge(
     client: Any, settings: Settings, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
-    r = await _charge(client, terminal_headers, await _mint(client, funded), 1_000)
+    r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 1_000)
     charge_id = r.json()["charge_id"]
     async with concurrent_client(settings) as live:
         answers = await asyncio.gather(*(_refund(live, terminal_headers, charge_id, 300) for _ in range(6)))

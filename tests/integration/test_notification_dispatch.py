@@ -25,7 +25,7 @@ from notifications.dispatcher import Dispatcher
 from notifications.fcm_server import Fault, FcmServer, Rule
 from notifications.outbox import publish_event
 from notifications.push import push_channel
-from tests.factories import sample_person, write_jsonl
+from tests.factories import Pensioner, import_pensioners
 
 
 @pytest.fixture
@@ -46,27 +46,6 @@ async def dispatcher(fcm_settings: Settings, services: Services) -> AsyncIterato
     push = push_channel(fcm_settings)
     yield Dispatcher(services.pool, fcm_settings, push, services.sms)
     await push.aclose()
-
-
-class Pensioner(msgspec.Struct):
-    id: uuid.UUID
-    phone: str
-    national_id: str
-
-
-async def pensioners(services: Services, tmp_path: Path, count: int, locale: str = "zh-CN") -> list[Pensioner]:
-    people = [sample_person(locale=locale) for _ in range(count)]
-    report = await services.persons.import_file(
-        write_jsonl(tmp_path / f"{uuid.uuid4().hex}.jsonl", [p.row() for p in people]), "system:test"
-    )
-    assert report.created == count, report.errors
-    ids = {
-        r["phone"]: r["id"]
-        for r in await services.pool.fetch(
-            "SELECT id, phone FROM persons WHERE phone = ANY($1::text[])", [p.phone for p in people]
-        )
-    }
-    return [Pensioner(ids[p.phone], p.phone, p.national_id) for p in people]
 
 
 async def device(services: Services, person: Pensioner, token: str, locale: str = "zh-CN") -> uuid.UUID:
@@ -97,9 +76,9 @@ def sent_notices(fcm: FcmServer) -> collections.Counter[str]:
 
 
 async def test_a_thousand_notices_go_out_in_claims_of_500_each_once(
-    services: Services, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
+    services: Services, importer: Any, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
 ) -> None:
-    people = await pensioners(services, tmp_path, 7)
+    people = await import_pensioners(importer, services.pool, tmp_path, 7)
     for n, person in enumerate(people):
         await device(services, person, f"token-{n}")
     notices = [await notify(services.pool, people[n % 7]) for n in range(1001)]
@@ -116,9 +95,9 @@ async def test_a_thousand_notices_go_out_in_claims_of_500_each_once(
 
 
 async def test_dead_tokens_are_deactivated_and_a_person_left_without_a_device_gets_the_sms(
-    services: Services, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
+    services: Services, importer: Any, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
 ) -> None:
-    two_phones, one_phone, bad_token, bad_field = await pensioners(services, tmp_path, 4)
+    two_phones, one_phone, bad_token, bad_field = await import_pensioners(importer, services.pool, tmp_path, 4)
     fcm.fail("gone-a", Rule(Fault.UNREGISTERED))
     fcm.fail("gone-b", Rule(Fault.SENDER_ID_MISMATCH))
     fcm.fail("bad-token", Rule(Fault.INVALID_TOKEN))
@@ -169,9 +148,9 @@ async def test_dead_tokens_are_deactivated_and_a_person_left_without_a_device_ge
 
 
 async def test_a_person_with_no_device_gets_the_sms_instead_of_the_push(
-    services: Services, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
+    services: Services, importer: Any, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
 ) -> None:
-    (person,) = await pensioners(services, tmp_path, 1, locale="en")
+    (person,) = await import_pensioners(importer, services.pool, tmp_path, 1, locale="en")
     notice = await notify(services.pool, person)
     assert [(d["channel"], d["device_id"]) for d in await deliveries(services.pool, notice)] == [("sms", None)]
 
@@ -185,9 +164,9 @@ async def test_a_person_with_no_device_gets_the_sms_instead_of_the_push(
 
 
 async def test_429_is_tried_again_not_before_retry_after(
-    services: Services, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
+    services: Services, importer: Any, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
 ) -> None:
-    (person,) = await pensioners(services, tmp_path, 1)
+    (person,) = await import_pensioners(importer, services.pool, tmp_path, 1)
     await device(services, person, "busy-1")
     fcm.fail("busy-1", Rule(Fault.QUOTA_EXCEEDED, retry_after=2, times=1))
     notice = await notify(services.pool, person)
@@ -210,6 +189,7 @@ async def test_429_is_tried_again_not_before_retry_after(
 
 async def test_dead_letter_after_the_last_attempt_and_an_administrator_retries_it(
     services: Services,
+    importer: Any,
     dispatcher: Dispatcher,
     fcm: FcmServer,
     tmp_path: Path,
@@ -217,7 +197,7 @@ async def test_dead_letter_after_the_last_attempt_and_an_administrator_retries_i
     admin_headers: dict[str, str],
     operator_headers: dict[str, str],
 ) -> None:
-    (person,) = await pensioners(services, tmp_path, 1)
+    (person,) = await import_pensioners(importer, services.pool, tmp_path, 1)
     await device(services, person, "throttled-1")
     fcm.fail("throttled-1", Rule(Fault.QUOTA_EXCEEDED, times=3))
     notice = await notify(services.pool, person)
@@ -270,10 +250,10 @@ async def _dispatch_in_child(settings: Settings) -> asyncio.subprocess.Process:
 
 
 async def test_a_dispatcher_killed_between_sending_and_recording_sends_again_and_the_inbox_shows_it_once(
-    services: Services, fcm_settings: Settings, fcm: FcmServer, tmp_path: Path
+    services: Services, importer: Any, fcm_settings: Settings, fcm: FcmServer, tmp_path: Path
 ) -> None:
     settings = msgspec.structs.replace(fcm_settings, notify_lease_s=2)
-    (person,) = await pensioners(services, tmp_path, 1)
+    (person,) = await import_pensioners(importer, services.pool, tmp_path, 1)
     await device(services, person, "slow-1")
     # The server takes the message, then holds its answer: the child has sent and not yet recorded.
     fcm.fail("slow-1", Rule(Fault.HOLD, times=1))

@@ -4,6 +4,7 @@ and the dead-letter API's guard."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -13,12 +14,25 @@ from typing import Any, Self
 import asyncpg
 import pytest
 
+from app.jobs import run_worker
 from app.services import Services
+from infra.config import Settings
 from infra.crypto import mask_account
 from infra.db import unit_of_work
 from notifications.outbox import ANNOUNCE_RUN_JOB, publish_event
 from notifications.rules import pay_day_release, release_at
-from tests.factories import bearer, record_passed_check, sample_person, sign_in, write_jsonl
+from tests.factories import (
+    activated_cardholder,
+    bearer,
+    import_pensioners,
+    mint_qr,
+    person_id_of,
+    post_charge,
+    problem_code,
+    sample_person,
+    sign_in,
+    write_jsonl,
+)
 from tests.ledger_checks import allocate
 
 DEVICES = "/v1/devices"
@@ -27,38 +41,6 @@ CHARGES = "/v1/terminal/charges"
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def _code(r: Any) -> str:
-    assert r.headers["content-type"].startswith("application/problem+json"), r.text
-    code: str = r.json()["code"]
-    return code
-
-
-async def _holder(client: Any, pool: asyncpg.Pool, importer: Any, folder: Path) -> dict[str, Any]:
-    """Another cardholder like the `cardholder` fixture's: imported, signed in, card activated."""
-    person = sample_person()
-    report = await importer.import_file(write_jsonl(folder / f"{person.phone}.jsonl", [person.row()]))
-    assert report.created == 1, report.errors
-    tokens = await sign_in(client, pool, person.phone)
-    await record_passed_check(pool, person.phone)
-    headers = bearer(tokens["access_token"])
-    r = await client.post("/v1/card/activation", json={"national_id": person.national_id}, headers=headers)
-    assert r.status_code == 200, r.text
-    return {"person": person, "headers": headers, "card": r.json()}
-
-
-async def _person_id(pool: asyncpg.Pool, holder: dict[str, Any]) -> uuid.UUID:
-    person_id: uuid.UUID = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", holder["person"].phone)
-    return person_id
-
-
-async def _import(importer: Any, pool: asyncpg.Pool, folder: Path, count: int) -> list[uuid.UUID]:
-    """`count` imported pensioners (350000 fen a month, paid since 2010), none signed in."""
-    people = [sample_person() for _ in range(count)]
-    report = await importer.import_file(write_jsonl(folder / f"people-{uuid.uuid4()}.jsonl", [p.row() for p in people]))
-    assert report.created == count, report.errors
-    return [await pool.fetchval("SELECT id FROM persons WHERE phone = $1", p.phone) for p in people]
-
-
 async def _certify_until(pool: asyncpg.Pool, person_id: uuid.UUID, until: date | None) -> None:
     await pool.execute("UPDATE persons SET certified_until = $2 WHERE id = $1", person_id, until)
 
@@ -69,19 +51,6 @@ async def _register(client: Any, headers: dict[str, str], token: str, **fields: 
     assert r.status_code == 201, r.text
     device: dict[str, Any] = r.json()
     return device
-
-
-async def _mint(client: Any, holder: dict[str, Any]) -> str:
-    r = await client.post("/v1/card/qr?svg=false", headers=holder["headers"])
-    assert r.status_code == 201, r.text
-    token: str = r.json()["token"]
-    return token
-
-
-async def _charge(client: Any, terminal: dict[str, str], token: str, amount_fen: int, key: str | None = None) -> Any:
-    headers = {**terminal, "Idempotency-Key": key or uuid.uuid4().hex}
-    body = {"qr_token": token, "amount_fen": amount_fen, "description": "门诊西药费"}
-    return await client.post(CHARGES, json=body, headers=headers)
 
 
 async def _notices(pool: asyncpg.Pool, person_id: uuid.UUID, kind: str | None = None) -> list[asyncpg.Record]:
@@ -123,7 +92,7 @@ async def _publish(
 async def holder(cardholder: dict[str, Any], pool: asyncpg.Pool) -> dict[str, Any]:
     """The cardholder with an empty inbox. (The fixture's face check told them of its pass: see
     test_a_settled_face_check_is_told_to_the_person.)"""
-    person_id = await _person_id(pool, cardholder)
+    person_id = await person_id_of(pool, cardholder["person"].phone)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "DELETE FROM deliveries WHERE notification_id IN (SELECT id FROM notifications WHERE person_id = $1)",
@@ -138,8 +107,11 @@ async def test_a_device_is_registered_moved_removed_and_reactivated(
     client: Any, pool: asyncpg.Pool, importer: Any, cardholder: dict[str, Any], tmp_path: Path
 ) -> None:
     first = cardholder
-    second = await _holder(client, pool, importer, tmp_path)
-    first_id, second_id = await _person_id(pool, first), await _person_id(pool, second)
+    second = await activated_cardholder(client, pool, importer, tmp_path)
+    first_id, second_id = (
+        await person_id_of(pool, first["person"].phone),
+        await person_id_of(pool, second["person"].phone),
+    )
 
     device = await _register(client, first["headers"], "fcm-token-a")
     assert set(device) == {"id", "platform", "locale", "app_version", "registered_at"}
@@ -162,10 +134,10 @@ async def test_a_device_is_registered_moved_removed_and_reactivated(
     # Only its owner can remove it; someone else's device is as good as unknown.
     r = await client.delete(f"{DEVICES}/{device['id']}", headers=first["headers"])
     assert r.status_code == 404
-    assert _code(r) == "device_not_found"
+    assert problem_code(r) == "device_not_found"
     r = await client.delete(f"{DEVICES}/{uuid.uuid4()}", headers=second["headers"])
     assert r.status_code == 404
-    assert _code(r) == "device_not_found"
+    assert problem_code(r) == "device_not_found"
     assert await pool.fetchval(active, second_id) == 1
 
     r = await client.delete(f"{DEVICES}/{device['id']}", headers=second["headers"])
@@ -207,7 +179,7 @@ async def test_bad_registrations_are_refused(
     ):
         r = await client.post(DEVICES, json=bad, headers=cardholder["headers"])
         assert r.status_code == 400, (bad, r.text)
-        assert _code(r) == "invalid_body"
+        assert problem_code(r) == "invalid_body"
     assert await pool.fetchval("SELECT count(*) FROM devices") == 0
 
     r = await client.post(DEVICES, json=good)
@@ -221,15 +193,15 @@ async def test_bad_registrations_are_refused(
     unlinked = bearer(tokens["access_token"])
     r = await client.post(DEVICES, json=good, headers=unlinked)
     assert r.status_code == 403
-    assert _code(r) == "identity_not_linked"
+    assert problem_code(r) == "identity_not_linked"
     r = await client.get(INBOX, headers=unlinked)
     assert r.status_code == 403
-    assert _code(r) == "identity_not_linked"
+    assert problem_code(r) == "identity_not_linked"
     assert await pool.fetchval("SELECT count(*) FROM devices") == 0
 
 
 async def test_a_sixth_phone_retires_the_oldest(client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any]) -> None:
-    person_id = await _person_id(pool, cardholder)
+    person_id = await person_id_of(pool, cardholder["person"].phone)
     ids = [(await _register(client, cardholder["headers"], f"fcm-token-{n}"))["id"] for n in range(6)]
     rows = await pool.fetch(
         "SELECT id, deactivated_reason FROM devices WHERE person_id = $1 AND deactivated_at IS NOT NULL", person_id
@@ -258,11 +230,11 @@ async def test_a_charge_tells_the_holder_at_once_once_and_a_refund_too(
     tmp_path: Path,
 ) -> None:
     await allocate(services, tmp_path, holder["person"], 10_000)
-    person_id = await _person_id(pool, holder)
+    person_id = await person_id_of(pool, holder["person"].phone)
     device = await _register(client, holder["headers"], "fcm-token-charge")
-    token = await _mint(client, holder)
+    token = await mint_qr(client, holder["headers"])
 
-    r, before, after = await _timed(_charge(client, terminal_headers, token, 2_550, key="order-1"))
+    r, before, after = await _timed(post_charge(client, terminal_headers, token, 2_550, key="order-1"))
     assert r.status_code == 201, r.text
     charge_id = r.json()["charge_id"]
     (notice,) = await _notices(pool, person_id)
@@ -286,15 +258,15 @@ async def test_a_charge_tells_the_holder_at_once_once_and_a_refund_too(
     assert before <= delivery["next_attempt_at"] <= after  # urgent: due now, quiet hours or not
 
     # The terminal's retry is the same charge: no second notice.
-    replay = await _charge(client, terminal_headers, token, 2_550, key="order-1")
+    replay = await post_charge(client, terminal_headers, token, 2_550, key="order-1")
     assert (replay.status_code, replay.json()["charge_id"]) == (201, charge_id)
     assert len(await _notices(pool, person_id)) == 1
     assert await pool.fetchval("SELECT count(*) FROM deliveries") == 1
 
     # A charge refused for want of money tells nobody anything.
-    r = await _charge(client, terminal_headers, await _mint(client, holder), 1_000_000)
+    r = await post_charge(client, terminal_headers, await mint_qr(client, holder["headers"]), 1_000_000)
     assert r.status_code == 402
-    assert _code(r) == "insufficient_balance"
+    assert problem_code(r) == "insufficient_balance"
     assert len(await _notices(pool, person_id)) == 1
     assert await pool.fetchval("SELECT count(*) FROM domain_events WHERE kind LIKE 'medical.%'") == 1
 
@@ -329,7 +301,7 @@ async def test_the_inbox_shows_reads_and_pages_the_notices_in_the_readers_langua
     assert r.status_code == 200, r.text
     assert r.json() == {"items": [], "unread_count": 0, "next_cursor": None}
 
-    r = await _charge(client, terminal_headers, await _mint(client, holder), 2_550)
+    r = await post_charge(client, terminal_headers, await mint_qr(client, holder["headers"]), 2_550)
     assert r.status_code == 201, r.text
     r = await client.get(INBOX, headers=headers)
     assert r.status_code == 200, r.text
@@ -364,18 +336,18 @@ async def test_the_inbox_shows_reads_and_pages_the_notices_in_the_readers_langua
     assert r.json()["read_at"] == read["read_at"]  # reading again changes nothing
 
     # Someone else's notice, or none at all, is not found.
-    (other,) = await _import(importer, pool, tmp_path, 1)
+    (other,) = [p.id for p in await import_pensioners(importer, pool, tmp_path, 1)]
     await _publish(pool, "certification.failed", other, {}, "test:other")
     other_notice = await pool.fetchval("SELECT id FROM notifications WHERE person_id = $1", other)
     for unknown in (other_notice, uuid.uuid4()):
         r = await client.post(f"{INBOX}/{unknown}/read", headers=headers)
         assert r.status_code == 404
-        assert _code(r) == "notification_not_found"
+        assert problem_code(r) == "notification_not_found"
     assert await pool.fetchval("SELECT read_at FROM notifications WHERE id = $1", other_notice) is None
 
     # Three more notices, then every one exactly once over pages of two, newest first.
     for amount in (100, 200, 300):
-        r = await _charge(client, terminal_headers, await _mint(client, holder), amount)
+        r = await post_charge(client, terminal_headers, await mint_qr(client, holder["headers"]), amount)
         assert r.status_code == 201, r.text
     seen: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -393,7 +365,7 @@ async def test_the_inbox_shows_reads_and_pages_the_notices_in_the_readers_langua
         if cursor is None:
             break
     assert pages == 2
-    person_id = await _person_id(pool, holder)
+    person_id = await person_id_of(pool, holder["person"].phone)
     newest_first = [str(n["id"]) for n in reversed(await _notices(pool, person_id))]
     assert [i["id"] for i in seen] == newest_first
     assert len(set(newest_first)) == 4
@@ -403,14 +375,14 @@ async def test_the_inbox_shows_reads_and_pages_the_notices_in_the_readers_langua
     for bad in ("not a cursor", "bm9wZQ=="):
         r = await client.get(INBOX, params={"cursor": bad}, headers=headers)
         assert r.status_code == 400
-        assert _code(r) == "cursor_invalid"
+        assert problem_code(r) == "cursor_invalid"
 
 
 # -- card loss -----------------------------------------------------------------------------------------
 async def test_a_card_reported_lost_is_told_at_once_with_the_number_masked(
     client: Any, pool: asyncpg.Pool, holder: dict[str, Any]
 ) -> None:
-    person_id = await _person_id(pool, holder)
+    person_id = await person_id_of(pool, holder["person"].phone)
     card_number: str = holder["card"]["card_number"]
     masked = mask_account(card_number)
     assert masked != card_number
@@ -448,7 +420,7 @@ async def test_a_settled_face_check_is_told_to_the_person(
     client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any]
 ) -> None:
     # The fixture's pass went through app.certification.service.settle, as the worker's does.
-    person_id = await _person_id(pool, cardholder)
+    person_id = await person_id_of(pool, cardholder["person"].phone)
     check_id = await pool.fetchval("SELECT id FROM certification_checks WHERE person_id = $1", person_id)
     until = await pool.fetchval("SELECT certified_until FROM persons WHERE id = $1", person_id)
     (notice,) = await _notices(pool, person_id)
@@ -488,9 +460,9 @@ EVENT_ONLY: dict[str, dict[str, Any]] = {
 async def test_events_a_person_is_told_about_write_a_notice_and_others_only_the_event(
     client: Any, pool: asyncpg.Pool, importer: Any, holder: dict[str, Any], tmp_path: Path
 ) -> None:
-    person_id = await _person_id(pool, holder)
+    person_id = await person_id_of(pool, holder["person"].phone)
     device = await _register(client, holder["headers"], "fcm-token-events")
-    (no_phone,) = await _import(importer, pool, tmp_path, 1)
+    (no_phone,) = [p.id for p in await import_pensioners(importer, pool, tmp_path, 1)]
 
     for kind, (payload, _) in NOTIFIED.items():
         before, after = await _publish(pool, kind, person_id, payload, f"test:{kind}")
@@ -543,7 +515,7 @@ async def test_events_a_person_is_told_about_write_a_notice_and_others_only_the_
 
 
 async def test_a_removed_phone_is_not_pushed_to(client: Any, pool: asyncpg.Pool, holder: dict[str, Any]) -> None:
-    person_id = await _person_id(pool, holder)
+    person_id = await person_id_of(pool, holder["person"].phone)
     kept = await _register(client, holder["headers"], "fcm-token-kept")
     removed = await _register(client, holder["headers"], "fcm-token-removed")
     r = await client.delete(f"{DEVICES}/{removed['id']}", headers=holder["headers"])
@@ -569,7 +541,7 @@ async def test_certification_reminders_at_30_7_and_1_days_once_each(
     services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
     today = date(2027, 3, 16)  # 15 April is 30 days away: no withheld-payment warning on these days
-    in7, in30, in1, in45, dead, stopped = await _import(importer, pool, tmp_path, 6)
+    in7, in30, in1, in45, dead, stopped = [p.id for p in await import_pensioners(importer, pool, tmp_path, 6)]
     for person, days in ((in7, 7), (in30, 30), (in1, 1), (in45, 45), (dead, 7), (stopped, 7)):
         await _certify_until(pool, person, today + timedelta(days=days))
     await pool.execute(
@@ -610,7 +582,9 @@ async def test_a_payment_that_will_be_withheld_is_warned_of_once_within_14_days(
     services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
     pay_on = date(2026, 12, 15)
-    after_pay, on_pay, lapsing, never, dead, stopped = await _import(importer, pool, tmp_path, 6)
+    after_pay, on_pay, lapsing, never, dead, stopped = [
+        p.id for p in await import_pensioners(importer, pool, tmp_path, 6)
+    ]
     await _certify_until(pool, after_pay, date(2027, 6, 1))
     await _certify_until(pool, on_pay, pay_on)  # certified through the pay date itself: paid
     await _certify_until(pool, lapsing, pay_on - timedelta(days=1))
@@ -664,8 +638,8 @@ async def test_a_completed_run_tells_each_person_of_their_payment_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    paid = await _person_id(pool, holder)  # certified for a year by the fixture's face check
-    (withheld,) = await _import(importer, pool, tmp_path, 1)
+    paid = await person_id_of(pool, holder["person"].phone)  # certified for a year by the fixture's face check
+    (withheld,) = [p.id for p in await import_pensioners(importer, pool, tmp_path, 1)]
     account = await pool.fetchval("SELECT bank_account_masked FROM pension_entitlements WHERE person_id = $1", paid)
 
     run = await services.disbursements.run(date(2026, 10, 1), "system:test")  # paid on 15 October: past
@@ -715,7 +689,7 @@ async def test_a_completed_run_tells_each_person_of_their_payment_once(
 async def test_a_payment_notice_is_not_shown_before_its_pay_date(
     client: Any, services: Services, pool: asyncpg.Pool, holder: dict[str, Any]
 ) -> None:
-    person_id = await _person_id(pool, holder)
+    person_id = await person_id_of(pool, holder["person"].phone)
     device = await _register(client, holder["headers"], "fcm-token-pay")
     period = (datetime.now(UTC).date().replace(day=1) + timedelta(days=62)).replace(day=1)  # always a future pay date
     run = await services.disbursements.run(period, "system:test")
@@ -737,7 +711,7 @@ async def test_a_payment_notice_is_not_shown_before_its_pay_date(
     assert r.json() == {"items": [], "unread_count": 0, "next_cursor": None}
     r = await client.post(f"{INBOX}/{notice['id']}/read", headers=holder["headers"])
     assert r.status_code == 404
-    assert _code(r) == "notification_not_found"
+    assert problem_code(r) == "notification_not_found"
 
 
 # -- dead letters: the guard ---------------------------------------------------------------------------
@@ -747,7 +721,7 @@ async def test_only_administrators_see_the_dead_letters(
     for headers in (operator_headers, cardholder["headers"]):
         r = await client.get("/v1/admin/notifications", headers=headers)
         assert r.status_code == 403
-        assert _code(r) == "forbidden"
+        assert problem_code(r) == "forbidden"
         r = await client.post(f"/v1/admin/notifications/{uuid.uuid4()}/retry", headers=headers)
         assert r.status_code == 403
     assert (await client.get("/v1/admin/notifications")).status_code == 401
@@ -757,3 +731,20 @@ async def test_only_administrators_see_the_dead_letters(
     assert r.json() == {"items": [], "next_cursor": None}
     r = await client.get("/v1/admin/notifications", params={"state": "lost"}, headers=admin_headers)
     assert r.status_code == 400
+
+
+async def test_the_worker_runs_a_requested_disbursement_then_its_notices(
+    services: Services, settings: Settings, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    """The jobs as `socialcard worker` runs them: the run's job queues the announcement, which the
+    same worker then runs."""
+    paid, withheld = await import_pensioners(importer, pool, tmp_path, 2)
+    await _certify_until(pool, paid.id, date.today() + timedelta(days=200))
+
+    run = await services.disbursements.request(date(2026, 9, 1), "admin:test")
+    await asyncio.wait_for(run_worker(settings, drain=True), timeout=120)
+
+    assert (await services.disbursements.view(run["id"]))["state"] == "completed"
+    kinds = {r["person_id"]: r["kind"] for r in await pool.fetch("SELECT person_id, kind FROM notifications")}
+    assert kinds == {paid.id: "payment.paid", withheld.id: "payment.withheld"}
+    assert await pool.fetchval("SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", ANNOUNCE_RUN_JOB) == 0
