@@ -5,6 +5,10 @@ ifeq ($(UV),)
 UV := $(HOME)/.local/bin/uv
 endif
 export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
+# The browser tests (tests/e2e) drive Debian's Chromium: Playwright's own browser download is not reachable from CI.
+# Another build can be named with CHROMIUM=/path (make passes it on to the tests).
+export CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify clean-var
 
@@ -15,7 +19,13 @@ $(UV):
 	$(UV) sync --frozen
 	@touch $@
 
-setup: .venv/.synced
+# Only when missing: apt needs root, and an installed browser is left to the machine's own updates.
+/usr/bin/chromium:
+	@echo "installing Debian's chromium for the browser tests"
+	@$(SUDO) apt-get update -qq
+	@$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+setup: .venv/.synced | $(CHROMIUM)
 	@mkdir -p $(XDG_RUNTIME_DIR)
 
 run: setup  ## start PostgreSQL, S3, migrations, API (127.0.0.1:8000), worker and scheduler; Ctrl-C stops all

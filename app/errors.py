@@ -7,16 +7,11 @@ the caller's language. Nothing reaches the client as a stack trace.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import (
-    HTTPException,
-    NotAuthorizedException,
-    NotFoundException,
-    PermissionDeniedException,
-    ValidationException,
-)
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.i18n import message, request_locale
@@ -87,6 +82,49 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What went wrong, before it is rendered: problem+json for the API, a page for the console."""
+
+    status: int
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] | None = None
+    headers: dict[str, str] | None = None
+
+
+def classify(request: Request[Any, Any, Any], exc: Exception) -> Problem:
+    """Every exception as a Problem; one that is not ours is logged and shown as a 500 without detail."""
+    if isinstance(exc, AppError):
+        # An `errors` parameter is the per-item list (lines of a file), not part of the message.
+        params = dict(exc.params)
+        errors = params.pop("errors", None)
+        return Problem(exc.status, exc.code, params, errors, exc.headers)
+    if isinstance(exc, ValidationException):
+        errors = [
+            {"field": str(e.get("key") or ""), "message": str(e.get("message") or "")}
+            for e in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(e, dict)
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}".strip(": ") for e in errors) or str(exc.detail)
+        return Problem(400, "invalid_body", {"detail": detail}, errors)
+    if isinstance(exc, HTTPException):
+        code = {
+            401: "unauthenticated",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }.get(exc.status_code, "invalid_body")
+        if exc.status_code >= 500:
+            log.error("http error", extra={"status": exc.status_code, "detail": exc.detail})
+        return Problem(
+            exc.status_code, code, {"detail": exc.detail} if code == "invalid_body" else {}, None, exc.headers
+        )
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return Problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error")
+
+
 def problem(
     request: Request[Any, Any, Any],
     status: int,
@@ -113,48 +151,9 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
-    # An `errors` parameter is the per-item list (lines of a file), not part of the message.
-    params = dict(exc.params)
-    errors = params.pop("errors", None)
-    return problem(request, exc.status, exc.code, params, errors=errors, headers=exc.headers)
+def _problem_json(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    found = classify(request, exc)
+    return problem(request, found.status, found.code, found.params, errors=found.errors, headers=found.headers)
 
 
-def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
-    errors = [
-        {"field": str(e.get("key") or ""), "message": str(e.get("message") or "")}
-        for e in (exc.extra if isinstance(exc.extra, list) else [])
-        if isinstance(e, dict)
-    ]
-    detail = "; ".join(f"{e['field']}: {e['message']}".strip(": ") for e in errors) or str(exc.detail)
-    return problem(request, 400, "invalid_body", {"detail": detail}, errors=errors)
-
-
-def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    code = {
-        401: "unauthenticated",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        413: "body_too_large",
-    }.get(exc.status_code, "invalid_body")
-    params = {"detail": exc.detail} if code == "invalid_body" else {}
-    if exc.status_code >= 500:
-        log.error("http error", extra={"status": exc.status_code, "detail": exc.detail})
-    return problem(request, exc.status_code, code, params, headers=exc.headers)
-
-
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unhandled error", extra={"path": request.url.path})
-    return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "internal_error")
-
-
-EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
-    AppError: _app_error,
-    ValidationException: _validation,
-    NotAuthorizedException: _http,
-    PermissionDeniedException: _http,
-    NotFoundException: _http,
-    HTTPException: _http,
-    Exception: _unexpected,
-}
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {Exception: _problem_json}

@@ -154,6 +154,19 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # death records
     "national_id_invalid": ("身份证号码无效。", "This is not a valid national ID number."),
     "person_not_found": ("未找到该身份证号码对应的人员。", "No person is registered with this national ID number."),
+    # the operator console
+    "console_form_expired": (
+        "页面已过期，请刷新后重新提交。",
+        "This page has expired. Reload it and submit again.",
+    ),
+    "person_query_invalid": (
+        "请输入完整的18位身份证号码、11位手机号码或12位社保卡号。",
+        "Type a full 18-character national ID number, an 11-digit phone number or a 12-digit card number.",
+    ),
+    "card_number_invalid": (
+        "社保卡号校验位不符，请核对。",
+        "This card number's check digit is wrong; check the number.",
+    ),
     "not_deceased": (
         "该人员没有登记死亡，无需撤销。",
         "This person is not registered as deceased: nothing to reverse.",

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPluginProtocol
+from litestar.template.config import TemplateConfig
 
 from app.auth.controllers import AuthController
 from app.auth.middleware import bearer_auth_middleware
 from app.cards.controllers import CardController, TerminalQrController
 from app.certification.controllers import CertificationController, ConsentController
+from app.console.controllers import TEMPLATES, console_router
 from app.deaths.controllers import DeathReversalController
 from app.errors import EXCEPTION_HANDLERS
 from app.medical.controllers import MedicalAccountController, TerminalChargeController
@@ -58,8 +62,10 @@ class SocialCardPlugin(InitPluginProtocol):
                 DeviceController,
                 InboxController,
                 NotificationAdminController,
+                console_router(_origin(self.settings.s3_endpoint_url)),
             ]
         )
+        app_config.template_config = TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine)
         app_config.lifespan.append(self.lifespan)
         app_config.dependencies["services"] = Provide(_services, sync_to_thread=False)
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
@@ -82,6 +88,14 @@ class SocialCardPlugin(InitPluginProtocol):
             path="/schema",
         )
         return app_config
+
+
+def _origin(url: str | None) -> str | None:
+    """Where presigned image links point (the console's pages may show images from there)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _services(state: State) -> Services:

@@ -15,6 +15,7 @@ import asyncpg
 from app.auth.service import AuthService
 from app.cards.service import CardService
 from app.certification.service import CertificationService
+from app.console.service import ConsoleService
 from app.persons.service import PersonImporter
 from app.review.service import ReviewService
 from infra.config import Settings
@@ -38,6 +39,7 @@ class Services:
     persons: PersonImporter
     certification: CertificationService
     review: ReviewService
+    console: ConsoleService
     medical: MedicalAccountService
     disbursements: DisbursementService
     deaths: DeathRecords
@@ -58,6 +60,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
         certification=CertificationService(pool, storage, settings, cipher),
         review=ReviewService(pool, storage, settings),
+        console=ConsoleService(pool, settings.lookup_hash_key),
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=DisbursementService(pool, cipher, settings.pension_pay_day, settings.disbursement_batch),
         deaths=DeathRecords(pool, settings.lookup_hash_key),

@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     face_reject_distance: float = 0.6
     face_replay_distance: float = 0.15
     review_claim_s: int = 15 * 60
+    console_idle_s: int = 30 * 60  # a console session ends after this long without a request
     presigned_url_ttl_s: int = 300
     failures_before_review: int = 3
     job_heartbeat_s: int = 30
@@ -241,6 +242,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
         ("NOTIFY_LEASE_S", 60, 1, 3600),
         ("NOTIFY_RETRY_S", 30, 0, 3600),
+        ("CONSOLE_IDLE_S", 30 * 60, 1, 24 * 3600),
     ):
         try:
             numbers[name.lower()] = _number(env, name, default, low, high)
@@ -300,6 +302,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "NOTIFY_MAX_ATTEMPTS": str(settings.notify_max_attempts),
         "NOTIFY_LEASE_S": str(settings.notify_lease_s),
         "NOTIFY_RETRY_S": str(settings.notify_retry_s),
+        "CONSOLE_IDLE_S": str(settings.console_idle_s),
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),

@@ -1,13 +1,20 @@
-"""Test data: valid national IDs and persons, and the real sign-in flow (code read from the dev SMS table)."""
+"""Test data: valid national IDs and persons, the real sign-in flow (code read from the dev SMS table),
+and the API served as a real process."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -15,16 +22,18 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pyotp
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from app.certification.service import settle
 from app.persons.national_id import check_character
 from app.services import Services
-from infra.config import Settings
+from infra.config import Settings, settings_env
 from infra.db import unit_of_work
 
 _seq = itertools.count(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -188,7 +197,7 @@ async def operator_headers_for(
     services: Services, username: str, display_name: str, role: str = "operator"
 ) -> dict[str, str]:
     """A signed-in member of staff (support token: no password round trip, which the auth tests cover)."""
-    await services.auth.create_operator(username, display_name, role, "correct horse battery")
+    await staff_member(services, username, display_name, role)
     pair = await services.auth.support_token(operator=username)
     return {"Authorization": f"Bearer {pair.access_token}"}
 
@@ -204,6 +213,58 @@ async def concurrent_client(settings: Settings) -> AsyncIterator[httpx.AsyncClie
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver.local") as client,
     ):
         yield client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(settings: Settings, workers: int = 2, *, ready_within: float = 60) -> Iterator[str]:
+    """`python -m app.cli serve` (granian, `workers` processes) on a free port with this test's settings;
+    yields its base URL once /health/ready answers 200, and stops it after. Its stderr goes to a file in a
+    temporary folder, quoted in the assertion when it exits or is not ready in time."""
+    port = free_port()
+    env = {**os.environ, **settings_env(settings), "API_PORT": str(port), "API_WORKERS": str(workers)}
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="socialcard-serve-") as folder:
+        log_path = Path(folder) / "serve.stderr"
+        with log_path.open("wb") as stderr:  # the child has its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+        def log() -> str:  # its start (the error; RUST_BACKTRACE=1 appends a long trace) and its end
+            text = log_path.read_text(encoding="utf-8", errors="replace")
+            return (text if len(text) <= 8000 else f"{text[:3000]}\n[...]\n{text[-5000:]}") or "(stderr empty)"
+
+        deadline = time.monotonic() + ready_within
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert process.poll() is None, f"the API exited at start ({process.returncode}):\n{log()}"
+                assert time.monotonic() < deadline, f"the API was not ready within {ready_within:g} s:\n{log()}"
+                time.sleep(0.2)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()  # not left running past the test (and holding the temporary folder's file)
+                process.wait(10)
+                raise
 
 
 def problem_code(r: Any) -> str:
@@ -282,3 +343,38 @@ async def post_charge(
         json={"qr_token": token, "amount_fen": amount_fen, "description": description},
         headers=headers,
     )
+
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def form_token(html: str) -> str:
+    """The form token a console page carries in its forms."""
+    found = _CSRF.search(html)
+    assert found, "the page has no form token"
+    return found.group(1)
+
+
+async def staff_member(services: Services, username: str, display_name: str, role: str = "operator") -> str:
+    """A member of staff with a password (`correct horse battery`); returns their TOTP secret."""
+    return await services.auth.create_operator(username, display_name, role, "correct horse battery")
+
+
+async def console_sign_in(client: Any, username: str, totp_secret: str) -> str:
+    """Sign in to the console through its form, as a browser does; returns the session's form token."""
+    page = await client.get("/console/sign-in")
+    assert page.status_code == 200, page.text
+    r = await client.post(
+        "/console/sign-in",
+        data={
+            "csrf": form_token(page.text),
+            "username": username,
+            "password": "correct horse battery",
+            "totp": pyotp.TOTP(totp_secret).now(),
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    home = await client.get(r.headers["location"])
+    assert home.status_code == 200, home.text
+    return form_token(home.text)

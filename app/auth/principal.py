@@ -23,6 +23,7 @@ class Principal:
     phone: str | None = None
     device_id: str | None = None
     merchant: str | None = None
+    username: str | None = None  # staff: named in the audit rows of what they look at and decide
 
     @property
     def linked_person(self) -> uuid.UUID:
@@ -36,3 +37,8 @@ class Principal:
         """How the audit log names this caller."""
         kind = "account" if self.role == CARDHOLDER else self.role
         return f"{kind}:{self.subject_id}"
+
+    @property
+    def named(self) -> dict[str, str]:
+        """The staff member's username, for an audit row's details: an auditor reads names, not ids."""
+        return {"operator": self.username} if self.username else {}

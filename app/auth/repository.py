@@ -102,6 +102,23 @@ async def mark_refresh_used(uow: UnitOfWork, token_id: uuid.UUID) -> None:
     await uow.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", token_id)
 
 
+async def create_console_session(
+    uow: UnitOfWork, operator_id: uuid.UUID, secret_hash: bytes, expires_at: datetime
+) -> uuid.UUID:
+    session_id: uuid.UUID = await uow.fetchval(
+        """INSERT INTO sessions (principal_kind, principal_id, platform, expires_at, secret_hash, last_seen_at)
+           VALUES ('operator', $1, 'console', $2, $3, now()) RETURNING id""",
+        operator_id,
+        expires_at,
+        secret_hash,
+    )
+    return session_id
+
+
+async def set_operator_locale(uow: UnitOfWork, operator_id: uuid.UUID, locale: str) -> None:
+    await uow.execute("UPDATE operators SET locale = $2 WHERE id = $1", operator_id, locale)
+
+
 async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) -> None:
     await uow.execute(
         "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
@@ -112,7 +129,8 @@ async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) ->
 
 async def operator_by_username(uow: UnitOfWork, username: str) -> asyncpg.Record | None:
     return await uow.fetchrow(
-        """SELECT id, role, password_hash, totp_secret_enc, failed_attempts, locked_until, disabled_at
+        """SELECT id, username, display_name, role, locale, password_hash, totp_secret_enc, failed_attempts,
+                  locked_until, disabled_at
            FROM operators WHERE username = $1 FOR UPDATE""",
         username,
     )
@@ -167,9 +185,22 @@ ACCOUNT_SESSION_SQL = """
     WHERE s.id = $1 AND s.principal_kind = 'account' AND s.revoked_at IS NULL AND s.expires_at > now()"""
 
 OPERATOR_SESSION_SQL = """
-    SELECT o.id AS operator_id, o.role
+    SELECT o.id AS operator_id, o.role, o.username
     FROM sessions s JOIN operators o ON o.id = s.principal_id
     WHERE s.id = $1 AND s.principal_kind = 'operator' AND s.revoked_at IS NULL AND s.expires_at > now()
       AND o.disabled_at IS NULL"""
 
 TERMINAL_SQL = "SELECT merchant, key_hash FROM terminals WHERE id = $1 AND revoked_at IS NULL"
+
+# A console request: the cookie's session, if it was used within the idle limit; using it counts as
+# activity. A session found idle is ended here, so it cannot come back to life.
+CONSOLE_SESSION_SQL = """
+    UPDATE sessions s
+    SET last_seen_at = CASE WHEN s.last_seen_at > now() - make_interval(secs => $2) THEN now() ELSE s.last_seen_at END,
+        revoked_at = CASE WHEN s.last_seen_at > now() - make_interval(secs => $2) THEN NULL ELSE now() END,
+        revoke_reason = CASE WHEN s.last_seen_at > now() - make_interval(secs => $2) THEN NULL ELSE 'idle' END
+    FROM operators o
+    WHERE s.secret_hash = $1 AND o.id = s.principal_id AND s.principal_kind = 'operator'
+      AND s.revoked_at IS NULL AND s.expires_at > now() AND o.disabled_at IS NULL
+    RETURNING s.id AS session_id, s.revoked_at IS NULL AS live, o.id, o.role, o.username,
+              o.display_name, o.locale"""

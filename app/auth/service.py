@@ -40,6 +40,14 @@ class TokenPair:
     expires_in: int
 
 
+@dataclass(frozen=True)
+class ConsoleSession:
+    principal: Principal
+    display_name: str
+    locale: str
+    csrf_token: str  # every console form carries it
+
+
 class AuthService:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, sms: SmsProvider, cipher: FieldCipher) -> None:
         self._pool = pool
@@ -150,29 +158,72 @@ class AuthService:
             await audit.record(uow, principal.actor, "auth.logout", f"session:{principal.session_id}", {})
 
     # -- operators -------------------------------------------------------------------------------
+    async def _verify_operator(self, uow: UnitOfWork, username: str, password: str, totp: str) -> asyncpg.Record:
+        """The operator these credentials prove, or the refusal (a failure is counted and audited)."""
+        row = await repo.operator_by_username(uow, username)
+        if row is None or row["disabled_at"] is not None:
+            # Same cost as a real check, so the answer time does not reveal which usernames exist.
+            await asyncio.to_thread(_verify_password, _dummy_hash(), password)
+            raise Unauthorized("operator_credentials")
+        if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
+            raise TooManyRequests("operator_locked")
+        secret = self._cipher.decrypt_text(row["totp_secret_enc"], "operators.totp_secret")
+        ok = await asyncio.to_thread(_verify_password, row["password_hash"], password)
+        ok = ok and pyotp.TOTP(secret).verify(totp, valid_window=1)
+        actor = f"operator:{row['id']}"
+        if not ok:
+            await repo.record_operator_failure(uow, row["id"], _OPERATOR_LOCK_AFTER, _OPERATOR_LOCK_S)
+            await audit.record(uow, actor, "auth.operator_sign_in_failed", actor, {})
+            raise CommitThenRaise(Unauthorized("operator_credentials"))
+        await repo.reset_operator_failures(uow, row["id"])
+        return row
+
     async def operator_sign_in(self, username: str, password: str, totp: str) -> TokenPair:
         async with unit_of_work(self._pool) as uow:
-            row = await repo.operator_by_username(uow, username)
-            if row is None or row["disabled_at"] is not None:
-                # Same cost as a real check, so the answer time does not reveal which usernames exist.
-                await asyncio.to_thread(_verify_password, _dummy_hash(), password)
-                raise Unauthorized("operator_credentials")
-            if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
-                raise TooManyRequests("operator_locked")
-            secret = self._cipher.decrypt_text(row["totp_secret_enc"], "operators.totp_secret")
-            ok = await asyncio.to_thread(_verify_password, row["password_hash"], password)
-            ok = ok and pyotp.TOTP(secret).verify(totp, valid_window=1)
-            actor = f"operator:{row['id']}"
-            if not ok:
-                await repo.record_operator_failure(uow, row["id"], _OPERATOR_LOCK_AFTER, _OPERATOR_LOCK_S)
-                await audit.record(uow, actor, "auth.operator_sign_in_failed", actor, {})
-                raise CommitThenRaise(Unauthorized("operator_credentials"))
-            await repo.reset_operator_failures(uow, row["id"])
+            row = await self._verify_operator(uow, username, password, totp)
             pair = await self._open_session(
                 uow, "operator", row["id"], None, "console", int(_OPERATOR_SESSION.total_seconds())
             )
+            actor = f"operator:{row['id']}"
             await audit.record(uow, actor, "auth.operator_sign_in", actor, {"role": row["role"]})
         return pair
+
+    # -- the operator console (a cookie session) -------------------------------------------------
+    async def console_sign_in(self, username: str, password: str, totp: str) -> tuple[str, ConsoleSession]:
+        """Open a console session; return the cookie's secret (stored hashed) and the session."""
+        secret, secret_hash = tokens.new_secret_token("cs")
+        async with unit_of_work(self._pool) as uow:
+            row = await self._verify_operator(uow, username, password, totp)
+            session_id = await repo.create_console_session(
+                uow, row["id"], secret_hash, datetime.now(UTC) + _OPERATOR_SESSION
+            )
+            actor = f"operator:{row['id']}"
+            await audit.record(
+                uow, actor, "auth.console_sign_in", actor, {"role": row["role"], "operator": row["username"]}
+            )
+        return secret, self._console_session(session_id, row)
+
+    async def console_session(self, secret: str) -> ConsoleSession | None:
+        """The session behind a console cookie, or None (unknown, signed out, idle or expired)."""
+        row = await self._pool.fetchrow(
+            repo.CONSOLE_SESSION_SQL, tokens.secret_hash(secret), self._settings.console_idle_s
+        )
+        if row is None or not row["live"]:
+            return None
+        return self._console_session(row["session_id"], row)
+
+    def _console_session(self, session_id: uuid.UUID, row: asyncpg.Record) -> ConsoleSession:
+        principal = Principal(row["role"], row["id"], session_id, username=row["username"])
+        return ConsoleSession(
+            principal,
+            row["display_name"],
+            row["locale"],
+            tokens.csrf_token(self._settings.token_signing_key, session_id),
+        )
+
+    async def set_operator_locale(self, principal: Principal, locale: str) -> None:
+        async with unit_of_work(self._pool) as uow:
+            await repo.set_operator_locale(uow, principal.subject_id, locale)
 
     async def create_operator(self, username: str, display_name: str, role: str, password: str) -> str:
         """Create an operator; return the TOTP secret to enrol in an authenticator app (shown once)."""
@@ -248,7 +299,7 @@ class AuthService:
         row = await self._pool.fetchrow(repo.OPERATOR_SESSION_SQL, claims.session_id)
         if row is None:
             return None
-        return Principal(row["role"], row["operator_id"], claims.session_id)
+        return Principal(row["role"], row["operator_id"], claims.session_id, username=row["username"])
 
 
 @functools.cache

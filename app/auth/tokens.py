@@ -68,6 +68,11 @@ def secret_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def csrf_token(key: bytes, session_id: uuid.UUID) -> str:
+    """The console's form token: bound to one session, so a page of another session cannot post."""
+    return _b64(_mac(key, b"csrf:" + session_id.bytes))
+
+
 def new_terminal_key(terminal_id: uuid.UUID) -> tuple[str, bytes]:
     """``tk_<terminal id>.<secret>``: the id finds the row, the secret's hash proves possession."""
     secret = secrets.token_urlsafe(32)

@@ -24,10 +24,12 @@ class ReviewController(Controller):
         self,
         services: Services,
         status: s.ReviewStatus = "needs_review",
+        reason: str | None = None,
+        region: str | None = None,
         cursor: Cursor = None,
         limit: Limit = 20,
     ) -> s.ReviewQueue:
-        return await services.review.queue(status, cursor, limit)
+        return await services.review.queue(status, cursor, limit, reason=reason, region=region)
 
     @post("/{check_id:uuid}/claim", status_code=200, summary="Claim a check for 15 minutes (one operator at a time)")
     async def claim(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Claim:

@@ -12,19 +12,63 @@ from infra.db import Db, UnitOfWork
 REVIEWABLE = ("needs_review", "home_visit")
 
 
-async def queue(db: Db, status: str, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+_FILTERS = """k.status = $1 AND ($2::text IS NULL OR $2 = ANY(k.reasons)) AND ($3::text IS NULL OR p.region = $3)"""
+
+
+async def queue(
+    db: Db,
+    status: str,
+    reason: str | None,
+    region: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
     """Oldest first; keyset pagination on (submitted_at, id) stays correct while checks leave the queue."""
     return await db.fetch(
-        """SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
+        f"""SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
+                  k.claimed_until > now() AS claim_live, o.display_name AS claimed_by_name,
                   p.region, p.national_id_masked AS masked_national_id
            FROM certification_checks k JOIN persons p ON p.id = k.person_id
-           WHERE k.status = $1 AND ($2::timestamptz IS NULL OR (k.submitted_at, k.id) > ($2, $3::uuid))
-           ORDER BY k.submitted_at, k.id LIMIT $4""",
+           LEFT JOIN operators o ON o.id = k.claimed_by
+           WHERE {_FILTERS} AND ($4::timestamptz IS NULL OR (k.submitted_at, k.id) > ($4, $5::uuid))
+           ORDER BY k.submitted_at, k.id LIMIT $6""",
         status,
+        reason,
+        region,
         after[0] if after else None,
         after[1] if after else None,
         limit,
     )
+
+
+async def claim_next(
+    uow: UnitOfWork, operator_id: uuid.UUID, reason: str | None, region: str | None, claim_s: int
+) -> uuid.UUID | None:
+    """Claim the oldest waiting check nobody holds; two operators asking at once get different checks."""
+    claimed: uuid.UUID | None = await uow.fetchval(
+        f"""UPDATE certification_checks SET claimed_by = $4, claimed_until = now() + make_interval(secs => $5)
+            WHERE id = (
+                SELECT k.id FROM certification_checks k JOIN persons p ON p.id = k.person_id
+                WHERE {_FILTERS} AND (k.claimed_by IS NULL OR k.claimed_until < now())
+                ORDER BY k.submitted_at, k.id LIMIT 1 FOR UPDATE OF k SKIP LOCKED)
+            RETURNING id""",
+        "needs_review",
+        reason,
+        region,
+        operator_id,
+        claim_s,
+    )
+    return claimed
+
+
+async def regions(db: Db) -> list[str]:
+    """The regions that have checks waiting, for the queue's filter."""
+    rows = await db.fetch(
+        """SELECT DISTINCT p.region FROM certification_checks k JOIN persons p ON p.id = k.person_id
+           WHERE k.status = ANY($1::text[]) ORDER BY 1""",
+        list(REVIEWABLE),
+    )
+    return [row["region"] for row in rows]
 
 
 async def claim(uow: UnitOfWork, check_id: uuid.UUID, operator_id: uuid.UUID, claim_s: int) -> datetime | None:

@@ -21,6 +21,7 @@ class QueuedCheck(Body):
     region: str
     masked_national_id: str
     claimed_by: uuid.UUID | None
+    claimed_by_name: str | None
     claimed_until: datetime | None
 
 

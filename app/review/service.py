@@ -34,8 +34,10 @@ class ReviewService:
         self._storage = storage
         self._settings = settings
 
-    async def queue(self, status: str, cursor: str | None, limit: int) -> s.ReviewQueue:
-        rows = await repo.queue(self._pool, status, after(cursor, datetime, uuid.UUID), limit + 1)
+    async def queue(
+        self, status: str, cursor: str | None, limit: int, *, reason: str | None = None, region: str | None = None
+    ) -> s.ReviewQueue:
+        rows = await repo.queue(self._pool, status, reason, region, after(cursor, datetime, uuid.UUID), limit + 1)
         shown, next_cursor = page(rows, limit, lambda row: (row["submitted_at"], row["id"]))
         return s.ReviewQueue(items=[to_schema(s.QueuedCheck, row) for row in shown], next_cursor=next_cursor)
 
@@ -49,8 +51,19 @@ class ReviewService:
                 if row["status"] not in repo.REVIEWABLE:
                     raise Conflict("check_not_reviewable")
                 raise Conflict("check_claimed", operator=row["claimed_by_name"] or "")
-            await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", {})
+            await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
         return until
+
+    async def claim_next(self, principal: Principal, reason: str | None, region: str | None) -> uuid.UUID | None:
+        """Claim the oldest waiting check that nobody holds (None when there is none)."""
+        async with unit_of_work(self._pool) as uow:
+            check_id = await repo.claim_next(uow, principal.subject_id, reason, region, self._settings.review_claim_s)
+            if check_id is not None:
+                await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
+        return check_id
+
+    async def regions(self) -> list[str]:
+        return await repo.regions(self._pool)
 
     async def view(self, principal: Principal, check_id: uuid.UUID) -> s.CheckForReview:
         """The check with short-lived links to its frames and the reference photo; the look is audited
@@ -72,7 +85,12 @@ class ReviewService:
                 principal.actor,
                 "biometric.viewed",
                 f"check:{check_id}",
-                {"person": str(row["person_id"]), "frames": len(frame_keys), "reference": reference_key is not None},
+                {
+                    "person": str(row["person_id"]),
+                    "frames": len(frame_keys),
+                    "reference": reference_key is not None,
+                    **principal.named,
+                },
             )
         # Signing is local (no request to S3), but botocore's signer is blocking code: one hop off the loop.
         frame_urls, reference_url = await asyncio.to_thread(
@@ -97,6 +115,10 @@ class ReviewService:
             await repo.record_decision(uow, check_id, status, decision, reason, reasons, principal.actor)
             await settle(uow, row["person_id"], check_id, status, reasons, principal.actor)
             await audit.record(
-                uow, principal.actor, "review.decided", f"check:{check_id}", {"decision": decision, "reason": reason}
+                uow,
+                principal.actor,
+                "review.decided",
+                f"check:{check_id}",
+                {"decision": decision, "reason": reason, **principal.named},
             )
         return status

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -18,47 +13,15 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
 from app.jobs import run_worker
-from infra.config import Settings, settings_env
+from infra.config import Settings
 from infra.jobs import PURGE_EXPIRED, enqueue_once
-from tests.factories import sample_person
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.factories import sample_person, serving
 
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, **settings_env(settings), "API_PORT": str(port), "API_WORKERS": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, "the API exited at start"
-            assert time.monotonic() < deadline, "the API was not ready within 60 s"
-            time.sleep(0.2)
+    with serving(settings, workers=2) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 async def test_otp_limit_holds_across_two_api_workers(api: str, pool: asyncpg.Pool) -> None:

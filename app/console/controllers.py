@@ -1,0 +1,386 @@
+"""The operator console: server-rendered pages under /console, for operators, auditors and administrators.
+
+Who sees what: operators and administrators review checks, find people and watch runs; administrators
+also send dead-letter notifications again; auditors read the audit log and nothing else.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, Response, Router, get, post
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+from app.auth.principal import ADMIN, AUDITOR, OPERATOR
+from app.auth.service import ConsoleSession
+from app.console import session as cs
+from app.console.forms import (
+    DecisionForm,
+    LanguageForm,
+    NextCheckForm,
+    SearchForm,
+    SignInForm,
+    TokenForm,
+    read_form,
+)
+from app.console.service import PersonQuery
+from app.console.text import label, reason_label, status_label
+from app.errors import AppError, BadRequest, Conflict, classify
+from app.i18n import message, request_locale
+from app.review.schemas import ReviewStatus
+from app.services import Services
+from infra.crypto import mask_phone
+from notifications.templates import day, money, render
+
+REVIEWERS = (OPERATOR, ADMIN)
+STATIC = Path(__file__).parent / "static"
+TEMPLATES = Path(__file__).parent / "templates"
+HOME = {OPERATOR: "/console/queue", ADMIN: "/console/queue", AUDITOR: "/console/audit"}
+_SIGN_IN_TOKEN_S = 30 * 60
+_SESSION_COOKIE_S = 8 * 3600  # the session's own limit; idleness ends it sooner, server-side
+
+
+def _see_other(path: str, **query: str) -> Redirect:
+    shown = {k: v for k, v in query.items() if v}
+    return Redirect(path + ("?" + urlencode(shown) if shown else ""), status_code=HTTP_303_SEE_OTHER)
+
+
+def _local_path(target: str) -> str:
+    """Only a console page may follow sign-in: never another site (`//host`) or another part of this one."""
+    if target.startswith("/console") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/console"
+
+
+def _page(
+    request: Request[Any, Any, Any], name: str, *, status: int = 200, locale: str | None = None, **context: Any
+) -> Template:
+    session: ConsoleSession | None = request.state.get("console")
+    locale = locale or (session.locale if session else request_locale(request))
+    return Template(
+        template_name=name,
+        status_code=status,
+        context={
+            "t": lambda key, **params: label(key, locale, **params),
+            "status_label": lambda status: status_label(status, locale),
+            "reason_label": lambda code: reason_label(code, locale),
+            "money": lambda fen: money(fen, locale),
+            "day": lambda value: day(value.isoformat()[:10], locale) if value else "",
+            "locale": locale,
+            "session": session,
+            "path": request.url.path,
+            "full_path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            "home": HOME.get(session.principal.role, "/console") if session else "/console",
+            "now": datetime.now(UTC),
+            **context,
+        },
+    )
+
+
+class SignInController(Controller):
+    path = "/"
+
+    @get("/sign-in")
+    async def sign_in_page(self, request: Request[Any, Any, Any], next: str = "") -> Template:
+        return self._form(request, _local_path(next))
+
+    @post("/sign-in")
+    async def sign_in(self, request: Request[Any, Any, Any], services: Services) -> Response[Any] | Template:
+        form = await read_form(request, SignInForm)
+        expected = request.cookies.get(cs.PRE_SIGN_IN_COOKIE, "")
+        if not expected or not secrets.compare_digest(form.csrf, expected):
+            return self._form(request, _local_path(form.next), error="console_form_expired", status=403)
+        try:
+            secret, session = await services.auth.console_sign_in(
+                form.username.strip(), form.password, form.totp.strip()
+            )
+        except AppError as exc:
+            return self._form(
+                request, _local_path(form.next), error=exc.code, status=exc.status, username=form.username
+            )
+        response = _see_other(_local_path(form.next) if form.next else HOME[session.principal.role])
+        cs.set_cookie(response, request, cs.COOKIE, secret, _SESSION_COOKIE_S)
+        cs.clear_cookie(response, cs.PRE_SIGN_IN_COOKIE)
+        return response
+
+    def _form(
+        self,
+        request: Request[Any, Any, Any],
+        next_path: str,
+        *,
+        error: str | None = None,
+        status: int = 200,
+        username: str = "",
+    ) -> Template:
+        token = secrets.token_urlsafe(24)
+        locale = request_locale(request)
+        page = _page(
+            request,
+            "sign_in.html",
+            status=status,
+            locale=locale,
+            csrf=token,
+            next=next_path,
+            username=username,
+            error=message(error, locale) if error else None,
+        )
+        cs.set_cookie(page, request, cs.PRE_SIGN_IN_COOKIE, token, _SIGN_IN_TOKEN_S)  # type: ignore[arg-type]
+        return page
+
+
+class SessionController(Controller):
+    path = "/"
+    guards = [cs.requires_console(OPERATOR, AUDITOR, ADMIN)]
+
+    @get("/")
+    async def home(self, request: Request[Any, Any, Any]) -> Redirect:
+        return _see_other(HOME[cs.session_of(request).principal.role])
+
+    @post("/sign-out")
+    async def sign_out(self, request: Request[Any, Any, Any], services: Services) -> Redirect:
+        await read_form(request, TokenForm)
+        await services.auth.logout(cs.session_of(request).principal)
+        response = _see_other("/console/sign-in")
+        cs.clear_cookie(response, cs.COOKIE)
+        return response
+
+    @post("/language")
+    async def language(self, request: Request[Any, Any, Any], services: Services) -> Redirect:
+        form = await read_form(request, LanguageForm)
+        await services.auth.set_operator_locale(cs.session_of(request).principal, form.locale)
+        return _see_other(_local_path(form.next))
+
+
+class ReviewPages(Controller):
+    path = "/"
+    guards = [cs.requires_console(*REVIEWERS)]
+
+    @get("/queue")
+    async def queue(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        status: ReviewStatus = "needs_review",
+        reason: str = "",
+        region: str = "",
+        cursor: str | None = None,
+        note: str = "",
+    ) -> Template:
+        page = await services.review.queue(status, cursor, 50, reason=reason or None, region=region or None)
+        return _page(
+            request,
+            "queue.html",
+            page=page,
+            shown_status=status,
+            reason=reason,
+            region=region,
+            regions=await services.review.regions(),
+            reason_codes=REVIEW_REASONS,
+            note=label(note, cs.session_of(request).locale) if note in _QUEUE_NOTES else None,
+        )
+
+    @post("/queue/next")
+    async def claim_next(self, request: Request[Any, Any, Any], services: Services) -> Redirect:
+        form = await read_form(request, NextCheckForm)
+        check_id = await services.review.claim_next(
+            cs.session_of(request).principal, form.reason or None, form.region or None
+        )
+        if check_id is None:
+            return _see_other("/console/queue", reason=form.reason, region=form.region, note="queue_empty")
+        return _see_other(f"/console/checks/{check_id}")
+
+    @post("/checks/{check_id:uuid}/claim")
+    async def claim(self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Redirect:
+        await read_form(request, TokenForm)
+        await services.review.claim(cs.session_of(request).principal, check_id)
+        return _see_other(f"/console/checks/{check_id}")
+
+    @get("/checks/{check_id:uuid}")
+    async def check(self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
+        return await self._check_page(request, services, check_id)
+
+    @post("/checks/{check_id:uuid}/decision")
+    async def decide(
+        self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect | Template:
+        form = await read_form(request, DecisionForm)
+        try:
+            if len(form.reason.strip()) < 3:
+                raise BadRequest("reason_required")
+            await services.review.decide(cs.session_of(request).principal, check_id, form.decision, form.reason.strip())
+        except BadRequest as exc:
+            return await self._check_page(request, services, check_id, form=form, error=exc, status=400)
+        return _see_other("/console/queue", note="decided")
+
+    async def _check_page(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        check_id: uuid.UUID,
+        *,
+        form: DecisionForm | None = None,
+        error: AppError | None = None,
+        status: int = 200,
+    ) -> Template:
+        session = cs.session_of(request)
+        try:
+            check = await services.review.view(session.principal, check_id)
+        except Conflict as exc:
+            if exc.code != "claim_required":
+                raise
+            return _page(request, "check_unclaimed.html", status=409, check_id=check_id)
+        settings = services.settings
+        distance = check.scores.get("match_distance")
+        return _page(
+            request,
+            "check.html",
+            status=status,
+            check=check,
+            detected={d.action: d for d in check.detected_actions},
+            distance=distance,
+            accept=settings.face_accept_distance,
+            reject=settings.face_reject_distance,
+            band=_band(distance, settings.face_accept_distance, settings.face_reject_distance),
+            reviewable=check.status in ("needs_review", "home_visit"),
+            form=form,
+            error=message(error.code, session.locale, **error.params) if error else None,
+        )
+
+
+def _band(distance: float | None, accept: float, reject: float) -> str:
+    if distance is None:
+        return "band_none"
+    if distance <= accept:
+        return "band_accept"
+    return "band_review" if distance <= reject else "band_reject"
+
+
+_QUEUE_NOTES = ("decided", "queue_empty")
+REVIEW_REASONS = (
+    "replayed_media",
+    "match_uncertain",
+    "reference_missing",
+    "repeated_failures",
+)
+
+
+class PersonPages(Controller):
+    path = "/persons"
+    guards = [cs.requires_console(*REVIEWERS)]
+
+    @get("/")
+    async def search_page(self, request: Request[Any, Any, Any]) -> Template:
+        return _page(request, "persons.html", found=None, shown="")
+
+    @post("/", status_code=200)
+    async def search(self, request: Request[Any, Any, Any], services: Services) -> Template:
+        """A post, not a query string: the number typed must not land in URLs, history or access logs."""
+        session = cs.session_of(request)
+        try:
+            query = PersonQuery.parse((await read_form(request, SearchForm)).q)
+        except BadRequest as exc:
+            return _page(
+                request, "persons.html", status=400, found=None, shown="", error=message(exc.code, session.locale)
+            )
+        found = await services.console.search(session.principal, query)
+        return _page(request, "persons.html", found=found, shown=query.shown)
+
+    @get("/{person_id:uuid}")
+    async def person(self, person_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
+        session = cs.session_of(request)
+        record = await services.console.person(session.principal, person_id)
+        notices = [(row, render(row["kind"], session.locale, row["params"]).title) for row in record.notifications]
+        return _page(request, "person.html", record=record, notices=notices, phone=mask_phone(record.person["phone"]))
+
+
+class OperationsPages(Controller):
+    path = "/"
+
+    @get("/runs", guards=[cs.requires_console(*REVIEWERS)])
+    async def runs(self, request: Request[Any, Any, Any], services: Services) -> Template:
+        return _page(request, "runs.html", runs=await services.console.runs())
+
+    @get("/runs/{run_id:uuid}", guards=[cs.requires_console(*REVIEWERS)])
+    async def run(self, run_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
+        return _page(request, "run.html", run=await services.disbursements.view(run_id))
+
+    @get("/notifications", guards=[cs.requires_console(ADMIN)])
+    async def dead_letters(self, request: Request[Any, Any, Any], services: Services, note: str = "") -> Template:
+        rows = await services.notifications.deliveries("dead", None, 200)
+        return _page(request, "dead_letters.html", rows=rows, note=note == "retried")
+
+    @post("/notifications/{delivery_id:uuid}/retry", guards=[cs.requires_console(ADMIN)])
+    async def retry(self, delivery_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Redirect:
+        await read_form(request, TokenForm)
+        await services.notifications.retry(cs.session_of(request).principal.actor, delivery_id)
+        return _see_other("/console/notifications", note="retried")
+
+    @get("/audit", guards=[cs.requires_console(AUDITOR)])
+    async def audit(self, request: Request[Any, Any, Any], services: Services, before: int | None = None) -> Template:
+        found = await services.console.audit_log(cs.session_of(request).principal, before)
+        return _page(request, "audit.html", log=found)
+
+
+# -- errors: a page in the operator's language, not problem+json: a person at a browser reads it -----
+def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, cs.SignInRequired):
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        response = _see_other("/console/sign-in", next=back if request.method == "GET" else "")
+        cs.clear_cookie(response, cs.COOKIE)
+        return response
+    found = classify(request, exc)
+    session: ConsoleSession | None = request.state.get("console")
+    locale = session.locale if session else request_locale(request)
+    page = _page(
+        request, "error.html", status=found.status, locale=locale, text=message(found.code, locale, **found.params)
+    )
+    if found.headers:
+        page.headers.update(found.headers)
+    return page
+
+
+def _security_headers(response: Response[Any]) -> Response[Any]:
+    """No caching of pages with personal data, no framing, and images only from here and the object store."""
+    response.headers.update(
+        {
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+    )
+    return response
+
+
+def console_router(s3_origin: str | None) -> Router:
+    images = f"'self' {s3_origin}" if s3_origin else "'self' https:"
+    csp = (
+        f"default-src 'self'; img-src {images}; style-src 'self'; script-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+    def after(response: Response[Any]) -> Response[Any]:
+        response.headers["Content-Security-Policy"] = csp
+        return _security_headers(response)
+
+    return Router(
+        path="/console",
+        route_handlers=[
+            SignInController,
+            SessionController,
+            ReviewPages,
+            PersonPages,
+            OperationsPages,
+            create_static_files_router(path="/static", directories=[STATIC], name="console_static"),
+        ],
+        exception_handlers={Exception: _error_page},
+        after_request=after,
+        include_in_schema=False,
+    )

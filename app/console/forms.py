@@ -1,0 +1,59 @@
+"""The console's form bodies: msgspec Structs, unknown fields refused, like every API body."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from litestar import Request
+
+from app.errors import BadRequest
+from app.schemas import Body
+
+F = TypeVar("F", bound=Body)
+
+
+class SignInForm(Body):
+    csrf: str
+    username: str
+    password: str
+    totp: str
+    next: str = ""
+
+
+class TokenForm(Body):
+    """A post that carries nothing but its form token (claim, sign out, retry)."""
+
+    csrf: str
+
+
+class LanguageForm(Body):
+    csrf: str
+    locale: Literal["zh-CN", "en"]
+    next: str = ""
+
+
+class NextCheckForm(Body):
+    csrf: str
+    reason: str = ""
+    region: str = ""
+
+
+class SearchForm(Body):
+    csrf: str
+    q: str
+
+
+class DecisionForm(Body):
+    csrf: str
+    decision: Literal["approve", "reject", "home_visit"]
+    reason: str = ""
+
+
+async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:
+    """The posted form as `form`; a field missing, unknown or out of its choices is a 400 with the field named."""
+    values = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+    try:
+        return msgspec.convert(values, form)
+    except msgspec.ValidationError as exc:
+        raise BadRequest("invalid_body", detail=str(exc)) from None

@@ -1,0 +1,85 @@
+"""The console's browser session: an HttpOnly cookie, a form token on every post, role guards.
+
+The console never looks at a bearer token: a cardholder's or an operator's API token opens no page.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from app.auth.service import ConsoleSession
+from app.errors import Forbidden
+from app.services import Services
+
+COOKIE = "console_session"
+PRE_SIGN_IN_COOKIE = "console_sign_in"  # the sign-in form's token, before any session exists
+PATH = "/console"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+ConsoleGuard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+class SignInRequired(Exception):
+    """No live console session: the browser is sent to the sign-in page."""
+
+
+class FormTokenInvalid(Forbidden):
+    code = "console_form_expired"
+
+
+def session_of(request: ASGIConnection[Any, Any, Any, Any]) -> ConsoleSession:
+    """The session the guard resolved for this request."""
+    session: ConsoleSession = request.state.console
+    return session
+
+
+def requires_console(*roles: str) -> ConsoleGuard:
+    """A live console session of one of these roles; on a post, the session's form token as well."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        secret = connection.cookies.get(COOKIE)
+        services: Services = connection.app.state.services
+        session = await services.auth.console_session(secret) if secret else None
+        if session is None:
+            raise SignInRequired()
+        connection.state.console = session
+        if session.principal.role not in roles:
+            raise Forbidden()
+        if isinstance(connection, Request) and connection.method not in SAFE_METHODS:
+            await check_form_token(connection, session.csrf_token)
+
+    return guard
+
+
+async def check_form_token(request: Request[Any, Any, Any], expected: str) -> None:
+    """A post must come from a console page: same origin, and the form token that page was given.
+    (SameSite=Strict already keeps the cookie off cross-site posts; this holds even where it does not.)"""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise FormTokenInvalid()
+    sent = (await request.form()).get("csrf")
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+        raise FormTokenInvalid()
+
+
+def set_cookie(response: Response[Any], request: Request[Any, Any, Any], name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        path=PATH,
+        max_age=max_age,
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="strict",
+    )
+
+
+def clear_cookie(response: Response[Any], name: str) -> None:
+    response.delete_cookie(name, path=PATH)

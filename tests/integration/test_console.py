@@ -1,0 +1,206 @@
+"""The operator console over HTTP (the browser tests in tests/e2e drive the same pages in Chromium):
+sessions, form tokens, roles, the audited person search, runs, dead letters and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pyotp
+
+from app.services import Services
+from tests.factories import (
+    bearer,
+    console_sign_in,
+    form_token,
+    import_pensioners,
+    sign_in,
+    staff_member,
+)
+
+
+async def test_no_session_and_api_tokens_get_no_console_page(
+    client: Any, services: Services, pool: asyncpg.Pool, operator_headers: dict[str, str]
+) -> None:
+    for path in ("/console", "/console/queue", "/console/persons", "/console/audit"):
+        r = await client.get(path, follow_redirects=False)
+        assert r.status_code == 303, (path, r.status_code)
+        assert r.headers["location"].startswith("/console/sign-in?next=")
+    # A bearer token is the API's credential, not the console's: neither a cardholder's nor an operator's opens a page.
+    tokens = await sign_in(client, pool, "13912345678")
+    for headers in (bearer(tokens["access_token"]), operator_headers):
+        r = await client.get("/console/queue", headers=headers, follow_redirects=False)
+        assert r.status_code == 303
+        assert "审核队列" not in r.text
+    r = await client.post("/console/checks/" + str(uuid.uuid4()) + "/claim", headers=operator_headers)
+    assert r.status_code == 200  # followed to the sign-in page
+    assert r.url.path == "/console/sign-in"
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'review.claimed'") == 0
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_refuses_wrong_codes(
+    client: Any, services: Services, pool: asyncpg.Pool
+) -> None:
+    secret = await staff_member(services, "carol", "Carol Operator")
+    page = await client.get("/console/sign-in", headers={"Accept-Language": "en"})
+    assert 'for="totp"' in page.text  # every control has its label
+    r = await client.post(
+        "/console/sign-in",
+        data={
+            "csrf": form_token(page.text),
+            "username": "carol",
+            "password": "correct horse battery",
+            "totp": "000000",
+        },
+        headers={"Accept-Language": "en"},
+    )
+    assert r.status_code == 401
+    assert "Wrong username, password or authenticator code." in r.text
+    assert "console_session" not in r.headers.get("set-cookie", "")
+    # A sign-in form from elsewhere (no token of ours) is refused before the password is looked at.
+    r = await client.post(
+        "/console/sign-in",
+        data={
+            "csrf": "forged",
+            "username": "carol",
+            "password": "correct horse battery",
+            "totp": pyotp.TOTP(secret).now(),
+        },
+    )
+    assert r.status_code == 403
+    page = await client.get("/console/sign-in")
+    r = await client.post(
+        "/console/sign-in",
+        data={
+            "csrf": form_token(page.text),
+            "username": "carol",
+            "password": "correct horse battery",
+            "totp": pyotp.TOTP(secret).now(),
+            "next": "https://evil.example/console",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == "/console"  # never off-site
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("console_session="))
+    assert "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    assert "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over TLS the cookie is Secure
+    queue = await client.get("/console/queue")
+    assert queue.status_code == 200
+    assert queue.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in queue.headers["content-security-policy"]
+    audit = await pool.fetchrow("SELECT details FROM audit_log WHERE action = 'auth.console_sign_in'")
+    assert audit["details"] == {"role": "operator", "operator": "carol"}
+
+
+async def test_posts_need_the_session_form_token(client: Any, services: Services, pool: asyncpg.Pool) -> None:
+    secret = await staff_member(services, "dan", "Dan Operator")
+    csrf = await console_sign_in(client, "dan", secret)
+    r = await client.post("/console/language", data={"locale": "en", "next": "/console/queue"})
+    assert r.status_code == 403
+    r = await client.post("/console/language", data={"csrf": "x" + csrf, "locale": "en", "next": "/console/queue"})
+    assert r.status_code == 403
+    assert "页面已过期" in r.text
+    r = await client.post(
+        "/console/language",
+        data={"csrf": csrf, "locale": "en", "next": "/console/queue"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert r.status_code == 403
+    r = await client.post("/console/language", data={"csrf": csrf, "locale": "en", "next": "/console/queue"})
+    assert r.status_code == 200
+    assert "Review queue" in r.text  # the operator's choice, kept with their account
+    assert await pool.fetchval("SELECT locale FROM operators WHERE username = 'dan'") == "en"
+
+
+async def test_idle_sessions_end_and_sign_out_ends_the_session(
+    client: Any, services: Services, pool: asyncpg.Pool
+) -> None:
+    secret = await staff_member(services, "erin", "Erin Operator")
+    csrf = await console_sign_in(client, "erin", secret)
+    await pool.execute("UPDATE sessions SET last_seen_at = now() - interval '29 minutes' WHERE platform = 'console'")
+    assert (await client.get("/console/queue", follow_redirects=False)).status_code == 200  # and counts as activity
+    await pool.execute("UPDATE sessions SET last_seen_at = now() - interval '31 minutes' WHERE platform = 'console'")
+    r = await client.get("/console/queue", follow_redirects=False)
+    assert r.status_code == 303
+    assert await pool.fetchval("SELECT revoke_reason FROM sessions WHERE platform = 'console'") == "idle"
+    await pool.execute("UPDATE sessions SET last_seen_at = now() WHERE platform = 'console'")
+    assert (await client.get("/console/queue", follow_redirects=False)).status_code == 303  # ended for good
+
+    csrf = await console_sign_in(client, "erin", secret)
+    r = await client.post("/console/sign-out", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    assert (await client.get("/console/queue", follow_redirects=False)).status_code == 303
+
+
+async def test_roles_see_their_own_pages(client: Any, services: Services, pool: asyncpg.Pool) -> None:
+    auditor = await staff_member(services, "frank", "Frank Auditor", "auditor")
+    await console_sign_in(client, "frank", auditor)
+    assert (await client.get("/console/queue")).status_code == 403
+    assert (await client.get("/console/persons")).status_code == 403
+    assert (await client.get("/console/notifications")).status_code == 403
+    log = await client.get("/console/audit")
+    assert log.status_code == 200
+    assert "审计链完整" in log.text
+    assert 'action="/console/' not in log.text.replace('action="/console/language"', "").replace(
+        'action="/console/sign-out"', ""
+    )  # read-only: no form but language and sign-out
+
+    operator = await staff_member(services, "gina", "Gina Operator")
+    await client.post("/console/sign-out", data={"csrf": form_token(log.text)})
+    await console_sign_in(client, "gina", operator)
+    assert (await client.get("/console/audit")).status_code == 403
+    assert (await client.get("/console/notifications")).status_code == 403
+    assert (await client.get("/console/runs")).status_code == 200
+
+
+async def test_a_person_search_is_audited_and_shows_only_masked_numbers(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    [pensioner] = await import_pensioners(importer, pool, tmp_path, 1)
+    secret = await staff_member(services, "hana", "Hana Operator")
+    csrf = await console_sign_in(client, "hana", secret)
+
+    async def search(q: str) -> Any:
+        return await client.post("/console/persons", data={"csrf": csrf, "q": q}, headers={"Accept-Language": "en"})
+
+    r = await search(pensioner.national_id)
+    assert r.status_code == 200
+    assert pensioner.national_id not in r.text
+    masked = pensioner.national_id[:6] + "********" + pensioner.national_id[-4:]
+    assert masked in r.text
+    person_id = await pool.fetchval("SELECT id FROM persons")
+    assert f"/console/persons/{person_id}" in r.text
+    card = await pool.fetchval("SELECT card_number FROM cards")
+    by_card = await search(card)
+    assert f"/console/persons/{person_id}" in by_card.text
+    by_phone = await search(pensioner.phone)
+    assert f"/console/persons/{person_id}" in by_phone.text
+    bad = await search("1101")
+    assert bad.status_code == 400
+    assert "请输入完整的18位身份证号码" in bad.text  # in the operator's language; never a search on a fragment
+    assert 'name="q"' in bad.text
+    wrong = await search(card[:-1] + str((int(card[-1]) + 1) % 10))
+    assert wrong.status_code == 400
+    view = await client.get(f"/console/persons/{person_id}")
+    assert view.status_code == 200
+    assert pensioner.national_id not in view.text
+    assert pensioner.phone not in view.text
+    assert card in view.text
+    searches = await pool.fetch(
+        "SELECT actor, subject, details FROM audit_log WHERE action = 'person.searched' ORDER BY id"
+    )
+    assert [row["subject"] for row in searches] == [
+        f"national_id:{masked}",
+        f"card_number:{card}",
+        f"phone:{pensioner.phone[:3]}****{pensioner.phone[-4:]}",
+    ]
+    assert all(row["details"]["operator"] == "hana" for row in searches)
+    assert all(pensioner.national_id not in str(row) for row in await pool.fetch("SELECT * FROM audit_log"))
+    viewed = await pool.fetchrow("SELECT subject, details FROM audit_log WHERE action = 'person.viewed'")
+    assert viewed["subject"] == f"person:{person_id}"
+    assert viewed["details"] == {"operator": "hana"}
