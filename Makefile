@@ -20,10 +20,12 @@ $(UV):
 	@touch $@
 
 # Only when missing: apt needs root, and an installed browser is left to the machine's own updates.
+# A Chinese font too, so that the console's zh-CN pages (and their screenshots) show characters, not boxes.
 /usr/bin/chromium:
-	@echo "installing Debian's chromium for the browser tests"
+	@echo "installing Debian's chromium and a Chinese font for the browser tests"
 	@$(SUDO) apt-get update -qq
-	@$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+	@$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium fonts-wqy-microhei >/dev/null
 
 setup: .venv/.synced | $(CHROMIUM)
 	@mkdir -p $(XDG_RUNTIME_DIR)

@@ -3,6 +3,7 @@ and the API served as a real process."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import av
 import httpx
 import pyotp
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from app.certification.service import settle
+from app.jobs import run_worker
 from app.persons.national_id import check_character
 from app.services import Services
 from infra.config import Settings, settings_env
@@ -378,3 +381,47 @@ async def console_sign_in(client: Any, username: str, totp_secret: str) -> str:
     home = await client.get(r.headers["location"])
     assert home.status_code == 200, home.text
     return form_token(home.text)
+
+
+def video_frame(video: Path, index: int, folder: Path) -> Path:
+    """Frame `index` of a video as a JPEG file (a reference photo taken from the clip itself)."""
+    with av.open(str(video)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                path = folder / f"{video.stem}-{index}.jpg"
+                frame.to_image().save(path, "JPEG", quality=92)
+                return path
+    raise AssertionError(f"{video} has fewer than {index + 1} frames")
+
+
+async def certify(
+    client: Any, pool: asyncpg.Pool, who: Applicant, actions: list[str] | None, video: bytes
+) -> dict[str, Any]:
+    """Ask for a challenge, fix its actions (the draw is random), submit, run the worker, read the check."""
+    r = await client.post("/v1/certifications/challenges", headers=who.headers)
+    assert r.status_code == 201, r.text
+    challenge = r.json()
+    if actions is not None:
+        await pool.execute(
+            "UPDATE certification_challenges SET actions = $2 WHERE id = $1", uuid.UUID(challenge["id"]), actions
+        )
+    r = await client.post(
+        f"/v1/certifications/challenges/{challenge['id']}/submission",
+        files={"video": ("selfie.mp4", video, "video/mp4")},
+        headers=who.headers,
+    )
+    assert r.status_code == 202, r.text
+    return await finished(client, pool, who, r.json()["check_id"])
+
+
+async def finished(client: Any, pool: asyncpg.Pool, who: Applicant, check_id: str) -> dict[str, Any]:
+    settings = client.app.state.services.settings
+    await asyncio.wait_for(run_worker(settings, drain=True), timeout=180)
+    r = await client.get(f"/v1/certifications/checks/{check_id}", headers=who.headers)
+    assert r.status_code == 200, r.text
+    check: dict[str, Any] = r.json()
+    row = await pool.fetchrow(
+        "SELECT scores, worker_outcome FROM certification_checks WHERE id = $1", uuid.UUID(check_id)
+    )
+    check["scores"], check["worker_outcome"] = row["scores"], row["worker_outcome"]
+    return check

@@ -37,6 +37,7 @@ from app.i18n import message, request_locale
 from app.review.schemas import ReviewStatus
 from app.services import Services
 from infra.crypto import mask_phone
+from notifications.rules import LOCAL_TZ
 from notifications.templates import day, money, render
 
 REVIEWERS = (OPERATOR, ADMIN)
@@ -73,6 +74,7 @@ def _page(
             "reason_label": lambda code: reason_label(code, locale),
             "money": lambda fen: money(fen, locale),
             "day": lambda value: day(value.isoformat()[:10], locale) if value else "",
+            "local": lambda at, fmt: at.astimezone(LOCAL_TZ).strftime(fmt) if at else "",
             "locale": locale,
             "session": session,
             "path": request.url.path,

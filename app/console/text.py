@@ -132,6 +132,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "subject": ("对象", "Subject"),
     "details": ("详情", "Details"),
     "older": ("更早的记录", "Older entries"),
+    "times_in": ("时间均为北京时间。", "Times are China Standard Time (UTC+8)."),
     "error": ("出错了", "Something went wrong"),
     "back_to_console": ("返回管理台", "Back to the console"),
     "blink": ("眨眼", "blink"),

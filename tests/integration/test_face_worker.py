@@ -21,26 +21,14 @@ import pytest
 from PIL import Image
 
 from app.certification.rules import add_months
-from app.jobs import run_worker
 from app.services import Services
 from infra.config import Settings, settings_env
 from tests.conftest import FACES
-from tests.factories import Applicant, applicant, operator_headers_for
+from tests.factories import applicant, certify, finished, operator_headers_for, video_frame
 
 pytestmark = pytest.mark.skipif(not FACES.exists(), reason="../shared/faces is not beside this clone")
 VIDEOS = FACES / "video"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def video_frame(video: Path, index: int, folder: Path) -> Path:
-    """Frame `index` of a video as a JPEG file (a reference photo taken from the clip itself)."""
-    with av.open(str(video)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i == index:
-                path = folder / f"{video.stem}-{index}.jpg"
-                frame.to_image().save(path, "JPEG", quality=92)
-                return path
-    raise AssertionError(f"{video} has fewer than {index + 1} frames")
 
 
 def still_video(photo: Path) -> bytes:
@@ -62,39 +50,6 @@ def still_video(photo: Path) -> bytes:
         for packet in stream.encode():
             out.mux(packet)
     return buffer.getvalue()
-
-
-async def certify(
-    client: Any, pool: asyncpg.Pool, who: Applicant, actions: list[str] | None, video: bytes
-) -> dict[str, Any]:
-    """Ask for a challenge, fix its actions (the draw is random), submit, run the worker, read the check."""
-    r = await client.post("/v1/certifications/challenges", headers=who.headers)
-    assert r.status_code == 201, r.text
-    challenge = r.json()
-    if actions is not None:
-        await pool.execute(
-            "UPDATE certification_challenges SET actions = $2 WHERE id = $1", uuid.UUID(challenge["id"]), actions
-        )
-    r = await client.post(
-        f"/v1/certifications/challenges/{challenge['id']}/submission",
-        files={"video": ("selfie.mp4", video, "video/mp4")},
-        headers=who.headers,
-    )
-    assert r.status_code == 202, r.text
-    return await finished(client, pool, who, r.json()["check_id"])
-
-
-async def finished(client: Any, pool: asyncpg.Pool, who: Applicant, check_id: str) -> dict[str, Any]:
-    settings = client.app.state.services.settings
-    await asyncio.wait_for(run_worker(settings, drain=True), timeout=180)
-    r = await client.get(f"/v1/certifications/checks/{check_id}", headers=who.headers)
-    assert r.status_code == 200, r.text
-    check: dict[str, Any] = r.json()
-    row = await pool.fetchrow(
-        "SELECT scores, worker_outcome FROM certification_checks WHERE id = $1", uuid.UUID(check_id)
-    )
-    check["scores"], check["worker_outcome"] = row["scores"], row["worker_outcome"]
-    return check
 
 
 async def fetch(url: str) -> httpx.Response:
@@ -285,7 +240,11 @@ async def test_the_same_upload_twice_goes_to_review_as_replayed_media(
     assert check["status"] == "failed"
     assert "review_rejected" in codes(check)
     decided = await pool.fetchrow("SELECT details FROM audit_log WHERE action = 'review.decided'")
-    assert decided["details"] == {"decision": "reject", "reason": "identical file to the previous submission"}
+    assert decided["details"] == {
+        "decision": "reject",
+        "reason": "identical file to the previous submission",
+        "operator": "alice",
+    }
     assert (await client.get("/v1/review/checks", headers=alice)).json()["items"] == []
 
 
