@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -121,6 +122,10 @@ def classify(request: Request[Any, Any, Any], exc: Exception) -> Problem:
         return Problem(
             exc.status_code, code, {"detail": exc.detail} if code == "invalid_body" else {}, None, exc.headers
         )
+    if isinstance(exc, asyncpg.DataError):
+        # A value PostgreSQL cannot take (a NUL character, a number beyond 64 bits): the input's fault.
+        log.warning("value refused by the database", extra={"path": request.url.path, "error": type(exc).__name__})
+        return Problem(400, "invalid_body", {"detail": "a value cannot be stored"})
     log.exception("unhandled error", extra={"path": request.url.path})
     return Problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error")
 
@@ -151,9 +156,6 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _problem_json(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def problem_json(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     found = classify(request, exc)
     return problem(request, found.status, found.code, found.params, errors=found.errors, headers=found.headers)
-
-
-EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {Exception: _problem_json}

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPluginProtocol
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
 from app.auth.controllers import AuthController
 from app.auth.middleware import bearer_auth_middleware
 from app.cards.controllers import CardController, TerminalQrController
 from app.certification.controllers import CertificationController, ConsentController
-from app.console.controllers import TEMPLATES, console_router
+from app.console.controllers import TEMPLATES, console_router, error_page
+from app.console.session import PATH as CONSOLE_PATH
+from app.console.session import security_headers
 from app.deaths.controllers import DeathReversalController
-from app.errors import EXCEPTION_HANDLERS
+from app.errors import problem_json
 from app.medical.controllers import MedicalAccountController, TerminalChargeController
 from app.notifications.controllers import DeviceController, InboxController, NotificationAdminController
 from app.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
@@ -62,17 +65,18 @@ class SocialCardPlugin(InitPluginProtocol):
                 DeviceController,
                 InboxController,
                 NotificationAdminController,
-                console_router(_origin(self.settings.s3_endpoint_url)),
+                console_router(),
             ]
         )
         app_config.template_config = TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine)
         app_config.lifespan.append(self.lifespan)
         app_config.dependencies["services"] = Provide(_services, sync_to_thread=False)
-        app_config.exception_handlers.update(EXCEPTION_HANDLERS)
+        app_config.exception_handlers[Exception] = _render_error
         app_config.middleware[:0] = [
             request_id_middleware,
             bearer_auth_middleware,
         ]
+        app_config.before_send.append(security_headers(_origin(self.settings.s3_endpoint_url)))
         app_config.openapi_config = OpenAPIConfig(
             title="Social security card and pension certification API",
             version="1.0.0",
@@ -88,6 +92,15 @@ class SocialCardPlugin(InitPluginProtocol):
             path="/schema",
         )
         return app_config
+
+
+def _render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Errors are mapped once (app.errors.classify) and shown as the caller reads them: a page in the
+    console's browser, problem+json everywhere else."""
+    path = request.url.path
+    if path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"):
+        return error_page(request, exc)
+    return problem_json(request, exc)
 
 
 def _origin(url: str | None) -> str | None:

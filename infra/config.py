@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     face_replay_distance: float = 0.15
     review_claim_s: int = 15 * 60
     console_idle_s: int = 30 * 60  # a console session ends after this long without a request
+    # The console's public origin behind a TLS proxy (https://console.example): posts must come from it,
+    # and its cookie is Secure. Unset, the request's own scheme and Host decide.
+    console_origin: str | None = None
     presigned_url_ttl_s: int = 300
     failures_before_review: int = 3
     job_heartbeat_s: int = 30
@@ -250,6 +254,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(str(exc))
     if {"db_pool_min", "db_pool_max"} <= numbers.keys() and numbers["db_pool_min"] > numbers["db_pool_max"]:
         problems.append("DB_POOL_MIN must not exceed DB_POOL_MAX")
+    console_origin = env.get("CONSOLE_ORIGIN") or None
+    if console_origin is not None and not re.fullmatch(r"https?://[^/\s]+", console_origin):
+        problems.append(
+            f"CONSOLE_ORIGIN must be a scheme and host such as https://console.example, got {console_origin!r}"
+        )
     certification = _certification(env, problems)
     fcm = _fcm(env, problems)
     if problems:
@@ -271,6 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         qr_signing_key=keys["qr_signing_key"],
         data_encryption_key=keys["data_encryption_key"],
         lookup_hash_key=keys["lookup_hash_key"],
+        console_origin=console_origin,
         **numbers,  # type: ignore[arg-type]
         **certification,  # type: ignore[arg-type]
         **fcm,  # type: ignore[arg-type]
@@ -303,6 +313,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "NOTIFY_LEASE_S": str(settings.notify_lease_s),
         "NOTIFY_RETRY_S": str(settings.notify_retry_s),
         "CONSOLE_IDLE_S": str(settings.console_idle_s),
+        "CONSOLE_ORIGIN": settings.console_origin or "",
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),

@@ -115,6 +115,14 @@ async def create_console_session(
     return session_id
 
 
+async def end_console_session(uow: UnitOfWork, secret_hash: bytes, reason: str) -> None:
+    await uow.execute(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE secret_hash = $1 AND revoked_at IS NULL",
+        secret_hash,
+        reason,
+    )
+
+
 async def set_operator_locale(uow: UnitOfWork, operator_id: uuid.UUID, locale: str) -> None:
     await uow.execute("UPDATE operators SET locale = $2 WHERE id = $1", operator_id, locale)
 
@@ -195,12 +203,16 @@ TERMINAL_SQL = "SELECT merchant, key_hash FROM terminals WHERE id = $1 AND revok
 # A console request: the cookie's session, if it was used within the idle limit; using it counts as
 # activity. A session found idle is ended here, so it cannot come back to life.
 CONSOLE_SESSION_SQL = """
+    WITH found AS (
+        SELECT s.id, s.last_seen_at > now() - make_interval(secs => $2) AS live
+        FROM sessions s JOIN operators o ON o.id = s.principal_id
+        WHERE s.secret_hash = $1 AND s.principal_kind = 'operator' AND s.revoked_at IS NULL
+          AND s.expires_at > now() AND o.disabled_at IS NULL
+    )
     UPDATE sessions s
-    SET last_seen_at = CASE WHEN s.last_seen_at > now() - make_interval(secs => $2) THEN now() ELSE s.last_seen_at END,
-        revoked_at = CASE WHEN s.last_seen_at > now() - make_interval(secs => $2) THEN NULL ELSE now() END,
-        revoke_reason = CASE WHEN s.last_seen_at > now() - make_interval(secs => $2) THEN NULL ELSE 'idle' END
-    FROM operators o
-    WHERE s.secret_hash = $1 AND o.id = s.principal_id AND s.principal_kind = 'operator'
-      AND s.revoked_at IS NULL AND s.expires_at > now() AND o.disabled_at IS NULL
-    RETURNING s.id AS session_id, s.revoked_at IS NULL AS live, o.id, o.role, o.username,
-              o.display_name, o.locale"""
+    SET last_seen_at = CASE WHEN f.live THEN now() ELSE s.last_seen_at END,
+        revoked_at = CASE WHEN f.live THEN NULL ELSE now() END,
+        revoke_reason = CASE WHEN f.live THEN NULL ELSE 'idle' END
+    FROM found f, operators o
+    WHERE s.id = f.id AND o.id = s.principal_id
+    RETURNING s.id AS session_id, f.live, o.id, o.role, o.username, o.display_name, o.locale"""

@@ -28,6 +28,7 @@ from notifications.templates import sms_text
 
 PHONE = re.compile(r"1[3-9][0-9]{9}")
 _OPERATOR_SESSION = timedelta(hours=8)
+OPERATOR_SESSION_S = int(_OPERATOR_SESSION.total_seconds())  # staff sign-ins, API or console cookie
 _OPERATOR_LOCK_AFTER = 5
 _OPERATOR_LOCK_S = 15 * 60
 _hasher = PasswordHasher()
@@ -181,19 +182,22 @@ class AuthService:
     async def operator_sign_in(self, username: str, password: str, totp: str) -> TokenPair:
         async with unit_of_work(self._pool) as uow:
             row = await self._verify_operator(uow, username, password, totp)
-            pair = await self._open_session(
-                uow, "operator", row["id"], None, "console", int(_OPERATOR_SESSION.total_seconds())
-            )
+            pair = await self._open_session(uow, "operator", row["id"], None, "console", OPERATOR_SESSION_S)
             actor = f"operator:{row['id']}"
             await audit.record(uow, actor, "auth.operator_sign_in", actor, {"role": row["role"]})
         return pair
 
     # -- the operator console (a cookie session) -------------------------------------------------
-    async def console_sign_in(self, username: str, password: str, totp: str) -> tuple[str, ConsoleSession]:
-        """Open a console session; return the cookie's secret (stored hashed) and the session."""
+    async def console_sign_in(
+        self, username: str, password: str, totp: str, replacing: str | None = None
+    ) -> tuple[str, ConsoleSession]:
+        """Open a console session; return the cookie's secret (stored hashed) and the session. The session
+        of the cookie the browser came with (`replacing`) ends: a new sign-in never leaves an old one behind."""
         secret, secret_hash = tokens.new_secret_token("cs")
         async with unit_of_work(self._pool) as uow:
             row = await self._verify_operator(uow, username, password, totp)
+            if replacing:
+                await repo.end_console_session(uow, tokens.secret_hash(replacing), "signed_in_again")
             session_id = await repo.create_console_session(
                 uow, row["id"], secret_hash, datetime.now(UTC) + _OPERATOR_SESSION
             )

@@ -6,25 +6,27 @@ also send dead-letter notifications again; auditors read the audit log and nothi
 
 from __future__ import annotations
 
+import posixpath
 import secrets
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
 from litestar import Controller, Request, Response, Router, get, post
+from litestar.params import Parameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from app.auth.principal import ADMIN, AUDITOR, OPERATOR
-from app.auth.service import ConsoleSession
+from app.auth.service import OPERATOR_SESSION_S, ConsoleSession
 from app.console import session as cs
 from app.console.forms import (
+    ClaimNextForm,
     DecisionForm,
     LanguageForm,
-    NextCheckForm,
     SearchForm,
     SignInForm,
     TokenForm,
@@ -33,7 +35,7 @@ from app.console.forms import (
 from app.console.service import PersonQuery
 from app.console.text import label, reason_label, status_label
 from app.errors import AppError, BadRequest, Conflict, classify
-from app.i18n import message, request_locale
+from app.i18n import CARD_STATUS_NAMES, message, request_locale
 from app.review.schemas import ReviewStatus
 from app.services import Services
 from infra.crypto import mask_phone
@@ -43,9 +45,17 @@ from notifications.templates import day, money, render
 REVIEWERS = (OPERATOR, ADMIN)
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
-HOME = {OPERATOR: "/console/queue", ADMIN: "/console/queue", AUDITOR: "/console/audit"}
+# The menu: (page, label, who sees it); the first page a role sees is its home.
+MENU = (
+    ("/console/queue", "queue", REVIEWERS),
+    ("/console/persons", "persons", REVIEWERS),
+    ("/console/runs", "runs", REVIEWERS),
+    ("/console/notifications", "dead_letters", (ADMIN,)),
+    ("/console/audit", "audit", (AUDITOR,)),
+)
+HOME = {role: next(path for path, _, roles in MENU if role in roles) for role in (OPERATOR, ADMIN, AUDITOR)}
+QUEUE_NOTES = ("decided", "queue_empty")
 _SIGN_IN_TOKEN_S = 30 * 60
-_SESSION_COOKIE_S = 8 * 3600  # the session's own limit; idleness ends it sooner, server-side
 
 
 def _see_other(path: str, **query: str) -> Redirect:
@@ -53,11 +63,20 @@ def _see_other(path: str, **query: str) -> Redirect:
     return Redirect(path + ("?" + urlencode(shown) if shown else ""), status_code=HTTP_303_SEE_OTHER)
 
 
+def _full_path(request: Request[Any, Any, Any]) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def _local_path(target: str) -> str:
-    """Only a console page may follow sign-in: never another site (`//host`) or another part of this one."""
-    if target.startswith("/console") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/console"
+    """Only a console page may follow sign-in or a language change: never another site (`//host`,
+    `https://…`) nor another part of this one (`/console/../v1`)."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target or not parts.path.startswith("/"):
+        return cs.PATH
+    path = posixpath.normpath(parts.path)
+    if path != cs.PATH and not path.startswith(cs.PATH + "/"):
+        return cs.PATH
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _page(
@@ -75,11 +94,14 @@ def _page(
             "money": lambda fen: money(fen, locale),
             "day": lambda value: day(value.isoformat()[:10], locale) if value else "",
             "local": lambda at, fmt: at.astimezone(LOCAL_TZ).strftime(fmt) if at else "",
+            "card_status": lambda status: CARD_STATUS_NAMES[status][1 if locale == "en" else 0],
+            "withheld": lambda reason: message(f"withheld.{reason}", locale),
             "locale": locale,
             "session": session,
+            "menu": [(path, key) for path, key, roles in MENU if session and session.principal.role in roles],
             "path": request.url.path,
-            "full_path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-            "home": HOME.get(session.principal.role, "/console") if session else "/console",
+            "full_path": _full_path(request),
+            "home": HOME[session.principal.role] if session else cs.PATH,
             "now": datetime.now(UTC),
             **context,
         },
@@ -96,19 +118,18 @@ class SignInController(Controller):
     @post("/sign-in")
     async def sign_in(self, request: Request[Any, Any, Any], services: Services) -> Response[Any] | Template:
         form = await read_form(request, SignInForm)
-        expected = request.cookies.get(cs.PRE_SIGN_IN_COOKIE, "")
-        if not expected or not secrets.compare_digest(form.csrf, expected):
+        if not cs.same_token(form.csrf, request.cookies.get(cs.PRE_SIGN_IN_COOKIE, "")) or not form.csrf:
             return self._form(request, _local_path(form.next), error="console_form_expired", status=403)
         try:
             secret, session = await services.auth.console_sign_in(
-                form.username.strip(), form.password, form.totp.strip()
+                form.username.strip(), form.password, form.totp.strip(), replacing=request.cookies.get(cs.COOKIE)
             )
         except AppError as exc:
             return self._form(
                 request, _local_path(form.next), error=exc.code, status=exc.status, username=form.username
             )
         response = _see_other(_local_path(form.next) if form.next else HOME[session.principal.role])
-        cs.set_cookie(response, request, cs.COOKIE, secret, _SESSION_COOKIE_S)
+        cs.set_cookie(response, request, cs.COOKIE, secret, OPERATOR_SESSION_S)
         cs.clear_cookie(response, cs.PRE_SIGN_IN_COOKIE)
         return response
 
@@ -133,7 +154,7 @@ class SignInController(Controller):
             username=username,
             error=message(error, locale) if error else None,
         )
-        cs.set_cookie(page, request, cs.PRE_SIGN_IN_COOKIE, token, _SIGN_IN_TOKEN_S)  # type: ignore[arg-type]
+        cs.set_cookie(page, request, cs.PRE_SIGN_IN_COOKIE, token, _SIGN_IN_TOKEN_S)
         return page
 
 
@@ -183,14 +204,13 @@ class ReviewPages(Controller):
             shown_status=status,
             reason=reason,
             region=region,
-            regions=await services.review.regions(),
-            reason_codes=REVIEW_REASONS,
-            note=label(note, cs.session_of(request).locale) if note in _QUEUE_NOTES else None,
+            choices=await services.review.filter_choices(),
+            note=label(note, cs.session_of(request).locale) if note in QUEUE_NOTES else None,
         )
 
     @post("/queue/next")
     async def claim_next(self, request: Request[Any, Any, Any], services: Services) -> Redirect:
-        form = await read_form(request, NextCheckForm)
+        form = await read_form(request, ClaimNextForm)
         check_id = await services.review.claim_next(
             cs.session_of(request).principal, form.reason or None, form.region or None
         )
@@ -212,8 +232,9 @@ class ReviewPages(Controller):
     async def decide(
         self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
     ) -> Redirect | Template:
-        form = await read_form(request, DecisionForm)
+        form: DecisionForm | None = None
         try:
+            form = await read_form(request, DecisionForm)
             if len(form.reason.strip()) < 3:
                 raise BadRequest("reason_required")
             await services.review.decide(cs.session_of(request).principal, check_id, form.decision, form.reason.strip())
@@ -252,7 +273,7 @@ class ReviewPages(Controller):
             band=_band(distance, settings.face_accept_distance, settings.face_reject_distance),
             reviewable=check.status in ("needs_review", "home_visit"),
             form=form,
-            error=message(error.code, session.locale, **error.params) if error else None,
+            error=_text(request, error.code, error.params) if error else None,
         )
 
 
@@ -262,15 +283,6 @@ def _band(distance: float | None, accept: float, reject: float) -> str:
     if distance <= accept:
         return "band_accept"
     return "band_review" if distance <= reject else "band_reject"
-
-
-_QUEUE_NOTES = ("decided", "queue_empty")
-REVIEW_REASONS = (
-    "replayed_media",
-    "match_uncertain",
-    "reference_missing",
-    "repeated_failures",
-)
 
 
 class PersonPages(Controller):
@@ -289,7 +301,7 @@ class PersonPages(Controller):
             query = PersonQuery.parse((await read_form(request, SearchForm)).q)
         except BadRequest as exc:
             return _page(
-                request, "persons.html", status=400, found=None, shown="", error=message(exc.code, session.locale)
+                request, "persons.html", status=400, found=None, shown="", error=_text(request, exc.code, exc.params)
             )
         found = await services.console.search(session.principal, query)
         return _page(request, "persons.html", found=found, shown=query.shown)
@@ -325,55 +337,38 @@ class OperationsPages(Controller):
         return _see_other("/console/notifications", note="retried")
 
     @get("/audit", guards=[cs.requires_console(AUDITOR)])
-    async def audit(self, request: Request[Any, Any, Any], services: Services, before: int | None = None) -> Template:
+    async def audit(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        before: Annotated[int | None, Parameter(ge=1, le=2**63 - 1)] = None,
+    ) -> Template:
         found = await services.console.audit_log(cs.session_of(request).principal, before)
         return _page(request, "audit.html", log=found)
 
 
 # -- errors: a page in the operator's language, not problem+json: a person at a browser reads it -----
-def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Every refusal under /console (unknown pages and methods too, from the app's handler)."""
     if isinstance(exc, cs.SignInRequired):
-        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        response = _see_other("/console/sign-in", next=back if request.method == "GET" else "")
+        response = _see_other("/console/sign-in", next=_full_path(request) if request.method == "GET" else "")
         cs.clear_cookie(response, cs.COOKIE)
         return response
     found = classify(request, exc)
-    session: ConsoleSession | None = request.state.get("console")
-    locale = session.locale if session else request_locale(request)
-    page = _page(
-        request, "error.html", status=found.status, locale=locale, text=message(found.code, locale, **found.params)
-    )
+    page = _page(request, "error.html", status=found.status, text=_text(request, found.code, found.params))
     if found.headers:
         page.headers.update(found.headers)
     return page
 
 
-def _security_headers(response: Response[Any]) -> Response[Any]:
-    """No caching of pages with personal data, no framing, and images only from here and the object store."""
-    response.headers.update(
-        {
-            "Cache-Control": "no-store",
-            "X-Frame-Options": "DENY",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        }
-    )
-    return response
+def _text(request: Request[Any, Any, Any], code: str, params: dict[str, Any]) -> str:
+    session: ConsoleSession | None = request.state.get("console")
+    return message(code, session.locale if session else request_locale(request), **params)
 
 
-def console_router(s3_origin: str | None) -> Router:
-    images = f"'self' {s3_origin}" if s3_origin else "'self' https:"
-    csp = (
-        f"default-src 'self'; img-src {images}; style-src 'self'; script-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
-
-    def after(response: Response[Any]) -> Response[Any]:
-        response.headers["Content-Security-Policy"] = csp
-        return _security_headers(response)
-
+def console_router() -> Router:
     return Router(
-        path="/console",
+        path=cs.PATH,
         route_handlers=[
             SignInController,
             SessionController,
@@ -382,7 +377,5 @@ def console_router(s3_origin: str | None) -> Router:
             OperationsPages,
             create_static_files_router(path="/static", directories=[STATIC], name="console_static"),
         ],
-        exception_handlers={Exception: _error_page},
-        after_request=after,
         include_in_schema=False,
     )

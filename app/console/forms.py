@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request
@@ -33,7 +33,7 @@ class LanguageForm(Body):
     next: str = ""
 
 
-class NextCheckForm(Body):
+class ClaimNextForm(Body):
     csrf: str
     reason: str = ""
     region: str = ""
@@ -47,7 +47,7 @@ class SearchForm(Body):
 class DecisionForm(Body):
     csrf: str
     decision: Literal["approve", "reject", "home_visit"]
-    reason: str = ""
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""  # as the API's decision body
 
 
 async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:

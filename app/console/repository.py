@@ -8,9 +8,8 @@ import asyncpg
 
 from infra.db import Db
 
-_PERSON = """SELECT p.id, p.name, p.national_id_masked, p.phone, p.region, p.birth_date, p.locale, p.vital_status,
-                    p.date_of_death, p.certified_until, p.reference_photo_key IS NOT NULL AS has_reference,
-                    c.card_number, c.status AS card_status, c.issued_on, c.activated_at,
+_PERSON = """SELECT p.id, p.name, p.national_id_masked, p.phone, p.region, p.birth_date, p.vital_status,
+                    p.date_of_death, p.certified_until, c.card_number, c.status AS card_status, c.issued_on,
                     e.monthly_amount_fen, e.status AS pension_status, e.bank_account_masked
              FROM persons p LEFT JOIN cards c ON c.person_id = p.id
              LEFT JOIN pension_entitlements e ON e.person_id = p.id"""

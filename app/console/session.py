@@ -8,19 +8,19 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Message, Scope
 
 from app.auth.service import ConsoleSession
 from app.errors import Forbidden
 from app.services import Services
 
+PATH = "/console"
 COOKIE = "console_session"
 PRE_SIGN_IN_COOKIE = "console_sign_in"  # the sign-in form's token, before any session exists
-PATH = "/console"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 ConsoleGuard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
@@ -58,28 +58,60 @@ def requires_console(*roles: str) -> ConsoleGuard:
     return guard
 
 
+def same_token(sent: object, expected: str) -> bool:
+    return isinstance(sent, str) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
 async def check_form_token(request: Request[Any, Any, Any], expected: str) -> None:
-    """A post must come from a console page: same origin, and the form token that page was given.
+    """A post must come from a console page: its own origin, and the form token that page was given.
     (SameSite=Strict already keeps the cookie off cross-site posts; this holds even where it does not.)"""
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+    if origin and origin != "null" and origin != _own_origin(request):
         raise FormTokenInvalid()
-    sent = (await request.form()).get("csrf")
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+    if not same_token((await request.form()).get("csrf"), expected):
         raise FormTokenInvalid()
+
+
+def _own_origin(request: Request[Any, Any, Any]) -> str:
+    configured: str | None = request.app.state.services.settings.console_origin
+    return configured or f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def set_cookie(response: Response[Any], request: Request[Any, Any, Any], name: str, value: str, max_age: int) -> None:
-    response.set_cookie(
-        name,
-        value,
-        path=PATH,
-        max_age=max_age,
-        httponly=True,
-        secure=request.url.scheme == "https",
-        samesite="strict",
-    )
+    secure = request.url.scheme == "https" or _own_origin(request).startswith("https://")
+    response.set_cookie(name, value, path=PATH, max_age=max_age, httponly=True, secure=secure, samesite="strict")
 
 
 def clear_cookie(response: Response[Any], name: str) -> None:
     response.delete_cookie(name, path=PATH)
+
+
+def security_headers(s3_origin: str | None) -> Callable[[Message, Scope], Awaitable[None]]:
+    """A before-send hook (it sees every answer, unknown paths included) that gives each answer under
+    /console: no caching of personal data, no framing, nothing run or loaded from elsewhere but the
+    object store's presigned images."""
+    images = f"'self' {s3_origin}" if s3_origin else "'self' https:"
+    headers = [
+        (
+            b"content-security-policy",
+            (
+                f"default-src 'self'; img-src {images}; style-src 'self'; script-src 'self'; "
+                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            ).encode(),
+        ),
+        (b"cache-control", b"no-store"),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+    names = {name for name, _ in headers}
+
+    async def hook(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start":
+            return
+        path: str = scope["path"]
+        if path == PATH or path.startswith(PATH + "/"):
+            kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+            message["headers"] = [*kept, *headers]
+
+    return hook

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from app.certification.reasons import explain
-from app.i18n import LOCALES
 
 LABELS: dict[str, tuple[str, str]] = {
     # key: (zh-CN, en)
@@ -34,7 +33,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "person": ("人员", "Person"),
     "claimed_by": ("处理人", "Claimed by"),
     "claim": ("领取", "Claim"),
-    "open": ("打开", "Open"),
     "claim_next": ("领取下一条", "Claim the next check"),
     "next_page": ("下一页", "Next page"),
     "queue_empty": ("没有待领取的审核记录。", "No check is waiting to be claimed."),
@@ -101,7 +99,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "bank_status": ("银行状态", "Bank"),
     "notifications": ("消息", "Notifications"),
     "created": ("创建时间", "Created"),
-    "shown_from": ("显示时间", "Shown from"),
     "read": ("已读", "Read"),
     "deliveries": ("发送", "Deliveries"),
     "none": ("无", "None"),
@@ -114,6 +111,12 @@ LABELS: dict[str, tuple[str, str]] = {
     "paid": ("已发放", "Paid"),
     "withheld": ("暂停发放", "Withheld"),
     "back_pay": ("补发", "Back-pay"),
+    "monthly": ("月度发放", "Monthly"),
+    "pension_active": ("正常发放", "being paid"),
+    "pension_stopped": ("已停发", "stopped"),
+    "bank_pending": ("待银行确认", "sent to the bank"),
+    "bank_confirmed": ("银行已入账", "credited"),
+    "bank_returned": ("银行退回", "returned"),
     "returned": ("银行退回", "Returned by the bank"),
     "count": ("笔数", "Count"),
     "no_runs": ("还没有发放批次。", "No run yet."),
@@ -122,7 +125,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "last_error": ("最后的错误", "Last error"),
     "retry": ("重新发送", "Send again"),
     "retried": ("已重新排队发送。", "Queued to be sent again."),
-    "admin_retries": ("只有管理员可以重新发送。", "Only an administrator can send again."),
     "no_dead_letters": ("没有发送失败的消息。", "No undelivered notification."),
     "chain_intact": ("审计链完整：已校验{rows}条记录。", "The audit chain is intact: {rows} rows verified."),
     "chain_broken": ("审计链在第{row}条记录处断开：{reason}", "The audit chain breaks at row {row}: {reason}"),
@@ -167,7 +169,3 @@ def status_label(status: str, locale: str) -> str:
 
 def reason_label(code: str, locale: str) -> str:
     return explain(code, locale).text
-
-
-def chosen_locale(value: str | None, default: str) -> str:
-    return value if value in LOCALES else default

@@ -26,7 +26,7 @@ async def queue(
     """Oldest first; keyset pagination on (submitted_at, id) stays correct while checks leave the queue."""
     return await db.fetch(
         f"""SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
-                  k.claimed_until > now() AS claim_live, o.display_name AS claimed_by_name,
+                  o.display_name AS claimed_by_name,
                   p.region, p.national_id_masked AS masked_national_id
            FROM certification_checks k JOIN persons p ON p.id = k.person_id
            LEFT JOIN operators o ON o.id = k.claimed_by
@@ -44,7 +44,13 @@ async def queue(
 async def claim_next(
     uow: UnitOfWork, operator_id: uuid.UUID, reason: str | None, region: str | None, claim_s: int
 ) -> uuid.UUID | None:
-    """Claim the oldest waiting check nobody holds; two operators asking at once get different checks."""
+    """Claim the oldest waiting check nobody holds; two operators asking at once get different checks.
+    The operator's other claims on waiting checks are let go: one moves on to the next, not onto a pile."""
+    await uow.execute(
+        """UPDATE certification_checks SET claimed_by = NULL, claimed_until = NULL
+           WHERE claimed_by = $1 AND status = 'needs_review' AND claimed_until > now()""",
+        operator_id,
+    )
     claimed: uuid.UUID | None = await uow.fetchval(
         f"""UPDATE certification_checks SET claimed_by = $4, claimed_until = now() + make_interval(secs => $5)
             WHERE id = (
@@ -61,14 +67,18 @@ async def claim_next(
     return claimed
 
 
-async def regions(db: Db) -> list[str]:
-    """The regions that have checks waiting, for the queue's filter."""
-    rows = await db.fetch(
-        """SELECT DISTINCT p.region FROM certification_checks k JOIN persons p ON p.id = k.person_id
-           WHERE k.status = ANY($1::text[]) ORDER BY 1""",
+async def filter_choices(db: Db) -> asyncpg.Record:
+    """The reasons and regions of the checks waiting for a person: what the queue can be filtered by."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        """SELECT coalesce(array_agg(DISTINCT r.reason ORDER BY r.reason), '{}') AS reasons,
+                  coalesce(array_agg(DISTINCT p.region ORDER BY p.region), '{}') AS regions
+           FROM certification_checks k JOIN persons p ON p.id = k.person_id
+           LEFT JOIN LATERAL unnest(k.reasons) AS r (reason) ON true
+           WHERE k.status = ANY($1::text[])""",
         list(REVIEWABLE),
     )
-    return [row["region"] for row in rows]
+    assert row is not None  # an aggregate always returns its row
+    return row
 
 
 async def claim(uow: UnitOfWork, check_id: uuid.UUID, operator_id: uuid.UUID, claim_s: int) -> datetime | None:

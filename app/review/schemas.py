@@ -55,6 +55,7 @@ class CheckForReview(Body):
     masked_national_id: str
     region: str
     claimed_until: datetime | None
+    media_purged: bool  # the video and its frames were deleted at the end of the retention period
     frame_urls: list[str]
     reference_url: str | None
     urls_expire_in: int

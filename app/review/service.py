@@ -62,8 +62,8 @@ class ReviewService:
                 await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
         return check_id
 
-    async def regions(self) -> list[str]:
-        return await repo.regions(self._pool)
+    async def filter_choices(self) -> asyncpg.Record:
+        return await repo.filter_choices(self._pool)
 
     async def view(self, principal: Principal, check_id: uuid.UUID) -> s.CheckForReview:
         """The check with short-lived links to its frames and the reference photo; the look is audited
@@ -99,7 +99,14 @@ class ReviewService:
                 self._storage.presigned_get(reference_key, ttl) if reference_key else None,
             )
         )
-        return to_schema(s.CheckForReview, row, frame_urls=frame_urls, reference_url=reference_url, urls_expire_in=ttl)
+        return to_schema(
+            s.CheckForReview,
+            row,
+            frame_urls=frame_urls,
+            reference_url=reference_url,
+            urls_expire_in=ttl,
+            media_purged=purged,
+        )
 
     async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
         status, shown_reason = DECISIONS[decision]

@@ -204,3 +204,51 @@ async def test_a_person_search_is_audited_and_shows_only_masked_numbers(
     viewed = await pool.fetchrow("SELECT subject, details FROM audit_log WHERE action = 'person.viewed'")
     assert viewed["subject"] == f"person:{person_id}"
     assert viewed["details"] == {"operator": "hana"}
+
+
+async def test_bad_input_gets_a_page_in_the_operators_language_never_a_500(
+    client: Any, services: Services, pool: asyncpg.Pool
+) -> None:
+    secret = await staff_member(services, "ivan", "Ivan Operator")
+    csrf = await console_sign_in(client, "ivan", secret)
+    refusals = {
+        ("GET", "/console/no-such-page", None): 404,
+        ("GET", "/console/checks/not-a-uuid", None): 404,
+        ("GET", "/console/sign-out", None): 405,
+        ("GET", "/console/queue?region=%00", None): 400,
+        ("GET", "/console/queue?status=passed", None): 400,
+        ("GET", f"/console/checks/{uuid.uuid4()}", None): 404,
+        ("POST", "/console/language", (("csrf", "令牌"), ("locale", "en"))): 403,
+        ("POST", "/console/language", (("csrf", csrf), ("locale", "fr"))): 400,
+        (
+            "POST",
+            f"/console/checks/{uuid.uuid4()}/decision",
+            (("csrf", csrf), ("decision", "approve"), ("reason", "x" * 1001)),
+        ): 404,
+    }
+    for (method, path, form), status in refusals.items():
+        r = await client.request(method, path, data=dict(form) if form else None)
+        assert r.status_code == status, (path, r.status_code, r.text[:300])
+        assert r.headers["content-type"].startswith("text/html"), path
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert r.headers["cache-control"] == "no-store", path
+        assert 'role="alert"' in r.text, path
+        assert "Traceback" not in r.text
+    # An operator who signed in again leaves no live session behind.
+    first = await pool.fetchval("SELECT id FROM sessions WHERE platform = 'console' AND revoked_at IS NULL")
+    await console_sign_in(client, "ivan", secret)
+    assert await pool.fetchval("SELECT revoke_reason FROM sessions WHERE id = $1", first) == "signed_in_again"
+    # After a language change the browser goes back only to a console page.
+    csrf = form_token((await client.get("/console/queue")).text)
+    for target in (
+        "/console/../v1/health/ready",
+        "//evil.example/console",
+        "https://evil.example/console",
+        "/consolex",
+    ):
+        r = await client.post(
+            "/console/language", data={"csrf": csrf, "locale": "zh-CN", "next": target}, follow_redirects=False
+        )
+        assert r.headers["location"] == "/console", target
+    audit = await client.get("/console/audit?before=99999999999999999999")
+    assert audit.status_code in (400, 403)
