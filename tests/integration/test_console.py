@@ -4,6 +4,7 @@ sessions, form tokens, roles, the audited person search, runs, dead letters and 
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import asyncpg
 import pyotp
 
 from app.services import Services
+from notifications.templates import money
 from tests.factories import (
     bearer,
     console_sign_in,
@@ -252,3 +254,49 @@ async def test_bad_input_gets_a_page_in_the_operators_language_never_a_500(
         assert r.headers["location"] == "/console", target
     audit = await client.get("/console/audit?before=99999999999999999999")
     assert audit.status_code in (400, 403)
+
+
+async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_letter_again(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    paid, _ = await import_pensioners(importer, pool, tmp_path, 2)
+    await pool.execute("UPDATE persons SET certified_until = '2027-12-31' WHERE id = $1", paid.id)
+    run = await services.disbursements.run(date(2026, 12, 1), "system:test")
+    # The run's announcement wrote notices; one push is made a dead letter.
+    await services.notifications.announce_run(run["id"])
+    await pool.execute(
+        "INSERT INTO devices (person_id, push_token, platform, locale, app_version) VALUES ($1, 'token-1', 'android', 'en', '1.0')",
+        paid.id,
+    )
+    notice = await pool.fetchval("SELECT id FROM notifications WHERE person_id = $1", paid.id)
+    dead = await pool.fetchval(
+        """INSERT INTO deliveries (notification_id, channel, device_id, state, attempts, last_error, next_attempt_at)
+           SELECT $1, 'push', id, 'dead', 6, 'UNAVAILABLE', now() FROM devices RETURNING id""",
+        notice,
+    )
+
+    operator = await staff_member(services, "jane", "Jane Operator")
+    csrf = await console_sign_in(client, "jane", operator)
+    runs = await client.get("/console/runs")
+    assert f"/console/runs/{run['id']}" in runs.text
+    assert 'value="2"' in runs.text  # progress: 2 of 2
+    totals = await client.get(f"/console/runs/{run['id']}")
+    assert (run["paid_count"], run["withheld_count"]) == (1, 1)
+    for fen in (run["paid_fen"], run["withheld_fen"]):
+        assert money(fen, "zh-CN") in totals.text
+    assert (await client.get("/console/notifications")).status_code == 403
+    await client.post("/console/sign-out", data={"csrf": csrf})
+
+    admin = await staff_member(services, "kim", "Kim Admin", "admin")
+    csrf = await console_sign_in(client, "kim", admin)
+    letters = await client.get("/console/notifications")
+    assert f"/console/notifications/{dead}/retry" in letters.text
+    assert "UNAVAILABLE" in letters.text
+    r = await client.post(f"/console/notifications/{dead}/retry", data={"csrf": csrf})
+    assert r.status_code == 200
+    assert f"/console/notifications/{dead}/retry" not in r.text
+    assert await pool.fetchval("SELECT state FROM deliveries WHERE id = $1", dead) == "pending"
+    retried = await pool.fetchrow("SELECT actor, subject FROM audit_log WHERE action = 'notification.retried'")
+    assert retried["subject"] == f"delivery:{dead}"
+    r = await client.post(f"/console/notifications/{dead}/retry", data={"csrf": csrf})
+    assert r.status_code == 409  # not dead any more: said, not done twice
