@@ -34,6 +34,7 @@ from app.persons.national_id import check_character
 from app.services import Services
 from infra.config import Settings, settings_env
 from infra.db import unit_of_work
+from liveness.model import Analysis, Outcome, Reason
 
 _seq = itertools.count(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -425,3 +426,16 @@ async def finished(client: Any, pool: asyncpg.Pool, who: Applicant, check_id: st
     )
     check["scores"], check["worker_outcome"] = row["scores"], row["worker_outcome"]
     return check
+
+
+async def flagged_check(services: Services, pool: asyncpg.Pool, phone: str) -> str:
+    """A check recorded by the worker's own path as needing a person (an uncertain match)."""
+    check_id = await insert_check(pool, phone, "queued")
+    item = await services.certification.start_analysis(check_id)
+    assert item is not None
+    uncertain = Analysis(
+        outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.MATCH_UNCERTAIN,), scores={"match_distance": 0.52}
+    )
+    assert await services.certification.record_analysis(item, uncertain, []) == "needs_review"
+    assert await services.certification.record_analysis(item, uncertain, []) is None  # written once
+    return str(check_id)

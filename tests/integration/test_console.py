@@ -14,8 +14,11 @@ import pyotp
 from app.services import Services
 from notifications.templates import money
 from tests.factories import (
+    applicant,
     bearer,
+    concurrent_client,
     console_sign_in,
+    flagged_check,
     form_token,
     import_pensioners,
     sign_in,
@@ -300,3 +303,33 @@ async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_l
     assert retried["subject"] == f"delivery:{dead}"
     r = await client.post(f"/console/notifications/{dead}/retry", data={"csrf": csrf})
     assert r.status_code == 409  # not dead any more: said, not done twice
+
+
+async def test_claim_next_hands_each_operator_a_different_check_and_lets_go_of_the_last(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    who = await applicant(client, pool, importer, tmp_path)
+    first, second = [await flagged_check(services, pool, who.person.phone) for _ in range(2)]
+    lena, mo = await staff_member(services, "lena", "Lena Operator"), await staff_member(services, "mo", "Mo Operator")
+    csrf = await console_sign_in(client, "lena", lena)
+    r = await client.post("/console/queue/next", data={"csrf": csrf}, follow_redirects=False)
+    assert r.headers["location"] == f"/console/checks/{first}"  # the oldest
+    page = await client.get(r.headers["location"])
+    assert 'name="decision"' in page.text
+    region = await pool.fetchval("SELECT region FROM persons")
+    queue = await client.get("/console/queue")
+    assert f'<option value="{region}"' in queue.text
+    assert '<option value="match_uncertain"' in queue.text  # filters from the waiting checks themselves
+
+    async with concurrent_client(services.settings) as other:
+        other_csrf = await console_sign_in(other, "mo", mo)
+        r = await other.post("/console/queue/next", data={"csrf": other_csrf}, follow_redirects=False)
+        assert r.headers["location"] == f"/console/checks/{second}"  # the one Lena does not hold
+        r = await other.post("/console/queue/next", data={"csrf": other_csrf}, follow_redirects=False)
+        assert r.headers["location"] == f"/console/checks/{second}"  # nothing else free: keeps its own
+        r = await other.post(
+            "/console/queue/next", data={"csrf": other_csrf, "reason": "replayed_media"}, follow_redirects=False
+        )
+        assert r.headers["location"] == "/console/queue?reason=replayed_media&note=queue_empty"
+    holders = await pool.fetch("SELECT id, claimed_by IS NOT NULL AS held FROM certification_checks ORDER BY id")
+    assert {str(row["id"]): row["held"] for row in holders} == {first: True, second: False}

@@ -9,28 +9,14 @@ from typing import Any
 import asyncpg
 
 from app.services import Services
-from liveness.model import Analysis, Outcome, Reason
-from tests.factories import applicant, insert_check, operator_headers_for
-
-
-async def _flagged(services: Services, pool: asyncpg.Pool, phone: str) -> str:
-    """A check recorded by the worker's own path as needing a person (an uncertain match)."""
-    check_id = await insert_check(pool, phone, "queued")
-    item = await services.certification.start_analysis(check_id)
-    assert item is not None
-    uncertain = Analysis(
-        outcome=Outcome.NEEDS_REVIEW, reasons=(Reason.MATCH_UNCERTAIN,), scores={"match_distance": 0.52}
-    )
-    assert await services.certification.record_analysis(item, uncertain, []) == "needs_review"
-    assert await services.certification.record_analysis(item, uncertain, []) is None  # written once
-    return str(check_id)
+from tests.factories import applicant, flagged_check, operator_headers_for
 
 
 async def test_the_queue_pages_oldest_first(
     client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
     who = await applicant(client, pool, importer, tmp_path)
-    flagged = [await _flagged(services, pool, who.person.phone) for _ in range(3)]
+    flagged = [await flagged_check(services, pool, who.person.phone) for _ in range(3)]
     operator = await operator_headers_for(services, "dave", "Dave Operator")
     seen: list[str] = []
     url = "/v1/review/checks?limit=1"
