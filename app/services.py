@@ -51,6 +51,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
     cipher = FieldCipher(settings.data_encryption_key)
     cards = CardService(pool, settings)
     sms = sms_provider(settings.sms_provider)
+    disbursements = DisbursementService(pool, cipher, settings.pension_pay_day, settings.disbursement_batch)
     return Services(
         settings=settings,
         pool=pool,
@@ -60,9 +61,9 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
         certification=CertificationService(pool, storage, settings, cipher),
         review=ReviewService(pool, storage, settings),
-        console=ConsoleService(pool, settings.lookup_hash_key),
         medical=MedicalAccountService(pool, settings, cards),
-        disbursements=DisbursementService(pool, cipher, settings.pension_pay_day, settings.disbursement_batch),
+        disbursements=disbursements,
+        console=ConsoleService(pool, settings.lookup_hash_key, disbursements),
         deaths=DeathRecords(pool, settings.lookup_hash_key),
         notifications=NotificationService(pool, settings.pension_pay_day),
         sms=sms,

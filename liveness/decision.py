@@ -81,11 +81,18 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
         found.append(Reason.REFERENCE_MISSING)
     elif evidence.match_distance is None:
         found.append(Reason.NO_FACE)
-    elif evidence.match_distance > thresholds.reject_distance:
-        found.append(Reason.NOT_SAME_PERSON)
-    elif evidence.match_distance > thresholds.accept_distance:
-        found.append(Reason.MATCH_UNCERTAIN)
+    elif (band := match_band(evidence.match_distance, thresholds)) is not None:
+        found.append(band)
     return _unique(found)
+
+
+def match_band(distance: float, thresholds: Thresholds) -> Reason | None:
+    """Where a match distance falls: None at or below accept, MATCH_UNCERTAIN up to reject, then NOT_SAME_PERSON."""
+    if distance > thresholds.reject_distance:
+        return Reason.NOT_SAME_PERSON
+    if distance > thresholds.accept_distance:
+        return Reason.MATCH_UNCERTAIN
+    return None
 
 
 def _unique(reasons: Sequence[Reason]) -> tuple[Reason, ...]:

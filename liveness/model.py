@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from infra.config import Settings
 
 Embedding = npt.NDArray[np.float64]  # dlib ResNet face descriptor, 128 floats
 
@@ -74,6 +78,15 @@ class Thresholds:
     reject_distance: float = 0.6  # above: not the same person
     replay_distance: float = 0.15  # mean-embedding distance to an earlier submission
     replay_hash_bits: int = 6  # perceptual-hash Hamming distance for a near-identical frame
+
+    @classmethod
+    def configured(cls, settings: Settings) -> Thresholds:
+        """The bands this deployment runs with (FACE_*_DISTANCE): the worker decides by them, the console shows them."""
+        return cls(
+            accept_distance=settings.face_accept_distance,
+            reject_distance=settings.face_reject_distance,
+            replay_distance=settings.face_replay_distance,
+        )
 
 
 @dataclass(frozen=True)

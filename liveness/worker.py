@@ -28,11 +28,7 @@ class FaceJobs:
     def __init__(self, certification: CertificationService, analyser: FaceAnalyser, settings: Settings) -> None:
         self._cert = certification
         self._analyser = analyser
-        self._thresholds = Thresholds(
-            accept_distance=settings.face_accept_distance,
-            reject_distance=settings.face_reject_distance,
-            replay_distance=settings.face_replay_distance,
-        )
+        self._thresholds = Thresholds.configured(settings)
 
     async def enroll(self, person_id: uuid.UUID, photo_key: str) -> Embedding | None:
         enrollment = await self._analyser.enroll(await self._cert.reference_photo(photo_key))

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from functools import partial
+from typing import Literal, TypeVar
 
 import asyncpg
 
@@ -27,6 +28,7 @@ from notifications.rules import release_at, retry_delay
 from notifications.sms import SmsNotSent, SmsProvider
 from notifications.templates import render, sms_text
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Channel = Literal["push", "sms"]
@@ -88,6 +90,14 @@ class Dispatcher:
             return Outcome(row["id"], row["attempts"], "dead", "no outcome recorded")
         return None
 
+    @staticmethod
+    def _written(row: asyncpg.Record, write: Callable[[], T]) -> T | Outcome:
+        """The text for `row`, or its dead letter when the template cannot be filled (naming what is missing)."""
+        try:
+            return write()
+        except KeyError as missing:
+            return Outcome(row["id"], row["attempts"], "dead", f"template: {missing}")
+
     async def _send_push(self, rows: Sequence[asyncpg.Record]) -> None:
         now = datetime.now(UTC)
         outcomes: list[Outcome] = []
@@ -101,10 +111,9 @@ class Dispatcher:
                 outcomes.append(Outcome(row["id"], row["attempts"], "cancelled", "device_removed"))
                 gone.append((row, "device_removed"))
             else:
-                try:
-                    text = render(row["kind"], row["device_locale"], row["params"])
-                except KeyError as missing:
-                    outcomes.append(Outcome(row["id"], row["attempts"], "dead", f"template: {missing}"))
+                text = self._written(row, partial(render, row["kind"], row["device_locale"], row["params"]))
+                if isinstance(text, Outcome):
+                    outcomes.append(text)
                     continue
                 message = PushMessage(
                     token=row["push_token"],
@@ -146,13 +155,12 @@ class Dispatcher:
                 if exhausted is not None:
                     outcomes.append(exhausted)
                     continue
-                try:
-                    text = sms_text(row["kind"], row["person_locale"], row["params"])
-                except KeyError as missing:
-                    outcomes.append(Outcome(row["id"], row["attempts"], "dead", f"template: {missing}"))
+                sms = self._written(row, partial(sms_text, row["kind"], row["person_locale"], row["params"]))
+                if isinstance(sms, Outcome):
+                    outcomes.append(sms)
                     continue
                 try:
-                    await self._sms.send(uow, row["phone"], text)
+                    await self._sms.send(uow, row["phone"], sms)
                 except SmsNotSent as refused:
                     outcomes.append(self._after_failure(row, str(refused), refused.retry_after, now))
                     continue

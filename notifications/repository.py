@@ -158,7 +158,7 @@ async def warn_withheld(uow: UnitOfWork, period: date, pay_on: date, release: da
 # -- dispatch ----------------------------------------------------------------------------------
 
 # Due deliveries of one channel, oldest first, each claimed for `$3` seconds and its attempt counted.
-CLAIM_SQL = """
+_CLAIMED = """
     WITH claimed AS (
         UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $3)
         FROM (SELECT id FROM deliveries
@@ -167,17 +167,19 @@ CLAIM_SQL = """
         WHERE d.id = due.id
         RETURNING d.id, d.notification_id, d.device_id, d.attempts
     )
-    SELECT c.id, c.attempts, c.notification_id, c.device_id, n.kind, n.params, n.urgent,
-           p.phone, p.locale AS person_locale,
-           v.push_token, v.locale AS device_locale, v.deactivated_at IS NOT NULL AS device_gone
-    FROM claimed c
-    JOIN notifications n ON n.id = c.notification_id
-    JOIN persons p ON p.id = n.person_id
-    LEFT JOIN devices v ON v.id = c.device_id"""
+    SELECT c.id, c.attempts, c.notification_id, c.device_id, n.kind, n.params, n.urgent"""
+
+# Each channel joins only what it sends with: a push its device, an SMS its person.
+CLAIM_SQL = {
+    "push": f"""{_CLAIMED}, v.push_token, v.locale AS device_locale, v.deactivated_at IS NOT NULL AS device_gone
+        FROM claimed c JOIN notifications n ON n.id = c.notification_id JOIN devices v ON v.id = c.device_id""",
+    "sms": f"""{_CLAIMED}, p.phone, p.locale AS person_locale
+        FROM claimed c JOIN notifications n ON n.id = c.notification_id JOIN persons p ON p.id = n.person_id""",
+}
 
 
 async def claim(db: Db, channel: str, limit: int, lease_s: int) -> list[asyncpg.Record]:
-    return await db.fetch(CLAIM_SQL, channel, limit, float(lease_s))
+    return await db.fetch(CLAIM_SQL[channel], channel, limit, float(lease_s))
 
 
 # An outcome counts only for the claim that sent it: a dispatcher that outlived its lease does not

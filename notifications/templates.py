@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-DEFAULT_LOCALE = "zh-CN"
+from app.i18n import negotiate
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -164,15 +164,12 @@ _REASONS: dict[str, dict[str, tuple[str, str]]] = {
         "zh-CN": ("您的资格认证已过期", "重新完成人脸认证后将为您补发。"),
         "en": ("your certification has expired", "It will be paid to you once you certify again in the app."),
     },
+    # Only written once a wrong death report has been withdrawn (payments.deaths' reversal).
     "reported_deceased": {
-        "zh-CN": (
-            "我们收到了关于您的死亡登记",
-            "记录更正后将为您补发。如登记有误，请联系社保经办机构。",
-        ),
+        "zh-CN": ("曾有一份关于您的死亡登记（现已撤销）", "将随下次发放为您补发。"),
         "en": (
-            "we received a death report in your name",
-            "It will be paid to you once the record is corrected. "
-            "If the report is wrong, please contact your social security office.",
+            "we had a death report in your name, which has since been withdrawn",
+            "It will be paid to you with the next payment.",
         ),
     },
 }
@@ -194,39 +191,33 @@ _MONTH_NAMES = (
 )
 
 
-def locale_of(locale: str | None) -> str:
-    """ "en" for English in any region ("en", "en-GB", "en_US"); "zh-CN" for everything else."""
-    tag = (locale or "").strip().lower().replace("_", "-")
-    return "en" if tag == "en" or tag.startswith("en-") else DEFAULT_LOCALE
+def _english(locale: str) -> bool:
+    return negotiate(locale) == "en"
 
 
 def money(fen: int, locale: str) -> str:
     """Integer fen as yuan with thousands separators: "1,234.56元" or "CNY 1,234.56"."""
     yuan, cents = divmod(abs(fen), 100)
     amount = f"{'-' if fen < 0 else ''}{yuan:,}.{cents:02d}"
-    return f"CNY {amount}" if locale_of(locale) == "en" else f"{amount}元"
+    return f"CNY {amount}" if _english(locale) else f"{amount}元"
 
 
 def day(iso_date: str, locale: str) -> str:
     """ "2026-12-15" as "2026年12月15日" or "15 December 2026"."""
     d = date.fromisoformat(iso_date)
-    return (
-        f"{d.day} {_MONTH_NAMES[d.month - 1]} {d.year}"
-        if locale_of(locale) == "en"
-        else f"{d.year}年{d.month}月{d.day}日"
-    )
+    return f"{d.day} {_MONTH_NAMES[d.month - 1]} {d.year}" if _english(locale) else f"{d.year}年{d.month}月{d.day}日"
 
 
 def month(iso_period: str, locale: str) -> str:
     """A pension period ("2026-12-01", or "2026-12" as the API writes it) as "2026年12月" or "December 2026"."""
     d = date.fromisoformat(iso_period if len(iso_period) > 7 else f"{iso_period}-01")
-    return f"{_MONTH_NAMES[d.month - 1]} {d.year}" if locale_of(locale) == "en" else f"{d.year}年{d.month}月"
+    return f"{_MONTH_NAMES[d.month - 1]} {d.year}" if _english(locale) else f"{d.year}年{d.month}月"
 
 
 def months(iso_periods: Sequence[str], locale: str) -> str:
     """Several periods: "2026年10月、2026年11月" or "October 2026 and November 2026"; "" for none."""
     names = [month(p, locale) for p in iso_periods]
-    if locale_of(locale) != "en":
+    if not _english(locale):
         return "、".join(names)
     return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
 
@@ -236,7 +227,7 @@ def _english_count(n: int, unit: str) -> str:
 
 
 def _say(locale: str, zh: str, en: str) -> str:
-    return en if locale == "en" else zh
+    return en if _english(locale) else zh
 
 
 def _as_given(value: Any, _locale: str) -> str:
@@ -312,7 +303,7 @@ def render(kind: str, locale: str, params: Mapping[str, Any]) -> Rendered:
     Raises KeyError for an unknown kind, and for a missing parameter the kind needs.
     """
     texts = _TEXTS[kind]
-    loc = locale_of(locale)
+    loc = negotiate(locale)
     title, body = texts[loc]
     fields = _fields(kind, loc, params)
     return Rendered(title=title.format_map(fields), body=body.format_map(fields))
@@ -320,5 +311,5 @@ def render(kind: str, locale: str, params: Mapping[str, Any]) -> Rendered:
 
 def sms_text(kind: str, locale: str, params: Mapping[str, Any]) -> str:
     """One SMS: the sender's signature (which Chinese carriers require in 【】) followed by the body."""
-    loc = locale_of(locale)
+    loc = negotiate(locale)
     return _say(loc, "【社保服务】", "Social Security: ") + render(kind, loc, params).body

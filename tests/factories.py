@@ -364,20 +364,23 @@ async def staff_member(services: Services, username: str, display_name: str, rol
     return await services.auth.create_operator(username, display_name, role, "correct horse battery")
 
 
+async def post_sign_in(
+    client: Any, csrf: str, username: str, totp: str, *, headers: dict[str, str] | None = None, **fields: str
+) -> Any:
+    """The console's sign-in form as a browser posts it (password `correct horse battery`)."""
+    return await client.post(
+        "/console/sign-in",
+        data={"csrf": csrf, "username": username, "password": "correct horse battery", "totp": totp, **fields},
+        headers=headers,
+        follow_redirects=False,
+    )
+
+
 async def console_sign_in(client: Any, username: str, totp_secret: str) -> str:
     """Sign in to the console through its form, as a browser does; returns the session's form token."""
     page = await client.get("/console/sign-in")
     assert page.status_code == 200, page.text
-    r = await client.post(
-        "/console/sign-in",
-        data={
-            "csrf": form_token(page.text),
-            "username": username,
-            "password": "correct horse battery",
-            "totp": pyotp.TOTP(totp_secret).now(),
-        },
-        follow_redirects=False,
-    )
+    r = await post_sign_in(client, form_token(page.text), username, pyotp.TOTP(totp_secret).now())
     assert r.status_code == 303, r.text
     home = await client.get(r.headers["location"])
     assert home.status_code == 200, home.text

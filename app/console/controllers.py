@@ -39,6 +39,8 @@ from app.i18n import CARD_STATUS_NAMES, message, request_locale
 from app.review.schemas import ReviewStatus
 from app.services import Services
 from infra.crypto import mask_phone
+from liveness.decision import match_band
+from liveness.model import Reason, Thresholds
 from notifications.rules import LOCAL_TZ
 from notifications.templates import day, money, render
 
@@ -55,6 +57,7 @@ MENU = (
 )
 HOME = {role: next(path for path, _, roles in MENU if role in roles) for role in (OPERATOR, ADMIN, AUDITOR)}
 QUEUE_NOTES = ("decided", "queue_empty")
+RECENT_RUNS = 24
 _SIGN_IN_TOKEN_S = 30 * 60
 
 
@@ -259,7 +262,7 @@ class ReviewPages(Controller):
             if exc.code != "claim_required":
                 raise
             return _page(request, "check_unclaimed.html", status=409, check_id=check_id)
-        settings = services.settings
+        thresholds = Thresholds.configured(services.settings)
         distance = check.scores.get("match_distance")
         return _page(
             request,
@@ -268,21 +271,22 @@ class ReviewPages(Controller):
             check=check,
             detected={d.action: d for d in check.detected_actions},
             distance=distance,
-            accept=settings.face_accept_distance,
-            reject=settings.face_reject_distance,
-            band=_band(distance, settings.face_accept_distance, settings.face_reject_distance),
+            accept=thresholds.accept_distance,
+            reject=thresholds.reject_distance,
+            band=_band(distance, thresholds),
             reviewable=check.status in ("needs_review", "home_visit"),
             form=form,
             error=_text(request, error.code, error.params) if error else None,
         )
 
 
-def _band(distance: float | None, accept: float, reject: float) -> str:
+def _band(distance: float | None, thresholds: Thresholds) -> str:
+    """The worker's own band rule (liveness.decision), named for the page."""
     if distance is None:
         return "band_none"
-    if distance <= accept:
-        return "band_accept"
-    return "band_review" if distance <= reject else "band_reject"
+    return {None: "band_accept", Reason.MATCH_UNCERTAIN: "band_review", Reason.NOT_SAME_PERSON: "band_reject"}[
+        match_band(distance, thresholds)
+    ]
 
 
 class PersonPages(Controller):
@@ -319,7 +323,7 @@ class OperationsPages(Controller):
 
     @get("/runs", guards=[cs.requires_console(*REVIEWERS)])
     async def runs(self, request: Request[Any, Any, Any], services: Services) -> Template:
-        return _page(request, "runs.html", runs=await services.console.runs())
+        return _page(request, "runs.html", runs=await services.disbursements.recent_runs(RECENT_RUNS))
 
     @get("/runs/{run_id:uuid}", guards=[cs.requires_console(*REVIEWERS)])
     async def run(self, run_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:

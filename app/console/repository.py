@@ -1,4 +1,4 @@
-"""SQL for what the console shows beside the review queue: people, runs, the audit log."""
+"""SQL for what the console shows beside the review queue: people and the audit log."""
 
 from __future__ import annotations
 
@@ -40,15 +40,6 @@ async def checks_of(db: Db, person_id: uuid.UUID, limit: int) -> list[asyncpg.Re
     )
 
 
-async def payments_of(db: Db, person_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
-    return await db.fetch(
-        """SELECT period, kind, status, withheld_reason, amount_fen, bank_status, bank_account_masked
-           FROM pension_payments WHERE person_id = $1 ORDER BY period DESC, kind LIMIT $2""",
-        person_id,
-        limit,
-    )
-
-
 async def notifications_of(db: Db, person_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(
         """SELECT n.id, n.kind, n.params, n.created_at, n.shown_from, n.read_at,
@@ -57,14 +48,6 @@ async def notifications_of(db: Db, person_id: uuid.UUID, limit: int) -> list[asy
            FROM notifications n LEFT JOIN deliveries d ON d.notification_id = n.id
            WHERE n.person_id = $1 GROUP BY n.id ORDER BY n.created_at DESC, n.id DESC LIMIT $2""",
         person_id,
-        limit,
-    )
-
-
-async def runs(db: Db, limit: int) -> list[asyncpg.Record]:
-    return await db.fetch(
-        """SELECT id, period, pay_date, state, entitlements, processed, requested_by, started_at, completed_at
-           FROM disbursement_runs ORDER BY period DESC LIMIT $1""",
         limit,
     )
 

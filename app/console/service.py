@@ -1,4 +1,4 @@
-"""What the console reads besides the review queue: people (every search and look audited), runs, the audit log."""
+"""What the console reads besides the review queue: people (every search and look audited) and the audit log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app.auth.principal import Principal
+from app.auth.service import PHONE
 from app.cards.numbers import luhn_check_digit
 from app.console import repository as repo
 from app.errors import BadRequest, NotFound
@@ -16,8 +17,8 @@ from app.persons import national_id as nid
 from infra import audit
 from infra.crypto import lookup_hash, mask_national_id, mask_phone
 from infra.db import unit_of_work
+from payments.disbursement.service import DisbursementService
 
-_PHONE = re.compile(r"1[3-9][0-9]{9}")
 _CARD = re.compile(r"[0-9]{12}")
 HISTORY = 24  # rows of each history a person's page shows
 AUDIT_PAGE = 50
@@ -38,7 +39,7 @@ class PersonQuery:
             if nid.validate(text) is not None:
                 raise BadRequest("national_id_invalid")
             return cls("national_id", text, mask_national_id(text))
-        if _PHONE.fullmatch(text):
+        if PHONE.fullmatch(text):
             return cls("phone", text, mask_phone(text))
         if _CARD.fullmatch(text):
             if luhn_check_digit(text[:11]) != text[11]:
@@ -65,9 +66,10 @@ class AuditPage:
 
 
 class ConsoleService:
-    def __init__(self, pool: asyncpg.Pool, lookup_key: bytes) -> None:
+    def __init__(self, pool: asyncpg.Pool, lookup_key: bytes, disbursements: DisbursementService) -> None:
         self._pool = pool
         self._lookup_key = lookup_key
+        self._disbursements = disbursements
 
     async def search(self, principal: Principal, query: PersonQuery) -> list[asyncpg.Record]:
         async with unit_of_work(self._pool) as uow:
@@ -94,14 +96,11 @@ class ConsoleService:
             found = PersonFile(
                 person,
                 await repo.checks_of(uow, person_id, HISTORY),
-                await repo.payments_of(uow, person_id, HISTORY),
+                await self._disbursements.payments(person_id, None, HISTORY),
                 await repo.notifications_of(uow, person_id, HISTORY),
             )
             await audit.record(uow, principal.actor, "person.viewed", f"person:{person_id}", principal.named)
         return found
-
-    async def runs(self) -> list[asyncpg.Record]:
-        return await repo.runs(self._pool, HISTORY)
 
     async def audit_log(self, principal: Principal, before_id: int | None) -> AuditPage:
         """A page of the log, newest first, and the whole chain checked from its first row."""

@@ -121,6 +121,10 @@ async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> int:
     return scanned
 
 
+async def recent_runs(db: Db, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(f"SELECT {_RUN_COLUMNS} FROM disbursement_runs r ORDER BY r.period DESC LIMIT $1", limit)
+
+
 async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"""SELECT {_RUN_COLUMNS},

@@ -115,6 +115,10 @@ class DisbursementService:
             raise NotFound("disbursement_not_found")
         return row
 
+    async def recent_runs(self, limit: int) -> list[asyncpg.Record]:
+        """The latest runs, newest period first, with their progress (no totals: those read every payment)."""
+        return await repo.recent_runs(self._pool, limit)
+
     async def run_of_period(self, period: date) -> uuid.UUID | None:
         return await repo.run_of_period(self._pool, period)
 

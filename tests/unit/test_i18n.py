@@ -84,3 +84,23 @@ def test_card_status_names(status: str) -> None:
     zh, en = CARD_STATUS_NAMES[status]
     assert zh.strip()
     assert en.strip()
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en", "en"),
+        ("en-US", "en"),
+        ("en-GB", "en"),
+        ("EN_gb", "en"),
+        ("zh-CN", "zh-CN"),
+        ("zh-TW", "zh-CN"),
+        ("fr", "zh-CN"),
+        ("eng", "en"),  # ISO 639-2 for English: negotiate reads any "en…" tag as English
+        ("", "zh-CN"),
+        (None, "zh-CN"),
+    ],
+)
+def test_a_stored_or_sent_locale_is_read_as_zh_cn_or_en(locale: str | None, expected: str) -> None:
+    # (was notifications.templates.locale_of, a second picker; templates now use negotiate)
+    assert negotiate(locale) == expected
