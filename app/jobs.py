@@ -34,6 +34,11 @@ SCHEDULES: dict[str, str] = {
 DISPATCH_WINDOW_S = 55.0
 
 
+def _uuid_of(job: Job) -> uuid.UUID:
+    """The id a job was queued with (its payload)."""
+    return uuid.UUID((job.payload or b"").decode())
+
+
 async def run_worker(settings: Settings, *, drain: bool = False) -> None:
     async with AsyncExitStack() as stack:
         services = await stack.enter_async_context(open_services(settings, pool_max=4))
@@ -47,7 +52,7 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             log.info("expired rows purged", extra={"removed": await jobs.purge_expired(services.pool)})
 
         async def certify(job: Job) -> None:
-            await face.certify(uuid.UUID((job.payload or b"").decode()))
+            await face.certify(_uuid_of(job))
 
         async def enroll(job: Job) -> None:
             person_id, _, photo_key = (job.payload or b"").decode().partition(" ")
@@ -57,10 +62,10 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             log.info("certification media purged", extra={"checks": await services.certification.purge_media()})
 
         async def disburse(job: Job) -> None:
-            await services.disbursements.process(uuid.UUID((job.payload or b"").decode()))
+            await services.disbursements.process(_uuid_of(job))
 
         async def announce_run(job: Job) -> None:
-            await services.notifications.announce_run(uuid.UUID((job.payload or b"").decode()))
+            await services.notifications.announce_run(_uuid_of(job))
 
         async def remind(job: Job) -> None:
             await services.notifications.remind()

@@ -47,20 +47,20 @@ from payments.ledger.service import Idempotency
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_S3_PORT = 38633  # its other ports derive from it (infra.embedded.weed_ports)
 
-# The same monthly records the product's batch statement makes, for every entitlement at once.
-BARE_SQL = """
+# The same monthly records the product's batch statement makes, for every entitlement at once (its own
+# due and withheld rules, so the baseline cannot drift from the product).
+BARE_SQL = f"""
     INSERT INTO pension_payments (run_id, person_id, period, kind, status, withheld_reason, amount_fen,
                                   bank_account_enc, bank_account_masked, bank_status)
     SELECT $2, e.person_id, $1, 'monthly',
            CASE WHEN p.certified_until >= $3 THEN 'paid' ELSE 'withheld' END,
-           CASE WHEN p.certified_until IS NULL THEN 'not_certified'
-                WHEN p.certified_until < $3 THEN 'certification_expired' END,
+           {repo.WITHHELD_REASON.format(pay_date="$3")},
            e.monthly_amount_fen,
            CASE WHEN p.certified_until >= $3 THEN e.bank_account_enc END,
            CASE WHEN p.certified_until >= $3 THEN e.bank_account_masked END,
            CASE WHEN p.certified_until >= $3 THEN 'pending' END
     FROM pension_entitlements e JOIN persons p ON p.id = e.person_id
-    WHERE e.status = 'active' AND e.start_month <= $1 AND p.vital_status = 'alive'"""
+    WHERE {repo.DUE.format(period="$1")}"""
 
 
 async def _settle(admin: asyncpg.Connection) -> None:

@@ -178,3 +178,12 @@ async def admin_headers(services: Services) -> dict[str, str]:
     from tests.factories import operator_headers_for
 
     return await operator_headers_for(services, "admin1", "Admin One", role="admin")
+
+
+@pytest.fixture
+async def fcm() -> AsyncIterator[Any]:
+    """A local FCM-protocol server for this test (it records requests and answers as told)."""
+    from notifications.fcm_server import FcmServer
+
+    async with FcmServer() as server:
+        yield server

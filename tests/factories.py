@@ -29,6 +29,7 @@ from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from app.certification.service import settle
+from app.cli import main
 from app.jobs import run_worker
 from app.persons.national_id import check_character
 from app.services import Services
@@ -276,6 +277,17 @@ def problem_code(r: Any) -> str:
     assert r.headers["content-type"].startswith("application/problem+json"), r.text
     code: str = r.json()["code"]
     return code
+
+
+def run_cli(settings: Settings, *argv: str) -> int:
+    """`socialcard …argv` in this process, configured for the test's database and bucket (run it in a thread)."""
+    saved = dict(os.environ)
+    os.environ.update(settings_env(settings))
+    try:
+        return main(list(argv))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 async def person_id_of(pool: asyncpg.Pool, phone: str) -> uuid.UUID:

@@ -177,7 +177,10 @@ async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid
 async def record_bank_answers(
     uow: UnitOfWork, ids: list[uuid.UUID], results: list[str], reasons: list[str | None]
 ) -> None:
-    """The bank's answers; a returned payment never reached the person, so nothing of it is to recover."""
+    """The bank's answers; a returned payment never reached the person, so nothing of it is to recover.
+    Shared with batches, exclusive for a death's overpayment sweep: a sweep that read a payment as sent
+    has committed its overpayment before a return of that payment cancels it, or it sees the return."""
+    await uow.execute("SELECT pg_advisory_xact_lock_shared($1)", PAYMENT_RECORDS_LOCK)
     await uow.execute(
         """UPDATE pension_payments p
            SET bank_status = CASE a.result WHEN 'paid' THEN 'confirmed' ELSE 'returned' END,

@@ -21,7 +21,7 @@ import msgspec
 
 from app.auth.principal import Principal
 from app.cards.service import CardService
-from app.errors import AppError, Conflict, Forbidden, NotFound, PaymentRequired, Unprocessable
+from app.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
 from app.pagination import after, page
 from app.persons.records import RowError, detect_format
 from app.persons.repository import find_by_national_id_hash
@@ -205,13 +205,12 @@ class MedicalAccountService:
     # -- the cardholder --------------------------------------------------------------------------
     async def statement(self, principal: Principal, cursor: str | None, limit: int) -> Statement:
         """The balance and a page of entries, newest first, read in one snapshot so they agree."""
-        if principal.person_id is None:
-            raise Forbidden("identity_not_linked")
+        person_id = principal.linked_person
         start = after(cursor, int)
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             db = UnitOfWork(conn)
-            balance = await repo.medical_balance(db, principal.person_id)
-            rows = await repo.entries(db, principal.person_id, start[0] if start else None, limit + 1)
+            balance = await repo.medical_balance(db, person_id)
+            rows = await repo.entries(db, person_id, start[0] if start else None, limit + 1)
         shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
         return Statement(balance, shown, next_cursor)
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
-from app.cli import main
 from infra import audit
-from infra.config import Settings, settings_env
+from infra.config import Settings
 from infra.db import unit_of_work
+from tests.factories import run_cli
 
 
 @pytest.fixture
@@ -31,13 +30,7 @@ async def _superuser(settings: Settings) -> asyncpg.Connection:
 
 
 def _verify_cli(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    saved = dict(os.environ)
-    os.environ.update(settings_env(settings))
-    try:
-        status = main(["audit", "verify"])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    status = run_cli(settings, "audit", "verify")
     return status, capsys.readouterr().out
 
 

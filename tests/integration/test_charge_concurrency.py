@@ -13,7 +13,7 @@ import asyncpg
 
 from app.services import Services
 from infra.config import Settings
-from tests.factories import bearer, concurrent_client
+from tests.factories import bearer, concurrent_client, mint_qr, person_id_of
 from tests.ledger_checks import allocate, ledger_violations, medical_balance
 
 CODES = 100
@@ -26,11 +26,7 @@ async def test_1000_concurrent_charges_over_100_codes(
 ) -> None:
     await allocate(services, tmp_path, cardholder["person"], FUNDS)
     terminals = [bearer(await services.auth.create_terminal(f"Pharmacy {n}")) for n in range(4)]
-    tokens = []
-    for _ in range(CODES):
-        r = await client.post("/v1/card/qr?svg=false", headers=cardholder["headers"])
-        assert r.status_code == 201, r.text
-        tokens.append(r.json()["token"])
+    tokens = [await mint_qr(client, cardholder["headers"]) for _ in range(CODES)]
     rng = random.Random(4)
     # Every attempt its own key, terminal and amount: only the code decides who wins.
     attempts = [
@@ -66,7 +62,7 @@ async def test_1000_concurrent_charges_over_100_codes(
     assert await pool.fetchval("SELECT sum(amount_fen) FROM ledger_transfers WHERE kind = 'charge'") == charged
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == CODES
     assert await pool.fetchval("SELECT sum(balance_fen) FROM ledger_accounts WHERE kind = 'merchant'") == charged
-    person_id = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", cardholder["person"].phone)
+    person_id = await person_id_of(pool, cardholder["person"].phone)
     assert await medical_balance(pool, person_id) == FUNDS - charged
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE locked_at IS NOT NULL") == 0
     assert await ledger_violations(pool) == []

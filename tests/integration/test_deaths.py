@@ -4,7 +4,6 @@ reversal of a wrong report, on the real database with real disbursement runs."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import date
 from pathlib import Path
@@ -13,10 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.cli import main
 from app.services import Services
-from infra.config import Settings, settings_env
-from tests.factories import SamplePerson, bearer, sample_person, write_jsonl
+from infra.config import Settings
+from tests.factories import SamplePerson, bearer, run_cli, sample_person, write_jsonl
 
 SEP, OCT, NOV, DEC = date(2025, 9, 1), date(2025, 10, 1), date(2025, 11, 1), date(2025, 12, 1)
 JAN, FEB = date(2026, 1, 1), date(2026, 2, 1)
@@ -133,16 +131,7 @@ async def test_the_cli_prints_the_line_report_and_exits_3(
         ],
     )
 
-    def cli() -> int:
-        saved = dict(os.environ)
-        os.environ.update(settings_env(settings))
-        try:
-            return main(["import", "deaths", str(feed)])
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-
-    assert await asyncio.to_thread(cli) == 3
+    assert await asyncio.to_thread(run_cli, settings, "import", "deaths", str(feed)) == 3
     out, err = capsys.readouterr()
     assert out.strip() == "recorded 1, updated 0, unchanged 0, rejected 1 row(s)"
     assert err.strip() == "line 2: national_id: no person with this national ID"

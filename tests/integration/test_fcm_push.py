@@ -42,12 +42,6 @@ def message(token: str, **fields: Any) -> PushMessage:
 
 
 @pytest.fixture
-async def fcm() -> AsyncIterator[FcmServer]:
-    async with FcmServer() as server:
-        yield server
-
-
-@pytest.fixture
 async def push(fcm: FcmServer, tmp_path: Path) -> AsyncIterator[FcmPush]:
     channel = push_channel(settings_for(tmp_path, FCM_URL=fcm.url, FCM_PROJECT_ID="socialcard-test"))
     assert isinstance(channel, FcmPush)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -24,7 +25,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from app.services import Services
 from infra.config import Settings
-from tests.factories import bearer, concurrent_client, record_passed_check, sample_person, sign_in, write_jsonl
+from tests.conftest import Importer
+from tests.factories import (
+    activated_cardholder,
+    bearer,
+    concurrent_client,
+    mint_qr,
+    person_id_of,
+    problem_code,
+)
 from tests.ledger_checks import allocate, ledger_violations, medical_balance
 
 T = TypeVar("T")
@@ -52,19 +61,9 @@ class World:
 
     async def new_cardholder(self) -> tuple[dict[str, str], uuid.UUID]:
         """An imported person with an active card and a funded medical account, signed in on a device."""
-        person = sample_person()
-        report = await self.services.persons.import_file(
-            write_jsonl(self.folder / f"{person.phone}.jsonl", [person.row()]), "system:test"
-        )
-        assert report.created == 1, report.errors
-        tokens = await sign_in(self.client, self.pool, person.phone)
-        headers = bearer(tokens["access_token"])
-        await record_passed_check(self.pool, person.phone)
-        r = await self.client.post("/v1/card/activation", json={"national_id": person.national_id}, headers=headers)
-        assert r.status_code == 200, r.text
-        await allocate(self.services, self.folder, person, ALLOCATION)
-        person_id: uuid.UUID = await self.pool.fetchval("SELECT id FROM persons WHERE phone = $1", person.phone)
-        return headers, person_id
+        holder = await activated_cardholder(self.client, self.pool, Importer(self.services), self.folder)
+        await allocate(self.services, self.folder, holder["person"], ALLOCATION)
+        return holder["headers"], await person_id_of(self.pool, holder["person"].phone)
 
 
 @dataclass
@@ -84,11 +83,6 @@ class Sent:
     body: dict[str, Any]
     status: int
     content: bytes
-
-
-def _code(r: httpx.Response) -> str:
-    code: str = r.json()["code"]
-    return code
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -111,14 +105,12 @@ class LedgerMachine(RuleBasedStateMachine):
         headers = {**self.world.terminals[terminal], "Idempotency-Key": key}
         return await self.world.client.post(path, json=body, headers=headers)
 
-    async def _mint(self) -> str:
-        r = await self.world.client.post("/v1/card/qr?svg=false", headers=self.holder)
-        assert r.status_code == 201, r.text
-        token: str = r.json()["token"]
-        return token
-
     def _charge_body(self, amount: int) -> dict[str, Any]:
-        return {"qr_token": self.world.run(self._mint()), "amount_fen": amount, "description": "药费"}
+        return {
+            "qr_token": self.world.run(mint_qr(self.world.client, self.holder)),
+            "amount_fen": amount,
+            "description": "药费",
+        }
 
     def _record(self, terminal: int, key: str, path: str, body: dict[str, Any], r: httpx.Response) -> None:
         assert r.status_code < 500, r.text
@@ -146,7 +138,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if amount <= self.balance:
             assert r.status_code == 201, r.text
         else:
-            assert (r.status_code, _code(r)) == (402, "insufficient_balance")
+            assert (r.status_code, problem_code(r)) == (402, "insufficient_balance")
         self._record(terminal, key, CHARGES, body, r)
 
     @precondition(lambda self: self.charges)
@@ -160,7 +152,7 @@ class LedgerMachine(RuleBasedStateMachine):
         r = self.world.run(self._post(terminal, key, path, body))
         assert r.status_code == status, r.text
         if code:
-            assert _code(r) == code
+            assert problem_code(r) == code
         self._record(terminal, key, path, body, r)
 
     @precondition(lambda self: self.sent)
@@ -173,7 +165,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if sent.status == 201:
             assert r.content == sent.content
         else:
-            assert _code(r) == httpx.Response(sent.status, content=sent.content).json()["code"]
+            assert problem_code(r) == json.loads(sent.content)["code"]
 
     @precondition(lambda self: self.sent)
     @rule(data=st.data())
@@ -181,7 +173,7 @@ class LedgerMachine(RuleBasedStateMachine):
         sent = data.draw(st.sampled_from(self.sent))
         body = {**sent.body, "amount_fen": sent.body["amount_fen"] + 1}
         r = self.world.run(self._post(sent.terminal, sent.key, sent.path, body))
-        assert (r.status_code, _code(r)) == (422, "idempotency_key_reused")
+        assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")
 
     @rule(amount=st.integers(1, 6_000), terminal=st.integers(0, 2))
     def concurrent_duplicates(self, amount: int, terminal: int) -> None:
@@ -200,7 +192,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert done[0].content == done[1].content  # the second is the first's answer, replayed
         for a in answers:
             if a.status_code != 201:
-                assert _code(a) == {402: "insufficient_balance", 409: "request_in_flight"}[a.status_code]
+                assert problem_code(a) == {402: "insufficient_balance", 409: "request_in_flight"}[a.status_code]
         self._record(terminal, key, CHARGES, body, done[0])
 
     @precondition(lambda self: self.charges)
@@ -222,7 +214,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for (key, body), r in zip(sends, answers, strict=True):
             assert r.status_code in (201, 409), r.text
             if r.status_code == 409:
-                assert _code(r) == "refund_exceeds_charge"
+                assert problem_code(r) == "refund_exceeds_charge"
             self._record(till, key, path, body, r)
         granted = sum(body["amount_fen"] for (_, body), r in zip(sends, answers, strict=True) if r.status_code == 201)
         assert granted <= left

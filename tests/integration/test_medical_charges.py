@@ -4,7 +4,6 @@ refunds, the cardholder's statement, and the Idempotency-Key matrix."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -13,9 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.cli import main
 from app.services import Services
-from infra.config import Settings, settings_env
+from infra.config import Settings
 from payments.ledger import rules
 from tests.factories import (
     concurrent_client,
@@ -23,6 +21,7 @@ from tests.factories import (
     person_id_of,
     post_charge,
     problem_code,
+    run_cli,
     sample_person,
     write_jsonl,
 )
@@ -77,16 +76,7 @@ async def test_allocation_import_lands_good_rows_reports_bad_ones_and_is_a_no_op
         encoding="utf-8",
     )
 
-    def cli() -> int:
-        saved = dict(os.environ)
-        os.environ.update(settings_env(settings))
-        try:
-            return main(["import", "allocations", str(feed)])
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-
-    assert await asyncio.to_thread(cli) == 3
+    assert await asyncio.to_thread(run_cli, settings, "import", "allocations", str(feed)) == 3
     out, err = capsys.readouterr()
     assert out.strip() == "allocated 3, unchanged 0, rejected 3 row(s)"
     assert err.splitlines() == [
@@ -94,8 +84,8 @@ async def test_allocation_import_lands_good_rows_reports_bad_ones_and_is_a_no_op
         "line 4: amount_fen: must be a whole number of fen from 1 to 10,000,000",
         "line 7: national_id: must be 18 characters",
     ]
-    alice_id = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", alice.phone)
-    bob_id = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", bob.phone)
+    alice_id = await person_id_of(pool, alice.phone)
+    bob_id = await person_id_of(pool, bob.phone)
     assert await medical_balance(pool, alice_id) == 250_000
     assert await medical_balance(pool, bob_id) == 150_000
     assert await pool.fetchval("SELECT balance_fen FROM ledger_accounts WHERE kind = 'fund'") == -400_000

@@ -29,12 +29,6 @@ from tests.factories import Pensioner, import_pensioners
 
 
 @pytest.fixture
-async def fcm() -> AsyncIterator[FcmServer]:
-    async with FcmServer() as server:
-        yield server
-
-
-@pytest.fixture
 def fcm_settings(settings: Settings, fcm: FcmServer) -> Settings:
     return msgspec.structs.replace(
         settings, fcm_url=fcm.url, fcm_project_id="socialcard-test", notify_retry_s=0, notify_max_attempts=3
