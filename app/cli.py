@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import json
 import logging
@@ -352,6 +353,7 @@ async def cmd_notify_dispatch(args: argparse.Namespace, services: Services) -> i
     dispatcher = Dispatcher(services.pool, services.settings, push, services.sms)
     window = None if args.until_idle else float("inf")
     channels = CHANNELS if args.channel == "all" else (args.channel,)
+    gc.freeze()  # as the worker does (infra.jobs.run_worker): start-up's objects outside the collections
     try:
         handled = await asyncio.gather(*(dispatcher.run(c, window_s=window, stop=stop) for c in channels))
     finally:

@@ -7,6 +7,7 @@ worker's job after its heartbeat lapses, and lets one scheduler fire each cron t
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
@@ -81,6 +82,9 @@ async def run_worker(
     if not drain:
         stop_on_signals(qm.shutdown, *filter(None, [stopping]))
     log.info("worker started", extra={"jobs": sorted(handlers)})
+    # What start-up made (modules, models, pools) lives as long as the worker: frozen, it is no longer
+    # walked by every full collection the jobs trigger (a tenth of a dispatcher's CPU, bench.notify).
+    gc.freeze()
     try:
         await qm.run(
             mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,

@@ -8,7 +8,8 @@ as FCM does, counts what it receives, and fails chosen tokens with FCM's own err
     python -m notifications.fcm_server --port 8790 --fail 'gone-*=UNREGISTERED' --latency-ms 20
 
 It speaks HTTP/1.1 with keep-alive, as `FcmPush` does to a plain ``http://`` URL, and HTTP/2
-without TLS (prior knowledge, told apart by the connection preface), as FCM itself speaks HTTP/2.
+(told apart by the connection preface), as FCM itself speaks HTTP/2: without TLS by prior
+knowledge, or over TLS when given a server context (`tls`), which offers h2 by ALPN as FCM does.
 Per request the HTTP/2 side costs this server about four times the CPU the HTTP/1.1 side does (h2's
 pure-Python framing and HPACK). `latency` holds every answer back, standing in for the round trip
 to FCM that a local server lacks.
@@ -22,6 +23,7 @@ import collections
 import enum
 import re
 import signal
+import ssl
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -118,6 +120,7 @@ class FcmServer:
     port: int = 0
     record_limit: int = 10_000
     latency: float = 0.0
+    tls: ssl.SSLContext | None = None  # a server context with its certificate: https, and h2 offered by ALPN
     received: list[Received] = field(default_factory=list, init=False)
     requests: int = field(default=0, init=False)
     statuses: collections.Counter[int] = field(default_factory=collections.Counter, init=False)
@@ -137,7 +140,8 @@ class FcmServer:
     @property
     def url(self) -> str:
         """The FCM_URL for this server: `{0}` stands for the project, as in firebase-admin's own URL."""
-        return f"http://{self.host}:{self.port}/v1/projects/{{0}}/messages:send"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{self.host}:{self.port}/v1/projects/{{0}}/messages:send"
 
     def requests_for(self, token: str) -> int:
         return sum(1 for r in self.received if r.token == token)
@@ -147,7 +151,11 @@ class FcmServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, backlog=1024)
+        if self.tls is not None:
+            self.tls.set_alpn_protocols(["h2", "http/1.1"])
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, backlog=1024, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

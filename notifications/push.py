@@ -27,6 +27,7 @@ from firebase_admin import _http_client, _retry, credentials, exceptions, messag
 from google.auth.transport import requests as google_auth_requests
 
 from infra.config import Settings
+from notifications.network import http_transport
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class FcmPush:
         does, and this client a fifth less.
       - Requests beyond those wait in `_Wire`, not in httpcore's pool, whose bookkeeping grows with
         the requests queued in it (the SDK starts all 500 of a batch at once).
+      - Its sockets are asyncio's own (`notifications.network`), not anyio's.
       - Each attempt reads its answer whole and closes it. The SDK's retry transport never closes an
         answer it retries, so with its client a batch with more than 25 messages answered 503 or 500
         used up the 100 streams of its one HTTP/2 connection and hung.
@@ -176,13 +178,13 @@ class FcmPush:
         anonymous = isinstance(google_credential, google.auth.credentials.AnonymousCredentials)
         tls = httpx.create_ssl_context()  # one for all transports: each would load the CA bundle again
         one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        fcm = httpx.AsyncHTTPTransport(verify=tls, http2=True)
+        fcm = http_transport(verify=tls, http2=True)
         self._http = _Client(
             headers=_http_client.METRICS_HEADERS,
             auth=None if anonymous else _CredentialFlow(google_credential),
             mounts={
                 "http://": _RetryTransport(
-                    _Wire([httpx.AsyncHTTPTransport(verify=tls, limits=one) for _ in range(_LOCAL_CONNECTIONS)]), tls
+                    _Wire([http_transport(verify=tls, limits=one) for _ in range(_LOCAL_CONNECTIONS)]), tls
                 ),
                 "https://": _RetryTransport(_Wire([fcm] * _IN_FLIGHT), tls),
             },

@@ -20,6 +20,7 @@ from firebase_admin import messaging
 from infra.config import Settings, load_settings
 from notifications.fcm_server import Fault, FcmServer, Rule
 from notifications.push import FcmPush, LogPush, PushMessage, PushOutcome, push_channel
+from tests.conftest import LocalTls
 
 KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
 
@@ -129,6 +130,22 @@ async def test_the_sdk_retries_unavailable_and_internal_four_times(push: FcmPush
     assert (fcm.requests_for("flaky"), fcm.requests_for("down"), fcm.requests_for("broken")) == (3, 5, 5)
     assert fcm.requests == 3 + 5 + 5 + 5 * len(outage)
     assert time.monotonic() - started >= 7  # the SDK's backoff before its 2nd..5th attempt: 0, 1, 2, 4 s
+
+
+async def test_over_tls_as_to_fcm_itself(local_tls: LocalTls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path to FCM: https, HTTP/2 chosen by ALPN, the batch on one connection (no OAuth: the server needs none)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(local_tls.ca_file))  # the client trusts the test certificate
+    async with FcmServer(tls=local_tls.server) as fcm:
+        fcm.fail("gone", Rule(Fault.UNREGISTERED))
+        channel = push_channel(settings_for(tmp_path, FCM_URL=fcm.url, FCM_PROJECT_ID="p"))
+        try:
+            outcomes = await channel.send([message(f"here-{i}") for i in range(20)] + [message("gone")])
+        finally:
+            await channel.aclose()
+
+    assert fcm.url.startswith("https://")
+    assert outcomes == [PushOutcome("delivered")] * 20 + [PushOutcome("token_gone", "UNREGISTERED")]
+    assert (fcm.requests, fcm.connections) == (21, 1)  # 21 at once on one connection: HTTP/2 streams
 
 
 async def test_no_server_is_a_retry(tmp_path: Path) -> None:
