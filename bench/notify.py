@@ -10,7 +10,8 @@ tables, as the outbox writes them.
      (what the worker's dispatch jobs run), claims of 500 sent with `send_each_async`, from start-up
      to the last exit, for `--messages` messages; the peak memory of each process.
 Every delivery must end `sent` and the server must count exactly one request per message, or the
-run fails. Figures go to bench-results/notify.json. `--fcm-latency-ms N` makes the server hold each
+run fails. The CPU every process spent per message (dispatchers, PostgreSQL, the FCM server) gives
+the most the machine's cores could send at that cost. Figures go to bench-results/notify.json. `--fcm-latency-ms N` makes the server hold each
 answer N ms, standing in for the round trip to FCM that a server on loopback lacks.
 """
 
@@ -97,6 +98,23 @@ def fcm_server(latency_ms: float) -> Iterator[LocalFcm]:
     fcm.cpu_s = _cpu_s(usage)
 
 
+def postgres_cpu_s(root: Path) -> float:
+    """The database's CPU time so far: the postmaster's, its live processes' and its exited ones' (Linux /proc)."""
+    [pid_file] = root.glob("postgres/**/postmaster.pid")
+    postmaster = int(pid_file.read_text().split()[0])
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:  # the process ended meanwhile: its time is in the postmaster's children's time
+            continue
+        if int(stat.parent.name) == postmaster:
+            ticks += sum(map(int, fields[11:15]))  # utime, stime, and the exited children's cutime, cstime
+        elif int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def fcm_requests(stats_url: str) -> int:
     with urllib.request.urlopen(stats_url, timeout=10) as answer:  # noqa: S310 (a local http URL)
         count: int = json.load(answer)["requests"]
@@ -127,12 +145,13 @@ async def baseline(settings: Settings, messages: int) -> dict[str, Any]:
     return {"messages": messages, "seconds": round(elapsed, 2), "per_s": round(messages / elapsed, 1)}
 
 
-def dispatchers(settings: Settings, count: int) -> dict[str, Any]:
+def dispatchers(settings: Settings, root: Path, count: int) -> dict[str, Any]:
     env = {**os.environ, **settings_env(settings), "LOG_LEVEL": "WARNING"}
     # The project's bytecode compiled beforehand, as deployed (`make setup` compiles the libraries'):
     # where PYTHONDONTWRITEBYTECODE is set, each dispatcher would otherwise compile it at start-up.
     for package in PACKAGES:
         compileall.compile_dir(ROOT / package, quiet=1)
+    database_cpu_s = postgres_cpu_s(root)
     started = time.perf_counter()
     children = [
         subprocess.Popen(
@@ -152,6 +171,7 @@ def dispatchers(settings: Settings, count: int) -> dict[str, Any]:
         peaks_mb.append(round(usage.ru_maxrss / 1024, 1))  # ru_maxrss is in KiB on Linux
         cpu_s += _cpu_s(usage)
     elapsed = time.perf_counter() - started
+    database_cpu_s = postgres_cpu_s(root) - database_cpu_s
     return {
         "dispatchers": count,
         "messages": handled,
@@ -159,6 +179,7 @@ def dispatchers(settings: Settings, count: int) -> dict[str, Any]:
         "peak_rss_mb": peaks_mb,
         # Start-up (imports, connecting) included: the whole processes' CPU over the messages they sent.
         "cpu_ms_per_message": round(cpu_s * 1000 / handled, 3),
+        "postgres_cpu_ms_per_message": round(database_cpu_s * 1000 / handled, 3),
     }
 
 
@@ -189,13 +210,13 @@ def main() -> int:
         fcm_server(args.fcm_latency_ms) as fcm,
         embedded_system("socialcard-bench-notify-", BENCH_S3_PORT, LOG_LEVEL="WARNING") as (
             settings,
-            _,
+            root,
         ),
     ):
         settings = msgspec.structs.replace(settings, fcm_url=fcm.fcm_url, fcm_project_id="socialcard-bench")
         uvloop.run(seed(settings, args.messages + args.baseline))
         base = uvloop.run(baseline(settings, args.baseline))
-        fast = dispatchers(settings, args.dispatchers)
+        fast = dispatchers(settings, root, args.dispatchers)
         states = uvloop.run(outcome(settings))
         requests = fcm_requests(fcm.stats_url)
     total = args.messages + args.baseline
@@ -203,14 +224,22 @@ def main() -> int:
     assert states == {"sent": total}, states
     assert requests == total, f"the server counted {requests} requests for {total} messages"
     per_s = round(fast["messages"] / fast["seconds"], 1)
+    # The server's CPU per request is over the whole run (the baseline's requests too): the same work each.
+    fcm_cpu_ms = fcm.cpu_s * 1000 / requests
+    cpu_ms = fast["cpu_ms_per_message"] + fast["postgres_cpu_ms_per_message"] + fcm_cpu_ms
+    cpus = os.cpu_count() or 1
     results = {
         "baseline": base,
         "dispatch": {**fast, "per_s": per_s},
         "speedup": round(per_s / base["per_s"], 1),
         # Every request of the run, the baseline's too.
-        "fcm_server_cpu_ms_per_request": round(fcm.cpu_s * 1000 / requests, 3),
+        "fcm_server_cpu_ms_per_request": round(fcm_cpu_ms, 3),
+        # Every process's CPU per message, and what the machine's cores could send at that cost.
+        "cpu_ms_per_message": round(cpu_ms, 3),
+        "cores_busy": round(cpu_ms * per_s / 1000 / cpus, 2),
+        "ceiling_per_s": round(cpus * 1000 / cpu_ms, 1),
         "config": {
-            "cpus": os.cpu_count(),
+            "cpus": cpus,
             "fcm_latency_ms": args.fcm_latency_ms,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
@@ -227,7 +256,11 @@ def main() -> int:
     )
     print(
         f"  CPU per message: dispatchers {fast['cpu_ms_per_message']} ms (start-up included), "
-        f"FCM server {results['fcm_server_cpu_ms_per_request']} ms"
+        f"PostgreSQL {fast['postgres_cpu_ms_per_message']} ms, FCM server {results['fcm_server_cpu_ms_per_request']} ms"
+    )
+    print(
+        f"  the {cpus} cores {results['cores_busy']:.0%} busy; at {results['cpu_ms_per_message']} ms of CPU per message "
+        f"they could send at most {results['ceiling_per_s']:,.1f} /s"
     )
     print(f"  speedup {results['speedup']}x   (targets: >= 20x, >= 2,000/s, <= 300 MB)")
     return 0
