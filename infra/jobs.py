@@ -83,7 +83,7 @@ async def run_worker(
         stop_on_signals(qm.shutdown, *filter(None, [stopping]))
     log.info("worker started", extra={"jobs": sorted(handlers)})
     # What start-up made (modules, models, pools) lives as long as the worker: frozen, it is no longer
-    # walked by every full collection the jobs trigger (a tenth of a dispatcher's CPU, bench.notify).
+    # walked by every full collection the jobs trigger (a dispatcher sending triggers many).
     gc.freeze()
     try:
         await qm.run(
