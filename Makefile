@@ -16,7 +16,7 @@ $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
 
 # Bytecode compiled once here, as a deployment would: otherwise, where PYTHONDONTWRITEBYTECODE is set,
-# every process (each worker, each dispatcher) compiles its imports again, some 1.4 s of CPU.
+# every process (each worker, each dispatcher) compiles its imports again at start-up.
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --compile-bytecode
 	@touch $@
