@@ -11,16 +11,20 @@ tables, as the outbox writes them.
      to the last exit, for `--messages` messages; the peak memory of each process.
 Every delivery must end `sent` and the server must count exactly one request per message, or the
 run fails. The CPU every process spent per message (dispatchers, PostgreSQL, the FCM server) gives
-the most the machine's cores could send at that cost. Figures go to bench-results/notify.json. `--fcm-latency-ms N` makes the server hold each
+the most the machine's cores could send at that cost. `--profile N` instead runs one dispatcher in
+this process under cProfile for N messages and prints where its own time went, by library. Figures go to bench-results/notify.json. `--fcm-latency-ms N` makes the server hold each
 answer N ms, standing in for the round trip to FCM that a server on loopback lacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import compileall
+import cProfile
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -44,7 +48,7 @@ from infra.config import Settings, settings_env
 from infra.crypto import FieldCipher
 from infra.embedded import exit_on_sigterm
 from notifications.dispatcher import Dispatcher
-from notifications.push import push_channel
+from notifications.push import BATCH, push_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_S3_PORT = 38733
@@ -145,6 +149,40 @@ async def baseline(settings: Settings, messages: int) -> dict[str, Any]:
     return {"messages": messages, "seconds": round(elapsed, 2), "per_s": round(messages / elapsed, 1)}
 
 
+# firebase-admin and the HTTP stack it sends with: httpx, over httpcore, h11 (HTTP/1.1) and h2, anyio for locks.
+SDK_AND_HTTP = ("firebase_admin", "httpx", "httpcore", "h11", "h2", "hpack", "hyperframe", "anyio", "sniffio")
+
+
+async def profile(settings: Settings, messages: int) -> list[tuple[str, float]]:
+    """Each library's share of one dispatcher's own time (cProfile), sending `messages` after a first claim."""
+    async with open_services(settings, pool_max=2) as services:
+        push = push_channel(settings)
+        try:
+            dispatcher = Dispatcher(services.pool, settings, push, services.sms)
+            await dispatcher.dispatch("push")  # connections open and caches warm before measuring
+            profiler, sent = cProfile.Profile(), 0
+            profiler.enable()
+            while sent < messages:
+                sent += await dispatcher.dispatch("push")
+            profiler.disable()
+        finally:
+            await push.aclose()
+    own: collections.Counter[str] = collections.Counter()
+    for (path, _, _), (_, _, own_s, _, _) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        own[_library(path)] += own_s
+    total = sum(own.values())
+    return [(name, seconds / total) for name, seconds in own.most_common()]
+
+
+def _library(path: str) -> str:
+    """The library a profiled function's file belongs to: a package's name, the project's folder, or the stdlib."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0]
+    if path.startswith(f"{ROOT}/"):
+        return Path(path).relative_to(ROOT).parts[0]
+    return "builtins" if path == "~" else "stdlib"  # cProfile files C functions under "~"
+
+
 def dispatchers(settings: Settings, root: Path, count: int) -> dict[str, Any]:
     env = {**os.environ, **settings_env(settings), "LOG_LEVEL": "WARNING"}
     # The project's bytecode compiled beforehand, as deployed (`make setup` compiles the libraries'):
@@ -192,11 +230,23 @@ async def outcome(settings: Settings) -> dict[str, int]:
     return {r["state"]: r["count"] for r in rows}
 
 
+def print_profile(shares: list[tuple[str, float]], messages: int) -> int:
+    print(f"one dispatcher's own time by library (cProfile, {messages:,} messages after a first claim)")
+    stack = sum(share for name, share in shares if name in SDK_AND_HTTP)
+    print(f"  firebase-admin and its HTTP stack ({', '.join(SDK_AND_HTTP)}): {stack:.0%}")
+    for name, share in shares[:15]:
+        print(f"  {name:<16}{share:>6.1%}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--baseline", type=int, default=2_000, help="messages the naive baseline sends")
     parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument(
+        "--profile", type=int, metavar="N", help="profile one dispatcher in this process for N messages, nothing else"
+    )
     parser.add_argument(
         "--fcm-latency-ms",
         type=float,
@@ -214,6 +264,9 @@ def main() -> int:
         ),
     ):
         settings = msgspec.structs.replace(settings, fcm_url=fcm.fcm_url, fcm_project_id="socialcard-bench")
+        if args.profile:
+            uvloop.run(seed(settings, args.profile + BATCH))
+            return print_profile(uvloop.run(profile(settings, args.profile)), args.profile)
         uvloop.run(seed(settings, args.messages + args.baseline))
         base = uvloop.run(baseline(settings, args.baseline))
         fast = dispatchers(settings, root, args.dispatchers)
@@ -224,7 +277,6 @@ def main() -> int:
     assert states == {"sent": total}, states
     assert requests == total, f"the server counted {requests} requests for {total} messages"
     per_s = round(fast["messages"] / fast["seconds"], 1)
-    # The server's CPU per request is over the whole run (the baseline's requests too): the same work each.
     fcm_cpu_ms = fcm.cpu_s * 1000 / requests
     cpu_ms = fast["cpu_ms_per_message"] + fast["postgres_cpu_ms_per_message"] + fcm_cpu_ms
     cpus = os.cpu_count() or 1

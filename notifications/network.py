@@ -2,8 +2,7 @@
 
 httpcore reaches asyncio through anyio, which for every socket operation opens a cancel scope with
 a timer, maps exceptions through a context manager and yields once more on each send; and before it
-reuses an idle connection it polls the socket to see whether the server has closed it. In a
-profile of a dispatcher sending, anyio took more of the send path than any other library. Here a
+reuses an idle connection it polls the socket to see whether the server has closed it. Here a
 protocol keeps what arrives in a buffer: a read returns at once when bytes are waiting and
 otherwise waits on one future, and whether an idle connection has been closed is known without a
 system call.
@@ -27,6 +26,8 @@ import httpx
 # an answer bigger than a reader takes at once cannot fill the memory.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+# httpcore's names for what it asks of a stream, and asyncio's for the same.
+_EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -177,10 +178,8 @@ class _Stream(httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # asked of an idle connection: anything there means the server closed it
             return bool(self._connection.received) or self._connection.ended
-        name = {"client_addr": "sockname", "server_addr": "peername"}.get(info, info)
-        if name in ("ssl_object", "sockname", "peername", "socket"):
-            return self._transport.get_extra_info(name)
-        return None
+        name = _EXTRA_INFO.get(info)
+        return None if name is None else self._transport.get_extra_info(name)
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
