@@ -238,9 +238,7 @@ class ReviewPages(Controller):
         form: DecisionForm | None = None
         try:
             form = await read_form(request, DecisionForm)
-            if len(form.reason.strip()) < 3:
-                raise BadRequest("reason_required")
-            await services.review.decide(cs.session_of(request).principal, check_id, form.decision, form.reason.strip())
+            await services.review.decide(cs.session_of(request).principal, check_id, form.decision, form.reason)
         except BadRequest as exc:
             return await self._check_page(request, services, check_id, form=form, error=exc, status=400)
         return _see_other("/console/queue", note="decided")

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request
 
 from app.errors import BadRequest
+from app.review.schemas import REASON_MAX, DecisionKind
 from app.schemas import Body
 
 F = TypeVar("F", bound=Body)
@@ -46,8 +47,8 @@ class SearchForm(Body):
 
 class DecisionForm(Body):
     csrf: str
-    decision: Literal["approve", "reject", "home_visit"]
-    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""  # as the API's decision body
+    decision: DecisionKind
+    reason: Annotated[str, msgspec.Meta(max_length=REASON_MAX)] = ""  # the service refuses one too short
 
 
 async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:

@@ -89,6 +89,9 @@ class ConsoleService:
         return found
 
     async def person(self, principal: Principal, person_id: uuid.UUID) -> PersonFile:
+        # Read before the transaction takes its connection: the service takes one of its own, and a
+        # request holding one while waiting for another would deadlock a pool full of such requests.
+        payments = await self._disbursements.payments(person_id, None, HISTORY)
         async with unit_of_work(self._pool) as uow:
             person = await repo.person(uow, person_id)
             if person is None:
@@ -96,7 +99,7 @@ class ConsoleService:
             found = PersonFile(
                 person,
                 await repo.checks_of(uow, person_id, HISTORY),
-                await self._disbursements.payments(person_id, None, HISTORY),
+                payments,
                 await repo.notifications_of(uow, person_id, HISTORY),
             )
             await audit.record(uow, principal.actor, "person.viewed", f"person:{person_id}", principal.named)

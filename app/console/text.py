@@ -141,19 +141,23 @@ LABELS: dict[str, tuple[str, str]] = {
     "turn_left": ("向左转头", "turn left"),
     "turn_right": ("向右转头", "turn right"),
     "open_mouth": ("张嘴", "open mouth"),
-    "needs_review": ("待审核", "needs review"),
-    "passed": ("通过", "passed"),
-    "failed": ("未通过", "failed"),
-    "retry_status": ("需重新录制", "retry"),
+}
+
+# The states stored in the database (a check's status, a run's state, a person's vital status): a
+# table of their own, as some share their names with buttons and headings ("retry", "completed").
+STATUS_LABELS: dict[str, tuple[str, str]] = {
     "queued": ("排队中", "queued"),
     "processing": ("分析中", "processing"),
+    "passed": ("已通过", "passed"),
+    "failed": ("未通过", "failed"),
+    "retry": ("需重新录制", "retry"),
+    "needs_review": ("待审核", "needs review"),
+    "home_visit": ("待上门核实", "home visit ordered"),
     "running": ("进行中", "running"),
+    "completed": ("已完成", "completed"),
     "alive": ("在世", "alive"),
     "deceased": ("已故", "deceased"),
 }
-
-# A check's status "retry" shares its name with the retry button.
-_STATUS_KEYS = {"retry": "retry_status"}
 
 
 def label(key: str, locale: str, **params: object) -> str:
@@ -163,8 +167,8 @@ def label(key: str, locale: str, **params: object) -> str:
 
 
 def status_label(status: str, locale: str) -> str:
-    key = _STATUS_KEYS.get(status, status)
-    return label(key, locale) if key in LABELS else status
+    zh, en = STATUS_LABELS.get(status, (status, status))
+    return en if locale == "en" else zh
 
 
 def reason_label(code: str, locale: str) -> str:

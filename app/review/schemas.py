@@ -61,10 +61,17 @@ class CheckForReview(Body):
     urls_expire_in: int
 
 
+DecisionKind = Literal["approve", "reject", "home_visit"]
+REASON_MIN, REASON_MAX = 3, 1000  # characters of a decision's reason, padding not counted
+
+
 class Decision(Body):
-    decision: Literal["approve", "reject", "home_visit"]
+    decision: DecisionKind
     reason: Annotated[
-        str, msgspec.Meta(min_length=3, max_length=1000, pattern=r"\S", description="why; kept in the audit log")
+        str,
+        msgspec.Meta(
+            min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"
+        ),
     ]
 
 

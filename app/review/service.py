@@ -10,7 +10,7 @@ import asyncpg
 
 from app.auth.principal import Principal
 from app.certification.service import settle
-from app.errors import Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 from app.pagination import after, page
 from app.review import repository as repo
 from app.review import schemas as s
@@ -109,6 +109,9 @@ class ReviewService:
         )
 
     async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
+        reason = reason.strip()
+        if len(reason) < s.REASON_MIN:  # the API's schema and the console's form let padding through
+            raise BadRequest("reason_required")
         status, shown_reason = DECISIONS[decision]
         async with unit_of_work(self._pool) as uow:
             row = await repo.check_for_review(uow, check_id, lock=True)

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pyotp
 
+from app.console.text import label
 from app.services import Services
 from notifications.templates import money
 from tests.factories import (
@@ -39,6 +40,7 @@ async def test_no_session_and_api_tokens_get_no_console_page(
     for headers in (bearer(tokens["access_token"]), operator_headers):
         r = await client.get("/console/queue", headers=headers, follow_redirects=False)
         assert r.status_code == 303
+        assert r.headers["location"].startswith("/console/sign-in")
         assert "审核队列" not in r.text
     r = await client.post("/console/checks/" + str(uuid.uuid4()) + "/claim", headers=operator_headers)
     assert r.status_code == 200  # followed to the sign-in page
@@ -204,7 +206,7 @@ async def test_bad_input_gets_a_page_in_the_operators_language_never_a_500(
         (
             "POST",
             f"/console/checks/{uuid.uuid4()}/decision",
-            (("csrf", csrf), ("decision", "approve"), ("reason", "x" * 1001)),
+            (("csrf", csrf), ("decision", "approve"), ("reason", "ok!")),
         ): 404,
     }
     for (method, path, form), status in refusals.items():
@@ -263,8 +265,15 @@ async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_l
     assert 'value="2"' in runs.text  # progress: 2 of 2
     totals = await client.get(f"/console/runs/{run['id']}")
     assert (run["paid_count"], run["withheld_count"]) == (1, 1)
-    for fen in (run["paid_fen"], run["withheld_fen"]):
-        assert money(fen, "zh-CN") in totals.text
+    for row, count, fen in (
+        ("paid", 1, run["paid_fen"]),
+        ("withheld", 1, run["withheld_fen"]),
+        ("back_pay", 0, 0),
+        ("returned", 0, 0),
+    ):  # each row its own count and amount, where paid and withheld happen to be the same money
+        assert (
+            f'<th scope="row">{label(row, "zh-CN")}</th><td>{count}</td><td>{money(fen, "zh-CN")}</td>' in totals.text
+        )
     assert (await client.get("/console/notifications")).status_code == 403
     await client.post("/console/sign-out", data={"csrf": csrf})
 
@@ -281,6 +290,25 @@ async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_l
     assert retried["subject"] == f"delivery:{dead}"
     r = await client.post(f"/console/notifications/{dead}/retry", data={"csrf": csrf})
     assert r.status_code == 409  # not dead any more: said, not done twice
+
+
+async def test_a_decision_needs_a_reason_of_3_to_1000_characters(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    who = await applicant(client, pool, importer, tmp_path)
+    check = await flagged_check(services, pool, who.person.phone)
+    csrf = await console_sign_in(client, "nia", await staff_member(services, "nia", "Nia Operator"))
+    assert (await client.post(f"/console/checks/{check}/claim", data={"csrf": csrf})).status_code == 200
+    for reason, said in (("  a  ", "请填写理由"), ("x" * 1001, "reason")):
+        r = await client.post(
+            f"/console/checks/{check}/decision", data={"csrf": csrf, "decision": "approve", "reason": reason}
+        )
+        assert r.status_code == 400, reason[:10]
+        assert 'name="decision"' in r.text  # the check page again, to correct the reason
+        assert said in r.text
+    assert await pool.fetchval("SELECT status FROM certification_checks WHERE id = $1", uuid.UUID(check)) == (
+        "needs_review"
+    )
 
 
 async def test_claim_next_hands_each_operator_a_different_check_and_lets_go_of_the_last(

@@ -47,3 +47,8 @@ async def test_the_queue_pages_oldest_first(
         f"/v1/review/checks/{flagged[1]}/decision", json={"decision": "approve", "reason": "   "}, headers=operator
     )
     assert r.status_code == 400
+    assert (await client.post(f"/v1/review/checks/{flagged[1]}/claim", headers=operator)).status_code == 200
+    r = await client.post(  # three characters, two of them padding
+        f"/v1/review/checks/{flagged[1]}/decision", json={"decision": "approve", "reason": " a "}, headers=operator
+    )
+    assert (r.status_code, r.json()["code"]) == (400, "reason_required")
