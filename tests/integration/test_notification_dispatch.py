@@ -217,9 +217,14 @@ async def test_dead_letter_after_the_last_attempt_and_an_administrator_retries_i
     assert (again.status_code, again.json()["code"]) == (409, "delivery_not_dead")
     missing = await client.post(f"/v1/admin/notifications/{uuid.uuid4()}/retry", headers=admin_headers)
     assert (missing.status_code, missing.json()["code"]) == (404, "delivery_not_found")
-    audit = await services.pool.fetchrow("SELECT actor, subject FROM audit_log WHERE action = 'notification.retried'")
+    audit = await services.pool.fetchrow(
+        "SELECT actor, subject, details FROM audit_log WHERE action = 'notification.retried'"
+    )
     assert audit is not None
     assert (audit["subject"], audit["actor"].split(":")[0]) == (f"delivery:{dead['id']}", "admin")
+    admin_id = await services.pool.fetchval("SELECT id FROM operators WHERE username = 'admin1'")
+    assert audit["actor"] == f"admin:{admin_id}"
+    assert audit["details"] == {"channel": "push", "last_error": "QUOTA_EXCEEDED"}
 
     assert await dispatcher.dispatch("push") == 1
     (sent,) = await deliveries(services.pool, notice)
