@@ -7,9 +7,9 @@ as FCM does, counts what it receives, and fails chosen tokens with FCM's own err
 
     python -m notifications.fcm_server --port 8790 --fail 'gone-*=UNREGISTERED' --latency-ms 20
 
-It speaks HTTP/1.1 with keep-alive, as `FcmPush` does to a plain ``http://`` URL, and HTTP/2
-(told apart by the connection preface), as FCM itself speaks HTTP/2: without TLS by prior
-knowledge, or over TLS when given a server context (`tls`), which offers h2 by ALPN as FCM does.
+It speaks HTTP/1.1 with keep-alive, as `FcmPush` does, and HTTP/2 (told apart by the connection
+preface), as FCM also does and the SDK's own async client would: without TLS by prior knowledge, or
+over TLS when given a server context (`tls`), which offers h2 and http/1.1 by ALPN as FCM does.
 Per request the HTTP/2 side costs this server about four times the CPU the HTTP/1.1 side does (h2's
 pure-Python framing and HPACK). `latency` holds every answer back, standing in for the round trip
 to FCM that a local server lacks.

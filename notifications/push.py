@@ -9,15 +9,13 @@ credentials or `FCM_URL`, `LogPush` logs what would have been sent.
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import itertools
 import logging
-import ssl
 import time
 from collections.abc import Generator, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 import firebase_admin
 import google.auth.credentials
@@ -27,7 +25,7 @@ from firebase_admin import _http_client, _retry, credentials, exceptions, messag
 from google.auth.transport import requests as google_auth_requests
 
 from infra.config import Settings
-from notifications.network import http_transport
+from notifications.http1 import Http1Transport, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +140,13 @@ class FcmPush:
       Retry-After ignored, nothing else retried), cheaper per message where the SDK's spends for
       nothing:
 
-      - To FCM (``https://``) it speaks HTTP/2 where TLS negotiates it, as the SDK does, at most
-        `_IN_FLIGHT` requests at once. To a plain ``http://`` URL (the local FCM server) it speaks
-        HTTP/1.1 on `_LOCAL_CONNECTIONS` keep-alive connections, one request on each at a time: per
-        message that costs the server about a quarter of the CPU that HTTP/2's pure-Python framing
-        does, and this client a fifth less.
-      - Requests beyond those wait in `_Wire`, not in httpcore's pool, whose bookkeeping grows with
-        the requests queued in it (the SDK starts all 500 of a batch at once).
-      - Its sockets are asyncio's own (`notifications.network`), not anyio's.
-      - Each attempt reads its answer whole and closes it. The SDK's retry transport never closes an
-        answer it retries, so with its client a batch with more than 25 messages answered 503 or 500
-        used up the 100 streams of its one HTTP/2 connection and hung.
+      - It speaks HTTP/1.1 on up to `_CONNECTIONS` keep-alive connections, one request on each at a
+        time, through `notifications.http1` rather than httpcore (whose h11 and anyio cost a
+        dispatcher two fifths of its time). FCM answers HTTP/1.1 over TLS, as the SDK's synchronous
+        calls use it; the SDK's async client would use HTTP/2.
+      - Each answer is read whole and its connection given back at once. The SDK's retry transport
+        never closes an answer it retries, so with its client a batch with more than 25 messages
+        answered 503 or 500 used up the 100 streams of its one HTTP/2 connection and hung.
       - No cookie jar (FCM sets no cookies; httpx searches every answer for them), the SDK's one URL
         parsed once, its retry settings copied without `deepcopy`, no OAuth flow for the anonymous
         credential of a local server, and a service account's flow keeps one transport for
@@ -176,18 +170,10 @@ class FcmPush:
         service = _messaging_service(self._app, settings.fcm_url)
         google_credential = service._credential
         anonymous = isinstance(google_credential, google.auth.credentials.AnonymousCredentials)
-        tls = httpx.create_ssl_context()  # one for all transports: each would load the CA bundle again
-        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        fcm = http_transport(verify=tls, http2=True)
         self._http = _Client(
             headers=_http_client.METRICS_HEADERS,
             auth=None if anonymous else _CredentialFlow(google_credential),
-            mounts={
-                "http://": _RetryTransport(
-                    _Wire([http_transport(verify=tls, limits=one) for _ in range(_LOCAL_CONNECTIONS)]), tls
-                ),
-                "https://": _RetryTransport(_Wire([fcm] * _IN_FLIGHT), tls),
-            },
+            transport=_RetryTransport(Http1Transport(_CONNECTIONS, tls_context())),
         )
         service._async_client._async_client = self._http
 
@@ -206,8 +192,9 @@ class FcmPush:
         await asyncio.to_thread(firebase_admin.delete_app, self._app)
 
 
-_IN_FLIGHT = 100  # requests on FCM's one HTTP/2 connection at once: httpcore opens at most 100 streams on one
-_LOCAL_CONNECTIONS = 64  # 2,000 messages/s to a local server whose answers take up to 30 ms (its --latency-ms)
+# Requests at once, each on a keep-alive connection: 2,000 messages/s to a server whose answers
+# take up to 30 ms (FCM's from a nearby data centre, or the local server's --latency-ms).
+_CONNECTIONS = 64
 
 
 def _messaging_service(app: firebase_admin.App, url: str | None) -> Any:
@@ -241,58 +228,9 @@ _RETRY = _Retry(
 class _RetryTransport(_retry.HttpxRetryTransport):  # type: ignore[misc]
     """The SDK's retry transport (`_RETRY`) over `wire` instead of an httpx transport of its making."""
 
-    def __init__(self, wire: httpx.AsyncBaseTransport, tls: ssl.SSLContext) -> None:
-        super().__init__(retry=_RETRY, verify=tls)  # the transport it makes is replaced, unused
+    def __init__(self, wire: httpx.AsyncBaseTransport) -> None:  # the SDK's would build one, to no use
+        self._retry = _RETRY
         self._wrapped_transport = wire
-
-
-class _Wire(httpx.AsyncBaseTransport):
-    """Sends each request in one of a fixed number of places, reading the answer whole before leaving it.
-
-    `places` names the httpx transport of each place: one HTTP/2 transport many times over, or one
-    single-connection transport for each HTTP/1.1 keep-alive connection (httpcore's pool checks each
-    of its idle connections, at some 15 µs apiece, twice for every request). Waiting happens here,
-    not in httpcore's pool, whose bookkeeping grows with the number of requests queued in it. An
-    answer is read and closed before its place is left because the SDK's retry transport never
-    closes an answer it retries: unclosed, each would keep its HTTP/2 stream (a connection has 100)
-    or its HTTP/1.1 connection for good.
-    """
-
-    def __init__(self, places: list[httpx.AsyncHTTPTransport]) -> None:
-        self._transports = list(dict.fromkeys(places))
-        self._places = collections.deque(places)
-        self._free = asyncio.Semaphore(len(places))
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._free.locked():  # wait no longer than httpcore's pool would have (the pool timeout)
-            waited: float | None = request.extensions.get("timeout", {}).get("pool")
-            try:
-                async with asyncio.timeout(waited):
-                    await self._free.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout(f"no connection free within {waited} s", request=request) from None
-        else:
-            await self._free.acquire()
-        transport = self._places.pop()
-        try:
-            response = await transport.handle_async_request(request)
-            try:
-                body = b"".join([chunk async for chunk in cast(httpx.AsyncByteStream, response.stream)])
-            finally:
-                await response.aclose()
-        finally:
-            self._places.append(transport)
-            self._free.release()
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(body),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        for transport in self._transports:
-            await transport.aclose()
 
 
 class _CredentialFlow(_http_client.GoogleAuthCredentialFlow):  # type: ignore[misc]

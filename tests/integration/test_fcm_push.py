@@ -19,7 +19,7 @@ from firebase_admin import messaging
 
 from infra.config import Settings, load_settings
 from notifications.fcm_server import Fault, FcmServer, Rule
-from notifications.push import _LOCAL_CONNECTIONS, FcmPush, LogPush, PushMessage, PushOutcome, push_channel
+from notifications.push import _CONNECTIONS, FcmPush, LogPush, PushMessage, PushOutcome, push_channel
 from tests.conftest import LocalTls
 
 KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
@@ -69,7 +69,7 @@ async def test_a_big_batch_goes_out_in_calls_of_500(
     assert fcm.requests == 1200
     assert sorted(r.token for r in fcm.received if r.token) == tokens
     # HTTP/1.1 keep-alive: the fixed set of connections, each opened once (the SDK starts 500 requests at once)
-    assert fcm.connections == _LOCAL_CONNECTIONS == 64
+    assert fcm.connections == _CONNECTIONS == 64
     first = next(r.message for r in fcm.received if r.token == "device-00007")
     assert first["data"] == {"kind": "payment", "n": "7"}
     assert first["notification"] == {"title": "养老金已发放", "body": "您的 5 月养老金已到账。"}
@@ -134,19 +134,22 @@ async def test_the_sdk_retries_unavailable_and_internal_four_times(push: FcmPush
 
 
 async def test_over_tls_as_to_fcm_itself(local_tls: LocalTls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The path to FCM: https, HTTP/2 chosen by ALPN, the batch on one connection (no OAuth: the server needs none)."""
+    """The path to FCM: https, HTTP/1.1 on keep-alive connections kept for the next batch (no OAuth: the server
+    needs none)."""
     monkeypatch.setenv("SSL_CERT_FILE", str(local_tls.ca_file))  # the client trusts the test certificate
     async with FcmServer(tls=local_tls.server) as fcm:
         fcm.fail("gone", Rule(Fault.UNREGISTERED))
         channel = push_channel(settings_for(tmp_path, FCM_URL=fcm.url, FCM_PROJECT_ID="p"))
         try:
             outcomes = await channel.send([message(f"here-{i}") for i in range(20)] + [message("gone")])
+            again = await channel.send([message(f"again-{i}") for i in range(21)])
         finally:
             await channel.aclose()
 
     assert fcm.url.startswith("https://")
     assert outcomes == [PushOutcome("delivered")] * 20 + [PushOutcome("token_gone", "UNREGISTERED")]
-    assert (fcm.requests, fcm.connections) == (21, 1)  # 21 at once on one connection: HTTP/2 streams
+    assert again == [PushOutcome("delivered")] * 21
+    assert (fcm.requests, fcm.connections) == (42, 21)  # the 21 at once each on one, and the next 21 on the same
 
 
 async def test_no_server_is_a_retry(tmp_path: Path) -> None:
