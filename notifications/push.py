@@ -158,7 +158,8 @@ class FcmPush:
     The app and its connections belong to the event loop of the first send: use one FcmPush per loop.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, wire: httpx.AsyncBaseTransport | None = None) -> None:
+        """`wire` carries the requests (behind the SDK's retries); by default HTTP/1.1 connections to the server."""
         if settings.fcm_credentials_file is not None:
             credential: credentials.Base = credentials.Certificate(str(settings.fcm_credentials_file))
         else:
@@ -173,7 +174,7 @@ class FcmPush:
         self._http = _Client(
             headers=_http_client.METRICS_HEADERS,
             auth=None if anonymous else _CredentialFlow(google_credential),
-            transport=_RetryTransport(Http1Transport(_CONNECTIONS, tls_context())),
+            transport=_RetryTransport(wire or Http1Transport(_CONNECTIONS, tls_context())),
         )
         service._async_client._async_client = self._http
 
