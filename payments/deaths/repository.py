@@ -2,7 +2,7 @@
 
 Every writer of a person's death record holds that person's row lock (`lock_person`), so the
 statements after it need no locks of their own; it waits first for any disbursement batch in
-progress (PAYMENT_RECORDS_LOCK), so every payment a batch made is seen by the overpayment sweep.
+progress (`lock_payment_records`), so every payment a batch made is seen by the overpayment sweep.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from datetime import date
 import asyncpg
 
 from infra.db import UnitOfWork
-from payments.disbursement.repository import PAYMENT_RECORDS_LOCK
+from payments.disbursement.repository import lock_payment_records
 from payments.disbursement.rules import REPORTED_DECEASED
 
 
 async def lock_person(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
-    await uow.execute("SELECT pg_advisory_xact_lock($1)", PAYMENT_RECORDS_LOCK)
+    await lock_payment_records(uow, shared=False)
     return await uow.fetchrow(
         "SELECT id, birth_date, national_id_masked FROM persons WHERE national_id_hash = $1 FOR UPDATE",
         national_id_hash,

@@ -24,6 +24,12 @@ _DUE = DUE.format(period="$1")
 # overpayment sweep seeing that payment.
 PAYMENT_RECORDS_LOCK = 0x70_61_79_6D  # "paym"
 
+
+async def lock_payment_records(uow: UnitOfWork, *, shared: bool) -> None:
+    """PAYMENT_RECORDS_LOCK until the transaction ends: shared by writers of payments, exclusive for a death."""
+    await uow.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}($1)", PAYMENT_RECORDS_LOCK)
+
+
 START_RUN_SQL = f"""
     INSERT INTO disbursement_runs (period, pay_date, entitlements, requested_by)
     SELECT $1, $2, count(*), $3
@@ -105,7 +111,7 @@ BATCH_SQL = f"""
 async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> int:
     """Records for the next `batch` entitlements; the run's progress moves in the same transaction.
     Returns how many entitlements the batch covered: 0 once every one is done."""
-    await uow.execute("SELECT pg_advisory_xact_lock_shared($1)", PAYMENT_RECORDS_LOCK)
+    await lock_payment_records(uow, shared=True)
     done = await uow.fetchrow(BATCH_SQL, run["period"], run["id"], run["pay_date"], run["resume_after"], batch)
     assert done is not None
     scanned: int = done["scanned"]
@@ -180,7 +186,7 @@ async def record_bank_answers(
     """The bank's answers; a returned payment never reached the person, so nothing of it is to recover.
     Shared with batches, exclusive for a death's overpayment sweep: a sweep that read a payment as sent
     has committed its overpayment before a return of that payment cancels it, or it sees the return."""
-    await uow.execute("SELECT pg_advisory_xact_lock_shared($1)", PAYMENT_RECORDS_LOCK)
+    await lock_payment_records(uow, shared=True)
     await uow.execute(
         """UPDATE pension_payments p
            SET bank_status = CASE a.result WHEN 'paid' THEN 'confirmed' ELSE 'returned' END,

@@ -14,6 +14,9 @@ import pytest
 
 from app.services import Services
 from infra.config import Settings
+from infra.db import unit_of_work
+from payments.deaths import repository as deaths_repository
+from payments.disbursement import repository as disbursement_repository
 from tests.factories import SamplePerson, bearer, run_cli, sample_person, write_jsonl
 
 SEP, OCT, NOV, DEC = date(2025, 9, 1), date(2025, 10, 1), date(2025, 11, 1), date(2025, 12, 1)
@@ -468,3 +471,20 @@ async def test_a_run_that_has_not_reached_the_person_pays_the_month_itself(
         (NOV, "monthly", "paid"),  # paid on time, by the run itself
         (NOV, "back_pay", "paid"),  # October, back-paid
     ]
+
+
+async def test_recording_a_death_waits_for_payment_writers_who_do_not_wait_for_each_other(pool: asyncpg.Pool) -> None:
+    """A bank-answers transaction and a batch hold the payment records' lock shared, a death exclusively."""
+
+    async def record_death() -> None:
+        async with unit_of_work(pool) as uow:
+            assert await deaths_repository.lock_person(uow, b"no such person") is None
+
+    async with unit_of_work(pool) as answers:
+        await disbursement_repository.record_bank_answers(answers, [], [], [])
+        async with unit_of_work(pool) as batch:  # a second shared holder gets in at once
+            await asyncio.wait_for(disbursement_repository.lock_payment_records(batch, shared=True), 2)
+        death = asyncio.create_task(record_death())
+        await asyncio.sleep(0.3)
+        assert not death.done()  # still waiting for the bank answers' transaction
+    await asyncio.wait_for(death, 5)
