@@ -52,15 +52,15 @@ BENCH_S3_PORT = 38633  # its other ports derive from it (infra.embedded.weed_por
 BARE_SQL = f"""
     INSERT INTO pension_payments (run_id, person_id, period, kind, status, withheld_reason, amount_fen,
                                   bank_account_enc, bank_account_masked, bank_status)
-    SELECT $2, e.person_id, $1, 'monthly',
-           CASE WHEN p.certified_until >= $3 THEN 'paid' ELSE 'withheld' END,
-           {repo.WITHHELD_REASON.format(pay_date="$3")},
-           e.monthly_amount_fen,
-           CASE WHEN p.certified_until >= $3 THEN e.bank_account_enc END,
-           CASE WHEN p.certified_until >= $3 THEN e.bank_account_masked END,
-           CASE WHEN p.certified_until >= $3 THEN 'pending' END
-    FROM pension_entitlements e JOIN persons p ON p.id = e.person_id
-    WHERE {repo.DUE.format(period="$1")}"""
+    SELECT $2, w.person_id, $1, 'monthly', CASE WHEN w.reason IS NULL THEN 'paid' ELSE 'withheld' END, w.reason,
+           w.monthly_amount_fen,
+           CASE WHEN w.reason IS NULL THEN w.bank_account_enc END,
+           CASE WHEN w.reason IS NULL THEN w.bank_account_masked END,
+           CASE WHEN w.reason IS NULL THEN 'pending' END
+    FROM (SELECT e.person_id, e.monthly_amount_fen, e.bank_account_enc, e.bank_account_masked,
+                 {repo.WITHHELD_REASON.format(pay_date="$3")} AS reason
+          FROM pension_entitlements e JOIN persons p ON p.id = e.person_id
+          WHERE {repo.DUE.format(period="$1")}) w"""
 
 
 async def _settle(admin: asyncpg.Connection) -> None:
