@@ -56,7 +56,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         loop = asyncio.get_running_loop()
-        self._request, self._answer = request, loop.create_future()
+        self._request, self._answer, self._status = request, loop.create_future(), 0
         try:
             transport.write(_head(request) + await request.aread())
             if self._drained is not None:
@@ -84,13 +84,18 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as error:  # raised by a method below
-            self._fail(cast(httpx.HTTPError, error.__context__))
+        except httptools.HttpParserCallbackError as error:  # raised by a method below, or by httptools there
+            cause = error.__context__
+            self._fail(
+                cause
+                if isinstance(cause, httpx.HTTPError)
+                else httpx.RemoteProtocolError(f"a malformed answer: {cause or error}", request=self._request)
+            )
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
             self._fail(httpx.RemoteProtocolError(f"a malformed answer: {error}", request=self._request))
 
     def eof_received(self) -> bool:
-        if self._answer is not None and self._status and not self._delimited:
+        if self._answer is not None and self._status >= 200 and not self._delimited:
             self._answered(keep_alive=False)  # the body of an answer without a length ends with the connection
         self._fail(httpx.RemoteProtocolError("the server closed the connection before answering"))
         return False
@@ -146,15 +151,18 @@ class _Connection(asyncio.Protocol):
             return
         if not keep_alive:
             self.close()
-        answer.set_result(
-            httpx.Response(
+        try:  # httpx decodes a gzip or deflate body here
+            response = httpx.Response(
                 self._status,
                 headers=self._headers,
                 content=b"".join(self._body),
                 request=self._request,
                 extensions={"http_version": b"HTTP/" + self._parser.get_http_version().encode()},
             )
-        )
+        except httpx.DecodingError as error:  # a proxy's corruption, say: the send may be tried again
+            self._fail(httpx.RemoteProtocolError(f"an answer that cannot be decoded: {error}", request=self._request))
+            return
+        answer.set_result(response)
 
     def _fail(self, error: httpx.HTTPError) -> None:
         self.close()
@@ -182,9 +190,11 @@ async def _within(
 
 
 def _head(request: httpx.Request) -> bytes:
-    url = request.url
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), url.raw_path)]
-    lines += [b"%s: %s" % header for header in request.headers.raw]
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if name.lower() == b"transfer-encoding":  # the body goes as read, unframed
+            raise httpx.UnsupportedProtocol("the push channel sends bodies of a known length", request=request)
+        lines.append(b"%s: %s" % (name, value))
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -194,6 +204,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
     def __init__(self, connections: int, tls: ssl.SSLContext) -> None:
         self._free = asyncio.Semaphore(connections)
         self._room = connections  # idle connections kept, over all origins
+        self._closed = False
         self._idle: dict[Origin, list[_Connection]] = {}
         self._tls = tls
 
@@ -218,6 +229,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             self._free.release()
 
     async def aclose(self) -> None:
+        self._closed = True  # a request still out closes its connection when it ends
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()
@@ -240,7 +252,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         return None
 
     def _put_idle(self, origin: Origin, connection: _Connection) -> None:
-        if self._room == 0:  # another origin's connections fill the room
+        if not connection.usable:
+            return
+        if self._room == 0 or self._closed:  # another origin's connections fill the room
             connection.close()
             return
         self._room -= 1

@@ -231,10 +231,12 @@ async def test_an_informational_answer_is_skipped() -> None:
     [
         ((b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",), "closed the connection before answering"),
         ((b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n", b"x" * 3000), "longer than 2000 bytes"),
+        ((b"HTTP/1.1 100 Continue\r\n\r\n",), "closed the connection before answering"),
+        ((b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",), "cannot be decoded"),
         ((b"HTTP/1.1 2OO OK\r\n\r\n",), "a malformed answer"),
         ((b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",), "a malformed answer"),
     ],
-    ids=["cut short", "too long", "malformed", "upgrade"],
+    ids=["cut short", "too long", "no answer after a 1xx", "bad gzip", "malformed", "upgrade"],
 )
 async def test_a_bad_answer_is_a_protocol_error(
     answer: tuple[bytes, ...], why: str, monkeypatch: pytest.MonkeyPatch
@@ -261,3 +263,46 @@ async def test_what_the_push_channel_does_not_send_is_refused() -> None:
     for request in (httpx.Request("HEAD", "http://127.0.0.1:9/"), httpx.Request("GET", "ftp://127.0.0.1:9/")):
         with pytest.raises(httpx.UnsupportedProtocol):
             await transport.handle_async_request(request)
+
+
+async def test_no_earlier_answer_stands_in_for_a_missing_one() -> None:
+    async def no_content_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # no length, and none needed
+        await reader.readuntil(b"\r\n\r\n")  # the second request, never answered
+
+    async with bare_server(no_content_then_close) as (url, _), client() as http:
+        assert (await http.get(url)).status_code == 204
+        with pytest.raises(httpx.RemoteProtocolError, match="closed the connection before answering"):
+            await http.get(url)
+
+
+async def test_a_body_of_unknown_length_is_refused() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"message": {}}'
+
+    async with (
+        bare_server(each_request(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as (url, _),
+        client() as http,
+    ):
+        with pytest.raises(httpx.UnsupportedProtocol, match="known length"):
+            await http.post(url, content=chunks())
+
+
+async def test_closing_the_client_closes_a_connection_still_in_use_once_its_answer_is_in() -> None:
+    closed = asyncio.Event()
+
+    async def slow_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.2)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await reader.read()  # until the client closes
+        closed.set()
+
+    async with bare_server(slow_then_wait) as (url, _):
+        http = client()
+        answer = asyncio.create_task(http.get(url))
+        await asyncio.sleep(0.05)
+        await http.aclose()
+        assert (await answer).text == "ok"
+        await asyncio.wait_for(closed.wait(), 1.0)
