@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -26,7 +27,7 @@ from notifications.push import BATCH, Push, PushMessage, PushOutcome
 from notifications.repository import Outcome
 from notifications.rules import release_at, retry_delay
 from notifications.sms import SmsNotSent, SmsProvider
-from notifications.templates import render, sms_text
+from notifications.templates import Rendered, render, sms_text
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -35,6 +36,19 @@ Channel = Literal["push", "sms"]
 CHANNELS: tuple[Channel, ...] = ("push", "sms")
 DISPATCH_JOBS: dict[Channel, str] = {"push": "notifications.dispatch_push", "sms": "notifications.dispatch_sms"}
 SMS_BATCH = 100
+
+
+def notice_push(token: str, notification_id: uuid.UUID | str, kind: str, text: Rendered, urgent: bool) -> PushMessage:
+    """A notice as a push: the app opens the notice from `data`, and its id collapses repeats on the device."""
+    notice = str(notification_id)
+    return PushMessage(
+        token=token,
+        title=text.title,
+        body=text.body,
+        data={"notification_id": notice, "kind": kind},
+        collapse_key=notice,
+        urgent=urgent,
+    )
 
 
 class Dispatcher:
@@ -115,15 +129,9 @@ class Dispatcher:
                 if isinstance(text, Outcome):
                     outcomes.append(text)
                     continue
-                message = PushMessage(
-                    token=row["push_token"],
-                    title=text.title,
-                    body=text.body,
-                    data={"notification_id": str(row["notification_id"]), "kind": row["kind"]},
-                    collapse_key=str(row["notification_id"]),
-                    urgent=row["urgent"],
+                sending.append(
+                    (row, notice_push(row["push_token"], row["notification_id"], row["kind"], text, row["urgent"]))
                 )
-                sending.append((row, message))
         results: list[PushOutcome] = await self._push.send([m for _, m in sending]) if sending else []
         for (row, _), result in zip(sending, results, strict=True):
             if result.state == "delivered":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import TypeVar, cast
+from typing import cast
 
 import httptools
 import httpx
@@ -27,12 +27,6 @@ import httpx
 MAX_ANSWER = 1 << 20  # FCM answers in a few hundred bytes, and a proxy's error page in a few thousand
 _DEFAULT_PORT = {"http": 80, "https": 443}
 Origin = tuple[str, str, int]  # scheme, host, port
-T = TypeVar("T")
-
-
-def _expire(waiter: asyncio.Future[T]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class _Connection(asyncio.Protocol):
@@ -60,8 +54,16 @@ class _Connection(asyncio.Protocol):
         try:
             transport.write(_head(request) + await request.aread())
             if self._drained is not None:
-                await _within(self._drained, write_s, httpx.WriteTimeout, "the server took nothing", request)
-            return await _within(self._answer, read_s, httpx.ReadTimeout, "no whole answer", request)
+                try:
+                    async with asyncio.timeout(write_s):
+                        await self._drained
+                except TimeoutError:
+                    raise httpx.WriteTimeout(f"the server took nothing within {write_s} s", request=request) from None
+            try:
+                async with asyncio.timeout(read_s):
+                    return await self._answer
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"no whole answer within {read_s} s", request=request) from None
         except BaseException:
             self.close()
             raise
@@ -171,24 +173,6 @@ class _Connection(asyncio.Protocol):
             answer.set_exception(error)
 
 
-async def _within(
-    waiter: asyncio.Future[T],
-    seconds: float | None,
-    late: type[httpx.TimeoutException],
-    what: str,
-    request: httpx.Request,
-) -> T:
-    if waiter.done() or seconds is None:
-        return await waiter
-    timer = asyncio.get_running_loop().call_later(seconds, _expire, waiter)
-    try:
-        return await waiter
-    except TimeoutError:
-        raise late(f"{what} within {seconds} s", request=request) from None
-    finally:
-        timer.cancel()
-
-
 def _head(request: httpx.Request) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
     for name, value in request.headers.raw:
@@ -202,8 +186,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
     """At most `connections` requests at once, each on a keep-alive connection of its own."""
 
     def __init__(self, connections: int, tls: ssl.SSLContext) -> None:
-        self._free = asyncio.Semaphore(connections)
-        self._room = connections  # idle connections kept, over all origins
+        self._free = asyncio.Semaphore(connections)  # so no origin ever has more connections than this
         self._closed = False
         self._idle: dict[Origin, list[_Connection]] = {}
         self._tls = tls
@@ -246,19 +229,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
-            self._room += 1
             if connection.usable:
                 return connection
         return None
 
     def _put_idle(self, origin: Origin, connection: _Connection) -> None:
-        if not connection.usable:
-            return
-        if self._room == 0 or self._closed:  # another origin's connections fill the room
+        if self._closed:
             connection.close()
-            return
-        self._room -= 1
-        self._idle.setdefault(origin, []).append(connection)
+        elif connection.usable:
+            self._idle.setdefault(origin, []).append(connection)
 
     async def _connect(self, origin: Origin, seconds: float | None, request: httpx.Request) -> _Connection:
         scheme, host, port = origin
