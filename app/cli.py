@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import getpass
 import json
 import logging
@@ -343,7 +342,7 @@ async def cmd_dev_sms(args: argparse.Namespace, services: Services) -> int:
 
 @with_services
 async def cmd_notify_dispatch(args: argparse.Namespace, services: Services) -> int:
-    from infra.jobs import stop_on_signals
+    from infra.jobs import freeze_start_up, stop_on_signals
     from notifications.dispatcher import CHANNELS, Dispatcher
     from notifications.push import push_channel
 
@@ -353,7 +352,7 @@ async def cmd_notify_dispatch(args: argparse.Namespace, services: Services) -> i
     dispatcher = Dispatcher(services.pool, services.settings, push, services.sms)
     window = None if args.until_idle else float("inf")
     channels = CHANNELS if args.channel == "all" else (args.channel,)
-    gc.freeze()  # as the worker does (infra.jobs.run_worker): start-up's objects outside the collections
+    freeze_start_up()
     try:
         handled = await asyncio.gather(*(dispatcher.run(c, window_s=window, stop=stop) for c in channels))
     finally:

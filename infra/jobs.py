@@ -66,6 +66,14 @@ def stop_on_signals(*events: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop)
 
 
+def freeze_start_up() -> None:
+    """What start-up made (modules, models, pools) lives as long as the process: frozen, it is no longer
+    walked by every full collection the work triggers (a dispatcher sending triggers many). Its garbage
+    is collected first, so none of that is kept for good."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_worker(
     settings: Settings,
     handlers: Mapping[str, Handler],
@@ -82,9 +90,7 @@ async def run_worker(
     if not drain:
         stop_on_signals(qm.shutdown, *filter(None, [stopping]))
     log.info("worker started", extra={"jobs": sorted(handlers)})
-    # What start-up made (modules, models, pools) lives as long as the worker: frozen, it is no longer
-    # walked by every full collection the jobs trigger (a dispatcher sending triggers many).
-    gc.freeze()
+    freeze_start_up()
     try:
         await qm.run(
             mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,

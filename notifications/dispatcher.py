@@ -13,10 +13,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -105,10 +104,10 @@ class Dispatcher:
         return None
 
     @staticmethod
-    def _written(row: asyncpg.Record, write: Callable[[], T]) -> T | Outcome:
-        """The text for `row`, or its dead letter when the template cannot be filled (naming what is missing)."""
+    def _written(row: asyncpg.Record, write: Callable[[str, str, Mapping[str, Any]], T], locale: str) -> T | Outcome:
+        """`row`'s text in `locale`, or its dead letter when the template cannot be filled (naming what is missing)."""
         try:
-            return write()
+            return write(row["kind"], locale, row["params"])
         except KeyError as missing:
             return Outcome(row["id"], row["attempts"], "dead", f"template: {missing}")
 
@@ -125,7 +124,7 @@ class Dispatcher:
                 outcomes.append(Outcome(row["id"], row["attempts"], "cancelled", "device_removed"))
                 gone.append((row, "device_removed"))
             else:
-                text = self._written(row, partial(render, row["kind"], row["device_locale"], row["params"]))
+                text = self._written(row, render, row["device_locale"])
                 if isinstance(text, Outcome):
                     outcomes.append(text)
                     continue
@@ -163,7 +162,7 @@ class Dispatcher:
                 if exhausted is not None:
                     outcomes.append(exhausted)
                     continue
-                sms = self._written(row, partial(sms_text, row["kind"], row["person_locale"], row["params"]))
+                sms = self._written(row, sms_text, row["person_locale"])
                 if isinstance(sms, Outcome):
                     outcomes.append(sms)
                     continue

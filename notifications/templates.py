@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from app.i18n import negotiate
+from app.i18n import LOCALES, negotiate
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -192,7 +192,8 @@ _MONTH_NAMES = (
 
 
 def _english(locale: str) -> bool:
-    return negotiate(locale) == "en"
+    # `render` passes a locale already worked out; the formatters also take a raw tag ("en-US").
+    return locale == "en" if locale in LOCALES else negotiate(locale) == "en"
 
 
 def money(fen: int, locale: str) -> str:

@@ -19,9 +19,9 @@ WITHHELD_REASON = """CASE WHEN p.certified_until IS NULL THEN 'not_certified'
                           WHEN p.certified_until < {pay_date} THEN 'certification_expired' END"""
 _DUE = DUE.format(period="$1")
 
-# Batches hold it shared; recording or reversing a death holds it exclusively. A death is thus
-# recorded between batches: a batch never pays a person who died while it ran without the death's
-# overpayment sweep seeing that payment.
+# Batches and bank answers hold it shared; recording or reversing a death holds it exclusively. A
+# death is thus recorded between batches: a batch never pays a person who died while it ran without
+# the death's overpayment sweep seeing that payment.
 PAYMENT_RECORDS_LOCK = 0x70_61_79_6D  # "paym"
 
 
