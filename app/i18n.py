@@ -129,6 +129,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "check_not_reviewable": ("该记录无需人工审核。", "This check is not waiting for review."),
     "claim_required": ("请先领取该记录。", "Claim this check first."),
     "reason_required": ("请填写理由。", "Give a reason."),
+    "reason_too_long": ("理由不能超过{most}个字。", "Keep the reason to {most} characters."),
     # medical account and QR charges
     "idempotency_key_required": (
         "请在请求头Idempotency-Key中为这笔收款附上一个编号（1至255个英文字符），重试时使用同一编号。",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request
 
 from app.errors import BadRequest
-from app.review.schemas import REASON_MAX, DecisionKind
+from app.review.schemas import DecisionKind
 from app.schemas import Body
 
 F = TypeVar("F", bound=Body)
@@ -48,7 +48,7 @@ class SearchForm(Body):
 class DecisionForm(Body):
     csrf: str
     decision: DecisionKind
-    reason: Annotated[str, msgspec.Meta(max_length=REASON_MAX)] = ""  # the service refuses one too short
+    reason: str = ""  # the service's rule says what is wrong with it
 
 
 async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:

@@ -112,6 +112,8 @@ class ReviewService:
         reason = reason.strip()
         if len(reason) < s.REASON_MIN:  # the API's schema and the console's form let padding through
             raise BadRequest("reason_required")
+        if len(reason) > s.REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
+            raise BadRequest("reason_too_long", most=s.REASON_MAX)
         status, shown_reason = DECISIONS[decision]
         async with unit_of_work(self._pool) as uow:
             row = await repo.check_for_review(uow, check_id, lock=True)

@@ -3,6 +3,7 @@ sessions, form tokens, roles, the audited person search, runs, dead letters and 
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,7 @@ import pyotp
 from app.console.text import label
 from app.services import Services
 from notifications.templates import money
+from tests.conftest import FACES
 from tests.factories import (
     applicant,
     bearer,
@@ -25,6 +27,7 @@ from tests.factories import (
     post_sign_in,
     sign_in,
     staff_member,
+    video_frame,
 )
 
 
@@ -236,7 +239,12 @@ async def test_bad_input_gets_a_page_in_the_operators_language_never_a_500(
     await client.post("/console/sign-out", data={"csrf": csrf})
     await console_sign_in(client, "nora", await staff_member(services, "nora", "Nora Auditor", "auditor"))
     assert (await client.get("/console/audit?before=99999999999999999999")).status_code == 400  # beyond int64
-    assert (await client.get("/console/audit?before=1")).status_code == 200
+    newest = await client.get("/console/audit")
+    older = await client.get("/console/audit?before=1")
+    assert older.status_code == 200
+    assert ('id="chain"' in newest.text, 'id="chain"' not in older.text) == (True, True)  # checked with the newest
+    viewed = await pool.fetch("SELECT details FROM audit_log WHERE action = 'audit.viewed' ORDER BY id")
+    assert [("rows" in v["details"], v["details"].get("before")) for v in viewed[-2:]] == [(True, None), (False, 1)]
 
 
 async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_letter_again(
@@ -299,13 +307,14 @@ async def test_a_decision_needs_a_reason_of_3_to_1000_characters(
     check = await flagged_check(services, pool, who.person.phone)
     csrf = await console_sign_in(client, "nia", await staff_member(services, "nia", "Nia Operator"))
     assert (await client.post(f"/console/checks/{check}/claim", data={"csrf": csrf})).status_code == 200
-    for reason, said in (("  a  ", "请填写理由"), ("x" * 1001, "reason")):
+    for reason, said in (("  a  ", "请填写理由。"), ("x" * 1001, "理由不能超过1000个字。")):
         r = await client.post(
             f"/console/checks/{check}/decision", data={"csrf": csrf, "decision": "approve", "reason": reason}
         )
         assert r.status_code == 400, reason[:10]
         assert 'name="decision"' in r.text  # the check page again, to correct the reason
         assert said in r.text
+        assert re.search(r'id="decision-error">([^<]*)<', r.text)[1] == said  # type: ignore[index]
     assert await pool.fetchval("SELECT status FROM certification_checks WHERE id = $1", uuid.UUID(check)) == (
         "needs_review"
     )
@@ -339,3 +348,20 @@ async def test_claim_next_hands_each_operator_a_different_check_and_lets_go_of_t
         assert r.headers["location"] == "/console/queue?reason=replayed_media&note=queue_empty"
     holders = await pool.fetch("SELECT id, claimed_by IS NOT NULL AS held FROM certification_checks ORDER BY id")
     assert {str(row["id"]): row["held"] for row in holders} == {first: True, second: False}
+
+
+async def test_a_check_whose_video_is_deleted_still_shows_the_reference_photo(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    photo = video_frame(FACES / "video" / "live_blink__eye_blink.mp4", 10, tmp_path)
+    who = await applicant(client, pool, importer, tmp_path, reference_photo=photo)
+    check = await flagged_check(services, pool, who.person.phone)
+    await pool.execute("UPDATE certification_checks SET media_purged_at = now() WHERE id = $1", uuid.UUID(check))
+    csrf = await console_sign_in(client, "pia", await staff_member(services, "pia", "Pia Operator"))
+
+    page = await client.post(f"/console/checks/{check}/claim", data={"csrf": csrf})
+
+    assert page.status_code == 200
+    assert label("media_purged", "zh-CN") in page.text
+    assert re.search(r'<figure class="reference">\s*<img src="http', page.text)  # the enrolment photo is kept
+    assert 'class="frame"' not in page.text
