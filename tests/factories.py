@@ -454,3 +454,14 @@ async def flagged_check(services: Services, pool: asyncpg.Pool, phone: str) -> s
     assert await services.certification.record_analysis(item, uncertain, []) == "needs_review"
     assert await services.certification.record_analysis(item, uncertain, []) is None  # written once
     return str(check_id)
+
+
+async def until_waiting_on_a_lock(pool: asyncpg.Pool) -> None:
+    """Returns once some session of this database waits on a lock; fails after 5 s."""
+    for _ in range(250):
+        if await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("nothing came to wait on a lock")

@@ -17,7 +17,7 @@ from infra.config import Settings
 from infra.db import unit_of_work
 from payments.deaths import repository as deaths_repository
 from payments.disbursement import repository as disbursement_repository
-from tests.factories import SamplePerson, bearer, run_cli, sample_person, write_jsonl
+from tests.factories import SamplePerson, bearer, run_cli, sample_person, until_waiting_on_a_lock, write_jsonl
 
 SEP, OCT, NOV, DEC = date(2025, 9, 1), date(2025, 10, 1), date(2025, 11, 1), date(2025, 12, 1)
 JAN, FEB = date(2026, 1, 1), date(2026, 2, 1)
@@ -485,6 +485,6 @@ async def test_recording_a_death_waits_for_payment_writers_who_do_not_wait_for_e
         async with unit_of_work(pool) as batch:  # a second shared holder gets in at once
             await asyncio.wait_for(disbursement_repository.lock_payment_records(batch, shared=True), 2)
         death = asyncio.create_task(record_death())
-        await asyncio.sleep(0.3)
+        await until_waiting_on_a_lock(pool)
         assert not death.done()  # still waiting for the bank answers' transaction
     await asyncio.wait_for(death, 5)

@@ -23,6 +23,7 @@ from tests.factories import (
     problem_code,
     run_cli,
     sample_person,
+    until_waiting_on_a_lock,
     write_jsonl,
 )
 from tests.ledger_checks import allocate, ledger_violations, medical_balance
@@ -424,7 +425,7 @@ async def test_a_retry_while_the_first_attempt_runs_is_refused_not_run_twice(
             # Hold the medical account's lock: the first attempt waits inside its transaction.
             await blocker.execute("SELECT 1 FROM ledger_accounts WHERE kind = 'medical' FOR UPDATE")
             first = asyncio.ensure_future(live.post(CHARGES, json=body, headers=headers))
-            await _until_waiting_on_a_lock(pool)
+            await until_waiting_on_a_lock(pool)
             retry = await live.post(CHARGES, json=body, headers=headers)
             assert (retry.status_code, problem_code(retry)) == (409, "request_in_flight")
         answered = await first
@@ -432,16 +433,6 @@ async def test_a_retry_while_the_first_attempt_runs_is_refused_not_run_twice(
     retry = await client.post(CHARGES, json=body, headers=headers)
     assert (retry.status_code, retry.content) == (201, answered.content)
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == 1
-
-
-async def _until_waiting_on_a_lock(pool: asyncpg.Pool) -> None:
-    for _ in range(250):
-        if await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        ):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the first attempt never reached the lock")
 
 
 async def test_a_claim_taken_over_is_no_longer_held_by_its_first_owner(

@@ -161,7 +161,10 @@ async def test_no_free_connection_within_the_pool_timeout() -> None:
         fcm.fail("held", Rule(Fault.HOLD))
         send = fcm.url.format("p")
         held = asyncio.create_task(http.post(send, json={"message": {"token": "held"}}))
-        await asyncio.sleep(0.1)
+        for _ in range(200):  # until the held request is in: the one connection is taken
+            if fcm.requests:
+                break
+            await asyncio.sleep(0.01)
         with pytest.raises(httpx.PoolTimeout):
             await http.post(send, json={"message": {"token": "waits"}}, timeout=httpx.Timeout(5.0, pool=0.2))
         held.cancel()
@@ -191,7 +194,6 @@ async def test_connection_close_and_bytes_nobody_asked_for_end_the_connection() 
     for answer in (closing, chatty):
         async with bare_server(each_request(answer)) as (url, accepted), client() as http:
             texts = [(await http.get(url)).text for _ in range(2)]
-            await asyncio.sleep(0.05)
 
         assert texts == ["ok", "ok"]
         assert accepted == [1, 2]
@@ -290,10 +292,11 @@ async def test_a_body_of_unknown_length_is_refused() -> None:
 
 
 async def test_closing_the_client_closes_a_connection_still_in_use_once_its_answer_is_in() -> None:
-    closed = asyncio.Event()
+    asked, closed = asyncio.Event(), asyncio.Event()
 
     async def slow_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        asked.set()
         await asyncio.sleep(0.2)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await reader.read()  # until the client closes
@@ -302,7 +305,7 @@ async def test_closing_the_client_closes_a_connection_still_in_use_once_its_answ
     async with bare_server(slow_then_wait) as (url, _):
         http = client()
         answer = asyncio.create_task(http.get(url))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(asked.wait(), 2)
         await http.aclose()
         assert (await answer).text == "ok"
         await asyncio.wait_for(closed.wait(), 1.0)
