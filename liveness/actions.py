@@ -13,6 +13,7 @@ photo or screen tilted to squash its eyes into a "blink", changes it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ MIN_TURN_S = 0.3
 # 0.15-0.18, "ah" more; an open mouth lasts longer than the 0.1-0.2 s syllables of speech.
 MOUTH_OPEN = 0.1
 MOUTH_MIN_S = 0.4
+# The same action seen again this soon after it ended is one action held through a dip.
+MERGE_S = 0.6
+# A challenged action starts within this long after the one before it settled back to neutral
+# (the app shows the next prompt at once), the first within FIRST_STEP_S of the recording's start.
+# Measured: the live clip's actions follow each other after 0.3-1.1 s.
+STEP_WINDOW_S = 5.0
+FIRST_STEP_S = 8.0
 # Samples further apart than this are not consecutive (the face was lost in between).
 MAX_GAP_S = 0.3
 # Frames within this yaw of the neutral pose are neutral, for the baselines.
@@ -181,6 +189,33 @@ def baseline(s: Signals) -> Baseline | None:
     )
 
 
+def resting(s: Signals, b: Baseline) -> Mask:
+    """Plausible samples of the neutral face: looking ahead, the mouth closed, the eyes open."""
+    with np.errstate(invalid="ignore"):
+        result: Mask = (
+            plausible(s, b)
+            & (np.abs(s.yaw - b.yaw) < NEUTRAL_YAW / 2)
+            & (s.mouth - b.mouth < MOUTH_OPEN / 2)
+            & (s.ear >= BLINK_OPEN * b.ear)
+        )
+    return result
+
+
+def held_turn(s: Signals, b: Baseline, turn: DetectedAction) -> Mask:
+    """The samples of a detected turn that the landmarks measure past TURN_OFFSET, in plausible
+    proportions (beyond ~40 degrees the predictor guesses, and so would a chip cut by its guess)."""
+    sign = 1.0 if turn.action is Action.TURN_LEFT else -1.0
+    end = turn.until_s if turn.until_s is not None else turn.at_s
+    with np.errstate(invalid="ignore"):
+        result: Mask = (
+            (s.t >= turn.at_s)
+            & (s.t <= end)
+            & (sign * (s.yaw - b.yaw) > TURN_OFFSET)
+            & (np.abs(s.stretch / b.stretch - 1) <= MAX_STRETCH)
+        )
+    return result
+
+
 def plausible(s: Signals, b: Baseline) -> Mask:
     """Samples whose landmarks describe a frontal face in its own proportions (module docstring)."""
     with np.errstate(invalid="ignore"):
@@ -224,7 +259,9 @@ def detect_blinks(s: Signals, b: Baseline) -> list[DetectedAction]:
         if before is None or after is None or not valid[before : after + 1].all():
             continue
         depth = 1 - float(np.min(s.ear[start : end + 1])) / b.ear
-        found.append(DetectedAction(Action.BLINK, float(s.t[start]), round(depth, 3)))
+        found.append(
+            DetectedAction(Action.BLINK, float(s.t[start]), round(depth, 3), float(s.t[end]), float(s.t[after]))
+        )
     return found
 
 
@@ -262,19 +299,37 @@ def detect_turns(s: Signals, b: Baseline) -> list[DetectedAction]:
             window = measured[start : end + 1]
             if inside.size and window.any() and s.t[inside[-1]] - s.t[inside[0]] >= MIN_TURN_S:
                 peak = float(np.max(sign * offset[start : end + 1][window]))
-                found.append(DetectedAction(action, float(s.t[inside[0]]), round(peak, 3)))
+                with np.errstate(invalid="ignore"):
+                    ahead = valid & (np.abs(offset) < TURN_OFFSET / 2)
+                found.append(
+                    DetectedAction(
+                        action, float(s.t[inside[0]]), round(peak, 3), float(s.t[inside[-1]]), _first(ahead, s.t, end)
+                    )
+                )
     return found
 
 
 def detect_mouth(s: Signals, b: Baseline) -> list[DetectedAction]:
+    valid = plausible(s, b)
     with np.errstate(invalid="ignore"):
-        opened = plausible(s, b) & (s.mouth - b.mouth > MOUTH_OPEN)
+        opened = valid & (s.mouth - b.mouth > MOUTH_OPEN)
+        closed = valid & (s.mouth - b.mouth < MOUTH_OPEN / 2)
     found: list[DetectedAction] = []
     for start, end in _runs(opened, s.t):
         if s.t[end] - s.t[start] >= MOUTH_MIN_S:
             peak = float(np.max(s.mouth[start : end + 1])) - b.mouth
-            found.append(DetectedAction(Action.OPEN_MOUTH, float(s.t[start]), round(peak, 3)))
+            found.append(
+                DetectedAction(
+                    Action.OPEN_MOUTH, float(s.t[start]), round(peak, 3), float(s.t[end]), _first(closed, s.t, end)
+                )
+            )
     return found
+
+
+def _first(mask: Mask, t: Series, after: int) -> float | None:
+    """The time of the first sample after index `after` where `mask` holds."""
+    later = np.flatnonzero(mask[after + 1 :])
+    return float(t[after + 1 + later[0]]) if later.size else None
 
 
 def detect_actions(s: Signals, b: Baseline) -> list[DetectedAction]:
@@ -282,21 +337,67 @@ def detect_actions(s: Signals, b: Baseline) -> list[DetectedAction]:
     return sorted(found, key=lambda action: action.at_s)
 
 
-def match_sequence(challenge: Sequence[Action], detected: Sequence[DetectedAction]) -> Reason | None:
-    """None when the challenged actions occur in the challenged order (by onset).
+def match_challenge(challenge: Sequence[Action], detected: Sequence[DetectedAction]) -> Reason | None:
+    """None when the clip performs exactly the challenge: its actions in order, each settling back
+    to neutral before the next starts, each within STEP_WINDOW_S of the one before.
 
-    Other actions may occur before, between and after them: people blink and move naturally.
-    WRONG_ORDER when every challenged action occurred but not in that order.
+    Blinks come naturally every few seconds, so a blink is never an extra action; where the
+    challenge asks for one, a blink must fall in its place between the actions around it. Any
+    other action not asked for (a turn, an open mouth, one done twice) is EXTRA_ACTION.
     """
     ordered = sorted(detected, key=lambda action: action.at_s)
-    position = 0
-    for action in ordered:
-        if position < len(challenge) and action.action == challenge[position]:
-            position += 1
-    if position == len(challenge):
-        return None
-    seen = {action.action for action in ordered}
-    return Reason.WRONG_ORDER if set(challenge) <= seen else Reason.ACTION_NOT_DETECTED
+    moves = _held_through_dips([found for found in ordered if found.action is not Action.BLINK])
+    wanted = [action for action in challenge if action is not Action.BLINK]
+    done = [found.action for found in moves]
+    if done != wanted:
+        if any(done.count(action) < wanted.count(action) for action in set(wanted)):
+            return Reason.ACTION_NOT_DETECTED
+        if len(done) > len(wanted):
+            return Reason.EXTRA_ACTION
+        return Reason.WRONG_ORDER
+    steps: list[DetectedAction] = list(moves)
+    if Action.BLINK in challenge:
+        place = challenge.index(Action.BLINK)
+        after = moves[place - 1].settled_s if place > 0 else -math.inf
+        before = moves[place].at_s if place < len(moves) else math.inf
+        blinks = [found for found in ordered if found.action is Action.BLINK]
+        inside = [blink for blink in blinks if after is not None and after <= blink.at_s < before]
+        if not inside:
+            return Reason.WRONG_ORDER if blinks else Reason.ACTION_NOT_DETECTED
+        steps.insert(place, inside[0])
+    return _timing(steps)
+
+
+def _held_through_dips(moves: Sequence[DetectedAction]) -> list[DetectedAction]:
+    """An action seen again within MERGE_S of its end is one action held through a dip (a mouth
+    open through a word, a turn through a glance): one step, settling when the second one does."""
+    joined: list[DetectedAction] = []
+    for move in moves:
+        last = joined[-1] if joined else None
+        if (
+            last is not None
+            and last.action is move.action
+            and last.until_s is not None
+            and move.at_s - last.until_s < MERGE_S
+        ):
+            joined[-1] = DetectedAction(
+                last.action, last.at_s, max(last.strength, move.strength), move.until_s, move.settled_s
+            )
+        else:
+            joined.append(move)
+    return joined
+
+
+def _timing(steps: Sequence[DetectedAction]) -> Reason | None:
+    """ACTION_TIMING when an action starts late, or before the one before it settled back to neutral."""
+    if steps and steps[0].at_s > FIRST_STEP_S:
+        return Reason.ACTION_TIMING
+    for previous, step in itertools.pairwise(steps):
+        if previous.settled_s is None or previous.settled_s > step.at_s:
+            return Reason.ACTION_TIMING
+        if step.at_s - previous.settled_s > STEP_WINDOW_S:
+            return Reason.ACTION_TIMING
+    return None
 
 
 def motion(shapes: Sequence[Landmarks]) -> float:

@@ -11,7 +11,8 @@ Precedence, first match wins (every reason found is still reported, in this orde
 3. Capture problems (too short, small, dark, blurred, face lost) -> RETRY. They also explain
    the weaker failures that remain (an action or a face not detected, a poor match): the fix is
    to film again, and a retry never passes anyone.
-4. No face at all, or a challenged action not detected -> FAILED.
+4. No face at all, or the challenge not performed as asked (an action missing, one not asked for,
+   too long a wait, no return to neutral between two) -> FAILED.
 5. No usable reference photo -> NEEDS_REVIEW: the clip is live but there is nothing to match.
 6. The match: distance <= accept -> PASSED; > reject -> FAILED (NOT_SAME_PERSON); between ->
    NEEDS_REVIEW (MATCH_UNCERTAIN). The accept threshold (FMR 1e-4 on lfw-dev) sends more
@@ -31,6 +32,8 @@ from liveness.model import Outcome, Reason, Thresholds
 MIN_MULTI_FACE_KEYFRAMES = 2
 
 _PROOF_AGAINST = (Reason.MULTIPLE_FACES, Reason.IDENTITY_CHANGED, Reason.NO_MOTION, Reason.WRONG_ORDER)
+# The challenge was not performed as asked: a failure, unless a capture problem explains it.
+_NOT_PERFORMED = (Reason.ACTION_NOT_DETECTED, Reason.EXTRA_ACTION, Reason.ACTION_TIMING)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Evidence:
     face_seen: bool  # a face was detected at least once
     multi_face_keyframes: int  # keyframes on which the detector found two faces or more
     identity_spread: float | None  # largest median distance from one of the clip's encodings to the others
-    liveness: tuple[Reason, ...]  # from actions: NO_MOTION, ACTION_NOT_DETECTED, WRONG_ORDER
+    liveness: tuple[Reason, ...]  # from actions: NO_MOTION, WRONG_ORDER and the _NOT_PERFORMED reasons
     capture: tuple[Reason, ...]  # from quality.assess
     match_distance: float | None  # median distance of the clip's encodings to the reference
     reference_missing: bool
@@ -53,7 +56,7 @@ def decide(evidence: Evidence, thresholds: Thresholds) -> tuple[Outcome, tuple[R
         return Outcome.FAILED, reasons
     if evidence.capture:
         return Outcome.RETRY, reasons
-    if Reason.NO_FACE in reasons or Reason.ACTION_NOT_DETECTED in reasons or Reason.NOT_SAME_PERSON in reasons:
+    if any(reason in (Reason.NO_FACE, Reason.NOT_SAME_PERSON, *_NOT_PERFORMED) for reason in reasons):
         return Outcome.FAILED, reasons
     if Reason.REFERENCE_MISSING in reasons or Reason.MATCH_UNCERTAIN in reasons:
         return Outcome.NEEDS_REVIEW, reasons
@@ -75,8 +78,7 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
     if not evidence.face_seen:
         found.append(Reason.NO_FACE)
         return _unique(found)
-    if Reason.ACTION_NOT_DETECTED in evidence.liveness:
-        found.append(Reason.ACTION_NOT_DETECTED)
+    found.extend(reason for reason in _NOT_PERFORMED if reason in evidence.liveness)
     if evidence.reference_missing:
         found.append(Reason.REFERENCE_MISSING)
     elif evidence.match_distance is None:

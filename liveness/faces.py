@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import face_recognition
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +75,12 @@ ENCODING_LANDMARKS = "small"
 # Names the still detector and encoder above (`liveness.evaluate` keys its cache with it).
 STILL_ENCODER = f"hog-upsample{STILL_UPSAMPLE}-{ENCODING_LANDMARKS}-jitter{ENCODING_JITTERS}"
 
+# Face chips: a CHIP_PX square, the eyes' outer corners CHIP_EYES apart at CHIP_EYE_ROW from the
+# top, which leaves the brows above and the chin below inside the square.
+CHIP_PX = 112
+CHIP_EYES = 48
+CHIP_EYE_ROW = 40
+
 _FEATURES = ("chin", "left_eyebrow", "right_eyebrow", "nose_bridge", "nose_tip", "left_eye", "right_eye")
 
 
@@ -94,6 +101,9 @@ class Observation:
     sharpness: float  # variance of the Laplacian of the face at PATCH_FACE_PX
     face_px: float  # face box height in analysis pixels
     frame_brightness: float  # mean luma of the whole frame (keyframes), to tell darkness from absence
+    # The face in grey, turned and scaled by its landmarks to stand upright in a CHIP_PX square
+    # (liveness.texture compares these over time); None without landmarks.
+    chip: Image_ | None = None
 
     @property
     def seen(self) -> bool:
@@ -203,6 +213,7 @@ class FaceTracker:
             sharpness=sharp,
             face_px=float(box[2] - box[0]),
             frame_brightness=frame_brightness,
+            chip=face_chip(image, points),
         )
 
     def _keyframe_due(self) -> bool:
@@ -250,6 +261,27 @@ class FaceTracker:
         if best is None or score > best.score:
             crop, crop_box = _crop(image, box)
             self.candidates[slot] = Candidate(t, score, self.segment, crop, crop_box)
+
+
+def face_chip(image: Image_, points: Landmarks) -> Image_:
+    """The face in grey, upright, the eyes' outer corners CHIP_EYES apart on a level line at
+    CHIP_EYE_ROW: the same part of the face at the same place in every chip, however the head
+    moved in the frame. Only the chip's pixels are computed (one affine resampling)."""
+    right, left = points[36], points[45]
+    middle = (right + left) / 2
+    axis = left - right
+    scale = CHIP_EYES / max(float(np.linalg.norm(axis)), 1e-6)
+    angle = math.atan2(float(axis[1]), float(axis[0]))
+    cos, sin = scale * math.cos(angle), scale * math.sin(angle)
+    # Rotate by -angle and scale about the eyes' middle, then move it to its place in the chip.
+    transform = np.array(
+        [
+            [cos, sin, CHIP_PX / 2 - (cos * middle[0] + sin * middle[1])],
+            [-sin, cos, CHIP_EYE_ROW - (-sin * middle[0] + cos * middle[1])],
+        ]
+    )
+    chip = cv2.warpAffine(image, transform, (CHIP_PX, CHIP_PX), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
 def detect(image: Image_) -> list[_Detection]:

@@ -58,6 +58,8 @@ class Reason(StrEnum):
     # liveness
     ACTION_NOT_DETECTED = "action_not_detected"
     WRONG_ORDER = "wrong_order"
+    EXTRA_ACTION = "extra_action"  # an action that was not asked for (a blink aside)
+    ACTION_TIMING = "action_timing"  # too long before an action, or no return to neutral between two
     NO_MOTION = "no_motion"
     # matching
     MATCH_UNCERTAIN = "match_uncertain"
@@ -110,6 +112,10 @@ class DetectedAction:
     action: Action
     at_s: float  # time of onset in the clip
     strength: float  # how far past the person's baseline (ratio or offset, per detector)
+    until_s: float | None = None  # the last sample of the action
+    # The first sample after it at which the face is back to neutral for this action (the head
+    # facing ahead again, the mouth closed, the eyes open); None when it never came back.
+    settled_s: float | None = None
 
 
 @dataclass(frozen=True)

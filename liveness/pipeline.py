@@ -19,7 +19,7 @@ from typing import TypeGuard
 import numpy as np
 from PIL import Image
 
-from liveness import actions, decision, faces, quality, replay
+from liveness import actions, decision, faces, quality, replay, texture
 from liveness.faces import Candidate, FaceTracker, Observation
 from liveness.media import Frame, Image_, MediaError, decode_still, decode_video, frame_brightness, frames
 from liveness.model import (
@@ -137,7 +137,9 @@ def _summarise(
     )
     neutral = actions.baseline(signals)
     detected = tuple(actions.detect_actions(signals, neutral)) if neutral is not None else ()
-    still = _still(detected, signals, neutral, observations, scores)
+    still = _still(detected, signals, neutral, observations, scores) or _pictured(
+        detected, signals, neutral, observations, scores
+    )
 
     capture = _capture(observations, short_side_px)
     scores.update(_capture_scores(capture))
@@ -176,7 +178,7 @@ def judge(
         return Analysis(outcome=Outcome.FAILED, reasons=(measured.error,), scores={}, sha256=measured.sha256)
     scores = dict(measured.scores)
     match_distance = _match([encoding for _, encoding in measured.encodings], reference, scores)
-    order = actions.match_sequence(challenge, measured.actions)
+    order = actions.match_challenge(challenge, measured.actions)
     liveness = ((Reason.NO_MOTION,) if measured.still else ()) + ((order,) if order is not None else ())
     copied = replay.find_replay(measured.sha256, measured.frame_hashes, measured.embedding, earlier, thresholds)
     if copied.hash_distance is not None:
@@ -333,6 +335,41 @@ def _still(
     # A face that did anything detectable moved, whatever the residual says: one blink in a still
     # sitter's clip is too few frames to lift the measure above landmark jitter.
     return scores["motion"] < actions.MIN_MOTION and not detected
+
+
+def _pictured(
+    detected: Sequence[DetectedAction],
+    signals: actions.Signals,
+    neutral: actions.Baseline | None,
+    observations: Sequence[Observation],
+    scores: dict[str, float],
+) -> bool:
+    """Whether the face's texture never changed as a living face's does (`liveness.texture`): the
+    neutral face stays frozen, or a head turn shows no depth. Adds `stillness` and `turn_depth`."""
+    if neutral is None:
+        return False
+    resting = actions.resting(signals, neutral)
+    chips = [o.chip for o in observations]
+    rest = [int(i) for i in np.flatnonzero(resting) if chips[int(i)] is not None]
+    if not rest:
+        return False
+    best = max(rest, key=lambda i: observations[i].face_score)
+    reference = chips[best]
+    assert reference is not None
+    times = [observations[i].t for i in rest]
+    scores["stillness"] = texture.stillness(times, [c for i in rest if (c := chips[i]) is not None], rest.index(best))
+    depths = []
+    for turn in detected:
+        if turn.action in (Action.TURN_LEFT, Action.TURN_RIGHT):
+            held = actions.held_turn(signals, neutral, turn)
+            turned = [c for i in np.flatnonzero(held) if (c := chips[int(i)]) is not None]
+            depths.append(texture.depth(turned, reference))
+    measured = [d for d in depths if not math.isnan(d)]
+    if measured:
+        scores["turn_depth"] = min(measured)
+    frozen = scores["stillness"] < texture.MIN_STILLNESS
+    flat = bool(measured) and min(measured) < texture.MIN_TURN_DEPTH
+    return frozen or flat
 
 
 def _capture(observations: Sequence[Observation], short_side_px: float) -> quality.Capture:

@@ -55,6 +55,17 @@ REASONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
         ("动作顺序与要求不符。", "请按屏幕提示的顺序完成动作。"),
         ("The actions were not done in the order asked.", "Do the actions in the order shown on the screen."),
     ),
+    "extra_action": (
+        ("做了未要求的动作。", "请只做屏幕提示的动作，每个动作做一次。"),
+        ("An action was done that was not asked for.", "Do only the actions shown, each one once."),
+    ),
+    "action_timing": (
+        ("动作之间间隔太久，或未回到正面。", "每个动作完成后请回到正视镜头，再接着做下一个动作。"),
+        (
+            "Too long a pause, or no return to facing the camera between actions.",
+            "After each action, face the camera again, then go on to the next one.",
+        ),
+    ),
     "no_motion": (
         ("未检测到真人动作。", "请本人面对镜头按提示完成动作。"),
         ("No live movement was seen.", "Face the camera yourself and do the actions shown."),

@@ -9,14 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from liveness import challenge
+from liveness.model import Action
+
 ELIGIBILITY_MONTHS = 12
 
 
 def draw_challenge(allowed: Sequence[str], min_n: int, max_n: int, rng: random.Random) -> tuple[str, ...]:
-    """A random ordered selection of distinct actions; the random order is what defeats a
-    pre-recorded video, so the draw uses the system's CSPRNG in production."""
-    count = rng.randint(min(min_n, len(allowed)), min(max_n, len(allowed)))
-    return tuple(rng.sample(list(allowed), count))
+    """A random ordered selection of distinct actions, by the face worker's policy (liveness.challenge)."""
+    return tuple(str(action) for action in challenge.draw([Action(a) for a in allowed], min_n, max_n, rng))
 
 
 def add_months(day: date, months: int) -> date:

@@ -29,10 +29,23 @@ def test_draw_is_distinct_actions_within_the_policy(seed: int, low: int, high: i
 
 def test_draw_covers_orders_and_the_assisted_policy() -> None:
     rng = random.Random(7)
-    drawn = {rules.draw_challenge(ACTIONS, 2, 3, rng) for _ in range(500)}
+    drawn = {rules.draw_challenge(ACTIONS, 2, 3, rng) for _ in range(2000)}
     assert ("blink", "turn_left") in drawn
     assert ("turn_left", "blink") in drawn
+    assert len(drawn) == 12 - 2 + 24  # every order of 2 or 3 but blink and open mouth alone
     assert {rules.draw_challenge(("blink",), 1, 3, rng) for _ in range(20)} == {("blink",)}
+
+
+def test_every_draw_of_two_or_more_holds_a_head_turn() -> None:
+    rng = random.Random(11)
+    for _ in range(500):
+        drawn = rules.draw_challenge(ACTIONS, 2, 3, rng)
+        assert {"turn_left", "turn_right"} & set(drawn)
+    # Where the policy allows no turn (assisted mode), none is forced in.
+    assert {rules.draw_challenge(("blink", "open_mouth"), 2, 2, rng) for _ in range(50)} == {
+        ("blink", "open_mouth"),
+        ("open_mouth", "blink"),
+    }
 
 
 @pytest.mark.parametrize(

@@ -162,36 +162,47 @@ def test_speech_is_not_an_open_mouth() -> None:
     assert detect([face()] * 10 + syllables + [face()] * 10) == []
 
 
-def at(action: Action, seconds: float) -> DetectedAction:
-    return DetectedAction(action, seconds, 1.0)
+def at(action: Action, seconds: float, lasting: float = 0.5, settling: float | None = 0.2) -> DetectedAction:
+    """An action detected at `seconds`, held `lasting`, back to neutral `settling` later (None: never)."""
+    settled = None if settling is None else seconds + lasting + settling
+    return DetectedAction(action, seconds, 1.0, seconds + lasting, settled)
+
+
+B, L, R, M = Action.BLINK, Action.TURN_LEFT, Action.TURN_RIGHT, Action.OPEN_MOUTH
 
 
 @pytest.mark.parametrize(
     ("challenge", "detected", "expected"),
     [
-        ([Action.BLINK], [at(Action.BLINK, 1)], None),
-        ([Action.TURN_LEFT, Action.BLINK], [at(Action.BLINK, 1), at(Action.TURN_LEFT, 2), at(Action.BLINK, 3)], None),
-        (
-            [Action.TURN_RIGHT, Action.OPEN_MOUTH, Action.TURN_LEFT],
-            [at(Action.TURN_RIGHT, 1), at(Action.BLINK, 2), at(Action.OPEN_MOUTH, 3), at(Action.TURN_LEFT, 4)],
-            None,
-        ),
-        (
-            [Action.TURN_LEFT, Action.TURN_RIGHT],
-            [at(Action.TURN_RIGHT, 1), at(Action.TURN_LEFT, 2)],
-            Reason.WRONG_ORDER,
-        ),
-        ([Action.TURN_LEFT, Action.BLINK], [at(Action.TURN_LEFT, 1)], Reason.ACTION_NOT_DETECTED),
-        ([Action.OPEN_MOUTH], [], Reason.ACTION_NOT_DETECTED),
+        ([B], [at(B, 1)], None),
+        ([L, B], [at(B, 1), at(L, 2), at(B, 3)], None),  # the blink before the turn is a natural one
+        ([R, M, L], [at(R, 1), at(B, 2), at(M, 3), at(L, 4)], None),  # natural blinks anywhere
+        ([L, R], [at(R, 1), at(L, 2)], Reason.WRONG_ORDER),
+        ([L, B], [at(L, 1)], Reason.ACTION_NOT_DETECTED),
+        ([M], [], Reason.ACTION_NOT_DETECTED),
+        # Exactly the challenge: one action too many, or one done twice, is not it.
+        ([L, M], [at(L, 1), at(R, 2), at(M, 3)], Reason.EXTRA_ACTION),
+        ([L, M], [at(L, 1), at(M, 2), at(L, 3), at(M, 4)], Reason.EXTRA_ACTION),
+        ([B, L, M], [*(at(a, 1 + i) for i, a in enumerate((B, L, R, M) * 2))], Reason.EXTRA_ACTION),
+        # A challenged blink falls between the actions around it.
+        ([L, B, M], [at(L, 1), at(B, 2), at(M, 3)], None),
+        ([L, B, M], [at(B, 0.5), at(L, 1), at(M, 3)], Reason.WRONG_ORDER),
+        ([L, B, M], [at(L, 1), at(M, 3), at(B, 4)], Reason.WRONG_ORDER),
+        # Each action settles back to neutral before the next, which follows within the window.
+        ([L, R], [at(L, 1, settling=None), at(R, 3)], Reason.ACTION_TIMING),
+        ([L, R], [at(L, 1, lasting=1.0, settling=0.5), at(R, 2)], Reason.ACTION_TIMING),
+        ([L, R], [at(L, 1), at(R, 1.7 + actions.STEP_WINDOW_S + 0.1)], Reason.ACTION_TIMING),
+        ([L, R], [at(L, 1), at(R, 1.7 + actions.STEP_WINDOW_S - 0.1)], None),
+        ([M, L], [at(M, actions.FIRST_STEP_S + 0.5), at(L, actions.FIRST_STEP_S + 2)], Reason.ACTION_TIMING),
     ],
 )
-def test_match_sequence(challenge: list[Action], detected: list[DetectedAction], expected: Reason | None) -> None:
-    assert actions.match_sequence(challenge, detected) == expected
+def test_match_challenge(challenge: list[Action], detected: list[DetectedAction], expected: Reason | None) -> None:
+    assert actions.match_challenge(challenge, detected) == expected
 
 
-def test_match_sequence_orders_by_onset_not_by_list_order() -> None:
-    detected = [at(Action.TURN_LEFT, 5), at(Action.BLINK, 1)]
-    assert actions.match_sequence([Action.BLINK, Action.TURN_LEFT], detected) is None
+def test_match_challenge_orders_by_onset_not_by_list_order() -> None:
+    detected = [at(L, 5), at(B, 1)]
+    assert actions.match_challenge([B, L], detected) is None
 
 
 def test_a_picture_moved_zoomed_and_tilted_has_no_motion() -> None:

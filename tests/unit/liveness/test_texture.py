@@ -1,0 +1,63 @@
+"""The face's texture over time: a picture's chips stay a warp of each other, a living face's do not."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from liveness import texture
+from liveness.faces import CHIP_PX
+
+
+def _face_like(seed: int) -> np.ndarray:
+    """A chip-sized picture with structure at every scale (as skin, eyes and hair have)."""
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(
+        rng.uniform(0, 255, (8, 8)).astype(np.float32), (CHIP_PX, CHIP_PX), interpolation=cv2.INTER_CUBIC
+    )
+    fine = cv2.GaussianBlur(rng.uniform(-60, 60, (CHIP_PX, CHIP_PX)).astype(np.float32), (0, 0), 1.5)
+    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
+
+
+def _warped(chip: np.ndarray, strength: float) -> np.ndarray:
+    """The same picture pushed about smoothly (as a photo warped into a fake turn)."""
+    rows, columns = np.mgrid[0:CHIP_PX, 0:CHIP_PX].astype(np.float32)
+    shift = strength * np.sin(rows / CHIP_PX * math.pi) * np.sin(columns / CHIP_PX * math.pi)
+    return cv2.remap(chip, columns - shift, rows + 0.3 * shift, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_a_picture_warped_and_noised_leaves_little_residual() -> None:
+    chip = _face_like(1)
+    noisy = np.clip(_warped(chip, 6.0) + np.random.default_rng(2).normal(0, 3, chip.shape), 0, 255).astype(np.uint8)
+    assert texture.residual(chip, noisy) < texture.MIN_STILLNESS
+
+
+def test_new_content_leaves_a_residual() -> None:
+    chip = _face_like(1)
+    changed = chip.copy()
+    changed[:, 56:] = _face_like(3)[:, 56:]  # a side of the face that was hidden shows
+    assert texture.residual(chip, changed) > texture.MIN_TURN_DEPTH
+
+
+def test_contrast_and_light_do_not_matter() -> None:
+    chip = _face_like(4)
+    assert texture.residual(chip, np.clip(chip * 0.6 + 40, 0, 255).astype(np.uint8)) < texture.MIN_STILLNESS
+
+
+def test_stillness_compares_chips_apart_in_time() -> None:
+    chips = [_face_like(5)] * 3 + [_face_like(6)] * 3
+    assert texture.stillness([0.0, 0.1, 0.2, 0.8, 0.9, 1.0], chips, 0) > texture.MIN_TURN_DEPTH
+    assert math.isnan(texture.stillness([0.0, 0.1, 0.2], chips[:3], 0))  # nothing far enough apart
+
+
+def test_depth_without_chips_is_unknown() -> None:
+    assert math.isnan(texture.depth([], _face_like(7)))
+
+
+@pytest.mark.parametrize("strength", [2.0, 8.0])
+def test_depth_of_a_warp_is_shallow(strength: float) -> None:
+    chip = _face_like(8)
+    assert texture.depth([_warped(chip, strength), _warped(chip, -strength)], chip) < texture.MIN_TURN_DEPTH
