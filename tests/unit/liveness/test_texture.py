@@ -39,7 +39,8 @@ def test_new_content_leaves_a_residual() -> None:
     chip = _face_like(1)
     changed = chip.copy()
     changed[:, 56:] = _face_like(3)[:, 56:]  # a side of the face that was hidden shows
-    assert texture.residual(chip, changed) > texture.MIN_TURN_DEPTH
+    assert texture.residual(chip, changed) > 3 * texture.MIN_STILLNESS
+    assert texture.residual(chip, _face_like(2)) > texture.MIN_TURN_DEPTH  # another face altogether
 
 
 def test_contrast_and_light_do_not_matter() -> None:
