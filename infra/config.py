@@ -63,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     face_accept_distance: float = 0.469
     face_reject_distance: float = 0.6
     face_replay_distance: float = 0.15
+    face_collision_distance: float = 0.35
+    replay_lookback_days: int = 400
     review_claim_s: int = 15 * 60
     console_idle_s: int = 30 * 60  # a console session ends after this long without a request
     # The console's public origin behind a TLS proxy (https://console.example): posts must come from it,
@@ -157,6 +159,7 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
         ("MEDIA_RETENTION_DAYS", 30, 1, 3650),
         ("FAILURES_BEFORE_REVIEW", 3, 1, 20),
         ("JOB_HEARTBEAT_S", 30, 2, 600),
+        ("REPLAY_LOOKBACK_DAYS", 400, 1, 3650),
     ):
         try:
             ints[name.lower()] = _number(env, name, default, low, high)
@@ -166,6 +169,7 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
         ("FACE_ACCEPT_DISTANCE", 0.469),
         ("FACE_REJECT_DISTANCE", 0.6),
         ("FACE_REPLAY_DISTANCE", 0.15),
+        ("FACE_COLLISION_DISTANCE", 0.35),
     ):
         try:
             floats[name.lower()] = _number(env, name, fallback, 0.0, 1.5)
@@ -317,6 +321,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),
+        "FACE_COLLISION_DISTANCE": repr(settings.face_collision_distance),
+        "REPLAY_LOOKBACK_DAYS": str(settings.replay_lookback_days),
     }
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id

@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import os
 
+import numpy as np
+import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _NONCE = 12
@@ -29,6 +31,26 @@ class FieldCipher:
 
     def decrypt_text(self, blob: bytes, context: str) -> str:
         return self.decrypt(blob, context.encode()).decode()
+
+
+class TemplateRotation:
+    """A secret rotation of face templates for the 1:N index.
+
+    A rotation keeps every distance, so the index finds the nearest faces among stored templates;
+    but a stored vector compared with a template computed from someone's photo, or with another
+    deployment's index, means nothing without the key. The matrix is derived from the lookup
+    key (HMAC with its own label), so it needs no secret of its own.
+    """
+
+    def __init__(self, key: bytes, dimension: int = 128) -> None:
+        seed = hmac.new(key, b"face-template-rotation", hashlib.sha256).digest()
+        gaussian = np.random.default_rng(int.from_bytes(seed, "big")).standard_normal((dimension, dimension))
+        q, r = np.linalg.qr(gaussian)
+        self._matrix: npt.NDArray[np.float64] = q * np.sign(np.diag(r))
+
+    def rotate(self, template: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        rotated: npt.NDArray[np.float64] = self._matrix @ template
+        return rotated
 
 
 def lookup_hash(key: bytes, value: str) -> bytes:

@@ -2,19 +2,23 @@
 
 Precedence, first match wins (every reason found is still reported, in this order):
 
-1. Replayed media -> NEEDS_REVIEW, whatever else holds. A copy of an earlier submission is the
-   signature of someone certifying for a pensioner who can no longer do it (or has died): an
+1. Replayed media (a copy of an earlier submission, of this person or another) or another
+   pensioner's face (1:N, `reconsider`) -> NEEDS_REVIEW, whatever else holds. These are the
+   signature of someone certifying for pensioners who can no longer do it (or have died): an
    operator must see it even when it would otherwise pass, and even when it fails anyway.
 2. Proof against the person -> FAILED: several faces, a face that changes identity mid-clip, a
-   flat picture (no motion), actions in the wrong order. No lighting or blur explains these, so
-   a liveness failure fails even when the face matches perfectly.
-3. Capture problems (too short, small, dark, blurred, face lost) -> RETRY. They also explain
+   picture (no motion, a face whose texture never changes, a turn without depth), actions in the
+   wrong order. No lighting or blur explains these, so a liveness failure fails even when the
+   face matches perfectly.
+3. A recording cut and joined, or a clip made from the reference photo itself (closer to it than
+   a new recording comes) -> NEEDS_REVIEW.
+4. Capture problems (too short, small, dark, blurred, face lost) -> RETRY. They also explain
    the weaker failures that remain (an action or a face not detected, a poor match): the fix is
    to film again, and a retry never passes anyone.
-4. No face at all, or the challenge not performed as asked (an action missing, one not asked for,
+5. No face at all, or the challenge not performed as asked (an action missing, one not asked for,
    too long a wait, no return to neutral between two) -> FAILED.
-5. No usable reference photo -> NEEDS_REVIEW: the clip is live but there is nothing to match.
-6. The match: distance <= accept -> PASSED; > reject -> FAILED (NOT_SAME_PERSON); between ->
+6. No usable reference photo -> NEEDS_REVIEW: the clip is live but there is nothing to match.
+7. The match: distance <= accept -> PASSED; > reject -> FAILED (NOT_SAME_PERSON); between ->
    NEEDS_REVIEW (MATCH_UNCERTAIN). The accept threshold (FMR 1e-4 on lfw-dev) sends more
    genuine pensioners to a reviewer (a third of single-photo pairs) rather than pay the one
    look-alike in 150 that the usual 0.6 lets through.
@@ -22,16 +26,22 @@ Precedence, first match wins (every reason found is still reported, in this orde
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from liveness.model import Outcome, Reason, Thresholds
+from liveness import replay
+from liveness.model import Analysis, EarlierSubmission, Outcome, Reason, Thresholds
 
 # A second face must show on at least this many keyframes (0.67 s apart, closer while searching):
 # one detection can be the detector's false positive on a patterned background, a bystander stays.
 MIN_MULTI_FACE_KEYFRAMES = 2
 
 _PROOF_AGAINST = (Reason.MULTIPLE_FACES, Reason.IDENTITY_CHANGED, Reason.NO_MOTION, Reason.WRONG_ORDER)
+# Another pensioner's recording or face: an operator looks, whatever else holds.
+_FRAUD_RING = (Reason.REPLAYED_MEDIA, Reason.FACE_COLLISION)
+# Media that someone made or edited: an operator looks, unless it fails on proof anyway.
+_MADE = (Reason.EDITED_MEDIA, Reason.REFERENCE_COPY)
 # The challenge was not performed as asked: a failure, unless a capture problem explains it.
 _NOT_PERFORMED = (Reason.ACTION_NOT_DETECTED, Reason.EXTRA_ACTION, Reason.ACTION_TIMING)
 
@@ -46,14 +56,17 @@ class Evidence:
     match_distance: float | None  # median distance of the clip's encodings to the reference
     reference_missing: bool
     replay_of: str | None
+    edited: bool = False  # cut and joined
 
 
 def decide(evidence: Evidence, thresholds: Thresholds) -> tuple[Outcome, tuple[Reason, ...]]:
     reasons = found_reasons(evidence, thresholds)
-    if Reason.REPLAYED_MEDIA in reasons:
+    if any(reason in _FRAUD_RING for reason in reasons):
         return Outcome.NEEDS_REVIEW, reasons
     if any(reason in _PROOF_AGAINST for reason in reasons):
         return Outcome.FAILED, reasons
+    if any(reason in _MADE for reason in reasons):
+        return Outcome.NEEDS_REVIEW, reasons
     if evidence.capture:
         return Outcome.RETRY, reasons
     if any(reason in (Reason.NO_FACE, Reason.NOT_SAME_PERSON, *_NOT_PERFORMED) for reason in reasons):
@@ -74,6 +87,10 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
         found.append(Reason.IDENTITY_CHANGED)
     if evidence.face_seen:
         found.extend(reason for reason in _PROOF_AGAINST if reason in evidence.liveness)
+        if evidence.edited:
+            found.append(Reason.EDITED_MEDIA)
+    if evidence.match_distance is not None and evidence.match_distance < thresholds.replay_distance:
+        found.append(Reason.REFERENCE_COPY)
     found.extend(evidence.capture)
     if not evidence.face_seen:
         found.append(Reason.NO_FACE)
@@ -86,6 +103,23 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
     elif (band := match_band(evidence.match_distance, thresholds)) is not None:
         found.append(band)
     return _unique(found)
+
+
+def reconsider(analysis: Analysis, others: Sequence[EarlierSubmission], collided: bool) -> Analysis:
+    """The analysis once the whole population was searched: a copy of another pensioner's
+    recording (`others`, candidates from the index) or a face that is another pensioner's sends
+    the check to an operator, whatever it was."""
+    copied = replay.find_replay(analysis.sha256, analysis.frame_times, analysis.frame_hashes, analysis.actions, others)
+    found = [Reason.REPLAYED_MEDIA] if copied.of is not None else []
+    found += [Reason.FACE_COLLISION] if collided else []
+    if not found:
+        return analysis
+    return dataclasses.replace(
+        analysis,
+        outcome=Outcome.NEEDS_REVIEW,
+        reasons=_unique([*found, *analysis.reasons]),
+        replay_of=analysis.replay_of or copied.of,
+    )
 
 
 def match_band(distance: float, thresholds: Thresholds) -> Reason | None:

@@ -66,6 +66,9 @@ class Reason(StrEnum):
     NOT_SAME_PERSON = "not_same_person"
     # replay
     REPLAYED_MEDIA = "replayed_media"
+    REFERENCE_COPY = "reference_copy"  # the clip was made from the reference photo itself
+    FACE_COLLISION = "face_collision"  # the face is another pensioner's (1:N)
+    EDITED_MEDIA = "edited_media"  # the recording was cut and joined
     # reference enrolment
     REFERENCE_MISSING = "reference_missing"
     # the worker itself failed on this check, repeatedly: a person decides
@@ -78,8 +81,13 @@ class Thresholds:
 
     accept_distance: float = 0.469  # bootstrap 95% upper bound of FMR on lfw-dev under 1e-4 (3.4e-5 measured)
     reject_distance: float = 0.6  # above: not the same person
-    replay_distance: float = 0.15  # mean-embedding distance to an earlier submission
-    replay_hash_bits: int = 6  # perceptual-hash Hamming distance for a near-identical frame
+    # A clip this close to the reference photo was made from it: a re-encoded copy of a photo lies
+    # 0.04-0.14 from it, a live clip from a frame of the same sitting 0.19-0.23, another photo of
+    # the person 0.31-0.43 (shared/faces/README.md and `liveness.evaluate`).
+    replay_distance: float = 0.15
+    # Another pensioner's face this close is the same face (1:N). Tighter than accepting a match
+    # 1:1: against millions of templates, an accept-band look-alike turns up for every query.
+    collision_distance: float = 0.35
 
     @classmethod
     def configured(cls, settings: Settings) -> Thresholds:
@@ -88,6 +96,7 @@ class Thresholds:
             accept_distance=settings.face_accept_distance,
             reject_distance=settings.face_reject_distance,
             replay_distance=settings.face_replay_distance,
+            collision_distance=settings.face_collision_distance,
         )
 
 
@@ -97,14 +106,6 @@ class Media:
 
     video: bytes | None = None
     frames: tuple[bytes, ...] = ()
-
-
-@dataclass(frozen=True)
-class EarlierSubmission:
-    check_id: str
-    sha256: str
-    embedding: Embedding | None
-    frame_hashes: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,18 @@ class DetectedAction:
 
 
 @dataclass(frozen=True)
+class EarlierSubmission:
+    """What is kept of a submission to recognise a copy of it (`liveness.replay`)."""
+
+    check_id: str
+    sha256: str
+    embedding: Embedding | None
+    frame_hashes: tuple[int, ...]  # scene hashes (replay.scene_hash)
+    frame_times: tuple[float, ...] = ()  # of each hashed frame
+    events: tuple[DetectedAction, ...] = ()  # the actions it showed
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Everything the decision rests on, stored with the check and shown to reviewers."""
 
@@ -127,7 +140,8 @@ class Analysis:
     scores: dict[str, float]  # match_distance, frames_analysed, face_px, brightness, sharpness, ...
     actions: tuple[DetectedAction, ...] = ()
     sha256: str = ""
-    frame_hashes: tuple[int, ...] = ()
+    frame_hashes: tuple[int, ...] = ()  # scene hashes (replay.scene_hash)
+    frame_times: tuple[float, ...] = ()
     embedding: Embedding | None = None  # mean of the matched frames' embeddings
     replay_of: str | None = None  # check id of the earlier submission this one copies
     review_frames: tuple[bytes, ...] = field(default=(), repr=False)  # JPEGs for the reviewer

@@ -10,12 +10,14 @@ actions performed, capture quality, frame hashes, review frames); `judge` is che
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -43,9 +45,11 @@ ENCODING_EVERY_S = 3.0
 # Candidates scoring below this share of the clip's best (turned, blinking or blurred faces)
 # are not encoded: their encodings stray 0.4-0.7 from the person's own others.
 MIN_CANDIDATE_SHARE = 0.5
-# Thumbnails of every this many samples (0.67 s at 15 fps) are hashed for replay detection and
-# offered to the reviewer.
+# Thumbnails of every this many samples (0.67 s at 15 fps) are offered to the reviewer.
 THUMBNAIL_EVERY = 10
+# The scene around the face is hashed on every this many samples (7.5 a second at 15 fps), so
+# that an excerpt of a few seconds still shares dozens of frames with the clip it was cut from.
+SCENE_EVERY = 2
 # Frames shown to the reviewer, and their size: enough to see the face and what surrounds it.
 MIN_REVIEW_FRAMES, REVIEW_FRAMES = 3, 6
 REVIEW_LONG_SIDE = 360
@@ -71,7 +75,9 @@ class Measurements:
     capture: tuple[Reason, ...] = ()  # capture problems (quality.assess)
     face_seen: bool = False  # a detector saw a face at least once
     multi_face_keyframes: int = 0
-    frame_hashes: tuple[int, ...] = ()  # of every THUMBNAIL_EVERY-th sample
+    frame_hashes: tuple[int, ...] = ()  # replay.scene_hash of every SCENE_EVERY-th sample with a face
+    frame_times: tuple[float, ...] = ()
+    edited: bool = False  # the recording was cut and joined (texture.largest_jump)
     review_frames: tuple[bytes, ...] = field(default=(), repr=False)  # JPEGs for the reviewer
     scores: dict[str, float] = field(default_factory=dict)  # those that do not depend on the challenge
 
@@ -96,13 +102,19 @@ def measure(media: Media) -> Measurements:
     digest = replay.sha256([media.video] if media.video is not None else list(media.frames))
     observations: list[Observation] = []
     thumbnails: list[tuple[float, Image_]] = []
+    scenes: list[tuple[float, int]] = []
+    small: list[Image_] = []
     tracker = FaceTracker(keyframe_every=faces.KEYFRAME_EVERY if media.video is not None else 1)
     short_side = math.nan
     try:
         for index, frame in enumerate(frames(media)):
-            observations.append(tracker.observe(frame))
+            observation = tracker.observe(frame)
+            observations.append(observation)
             if index % THUMBNAIL_EVERY == 0:
                 thumbnails.append((frame.t, _thumbnail(frame)))
+            if index % SCENE_EVERY == 0 and observation.box is not None:
+                scenes.append((frame.t, replay.scene_hash(frame.image, observation.box)))
+            small.append(_grey_copy(frame.image))
             short_side = float(min(frame.image.shape[:2]))
     except MediaError as error:
         return Measurements(sha256=digest, error=error.reason)
@@ -110,7 +122,16 @@ def measure(media: Media) -> Measurements:
     wanted = min(MAX_ENCODINGS, max(MIN_ENCODINGS, round(duration / ENCODING_EVERY_S) + 1))
     chosen = _choose(list(tracker.candidates.values()), wanted)
     encodings = tuple(zip([c.t for c in chosen], faces.encode(chosen), strict=True))
-    return _summarise(digest, tuple(observations), encodings, thumbnails, short_side)
+    measured = _summarise(digest, tuple(observations), encodings, thumbnails, short_side)
+    # A burst's stills are separate photos: only a video's frames follow each other.
+    jump = texture.largest_jump(small) if media.video is not None else math.nan
+    return dataclasses.replace(
+        measured,
+        frame_times=tuple(t for t, _ in scenes),
+        frame_hashes=tuple(h for _, h in scenes),
+        edited=jump > texture.MAX_JUMP,
+        scores={**measured.scores, "largest_jump": jump},
+    )
 
 
 def _summarise(
@@ -157,7 +178,6 @@ def _summarise(
         capture=quality.assess(capture),
         face_seen=any(o.seen for o in observations),
         multi_face_keyframes=multi,
-        frame_hashes=tuple(replay.dhash(thumbnail) for _, thumbnail in thumbnails),
         review_frames=_review_frames(thumbnails, moments),
         scores=scores,
     )
@@ -180,9 +200,9 @@ def judge(
     match_distance = _match([encoding for _, encoding in measured.encodings], reference, scores)
     order = actions.match_challenge(challenge, measured.actions)
     liveness = ((Reason.NO_MOTION,) if measured.still else ()) + ((order,) if order is not None else ())
-    copied = replay.find_replay(measured.sha256, measured.frame_hashes, measured.embedding, earlier, thresholds)
-    if copied.hash_distance is not None:
-        scores["replay_hash_distance"] = float(copied.hash_distance)
+    copied = replay.find_replay(measured.sha256, measured.frame_times, measured.frame_hashes, measured.actions, earlier)
+    if copied.offset_s is not None:
+        scores.update(replay_offset_s=copied.offset_s, replay_events=float(copied.shared_events))
 
     evidence = decision.Evidence(
         face_seen=measured.face_seen,
@@ -193,6 +213,7 @@ def judge(
         match_distance=match_distance,
         reference_missing=not _usable(reference),
         replay_of=copied.of,
+        edited=measured.edited,
     )
     outcome, reasons = decision.decide(evidence, thresholds)
     return Analysis(
@@ -202,6 +223,7 @@ def judge(
         actions=measured.actions,
         sha256=measured.sha256,
         frame_hashes=measured.frame_hashes,
+        frame_times=measured.frame_times,
         embedding=measured.embedding,
         replay_of=copied.of,
         review_frames=measured.review_frames,
@@ -255,6 +277,16 @@ def _finite(scores: dict[str, float]) -> dict[str, float]:
 def _check(challenge: Sequence[Action]) -> None:
     if not 1 <= len(challenge) <= len(Action) or len(set(challenge)) != len(challenge):
         raise ValueError(f"a challenge is 1-{len(Action)} distinct actions, got {list(challenge)}")
+
+
+def _grey_copy(image: Image_) -> Image_:
+    """A small grey copy of a whole frame, for texture.largest_jump."""
+    height, width = image.shape[:2]
+    scale = texture.JUMP_FRAME_PX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(
+        cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY), dtype=np.uint8
+    )
 
 
 def _thumbnail(frame: Frame) -> Image_:

@@ -12,11 +12,15 @@ head hides one side of the face and shows the other. So:
   percentile of their residuals: a living face changes now and then, gaze, a twitch, a breath):
   measured 0.018-0.039 on photos animated by the attack kit, 0.11 and 0.24 on the live clips;
 - `depth`: the median residual of each head turn's chips against the neutral one: 0.07-0.20 on
-  photos warped into turns, 0.69 and 1.06 on the live turns.
+  photos warped into turns, 0.69 and 1.06 on the live turns;
+- `largest_jump`: the largest residual between consecutive whole frames: 0.03-0.17 in the live
+  clips and 0.29 in the screen replay (a hand waving, a phone moving), 0.74-1.04 where the kit
+  spliced another clip in, 0.77 at the film clip's cuts.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -38,23 +42,27 @@ _BLUR = 1.0
 # nearer the photos, so that a living face, however still, stays well above.
 MIN_STILLNESS = 0.065
 MIN_TURN_DEPTH = 0.35
+# Above this between two consecutive frames, the recording was cut (module docstring).
+MAX_JUMP = 0.5
+# Whole frames are compared at this long side.
+JUMP_FRAME_PX = 96
 # Chips compared for stillness are at least this far apart in time, up to this many of them.
 MIN_APART_S = 0.5
 MAX_COMPARED = 16
 
 
-def residual(a: Chip, b: Chip) -> float:
+def residual(a: Chip, b: Chip, face: bool = True) -> float:
     """What remains different between two chips once `b` is moved onto `a` by dense optical flow,
-    in units of `a`'s contrast over the face."""
+    in units of `a`'s contrast over the face (over the whole picture when not `face`)."""
     flow = np.asarray(_flow().calc(a, b, None), dtype=np.float32)  # type: ignore[call-overload]
     rows, columns = np.mgrid[0 : a.shape[0], 0 : a.shape[1]].astype(np.float32)
     moved = cv2.remap(b, columns + flow[..., 0], rows + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    first, second = (_standardised(cv2.GaussianBlur(x.astype(np.float32), (0, 0), _BLUR)) for x in (a, moved))
+    first, second = (_standardised(cv2.GaussianBlur(x.astype(np.float32), (0, 0), _BLUR), face) for x in (a, moved))
     return float(np.mean(np.abs(first - second)))
 
 
-def _standardised(chip: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
-    face = np.asarray(chip[_ROWS, _COLUMNS], dtype=np.float64)
+def _standardised(chip: npt.NDArray[np.generic], face_only: bool) -> npt.NDArray[np.float64]:
+    face = np.asarray(chip[_ROWS, _COLUMNS] if face_only else chip, dtype=np.float64)
     spread = float(face.std())
     result: npt.NDArray[np.float64] = (face - face.mean()) / max(spread, 1.0)
     return result
@@ -72,6 +80,14 @@ def stillness(times: Sequence[float], chips: Sequence[Chip], reference: int) -> 
         return math.nan
     picked = [others[round(k)] for k in np.linspace(0, len(others) - 1, min(MAX_COMPARED, len(others)))]
     return float(np.percentile([residual(chips[reference], chips[i]) for i in dict.fromkeys(picked)], 90))
+
+
+def largest_jump(frames: Sequence[Chip]) -> float:
+    """The largest residual between consecutive frames (small grey copies of whole frames): where a
+    recording was cut and joined, nothing moves one frame onto the next. NaN with fewer than two."""
+    if len(frames) < 2:
+        return math.nan
+    return max(residual(a, b, face=False) for a, b in itertools.pairwise(frames))
 
 
 def depth(chips: Sequence[Chip], reference: Chip) -> float:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from app.certification.service import CertificationService, WorkItem
 from infra.config import Settings
 from infra.logging import request_id_var
+from liveness import decision
 from liveness.analyser import AnalyserCrashed, FaceAnalyser
 from liveness.model import Action, Embedding, Media, Thresholds
 
@@ -81,5 +82,9 @@ class FaceJobs:
                 log.warning("analyser process died", extra={"check_id": str(item.check_id), "try": attempt + 1})
         else:
             return await self._cert.give_up(item)
+        # Then the whole population: a copy of another pensioner's recording, another pensioner's face.
+        others = await self._cert.replay_candidates(item, analysis)
+        collided = await self._cert.face_collision(item, analysis.embedding)
+        analysis = decision.reconsider(analysis, others, collided is not None)
         keys = await self._cert.store_review_frames(item, analysis.review_frames)
         return await self._cert.record_analysis(item, analysis, keys)

@@ -85,6 +85,24 @@ REASONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
         ("检测到重复提交的视频，已转人工审核。", "请每次认证时重新录制。"),
         ("This video was submitted before; a staff member will review it.", "Record a new video each time."),
     ),
+    "reference_copy": (
+        ("视频与登记照片过于一致，已转人工审核。", "请本人重新录制；工作人员将尽快处理。"),
+        (
+            "The video matches the registered photo too exactly; a staff member will review it.",
+            "No need to submit again.",
+        ),
+    ),
+    "edited_media": (
+        ("视频经过剪辑，已转人工审核。", "请用本应用一次录制完成，不要剪辑。"),
+        (
+            "The video was cut and joined; a staff member will review it.",
+            "Record in one go in this app, without editing.",
+        ),
+    ),
+    "face_collision": (
+        ("人脸与其他参保人员相同，已转人工审核。", "工作人员将与您联系，无需重复提交。"),
+        ("The face matches another insured person; a staff member will review it.", "No need to submit again."),
+    ),
     "reference_missing": (
         ("登记照片暂不可用，已转人工审核。", "工作人员将与您联系，无需重复提交。"),
         ("Your registered photo cannot be used; a staff member will review this.", "No need to submit again."),

@@ -180,12 +180,65 @@ async def requeue(uow: UnitOfWork, check_id: uuid.UUID) -> bool:
     return status == "UPDATE 1"
 
 
+# What liveness.replay compares an upload with.
+EARLIER = "id, sha256, embedding_enc, frame_hashes, frame_times, actions_detected"
+
+
 async def earlier_submissions(db: Db, person_id: uuid.UUID, check_id: uuid.UUID) -> list[asyncpg.Record]:
     return await db.fetch(
-        """SELECT id, sha256, embedding_enc, frame_hashes FROM certification_checks
+        f"""SELECT {EARLIER} FROM certification_checks
            WHERE person_id = $1 AND id <> $2 AND sha256 IS NOT NULL ORDER BY submitted_at DESC LIMIT 50""",
         person_id,
         check_id,
+    )
+
+
+async def replay_candidates(
+    db: Db, person_id: uuid.UUID, keys: list[int], since: datetime, limit: int = 10
+) -> list[asyncpg.Record]:
+    """Other persons' checks since `since` that share scene keys with an upload, most shared first:
+    an index lookup that finds candidates; liveness.replay decides which, if any, it copies."""
+    return await db.fetch(
+        f"""SELECT {EARLIER} FROM certification_checks
+           WHERE scene_keys && $2::int[] AND person_id <> $1 AND submitted_at > $3 AND sha256 IS NOT NULL
+           ORDER BY cardinality(ARRAY(SELECT unnest(scene_keys) INTERSECT SELECT unnest($2::int[]))) DESC
+           LIMIT $4""",
+        person_id,
+        keys,
+        since,
+        limit,
+    )
+
+
+async def save_template(uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UUID | None, template: str) -> None:
+    """A face template for 1:N search: a check's, or the person's one reference (replaced)."""
+    if check_id is None:
+        await uow.execute(
+            """INSERT INTO face_templates (person_id, template) VALUES ($1, $2::vector)
+               ON CONFLICT (person_id) WHERE check_id IS NULL
+               DO UPDATE SET template = EXCLUDED.template, created_at = now()""",
+            person_id,
+            template,
+        )
+    else:
+        await uow.execute(
+            """INSERT INTO face_templates (person_id, check_id, template) VALUES ($1, $2, $3::vector)
+               ON CONFLICT (check_id) DO NOTHING""",
+            person_id,
+            check_id,
+            template,
+        )
+
+
+async def nearest_other_face(db: Db, person_id: uuid.UUID, template: str, since: datetime) -> asyncpg.Record | None:
+    """The nearest template of another person (references, and checks since `since`), with its distance."""
+    return await db.fetchrow(
+        """SELECT person_id, template <-> $2::vector AS distance FROM face_templates
+           WHERE person_id <> $1 AND (check_id IS NULL OR created_at > $3)
+           ORDER BY template <-> $2::vector LIMIT 1""",
+        person_id,
+        template,
+        since,
     )
 
 
@@ -200,6 +253,8 @@ async def record_analysis(
     actions_detected: list[dict[str, Any]],
     sha256: str,
     frame_hashes: list[int],
+    frame_times: list[float],
+    scene_keys: list[int],
     embedding_enc: bytes | None,
     replay_of: uuid.UUID | None,
     review_frame_keys: list[str],
@@ -209,7 +264,7 @@ async def record_analysis(
     status_text = await uow.execute(
         """UPDATE certification_checks SET status = $2, worker_outcome = $3, reasons = $4, scores = $5,
                actions_detected = $6, sha256 = $7, frame_hashes = $8, embedding_enc = $9, replay_of = $10,
-               review_frame_keys = $11, analysed_at = now(),
+               review_frame_keys = $11, analysed_at = now(), frame_times = $13, scene_keys = $14,
                decided_at = CASE WHEN $12 THEN now() END, decided_by = CASE WHEN $12 THEN 'worker' END
            WHERE id = $1 AND status = 'processing'""",
         check_id,
@@ -224,6 +279,8 @@ async def record_analysis(
         replay_of,
         review_frame_keys,
         final,
+        frame_times,
+        scene_keys,
     )
     return status_text == "UPDATE 1"
 

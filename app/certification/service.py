@@ -23,11 +23,12 @@ from app.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unp
 from app.schemas import to_schema
 from infra import audit, jobs
 from infra.config import Settings
-from infra.crypto import FieldCipher
+from infra.crypto import FieldCipher, TemplateRotation
 from infra.db import UnitOfWork, unit_of_work
 from infra.logging import request_id_var
 from infra.storage import ObjectStorage
-from liveness.model import Analysis, EarlierSubmission, Embedding, Enrollment, Outcome, Reason
+from liveness import replay
+from liveness.model import Action, Analysis, DetectedAction, EarlierSubmission, Embedding, Enrollment, Outcome, Reason
 from notifications.outbox import publish_event
 
 CERTIFY_JOB = "liveness.certify"
@@ -77,6 +78,27 @@ def _unsigned64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
 
+def _detected_json(action: DetectedAction) -> dict[str, Any]:
+    """A detected action as stored with its check (actions_detected)."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "action": str(action.action),
+        "at_s": round(action.at_s, 3),
+        "strength": round(action.strength, 3),
+        "until_s": rounded(action.until_s),
+        "settled_s": rounded(action.settled_s),
+    }
+
+
+def _detected(stored: dict[str, Any]) -> DetectedAction:
+    return DetectedAction(
+        Action(stored["action"]), stored["at_s"], stored["strength"], stored.get("until_s"), stored.get("settled_s")
+    )
+
+
 def finite(scores: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or infinity: a score that could not be measured is stored as null."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in scores.items()}
@@ -108,6 +130,7 @@ class CertificationService:
         self._storage = storage
         self._settings = settings
         self._cipher = cipher
+        self._rotation = TemplateRotation(settings.lookup_hash_key)
         self._rng = random.SystemRandom()
 
     # -- consent ---------------------------------------------------------------------------------
@@ -286,6 +309,8 @@ class CertificationService:
             await repo.save_enrollment(
                 uow, person_id, photo_key, sealed, [str(r) for r in enrollment.reasons], enrollment.scores
             )
+            if enrollment.embedding is not None:
+                await repo.save_template(uow, person_id, None, self._template(enrollment.embedding))
             if sealed is None:
                 # A bad reference photo is the administrators' problem, never the pensioner's.
                 await publish_event(
@@ -297,20 +322,48 @@ class CertificationService:
                 )
 
     async def earlier_submissions(self, item: WorkItem) -> list[EarlierSubmission]:
+        """This person's earlier submissions, for the pipeline to recognise a copy of one."""
         rows = await repo.earlier_submissions(self._pool, item.person_id, item.check_id)
-        return [
-            EarlierSubmission(
-                check_id=str(row["id"]),
-                sha256=row["sha256"],
-                embedding=(
-                    embedding_from(self._cipher.decrypt(row["embedding_enc"], self._check_context(row["id"])))
-                    if row["embedding_enc"] is not None
-                    else None
-                ),
-                frame_hashes=tuple(_unsigned64(h) for h in row["frame_hashes"]),
-            )
-            for row in rows
-        ]
+        return [self._earlier(row) for row in rows]
+
+    async def replay_candidates(self, item: WorkItem, analysis: Analysis) -> list[EarlierSubmission]:
+        """Other persons' submissions within REPLAY_LOOKBACK_DAYS sharing scene keys with this one
+        (mirrored too): the candidates liveness.decision.reconsider compares it with."""
+        if not analysis.frame_hashes:
+            return []
+        keys = replay.index_keys(analysis.frame_hashes, mirror=True)
+        since = datetime.now(UTC) - timedelta(days=self._settings.replay_lookback_days)
+        rows = await repo.replay_candidates(self._pool, item.person_id, keys, since)
+        return [self._earlier(row) for row in rows]
+
+    async def face_collision(self, item: WorkItem, embedding: Embedding | None) -> uuid.UUID | None:
+        """Another person whose reference photo, or check within REPLAY_LOOKBACK_DAYS, shows this face."""
+        if embedding is None:
+            return None
+        since = datetime.now(UTC) - timedelta(days=self._settings.replay_lookback_days)
+        nearest = await repo.nearest_other_face(self._pool, item.person_id, self._template(embedding), since)
+        if nearest is None or nearest["distance"] > self._settings.face_collision_distance:
+            return None
+        other: uuid.UUID = nearest["person_id"]
+        return other
+
+    def _template(self, embedding: Embedding) -> str:
+        """A face template as pgvector reads it, rotated by the deployment's secret (TemplateRotation)."""
+        return "[" + ",".join(f"{x:.7f}" for x in self._rotation.rotate(embedding)) + "]"
+
+    def _earlier(self, row: asyncpg.Record) -> EarlierSubmission:
+        return EarlierSubmission(
+            check_id=str(row["id"]),
+            sha256=row["sha256"],
+            embedding=(
+                embedding_from(self._cipher.decrypt(row["embedding_enc"], self._check_context(row["id"])))
+                if row["embedding_enc"] is not None
+                else None
+            ),
+            frame_hashes=tuple(_unsigned64(h) for h in row["frame_hashes"]),
+            frame_times=tuple(row["frame_times"]),
+            events=tuple(_detected(event) for event in row["actions_detected"]),
+        )
 
     async def store_review_frames(self, item: WorkItem, frames: tuple[bytes, ...]) -> list[str]:
         keys = [f"reviews/{item.person_id}/{item.check_id}/frame-{i:02d}.jpg" for i in range(len(frames))]
@@ -340,12 +393,11 @@ class CertificationService:
                 worker_outcome=str(analysis.outcome),
                 reasons=list(verdict.reasons),
                 scores=finite(analysis.scores),
-                actions_detected=[
-                    {"action": str(a.action), "at_s": round(a.at_s, 3), "strength": round(a.strength, 3)}
-                    for a in analysis.actions
-                ],
+                actions_detected=[_detected_json(a) for a in analysis.actions],
                 sha256=analysis.sha256,
                 frame_hashes=[_signed64(h) for h in analysis.frame_hashes],
+                frame_times=[round(t, 3) for t in analysis.frame_times],
+                scene_keys=replay.index_keys(analysis.frame_hashes),
                 embedding_enc=sealed,
                 replay_of=uuid.UUID(analysis.replay_of) if analysis.replay_of else None,
                 review_frame_keys=review_frame_keys,
@@ -353,6 +405,8 @@ class CertificationService:
             )
             if not written:
                 return None
+            if analysis.embedding is not None:
+                await repo.save_template(uow, item.person_id, item.check_id, self._template(analysis.embedding))
             await settle(uow, item.person_id, item.check_id, verdict.status, list(verdict.reasons), "worker")
         return verdict.status
 

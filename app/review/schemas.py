@@ -39,6 +39,8 @@ class DetectedAction(Body):
     action: ActionName
     at_s: float
     strength: float
+    until_s: float | None = None  # the action's last sample (checks analysed since the strict challenges)
+    settled_s: float | None = None  # when the face was back to neutral after it
 
 
 class CheckForReview(Body):

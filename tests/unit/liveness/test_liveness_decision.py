@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from liveness.decision import Evidence, decide
-from liveness.model import Outcome, Reason, Thresholds
+from liveness.decision import Evidence, decide, reconsider
+from liveness.model import Action, Analysis, DetectedAction, EarlierSubmission, Outcome, Reason, Thresholds
 
 LIVE = Evidence(
     face_seen=True,
@@ -63,6 +63,35 @@ def test_proof_against_the_person_fails_despite_a_perfect_match_and_poor_capture
     assert outcome is Outcome.FAILED
     assert reasons[0] is reason
     assert Reason.TOO_DARK in reasons
+
+
+def test_a_cut_recording_or_a_copy_of_the_reference_goes_to_review_unless_it_fails_on_proof() -> None:
+    assert judged(edited=True) == (Outcome.NEEDS_REVIEW, (Reason.EDITED_MEDIA,))
+    assert judged(match_distance=0.1) == (Outcome.NEEDS_REVIEW, (Reason.REFERENCE_COPY,))
+    assert judged(match_distance=0.1, liveness=(Reason.NO_MOTION,))[0] is Outcome.FAILED
+    assert judged(edited=True, face_seen=False, match_distance=None)[0] is Outcome.FAILED  # noise, not a cut
+
+
+def _analysis(outcome: Outcome, reasons: tuple[Reason, ...]) -> Analysis:
+    event = DetectedAction(Action.TURN_LEFT, 1.0, 0.5, 2.0, 2.2)
+    blinks = tuple(DetectedAction(Action.BLINK, t, 0.5, t + 0.1, t + 0.2) for t in (0.5, 3.0))
+    return Analysis(
+        outcome, reasons, {}, actions=(event, *blinks), sha256="s", frame_hashes=(1, 2, 3), frame_times=(0.0, 1.0, 2.0)
+    )
+
+
+def test_reconsider_sends_a_copy_of_another_persons_recording_or_face_to_review() -> None:
+    passed = _analysis(Outcome.PASSED, ())
+    assert reconsider(passed, [], collided=False) is passed
+    collided = reconsider(passed, [], collided=True)
+    assert (collided.outcome, collided.reasons) == (Outcome.NEEDS_REVIEW, (Reason.FACE_COLLISION,))
+    other = EarlierSubmission("c9", "s", None, (1, 2, 3), (0.0, 1.0, 2.0), passed.actions)
+    copied = reconsider(_analysis(Outcome.FAILED, (Reason.NO_MOTION,)), [other], collided=False)
+    assert (copied.outcome, copied.reasons, copied.replay_of) == (
+        Outcome.NEEDS_REVIEW,
+        (Reason.REPLAYED_MEDIA, Reason.NO_MOTION),
+        "c9",
+    )
 
 
 def test_one_second_face_is_not_enough_to_fail() -> None:

@@ -65,7 +65,9 @@ def photo_clip(path: Path, count: int = 60) -> bytes:
 
 
 def earlier(check_id: str, analysis: Analysis) -> EarlierSubmission:
-    return EarlierSubmission(check_id, analysis.sha256, analysis.embedding, analysis.frame_hashes)
+    return EarlierSubmission(
+        check_id, analysis.sha256, analysis.embedding, analysis.frame_hashes, analysis.frame_times, analysis.actions
+    )
 
 
 @pytest.fixture(scope="module")
