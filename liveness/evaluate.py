@@ -8,7 +8,8 @@ faces root) and, optionally, labelled videos as DIR/video/<label>__<name>.<ext>.
      data (and with a by-identity bootstrap's upper bound), and how the accept / review / reject
      bands split genuine and impostor pairs;
   4. replay calibration: how far re-compressed and rescaled copies of a photo lie from the original;
-  5. for the videos: every decision under every challenge policy, APCER per attack type and BPCER.
+  5. liveness (liveness.attack_evaluation): APCER of every attack class of the kit on the challenges
+     the API draws, BPCER of live clips on the challenges they perform, and each cue's margins.
 Statistics are pure functions over arrays; reading files, encoding and printing stay in the shell
 at the bottom of the module.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import itertools
 import json
 import math
 import multiprocessing
@@ -34,8 +34,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from liveness import attacks, texture
+from liveness.attack_evaluation import Trial, bpcer, class_rates, cue_margins, evaluate
 from liveness.media import Image_, decode_still
-from liveness.model import Action, Embedding, Media, Outcome, Thresholds
+from liveness.model import Embedding, Thresholds
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -66,36 +68,6 @@ REPLAY_COPIES: dict[str, tuple[float, int | None]] = {
 }
 REPLAY_BASIS = "0.75x+jpeg q60"  # the harshest copy, the one the replay threshold is proposed from
 DEFAULT_CACHE = Path("var/liveness-evaluate-cache.json")
-
-# Every challenge the API may ask: ordered sequences of one or two distinct actions.
-POLICIES: tuple[tuple[Action, ...], ...] = tuple(
-    policy for length in (1, 2) for policy in itertools.permutations(Action, length)
-)
-
-# What each bona fide clip shows, from watching it (times are onsets); a policy made of an ordered
-# subsequence of these is one the clip truly satisfies, any other one it should fail.
-LIVE_PERFORMS: dict[str, tuple[Action, ...]] = {
-    "live_blink__eye_blink.mp4": (Action.BLINK,),  # 7 natural blinks, frontal
-    "live_turn__zubair_real.mov": (
-        Action.OPEN_MOUTH,  # ~1.2-4.9 s
-        Action.TURN_RIGHT,  # ~5.3-8.4 s
-        Action.TURN_LEFT,  # ~10 s
-        Action.BLINK,  # ~11.9 s and 12.5 s
-    ),
-}
-
-# Each clip is matched against a reference enrolled from a frame (clip, time in s), as from an
-# imported photo of it; the unit tests use the same frames. An attack is matched against the person
-# it impersonates, as the worker would match it against that person's enrolled photo; one without
-# a live counterpart against its own face.
-REFERENCES: dict[str, tuple[str, float]] = {
-    "live_blink__eye_blink.mp4": ("live_blink__eye_blink.mp4", 1.0),
-    "live_turn__zubair_real.mov": ("live_turn__zubair_real.mov", 0.5),
-    "replay_screen__zubair_fake.mp4": ("live_turn__zubair_real.mov", 0.5),
-    "not_selfie__hamilton_clip.mp4": ("not_selfie__hamilton_clip.mp4", 5.3),  # the man on stage
-}
-OWN_REFERENCE_AT_S = 0.5  # a clip not listed above is matched against its own frame at this time
-
 
 # ---------------------------------------------------------------------------------------------
 # Statistics (pure)
@@ -354,35 +326,6 @@ def propose_replay_threshold(copies: FloatArray, genuine: FloatArray) -> float:
     return min(reach, round_down(threshold_at_fmr(genuine, MAX_GENUINE_FLAGGED), 2))
 
 
-@dataclass(frozen=True)
-class VideoLabel:
-    file: str
-    label: str
-    bona_fide: bool
-
-
-def parse_video_name(file: str) -> VideoLabel:
-    """`live_blink__eye_blink.mp4` -> label `live_blink`, bona fide; any other label is an attack type."""
-    label, separator, name = Path(file).stem.partition("__")
-    if not (label and separator and name):
-        raise ValueError(f"{file}: expected <label>__<name>.<ext>")
-    return VideoLabel(file, label, label.startswith("live_"))
-
-
-def satisfied_policies(performed: Sequence[Action]) -> frozenset[tuple[Action, ...]]:
-    """The policies (1-2 distinct actions, in order) a clip performing `performed` in turn meets."""
-    return frozenset(
-        policy
-        for length in (1, 2)
-        for policy in itertools.combinations(performed, length)
-        if len(set(policy)) == length
-    )
-
-
-def policy_name(policy: Sequence[Action]) -> str:
-    return "+".join(action.value for action in policy)
-
-
 # ---------------------------------------------------------------------------------------------
 # Reports (plain data, built from the statistics)
 # ---------------------------------------------------------------------------------------------
@@ -422,35 +365,12 @@ class ReplayReport:
 
 
 @dataclass(frozen=True)
-class Decision:
-    video: str
-    label: str
-    bona_fide: bool
-    policy: str
-    performs_policy: bool | None  # ground truth for bona fide clips listed in LIVE_PERFORMS
-    outcome: str
-    reasons: tuple[str, ...]
-    match_distance: float | None
-
-
-@dataclass(frozen=True)
-class VideoReport:
-    references: dict[str, str]  # video -> the clip and time of the frame its reference is enrolled from
-    measure_seconds: dict[str, float]  # video -> wall time of its one `measure`; judging takes milliseconds
-    decisions: tuple[Decision, ...]
-    apcer: dict[str, Proportion]  # attack type -> attempts that passed
-    bpcer_all: Proportion | None  # bona fide attempts that did not pass, over every policy
-    bpcer_performed: Proportion | None  # ... over the policies the clip truly performs
-    passed_unperformed: Proportion | None  # bona fide attempts passing a policy they do not perform
-
-
-@dataclass(frozen=True)
 class Report:
     source: str
     thresholds: Thresholds
     lfw: LfwReport
     replay: ReplayReport
-    video: VideoReport | None
+    trials: tuple[Trial, ...] | None  # attacks and live clips (liveness.attack_evaluation)
     seconds: dict[str, float]
 
 
@@ -546,37 +466,6 @@ def replay_report(images: Sequence[ImageEncoding], genuine: FloatArray, threshol
     )
 
 
-def video_rates(
-    decisions: Sequence[Decision],
-) -> tuple[dict[str, Proportion], Proportion | None, Proportion | None, Proportion | None]:
-    """APCER per attack type, BPCER over all policies and over performed ones, unperformed passes."""
-    passed = Outcome.PASSED.value
-    attacks = sorted({d.label for d in decisions if not d.bona_fide})
-    apcer = {
-        label: proportion(
-            sum(1 for d in decisions if d.label == label and d.outcome == passed),
-            sum(1 for d in decisions if d.label == label),
-        )
-        for label in attacks
-    }
-    bona_fide = [d for d in decisions if d.bona_fide]
-    performed = [d for d in bona_fide if d.performs_policy]
-    unperformed = [d for d in bona_fide if d.performs_policy is False]
-
-    def share_not_passed(group: Sequence[Decision]) -> Proportion | None:
-        return proportion(sum(1 for d in group if d.outcome != passed), len(group)) if group else None
-
-    passed_unperformed = (
-        proportion(sum(1 for d in unperformed if d.outcome == passed), len(unperformed)) if unperformed else None
-    )
-    return apcer, share_not_passed(bona_fide), share_not_passed(performed), passed_unperformed
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering (pure: report -> text)
-# ---------------------------------------------------------------------------------------------
-
-
 def _sci(value: float) -> str:
     return "0" if value == 0 else f"{value:.2e}"
 
@@ -660,7 +549,23 @@ THRESHOLD_HEADER = (
 )
 DISTRIBUTION_HEADER = ("pairs", "n", *(name for name, _ in QUANTILES))
 BANDS_HEADER = ("pairs", "accept", "review", "reject")
-DECISION_HEADER = ("video", "policy", "performs", "outcome", "reasons", "match")
+ATTACK_HEADER = ("attack class", "variants", "APCER", "passed any draw", "95% upper", "stopped by (variants)")
+LIVE_HEADER = (
+    "live clip: challenge it performs",
+    "outcome",
+    "reasons",
+    "match",
+    "stillness",
+    "turn depth",
+    "largest jump",
+)
+CUE_HEADER = ("cue", "threshold", "nearest live", "nearest attack it stops", "live clips behind it")
+# Liveness cues: the side a live clip lies on, and the threshold (liveness.texture).
+CUES = {
+    "stillness": ("above", texture.MIN_STILLNESS),
+    "turn_depth": ("above", texture.MIN_TURN_DEPTH),
+    "largest_jump": ("below", texture.MAX_JUMP),
+}
 
 
 def _bands_rows(lfw: LfwReport) -> list[list[str]]:
@@ -668,33 +573,6 @@ def _bands_rows(lfw: LfwReport) -> list[list[str]]:
         [name, _pct(b.accept), _pct(b.review), _pct(b.reject)]
         for name, b in (("genuine", lfw.genuine_bands), ("impostor", lfw.impostor_bands))
     ]
-
-
-def _decision_rows(decisions: Sequence[Decision]) -> list[list[str]]:
-    return [
-        [
-            d.video,
-            d.policy,
-            "-" if d.performs_policy is None else ("yes" if d.performs_policy else "no"),
-            d.outcome,
-            ",".join(d.reasons) or "-",
-            "-" if d.match_distance is None else f"{d.match_distance:.3f}",
-        ]
-        for d in decisions
-    ]
-
-
-def _video_rate_lines(video: VideoReport) -> list[str]:
-    lines = [f"APCER {label} (attempts that passed): {_proportion_text(p)}" for label, p in video.apcer.items()]
-    if video.bpcer_all is not None:
-        lines.append(f"BPCER over all policies (bona fide attempts not passed): {_proportion_text(video.bpcer_all)}")
-    if video.bpcer_performed is not None:
-        lines.append(f"BPCER over the policies the clip performs: {_proportion_text(video.bpcer_performed)}")
-    if video.passed_unperformed is not None:
-        lines.append(
-            f"bona fide attempts passing a policy the clip does not perform: {_proportion_text(video.passed_unperformed)}"
-        )
-    return lines
 
 
 def _distributions(report: Report) -> list[tuple[str, Distribution]]:
@@ -764,19 +642,58 @@ def render_text(report: Report) -> str:
         f"{MAX_GENUINE_FLAGGED:.1%} of genuine pairs (copies missed: farther than the threshold; genuine flagged: within it)",
         *_table(_replay_header(), _replay_rows(replay)),
     ]
-    if report.video is not None:
-        lines += ["", "== Videos ==", *_video_text(report.video)]
+    if report.trials is not None:
+        lines += ["", "== Liveness: attacks and live clips ==", *_trial_text(report.trials, markdown=False)]
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())]
     return "\n".join(lines)
 
 
-def _video_text(video: VideoReport) -> list[str]:
+def _trial_text(trials: Sequence[Trial], markdown: bool) -> list[str]:
+    table = _markdown_table if markdown else _table
+    rates = class_rates(trials)
+    turned_away, live = bpcer(trials)
+    live_rows = [
+        [
+            t.source,
+            t.outcome,
+            ", ".join(t.reasons) or "-",
+            *(
+                f"{t.scores[k]:.3f}" if k in t.scores else "-"
+                for k in ("match_distance", "stillness", "turn_depth", "largest_jump")
+            ),
+        ]
+        for t in sorted((t for t in trials if t.kind == "bona_fide"), key=lambda t: t.source)
+    ]
+    attack_rows = [
+        [
+            rate.kind,
+            str(rate.variants),
+            _pct(rate.apcer),
+            str(rate.passed_any),
+            _pct(rate.upper_95),
+            ", ".join(f"{reason} ({count})" for reason, count in list(rate.reasons.items())[:4]),
+        ]
+        for rate in rates
+    ]
+    cue_rows = [
+        [name, f"{threshold:.3f}", f"{live_value:.3f}", f"{attack_value:.3f}", str(count)]
+        for name, threshold, live_value, attack_value, count in cue_margins(trials, CUES)
+    ]
+    upper = rule_of_three(live) if turned_away == 0 else wilson_interval(turned_away, live)[1]
     return [
-        *(f"reference for {v}: {frame}, enrolled as a photo" for v, frame in video.references.items()),
-        *(f"measured {v} once: {seconds:.1f} s" for v, seconds in video.measure_seconds.items()),
-        *_table(DECISION_HEADER, _decision_rows(video.decisions)),
+        *table(ATTACK_HEADER, attack_rows),
         "",
-        *_video_rate_lines(video),
+        *table(LIVE_HEADER, live_rows),
+        "",
+        f"BPCER (live attempts turned away, each under a challenge it performs): {turned_away}/{live}"
+        f" = {_pct(turned_away / live if live else 0.0)}; 95% upper bound {_pct(upper)}: {live} live attempts"
+        " from two recordings cannot support a rate of 5% or less, only show that these pass.",
+        "",
+        *table(CUE_HEADER, cue_rows),
+        "",
+        "The thresholds rest on the live clips named above (two people, two recordings): each lies between",
+        "the nearest live value and the attacks it stops, nearer the attacks, and none is supported by",
+        "enough live recordings to state its false rejection rate.",
     ]
 
 
@@ -798,13 +715,8 @@ def render_markdown(report: Report) -> str:
         "",
         *_markdown_table(_replay_header(), _replay_rows(replay)),
     ]
-    if report.video is not None:
-        lines += [
-            "",
-            *_markdown_table(DECISION_HEADER, _decision_rows(report.video.decisions)),
-            "",
-            *(f"- {line}" for line in _video_rate_lines(report.video)),
-        ]
+    if report.trials is not None:
+        lines += ["", *_trial_text(report.trials, markdown=True)]
     return "\n".join(lines)
 
 
@@ -910,75 +822,6 @@ def encode_all(tasks: Sequence[tuple[str, str]], cache_path: Path, workers: int)
     return [_from_cache(path, identity, cache[keys[path]]) for path, identity in tasks]
 
 
-@dataclass(frozen=True)
-class VideoTask:
-    path: str
-    video: VideoLabel
-    reference: Embedding
-    thresholds: Thresholds
-
-
-def judge_video(task: VideoTask) -> tuple[float, list[Decision]]:
-    """One clip measured once (wall seconds), then judged under every policy as `analyse` would."""
-    from liveness.pipeline import judge, measure  # see encode_rgb
-
-    started = time.monotonic()
-    measured = measure(Media(video=Path(task.path).read_bytes()))
-    seconds = time.monotonic() - started
-    performed = LIVE_PERFORMS.get(task.video.file)
-    satisfied = None if performed is None else satisfied_policies(performed)
-    decisions = []
-    for policy in POLICIES:
-        analysis = judge(measured, policy, task.reference, (), task.thresholds)
-        distance = analysis.scores.get("match_distance")
-        decisions.append(
-            Decision(
-                video=task.video.file,
-                label=task.video.label,
-                bona_fide=task.video.bona_fide,
-                policy=policy_name(policy),
-                performs_policy=None if satisfied is None else policy in satisfied,
-                outcome=analysis.outcome.value,
-                reasons=tuple(reason.value for reason in analysis.reasons),
-                match_distance=None if distance is None else float(distance),
-            )
-        )
-    return seconds, decisions
-
-
-def evaluate_videos(folder: Path, thresholds: Thresholds, workers: int) -> VideoReport:
-    from liveness.pipeline import reference_from_video  # see encode_rgb
-
-    labels = [parse_video_name(p.name) for p in sorted(folder.iterdir()) if p.is_file()]
-    frames = {video.file: REFERENCES.get(video.file, (video.file, OWN_REFERENCE_AT_S)) for video in labels}
-    embeddings: dict[tuple[str, float], Embedding] = {}
-    for source, at_s in sorted(set(frames.values())):
-        found = reference_from_video((folder / source).read_bytes(), at_s)
-        if found is None:
-            raise SystemExit(f"{source}: its frame at {at_s} s cannot be enrolled as a reference photo")
-        embeddings[source, at_s] = found
-    tasks = [VideoTask(str(folder / video.file), video, embeddings[frames[video.file]], thresholds) for video in labels]
-    seconds: dict[str, float] = {}
-    decisions: list[Decision] = []
-    # One clip per process: measuring is the cost, judging under every policy takes milliseconds.
-    with multiprocessing.Pool(workers) as pool:
-        for task, (measured_s, judged) in zip(tasks, pool.imap(judge_video, tasks), strict=True):
-            seconds[task.video.file] = measured_s
-            decisions += judged
-            # Progress: the videos take a minute, the report comes at the end.
-            print(f"measured {task.video.file} in {measured_s:.1f} s", file=sys.stderr, flush=True)
-    apcer, bpcer_all, bpcer_performed, passed_unperformed = video_rates(decisions)
-    return VideoReport(
-        references={video: f"{source} at {at_s} s" for video, (source, at_s) in frames.items()},
-        measure_seconds=seconds,
-        decisions=tuple(decisions),
-        apcer=apcer,
-        bpcer_all=bpcer_all,
-        bpcer_performed=bpcer_performed,
-        passed_unperformed=passed_unperformed,
-    )
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m liveness.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -991,7 +834,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit-identities", type=int, help="only the first N identities, for a quick run")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="encodings cache (default %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="processes encoding and analysing (default %(default)s)")
-    parser.add_argument("--no-video", action="store_true", help="skip the videos even when DIR/video exists")
+    parser.add_argument(
+        "--no-video", action="store_true", help="skip the videos and attacks even when DIR/video exists"
+    )
+    parser.add_argument("--variants", type=int, default=20, help="variants of each attack class (default %(default)s)")
+    parser.add_argument("--attack", action="append", choices=attacks.KINDS, help="only these attack classes")
     return parser.parse_args(argv)
 
 
@@ -1011,16 +858,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     lfw, genuine = lfw_report(images, thresholds)
     replay = replay_report(images, genuine, thresholds)
     measured = time.monotonic()
-    video = None
+    trials = None
     if (root / "video").is_dir() and not args.no_video:
-        video = evaluate_videos(root / "video", thresholds, args.workers)
+        trials = tuple(evaluate(root, thresholds, args.variants, args.workers, args.attack or attacks.KINDS))
     finished = time.monotonic()
 
     seconds = {"encoding": encoded - started, "statistics": measured - encoded}
-    if video is not None:
-        seconds["videos"] = finished - measured
+    if trials is not None:
+        seconds["liveness"] = finished - measured
     seconds["total"] = finished - started
-    report = Report(str(identities), thresholds, lfw, replay, video, seconds)
+    report = Report(str(identities), thresholds, lfw, replay, trials, seconds)
     print(render_text(report))
     if args.markdown:
         print("\n" + render_markdown(report))
