@@ -610,7 +610,7 @@ def _animated(
     actions: Sequence[Action],
     own_reference: bool,
     finish: Callable[[Clip], Clip] | None = None,
-    pace: dict[str, float] | None = None,
+    brisk: bool = False,
 ) -> tuple[bytes, str, Reference]:
     from liveness.model import Media
     from liveness.pipeline import measure
@@ -630,7 +630,9 @@ def _animated(
         raise ValueError("no photo in the library shows a face the detector finds")
     others = [p for p in photos if p != photo]
     reference = Reference(photo if own_reference or not others else rng.choice(others))
-    animation = replace(Animation.vary(rng), **(pace or {}))
+    animation = Animation.vary(rng)
+    if brisk:  # eight actions must fit into the 15 s analysed
+        animation = replace(animation, lead_s=0.5, gap_s=0.45, turn_hold_s=0.6, mouth_hold_s=0.6)
     seed = rng.randrange(1 << 30)
     for _ in range(TUNING_ATTEMPTS):
         clip = animate_photo(pixels, actions, animation, seed)
@@ -672,9 +674,7 @@ def make(kind: str, library: Library, seed: int, challenge: tuple[Action, ...]) 
         video, source, reference = _animated(library, rng, challenge, kind == "reference_animation", finish)
         return Attack(kind, seed, source, video, reference, challenge)
     if kind == "every_action_twice":
-        # Brisk, to fit eight actions into the 15 s analysed.
-        brisk = {"lead_s": 0.5, "gap_s": 0.45, "turn_hold_s": 0.6, "mouth_hold_s": 0.6}
-        video, source, reference = _animated(library, rng, EVERY_ACTION_TWICE, own_reference=False, pace=brisk)
+        video, source, reference = _animated(library, rng, EVERY_ACTION_TWICE, own_reference=False, brisk=True)
         return Attack(kind, seed, source, video, reference, None)
     if kind in ("mirrored_replay", "excerpt_replay", "cross_person_replay"):
         name, live = _live(library, rng)

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from liveness import evaluate
+from liveness.attack_evaluation import Trial, bpcer, class_rates, cue_margins, weighted_pass
 from liveness.evaluate import (
     MAX_GENUINE_FLAGGED,
-    POLICIES,
-    Decision,
     band_shares,
     bootstrap_rates,
     confident_threshold_at_fmr,
@@ -21,16 +20,13 @@ from liveness.evaluate import (
     enumerate_pairs,
     matched,
     not_matched,
-    parse_video_name,
     propose_replay_threshold,
     round_down,
     rule_of_three,
-    satisfied_policies,
     threshold_at_fmr,
-    video_rates,
     wilson_interval,
 )
-from liveness.model import Action, Thresholds
+from liveness.model import Action, Outcome, Thresholds
 
 FACES = Path(__file__).resolve().parents[3].parent / "shared" / "faces"
 
@@ -167,61 +163,48 @@ def test_confident_threshold_keeps_the_bootstrap_upper_bound_within_the_target()
     assert bootstrap_rates(distances, identity, next_pair)[0][1] > target
 
 
-def test_parse_video_name() -> None:
-    live = parse_video_name("live_turn__zubair_real.mov")
-    assert (live.label, live.bona_fide) == ("live_turn", True)
-    attack = parse_video_name("replay_screen__zubair_fake.mp4")
-    assert (attack.label, attack.bona_fide) == ("replay_screen", False)
-    assert not parse_video_name("not_selfie__hamilton_clip.mp4").bona_fide
-    with pytest.raises(ValueError, match="expected"):
-        parse_video_name("clip.mp4")
+def _trial(kind: str, passed: float, reasons: tuple[str, ...] = (), **scores: float) -> Trial:
+    return Trial(kind, "src", 0, passed, "passed" if passed == 1 else "failed", reasons, scores)
 
 
-def test_policies_are_every_ordered_one_or_two_distinct_actions() -> None:
-    assert len(POLICIES) == 4 + 4 * 3
-    # Single actions first, then the pairs, each in the order of `Action`.
-    assert POLICIES[:5] == (
-        (Action.BLINK,),
-        (Action.TURN_LEFT,),
-        (Action.TURN_RIGHT,),
-        (Action.OPEN_MOUTH,),
-        (Action.BLINK, Action.TURN_LEFT),
-    )
-    assert POLICIES[-1] == (Action.OPEN_MOUTH, Action.TURN_RIGHT)
+def test_a_fixed_clip_passes_as_often_as_the_challenges_it_passes_are_drawn() -> None:
+    odds = {(Action.BLINK, Action.TURN_LEFT): 0.25, (Action.TURN_LEFT, Action.BLINK): 0.75}
+    outcomes = {(Action.BLINK, Action.TURN_LEFT): Outcome.PASSED, (Action.TURN_LEFT, Action.BLINK): Outcome.FAILED}
+    assert weighted_pass(outcomes, odds) == 0.25
 
 
-def test_satisfied_policies_are_ordered_subsequences() -> None:
-    turn = satisfied_policies(evaluate.LIVE_PERFORMS["live_turn__zubair_real.mov"])
-    assert len(turn) == 4 + 6
-    assert (Action.OPEN_MOUTH, Action.BLINK) in turn
-    assert (Action.BLINK, Action.OPEN_MOUTH) not in turn
-    assert satisfied_policies([Action.BLINK]) == {(Action.BLINK,)}
-    assert turn <= set(POLICIES)
-
-
-def _decision(video: str, policy: str, outcome: str, performs: bool | None) -> Decision:
-    label = parse_video_name(video)
-    return Decision(video, label.label, label.bona_fide, policy, performs, outcome, (), None)
-
-
-def test_video_rates() -> None:
-    decisions = [
-        _decision("live_blink__a.mp4", "blink", "passed", True),
-        _decision("live_blink__a.mp4", "turn_left", "failed", False),
-        _decision("live_blink__a.mp4", "open_mouth", "passed", False),
-        _decision("live_turn__b.mov", "blink", "retry", True),
-        _decision("replay_screen__c.mp4", "blink", "passed", None),
-        _decision("replay_screen__c.mp4", "turn_left", "failed", None),
-        _decision("not_selfie__d.mp4", "blink", "needs_review", None),
+def test_class_rates_weigh_variants_alike_and_bound_a_clean_record() -> None:
+    trials = [
+        _trial("photo_animation", 0.0, ("no_motion",)),
+        _trial("photo_animation", 0.0, ("no_motion", "extra_action")),
+        _trial("mirrored_replay", 0.5, ("replayed_media",)),
+        _trial("mirrored_replay", 0.0),
+        _trial("bona_fide", 1.0),
     ]
-    apcer, bpcer_all, bpcer_performed, passed_unperformed = video_rates(decisions)
-    assert {k: (p.count, p.total) for k, p in apcer.items()} == {"replay_screen": (1, 2), "not_selfie": (0, 1)}
-    assert bpcer_all is not None
-    assert (bpcer_all.count, bpcer_all.total) == (2, 4)
-    assert bpcer_performed is not None
-    assert (bpcer_performed.count, bpcer_performed.total) == (1, 2)
-    assert passed_unperformed is not None
-    assert (passed_unperformed.count, passed_unperformed.total) == (1, 2)
+    photo, mirrored = class_rates(trials)
+    assert (photo.kind, photo.variants, photo.apcer, photo.passed_any) == ("photo_animation", 2, 0.0, 0)
+    assert photo.upper_95 == 1.0  # three over two attempts: nothing shown yet
+    assert photo.reasons == {"no_motion": 2, "extra_action": 1}
+    assert (mirrored.apcer, mirrored.passed_any) == (0.25, 1)
+
+
+def test_bpcer_counts_live_attempts_turned_away() -> None:
+    trials = [_trial("bona_fide", 1.0), _trial("bona_fide", 0.0), _trial("photo_animation", 1.0)]
+    assert bpcer(trials) == (1, 2)
+
+
+def test_cue_margins_name_the_nearest_live_clip_and_the_nearest_attack_stopped() -> None:
+    trials = [
+        _trial("bona_fide", 1.0, stillness=0.2),
+        _trial("bona_fide", 1.0, stillness=0.12),
+        _trial("photo_animation", 0.0, stillness=0.03),
+        _trial("photo_animation", 0.0, stillness=0.05),
+        _trial("screen_replay", 0.0, stillness=0.09),  # not stopped by this cue
+        _trial("spliced_turn", 0.0, largest_jump=0.9),
+        _trial("bona_fide", 1.0, largest_jump=0.1),
+    ]
+    cues = {"stillness": ("above", 0.065), "largest_jump": ("below", 0.5)}
+    assert cue_margins(trials, cues) == [("stillness", 0.065, 0.12, 0.05, 2), ("largest_jump", 0.5, 0.1, 0.9, 1)]
 
 
 def _must_not_encode(task: tuple[str, str]) -> evaluate.ImageEncoding:
