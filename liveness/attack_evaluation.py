@@ -175,7 +175,7 @@ def _earlier(check_id: str, video: bytes) -> EarlierSubmission:
 
 
 def _scores(scores: dict[str, float]) -> dict[str, float]:
-    kept = ("stillness", "turn_depth", "largest_jump", "match_distance", "motion")
+    kept = ("stillness", "turn_depth", "largest_jump", "screen_pattern", "match_distance", "motion")
     return {name: round(float(scores[name]), 4) for name in kept if name in scores}
 
 
@@ -279,6 +279,23 @@ def run_shared(file: str, faces: str, thresholds: Thresholds) -> Trial:
         tuple(r.value for r in last.reasons),
         _scores(last.scores),
     )
+
+
+def still_patterns(faces: Path) -> dict[str, float]:
+    """texture.periodic_pattern on the face of each sfas still: a live face (T1), a printed photo
+    (F1) and a screen (F2), as the worker would crop them."""
+    from liveness import faces as face_layer
+    from liveness import texture
+    from liveness.media import decode_still
+    from liveness.pipeline import grey_face
+
+    found = {}
+    for path in sorted((faces / "stills").glob("sfas__*.jp*g")):
+        image = decode_still(path.read_bytes())
+        boxes = face_layer.detect_still(image)
+        if boxes:
+            found[path.name] = texture.periodic_pattern(grey_face(image, boxes[0]))
+    return found
 
 
 def _run(job: Callable[[], Trial]) -> Trial:

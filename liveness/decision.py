@@ -10,8 +10,8 @@ Precedence, first match wins (every reason found is still reported, in this orde
    picture (no motion, a face whose texture never changes, a turn without depth), actions in the
    wrong order. No lighting or blur explains these, so a liveness failure fails even when the
    face matches perfectly.
-3. A recording cut and joined, or a clip made from the reference photo itself (closer to it than
-   a new recording comes) -> NEEDS_REVIEW.
+3. A recording cut and joined, a face showing a screen's or a print's pattern, or a clip made
+   from the reference photo itself (closer to it than a new recording comes) -> NEEDS_REVIEW.
 4. Capture problems (too short, small, dark, blurred, face lost) -> RETRY. They also explain
    the weaker failures that remain (an action or a face not detected, a poor match): the fix is
    to film again, and a retry never passes anyone.
@@ -41,7 +41,7 @@ _PROOF_AGAINST = (Reason.MULTIPLE_FACES, Reason.IDENTITY_CHANGED, Reason.NO_MOTI
 # Another pensioner's recording or face: an operator looks, whatever else holds.
 _FRAUD_RING = (Reason.REPLAYED_MEDIA, Reason.FACE_COLLISION)
 # Media that someone made or edited: an operator looks, unless it fails on proof anyway.
-_MADE = (Reason.EDITED_MEDIA, Reason.REFERENCE_COPY)
+_MADE = (Reason.EDITED_MEDIA, Reason.REFERENCE_COPY, Reason.PRESENTATION_ATTACK)
 # The challenge was not performed as asked: a failure, unless a capture problem explains it.
 _NOT_PERFORMED = (Reason.ACTION_NOT_DETECTED, Reason.EXTRA_ACTION, Reason.ACTION_TIMING)
 
@@ -57,6 +57,7 @@ class Evidence:
     reference_missing: bool
     replay_of: str | None
     edited: bool = False  # cut and joined
+    patterned: bool = False  # a screen's or a print's pattern on the face
 
 
 def decide(evidence: Evidence, thresholds: Thresholds) -> tuple[Outcome, tuple[Reason, ...]]:
@@ -89,6 +90,8 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
         found.extend(reason for reason in _PROOF_AGAINST if reason in evidence.liveness)
         if evidence.edited:
             found.append(Reason.EDITED_MEDIA)
+        if evidence.patterned:
+            found.append(Reason.PRESENTATION_ATTACK)
     if evidence.match_distance is not None and evidence.match_distance < thresholds.replay_distance:
         found.append(Reason.REFERENCE_COPY)
     found.extend(evidence.capture)

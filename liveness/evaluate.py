@@ -35,7 +35,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from liveness import attacks, texture
-from liveness.attack_evaluation import Trial, bpcer, class_rates, cue_margins, evaluate
+from liveness.attack_evaluation import Trial, bpcer, class_rates, cue_margins, evaluate, still_patterns
 from liveness.media import Image_, decode_still
 from liveness.model import Embedding, Thresholds
 
@@ -371,6 +371,7 @@ class Report:
     lfw: LfwReport
     replay: ReplayReport
     trials: tuple[Trial, ...] | None  # attacks and live clips (liveness.attack_evaluation)
+    still_patterns: dict[str, float]  # texture.periodic_pattern of the sfas stills' faces
     seconds: dict[str, float]
 
 
@@ -565,6 +566,7 @@ CUES = {
     "stillness": ("above", texture.MIN_STILLNESS),
     "turn_depth": ("above", texture.MIN_TURN_DEPTH),
     "largest_jump": ("below", texture.MAX_JUMP),
+    "screen_pattern": ("below", texture.MAX_PATTERN),
 }
 
 
@@ -644,6 +646,7 @@ def render_text(report: Report) -> str:
     ]
     if report.trials is not None:
         lines += ["", "== Liveness: attacks and live clips ==", *_trial_text(report.trials, markdown=False)]
+        lines += [_patterns_line(report.still_patterns)]
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())]
     return "\n".join(lines)
 
@@ -697,6 +700,11 @@ def _trial_text(trials: Sequence[Trial], markdown: bool) -> list[str]:
     ]
 
 
+def _patterns_line(patterns: dict[str, float]) -> str:
+    found = ", ".join(f"{name} {value:.1f}" for name, value in patterns.items())
+    return f"screen/print pattern (threshold {texture.MAX_PATTERN:g}) on the sfas stills: {found or 'none found'}"
+
+
 def render_markdown(report: Report) -> str:
     lfw, replay = report.lfw, report.replay
     lines = [
@@ -716,7 +724,7 @@ def render_markdown(report: Report) -> str:
         *_markdown_table(_replay_header(), _replay_rows(replay)),
     ]
     if report.trials is not None:
-        lines += ["", *_trial_text(report.trials, markdown=True)]
+        lines += ["", *_trial_text(report.trials, markdown=True), "", _patterns_line(report.still_patterns)]
     return "\n".join(lines)
 
 
@@ -859,15 +867,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = replay_report(images, genuine, thresholds)
     measured = time.monotonic()
     trials = None
+    patterns: dict[str, float] = {}
     if (root / "video").is_dir() and not args.no_video:
         trials = tuple(evaluate(root, thresholds, args.variants, args.workers, args.attack or attacks.KINDS))
+        patterns = still_patterns(root)
     finished = time.monotonic()
 
     seconds = {"encoding": encoded - started, "statistics": measured - encoded}
     if trials is not None:
         seconds["liveness"] = finished - measured
     seconds["total"] = finished - started
-    report = Report(str(identities), thresholds, lfw, replay, trials, seconds)
+    report = Report(str(identities), thresholds, lfw, replay, trials, patterns, seconds)
     print(render_text(report))
     if args.markdown:
         print("\n" + render_markdown(report))

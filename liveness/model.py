@@ -69,6 +69,7 @@ class Reason(StrEnum):
     REFERENCE_COPY = "reference_copy"  # the clip was made from the reference photo itself
     FACE_COLLISION = "face_collision"  # the face is another pensioner's (1:N)
     EDITED_MEDIA = "edited_media"  # the recording was cut and joined
+    PRESENTATION_ATTACK = "presentation_attack"  # a screen or a print held before the camera
     # reference enrolment
     REFERENCE_MISSING = "reference_missing"
     # the worker itself failed on this check, repeatedly: a person decides

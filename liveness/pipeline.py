@@ -50,6 +50,10 @@ THUMBNAIL_EVERY = 10
 # The scene around the face is hashed on every this many samples (7.5 a second at 15 fps), so
 # that an excerpt of a few seconds still shares dozens of frames with the clip it was cut from.
 SCENE_EVERY = 2
+# A screen's or a print's pattern is sought on this many of the review thumbnails' frames, in a
+# face crop of at most this many pixels a side.
+PATTERN_FRAMES = 6
+PATTERN_FACE_PX = 320
 # Frames shown to the reviewer, and their size: enough to see the face and what surrounds it.
 MIN_REVIEW_FRAMES, REVIEW_FRAMES = 3, 6
 REVIEW_LONG_SIDE = 360
@@ -78,6 +82,7 @@ class Measurements:
     frame_hashes: tuple[int, ...] = ()  # replay.scene_hash of every SCENE_EVERY-th sample with a face
     frame_times: tuple[float, ...] = ()
     edited: bool = False  # the recording was cut and joined (texture.largest_jump)
+    patterned: bool = False  # the face shows a screen's or a print's regular pattern (texture.periodic_pattern)
     review_frames: tuple[bytes, ...] = field(default=(), repr=False)  # JPEGs for the reviewer
     scores: dict[str, float] = field(default_factory=dict)  # those that do not depend on the challenge
 
@@ -104,6 +109,7 @@ def measure(media: Media) -> Measurements:
     thumbnails: list[tuple[float, Image_]] = []
     scenes: list[tuple[float, int]] = []
     small: list[Image_] = []
+    patterns: list[float] = []
     tracker = FaceTracker(keyframe_every=faces.KEYFRAME_EVERY if media.video is not None else 1)
     short_side = math.nan
     try:
@@ -112,6 +118,8 @@ def measure(media: Media) -> Measurements:
             observations.append(observation)
             if index % THUMBNAIL_EVERY == 0:
                 thumbnails.append((frame.t, _thumbnail(frame)))
+                if observation.box is not None and len(patterns) < PATTERN_FRAMES:
+                    patterns.append(texture.periodic_pattern(grey_face(frame.image, observation.box)))
             if index % SCENE_EVERY == 0 and observation.box is not None:
                 scenes.append((frame.t, replay.scene_hash(frame.image, observation.box)))
             small.append(_grey_copy(frame.image))
@@ -123,6 +131,7 @@ def measure(media: Media) -> Measurements:
     chosen = _choose(list(tracker.candidates.values()), wanted)
     encodings = tuple(zip([c.t for c in chosen], faces.encode(chosen), strict=True))
     measured = _summarise(digest, tuple(observations), encodings, thumbnails, short_side)
+    pattern = float(np.median(patterns)) if patterns else math.nan
     # A burst's stills are separate photos: only a video's frames follow each other.
     jump = texture.largest_jump(small) if media.video is not None else math.nan
     return dataclasses.replace(
@@ -130,7 +139,8 @@ def measure(media: Media) -> Measurements:
         frame_times=tuple(t for t, _ in scenes),
         frame_hashes=tuple(h for _, h in scenes),
         edited=jump > texture.MAX_JUMP,
-        scores={**measured.scores, "largest_jump": jump},
+        patterned=pattern > texture.MAX_PATTERN,
+        scores={**measured.scores, "largest_jump": jump, "screen_pattern": pattern},
     )
 
 
@@ -214,6 +224,7 @@ def judge(
         reference_missing=not _usable(reference),
         replay_of=copied.of,
         edited=measured.edited,
+        patterned=measured.patterned,
     )
     outcome, reasons = decision.decide(evidence, thresholds)
     return Analysis(
@@ -277,6 +288,20 @@ def _finite(scores: dict[str, float]) -> dict[str, float]:
 def _check(challenge: Sequence[Action]) -> None:
     if not 1 <= len(challenge) <= len(Action) or len(set(challenge)) != len(challenge):
         raise ValueError(f"a challenge is 1-{len(Action)} distinct actions, got {list(challenge)}")
+
+
+def grey_face(image: Image_, box: faces.Box) -> Image_:
+    """The face in grey at the camera's resolution (within PATTERN_FACE_PX), for texture.periodic_pattern."""
+    top, right, bottom, left = box
+    crop = image[max(0, top) : max(0, bottom), max(0, left) : max(0, right)]
+    if crop.size == 0:
+        return np.zeros((0, 0), dtype=np.uint8)
+    if crop.shape[0] > PATTERN_FACE_PX:
+        # Keep the middle: scaling would blur away the pattern sought.
+        y0 = (crop.shape[0] - PATTERN_FACE_PX) // 2
+        x0 = max(0, (crop.shape[1] - PATTERN_FACE_PX) // 2)
+        crop = crop[y0 : y0 + PATTERN_FACE_PX, x0 : x0 + PATTERN_FACE_PX]
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
 def _grey_copy(image: Image_) -> Image_:

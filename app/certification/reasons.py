@@ -99,6 +99,13 @@ REASONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
             "Record in one go in this app, without editing.",
         ),
     ),
+    "presentation_attack": (
+        ("画面中的人脸疑似屏幕或照片，已转人工审核。", "请本人直接面对手机镜头录制。"),
+        (
+            "The face looked like a screen or a photo; a staff member will review it.",
+            "Face the phone's camera yourself.",
+        ),
+    ),
     "face_collision": (
         ("人脸与其他参保人员相同，已转人工审核。", "工作人员将与您联系，无需重复提交。"),
         ("The face matches another insured person; a staff member will review it.", "No need to submit again."),

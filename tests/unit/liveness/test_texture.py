@@ -62,3 +62,12 @@ def test_depth_without_chips_is_unknown() -> None:
 def test_depth_of_a_warp_is_shallow(strength: float) -> None:
     chip = _face_like(8)
     assert texture.depth([_warped(chip, strength), _warped(chip, -strength)], chip) < texture.MIN_TURN_DEPTH
+
+
+def test_a_screens_grid_stands_out_of_a_faces_texture() -> None:
+    face = cv2.resize(_face_like(9), (240, 240), interpolation=cv2.INTER_CUBIC)
+    rows, columns = np.mgrid[0:240, 0:240]
+    grid = 1 + 0.15 * np.sin(2 * math.pi * (columns * 0.96 + rows * 0.28) / 3.3)  # a slanted pixel grid
+    screen = np.clip(face * grid, 0, 255).astype(np.uint8)
+    assert texture.periodic_pattern(face) < texture.MAX_PATTERN < texture.periodic_pattern(screen)
+    assert math.isnan(texture.periodic_pattern(face[:20, :20]))
