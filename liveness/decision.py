@@ -56,6 +56,7 @@ class Evidence:
     match_distance: float | None  # median distance of the clip's encodings to the reference
     reference_missing: bool
     replay_of: str | None
+    turned_identity: float | None = None  # a turned face's distance to the frontal faces' mean
     edited: bool = False  # cut and joined
     patterned: bool = False  # a screen's or a print's pattern on the face
 
@@ -84,7 +85,9 @@ def found_reasons(evidence: Evidence, thresholds: Thresholds) -> tuple[Reason, .
         found.append(Reason.REPLAYED_MEDIA)
     if evidence.multi_face_keyframes >= MIN_MULTI_FACE_KEYFRAMES:
         found.append(Reason.MULTIPLE_FACES)
-    if evidence.identity_spread is not None and evidence.identity_spread > thresholds.reject_distance:
+    if (evidence.identity_spread is not None and evidence.identity_spread > thresholds.reject_distance) or (
+        evidence.turned_identity is not None and evidence.turned_identity > thresholds.turned_distance
+    ):
         found.append(Reason.IDENTITY_CHANGED)
     if evidence.face_seen:
         found.extend(reason for reason in _PROOF_AGAINST if reason in evidence.liveness)

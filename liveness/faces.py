@@ -147,6 +147,9 @@ class FaceTracker:
     keyframe_every: int = KEYFRAME_EVERY
     segment: int = -1
     candidates: dict[tuple[int, int], Candidate] = field(default_factory=dict)  # by (segment, time slice)
+    # The best turned face of each time slice: its identity is checked too (a head turn is where
+    # another person's frames are cut in, since frontal frames are matched).
+    turned: dict[int, Candidate] = field(default_factory=dict)
     _box: Box | None = None  # where to look on the next sample
     _view: _Detection | None = None  # the detector's view of the tracked face when it last looked
     _carried: bool = False  # the last sample reused the view of the one before
@@ -202,6 +205,11 @@ class FaceTracker:
         self._follow(view, near, points)
         if near is not None and near.turned == 0 and near.score >= 0:
             self._consider(t, image, box, points, near.score)
+        elif near is not None and near.turned != 0:
+            slot = int(t // CANDIDATE_SLICE_S)
+            if slot not in self.turned or near.score > self.turned[slot].score:
+                crop, crop_box = _crop(image, near.box)
+                self.turned[slot] = Candidate(t, near.score, self.segment, crop, crop_box)
         return Observation(
             t=t,
             box=box,

@@ -89,6 +89,11 @@ class Thresholds:
     # Another pensioner's face this close is the same face (1:N). Tighter than accepting a match
     # 1:1: against millions of templates, an accept-band look-alike turns up for every query.
     collision_distance: float = 0.35
+    # A turned face this far from the clip's frontal faces is someone else's (cut in where the
+    # head turns): one person's turned face lies 0.31-0.63 from their frontal mean (the encoder
+    # reads turned faces poorly), another person's turn spliced into a clip 0.68-0.82. Only the
+    # plainest splices count here; the cut itself is what texture.largest_jump finds.
+    turned_distance: float = 0.8
 
     @classmethod
     def configured(cls, settings: Settings) -> Thresholds:

@@ -42,6 +42,8 @@ DEFAULT_THRESHOLDS = Thresholds()
 # catch a face swapped in mid-clip. One per ENCODING_EVERY_S of clip, within these bounds.
 MIN_ENCODINGS, MAX_ENCODINGS = 3, 5
 ENCODING_EVERY_S = 3.0
+# Turned faces encoded to check their identity too (the best-seen ones; Thresholds.turned_distance).
+TURNED_ENCODINGS = 2
 # Candidates scoring below this share of the clip's best (turned, blinking or blurred faces)
 # are not encoded: their encodings stray 0.4-0.7 from the person's own others.
 MIN_CANDIDATE_SHARE = 0.5
@@ -74,6 +76,7 @@ class Measurements:
     encodings: tuple[tuple[float, Embedding], ...] = ()  # (time, encoding) of the chosen frames
     embedding: Embedding | None = None  # their mean
     identity_spread: float | None = None  # see `_identity_spread`
+    turned_identity: float | None = None  # see `_turned_identity`
     actions: tuple[DetectedAction, ...] = ()  # every action performed, by onset
     still: bool = False  # the face never moved as a live one does: a picture
     capture: tuple[Reason, ...] = ()  # capture problems (quality.assess)
@@ -130,7 +133,9 @@ def measure(media: Media) -> Measurements:
     wanted = min(MAX_ENCODINGS, max(MIN_ENCODINGS, round(duration / ENCODING_EVERY_S) + 1))
     chosen = _choose(list(tracker.candidates.values()), wanted)
     encodings = tuple(zip([c.t for c in chosen], faces.encode(chosen), strict=True))
+    turned = sorted(tracker.turned.values(), key=lambda c: c.score, reverse=True)[:TURNED_ENCODINGS]
     measured = _summarise(digest, tuple(observations), encodings, thumbnails, short_side)
+    turned_identity = _turned_identity(measured.embedding, faces.encode(turned))
     pattern = float(np.median(patterns)) if patterns else math.nan
     # A burst's stills are separate photos: only a video's frames follow each other.
     jump = texture.largest_jump(small) if media.video is not None else math.nan
@@ -140,7 +145,9 @@ def measure(media: Media) -> Measurements:
         frame_hashes=tuple(h for _, h in scenes),
         edited=jump > texture.MAX_JUMP,
         patterned=pattern > texture.MAX_PATTERN,
-        scores={**measured.scores, "largest_jump": jump, "screen_pattern": pattern},
+        turned_identity=turned_identity,
+        scores={**measured.scores, "largest_jump": jump, "screen_pattern": pattern}
+        | ({"turned_identity": turned_identity} if turned_identity is not None else {}),
     )
 
 
@@ -218,6 +225,7 @@ def judge(
         face_seen=measured.face_seen,
         multi_face_keyframes=measured.multi_face_keyframes,
         identity_spread=measured.identity_spread,
+        turned_identity=measured.turned_identity,
         liveness=liveness,
         capture=measured.capture,
         match_distance=match_distance,
@@ -307,11 +315,13 @@ def grey_face(image: Image_, box: faces.Box) -> Image_:
 def _grey_copy(image: Image_) -> Image_:
     """A small grey copy of a whole frame, for texture.largest_jump."""
     height, width = image.shape[:2]
-    scale = texture.JUMP_FRAME_PX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(
-        cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY), dtype=np.uint8
-    )
+    # Every n-th pixel first: averaging all of a 720p frame's into 96 costs more than the rest.
+    step = max(1, max(height, width) // (2 * texture.JUMP_FRAME_PX))
+    sparse = image[::step, ::step]
+    scale = texture.JUMP_FRAME_PX / max(sparse.shape[:2])
+    size = (max(1, round(sparse.shape[1] * scale)), max(1, round(sparse.shape[0] * scale)))
+    small = cv2.resize(sparse, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
 def _thumbnail(frame: Frame) -> Image_:
@@ -357,6 +367,13 @@ def _match(encodings: list[Embedding], reference: Embedding | None, scores: dict
     scores["match_distance"] = float(np.median(distances))
     scores["encodings"] = float(len(distances))
     return scores["match_distance"]
+
+
+def _turned_identity(frontal: Embedding | None, turned: Sequence[Embedding]) -> float | None:
+    """The farthest a turned face's encoding lies from the frontal faces' mean (Thresholds.turned_distance)."""
+    if frontal is None or not turned:
+        return None
+    return max(float(np.linalg.norm(encoding - frontal)) for encoding in turned)
 
 
 def _identity_spread(encodings: list[Embedding]) -> float | None:

@@ -93,7 +93,9 @@ def scene_hash(image: npt.NDArray[np.uint8], box: Box) -> int:
     # does not depend on where the pixel grid fell.
     fx, fy = columns / side, rows / side
     size = (max(1, round((ix1 - ix0) * fx)), max(1, round((iy1 - iy0) * fy)))
-    small = cv2.resize(image[iy0:iy1, ix0:ix1], size, interpolation=cv2.INTER_AREA)
+    # Every n-th pixel first (still 4 or more per thumbnail pixel each way): a quarter of the cost.
+    step = max(1, int(side // (columns * 4)))
+    small = cv2.resize(image[iy0:iy1:step, ix0:ix1:step], size, interpolation=cv2.INTER_AREA)
     pad_top, pad_left = round((iy0 - y0) * fy), round((ix0 - x0) * fx)
     padded = cv2.copyMakeBorder(
         small,

@@ -127,7 +127,9 @@ def largest_jump(frames: Sequence[Chip]) -> float:
 
 
 def depth(chips: Sequence[Chip], reference: Chip) -> float:
-    """The median residual of a head turn's chips against the neutral face; NaN without chips."""
+    """The median residual of a head turn's chips (up to MAX_COMPARED, spread over the turn)
+    against the neutral face; NaN without chips."""
     if not chips:
         return math.nan
-    return float(np.median([residual(reference, chip) for chip in chips]))
+    picked = dict.fromkeys(round(k) for k in np.linspace(0, len(chips) - 1, min(MAX_COMPARED // 2, len(chips))))
+    return float(np.median([residual(reference, chips[i]) for i in picked]))

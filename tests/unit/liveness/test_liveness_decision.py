@@ -133,3 +133,9 @@ def test_remaining_failures_and_the_missing_reference(
     change: dict[str, Any], expected: tuple[Outcome, tuple[Reason, ...]]
 ) -> None:
     assert judged(**change) == expected
+
+
+def test_a_turned_face_far_from_the_frontal_ones_is_another_identity() -> None:
+    assert judged(turned_identity=0.6) == (Outcome.PASSED, ())  # one person's turned face reads poorly
+    outcome, reasons = judged(turned_identity=0.85)
+    assert (outcome, reasons[0]) == (Outcome.FAILED, Reason.IDENTITY_CHANGED)
