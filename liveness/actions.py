@@ -400,6 +400,55 @@ def _timing(steps: Sequence[DetectedAction]) -> Reason | None:
     return None
 
 
+# The points of the face that move with the head, not with an expression: outline, brows, nose,
+# eye corners, mouth corners.
+RIGID = (*range(0, 36), 36, 39, 42, 45, 48, 54)
+# A head that turns shows parallax: the nose moves against the outline in a way no single
+# homography of the neutral face explains. Measured (RMS residual per eye distance, median over a
+# turn's frames): a photo sheared or turned in perspective 0.06 (a homography, so landmark noise
+# only), the live turns 0.13 and 0.19; photos warped by a landmark mesh 0.05-0.10, which only
+# texture.depth tells from a head.
+MIN_PARALLAX = 0.08
+
+
+def parallax(neutral: Landmarks, turned: Sequence[Landmarks]) -> float:
+    """The median over `turned` of how far the best homography from the neutral face's rigid
+    points misses the turned face's, per eye distance; NaN without turned shapes."""
+    if not turned:
+        return math.nan
+    source = neutral[list(RIGID)]
+    misses = []
+    for shape in turned:
+        target = shape[list(RIGID)]
+        projected = _homography(source, target)
+        _, _, distance = _eye_frame(shape)
+        misses.append(float(np.sqrt(np.mean(np.sum((projected - target) ** 2, axis=1)))) / max(distance, 1e-9))
+    return float(np.median(misses))
+
+
+def _homography(source: Landmarks, target: Landmarks) -> Landmarks:
+    """`source` mapped by the least-squares homography onto `target` (direct linear transform on
+    points normalised to the origin and unit spread)."""
+
+    def normalising(points: Landmarks) -> npt.NDArray[np.float64]:
+        centre = points.mean(axis=0)
+        scale = math.sqrt(2) / max(float(np.mean(np.linalg.norm(points - centre, axis=1))), 1e-9)
+        return np.array([[scale, 0, -scale * centre[0]], [0, scale, -scale * centre[1]], [0, 0, 1]])
+
+    ns, nt = normalising(source), normalising(target)
+    a = (np.c_[source, np.ones(len(source))] @ ns.T)[:, :2]
+    b = (np.c_[target, np.ones(len(target))] @ nt.T)[:, :2]
+    rows = []
+    for (x, y), (u, v) in zip(a, b, strict=True):
+        rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
+        rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
+    _, _, vt = np.linalg.svd(np.asarray(rows))
+    homography = np.linalg.inv(nt) @ vt[-1].reshape(3, 3) @ ns
+    mapped = np.c_[source, np.ones(len(source))] @ homography.T
+    result: Landmarks = mapped[:, :2] / mapped[:, 2:3]
+    return result
+
+
 def motion(shapes: Sequence[Landmarks]) -> float:
     """How much the face deforms beyond what moving a flat picture could do (MIN_MOTION).
 

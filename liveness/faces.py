@@ -103,7 +103,7 @@ class Observation:
     frame_brightness: float  # mean luma of the whole frame (keyframes), to tell darkness from absence
     # The face in grey, turned and scaled by its landmarks to stand upright in a CHIP_PX square
     # (liveness.texture compares these over time); None without landmarks.
-    chip: Image_ | None = None
+    chip: FaceChip | None = None
 
     @property
     def seen(self) -> bool:
@@ -271,7 +271,16 @@ class FaceTracker:
             self.candidates[slot] = Candidate(t, score, self.segment, crop, crop_box)
 
 
-def face_chip(image: Image_, points: Landmarks) -> Image_:
+@dataclass(frozen=True)
+class FaceChip:
+    """The face in grey, upright and scaled by its landmarks (`face_chip`), and where its
+    landmarks fall in the chip."""
+
+    pixels: Image_
+    points: Landmarks
+
+
+def face_chip(image: Image_, points: Landmarks) -> FaceChip:
     """The face in grey, upright, the eyes' outer corners CHIP_EYES apart on a level line at
     CHIP_EYE_ROW: the same part of the face at the same place in every chip, however the head
     moved in the frame. Only the chip's pixels are computed (one affine resampling)."""
@@ -289,7 +298,10 @@ def face_chip(image: Image_, points: Landmarks) -> Image_:
         ]
     )
     chip = cv2.warpAffine(image, transform, (CHIP_PX, CHIP_PX), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    return np.asarray(cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+    return FaceChip(
+        np.asarray(cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY), dtype=np.uint8),
+        np.c_[points, np.ones(len(points))] @ transform.T,
+    )
 
 
 def detect(image: Image_) -> list[_Detection]:

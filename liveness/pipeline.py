@@ -418,8 +418,9 @@ def _pictured(
     observations: Sequence[Observation],
     scores: dict[str, float],
 ) -> bool:
-    """Whether the face's texture never changed as a living face's does (`liveness.texture`): the
-    neutral face stays frozen, or a head turn shows no depth. Adds `stillness` and `turn_depth`."""
+    """Whether the face moved as a picture does: its texture frozen, or a head turn without depth
+    (`liveness.texture`) or without parallax (`actions.parallax`). Adds `stillness`,
+    `turn_depth` and `turn_parallax`."""
     if neutral is None:
         return False
     resting = actions.resting(signals, neutral)
@@ -432,18 +433,25 @@ def _pictured(
     assert reference is not None
     times = [observations[i].t for i in rest]
     scores["stillness"] = texture.stillness(times, [c for i in rest if (c := chips[i]) is not None], rest.index(best))
-    depths = []
+    depths, parallaxes = [], []
+    shape = observations[best].landmarks
+    assert shape is not None
     for turn in detected:
         if turn.action in (Action.TURN_LEFT, Action.TURN_RIGHT):
-            held = actions.held_turn(signals, neutral, turn)
-            turned = [c for i in np.flatnonzero(held) if (c := chips[int(i)]) is not None]
-            depths.append(texture.depth(turned, reference))
-    measured = [d for d in depths if not math.isnan(d)]
-    if measured:
-        scores["turn_depth"] = min(measured)
-    frozen = scores["stillness"] < texture.MIN_STILLNESS
-    flat = bool(measured) and min(measured) < texture.MIN_TURN_DEPTH
-    return frozen or flat
+            held = [int(i) for i in np.flatnonzero(actions.held_turn(signals, neutral, turn))]
+            depths.append(texture.depth([c for i in held if (c := chips[i]) is not None], reference))
+            parallaxes.append(
+                actions.parallax(shape, [p for i in held if (p := observations[i].landmarks) is not None])
+            )
+    flat = False
+    for name, values, least in (
+        ("turn_depth", depths, texture.MIN_TURN_DEPTH),
+        ("turn_parallax", parallaxes, actions.MIN_PARALLAX),
+    ):
+        if measured := [v for v in values if not math.isnan(v)]:
+            scores[name] = min(measured)
+            flat = flat or scores[name] < least
+    return scores["stillness"] < texture.MIN_STILLNESS or flat
 
 
 def _capture(observations: Sequence[Observation], short_side_px: float) -> quality.Capture:

@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from liveness.faces import CHIP_PX
+from liveness import actions
+from liveness.faces import CHIP_PX, FaceChip
 
 Chip = npt.NDArray[np.uint8]
 
@@ -49,14 +50,33 @@ MAX_PATTERN = 30.0
 MAX_JUMP = 0.5
 # Whole frames are compared at this long side.
 JUMP_FRAME_PX = 96
-# Chips compared for stillness are at least this far apart in time, up to this many of them.
+# Chips compared for stillness are at least this far apart in time, up to this many of them, in
+# the same pose: their rigid landmarks within this many chip pixels (RMS) of the reference's (the
+# eyes are CHIP_EYES apart), or else the nearest few.
+SAME_POSE_PX = 2.5
+MIN_SAME_POSE = 4
 MIN_APART_S = 0.5
 MAX_COMPARED = 16
 
 
-def residual(a: Chip, b: Chip, face: bool = True) -> float:
-    """What remains different between two chips once `b` is moved onto `a` by dense optical flow,
-    in units of `a`'s contrast over the face (over the whole picture when not `face`)."""
+def residual(a: FaceChip, b: FaceChip) -> float:
+    """What remains different between two face chips once `b` is moved onto `a`, first by the
+    homography of their rigid landmarks (what any warp of a picture, however strong, comes down
+    to near enough), then by dense optical flow; in units of `a`'s contrast over the face."""
+    rigid = list(actions.RIGID)
+    homography, _ = cv2.findHomography(b.points[rigid], a.points[rigid], 0)
+    aligned = b.pixels
+    if homography is not None:
+        aligned = np.asarray(
+            cv2.warpPerspective(b.pixels, homography, (CHIP_PX, CHIP_PX), borderMode=cv2.BORDER_REPLICATE),
+            dtype=np.uint8,
+        )
+    return _flow_residual(a.pixels, aligned, face=True)
+
+
+def _flow_residual(a: Chip, b: Chip, face: bool) -> float:
+    """What remains different between two pictures once `b` is moved onto `a` by dense optical
+    flow, in units of `a`'s contrast over the face (over the whole picture when not `face`)."""
     flow = np.asarray(_flow().calc(a, b, None), dtype=np.float32)  # type: ignore[call-overload]
     rows, columns = np.mgrid[0 : a.shape[0], 0 : a.shape[1]].astype(np.float32)
     moved = cv2.remap(b, columns + flow[..., 0], rows + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -75,13 +95,22 @@ def _flow() -> cv2.DISOpticalFlow:
     return cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
 
-def stillness(times: Sequence[float], chips: Sequence[Chip], reference: int) -> float:
-    """The 90th percentile of the residuals of the chips at least MIN_APART_S from the reference
-    chip (up to MAX_COMPARED of them, spread over the clip); NaN when there is none."""
-    others = [i for i, t in enumerate(times) if abs(t - times[reference]) >= MIN_APART_S]
-    if not others:
+def stillness(times: Sequence[float], chips: Sequence[FaceChip], reference: int) -> float:
+    """The 90th percentile of the residuals against the reference chip of the chips at least
+    MIN_APART_S from it that show the face in the same pose (their landmarks within
+    SAME_POSE_PX of the reference's, or the nearest MIN_SAME_POSE): up to MAX_COMPARED of them,
+    spread over the clip. A warped picture in another pose is not compared, so no warp, however
+    hard to follow, passes for a living face's change. NaN when no chip is far enough apart."""
+    rigid = list(actions.RIGID)
+    apart = [i for i, t in enumerate(times) if abs(t - times[reference]) >= MIN_APART_S]
+    if not apart:
         return math.nan
-    picked = [others[round(k)] for k in np.linspace(0, len(others) - 1, min(MAX_COMPARED, len(others)))]
+    target = chips[reference].points[rigid]
+    pose = {i: float(np.sqrt(np.mean(np.sum((chips[i].points[rigid] - target) ** 2, axis=1)))) for i in apart}
+    nearest = sorted(apart, key=pose.__getitem__)
+    same = [i for i in nearest if pose[i] <= SAME_POSE_PX] or nearest[:MIN_SAME_POSE]
+    same = sorted(same if len(same) >= MIN_SAME_POSE else nearest[:MIN_SAME_POSE])
+    picked = [same[round(k)] for k in np.linspace(0, len(same) - 1, min(MAX_COMPARED, len(same)))]
     return float(np.percentile([residual(chips[reference], chips[i]) for i in dict.fromkeys(picked)], 90))
 
 
@@ -123,10 +152,10 @@ def largest_jump(frames: Sequence[Chip]) -> float:
     recording was cut and joined, nothing moves one frame onto the next. NaN with fewer than two."""
     if len(frames) < 2:
         return math.nan
-    return max(residual(a, b, face=False) for a, b in itertools.pairwise(frames))
+    return max(_flow_residual(a, b, face=False) for a, b in itertools.pairwise(frames))
 
 
-def depth(chips: Sequence[Chip], reference: Chip) -> float:
+def depth(chips: Sequence[FaceChip], reference: FaceChip) -> float:
     """The median residual of a head turn's chips (up to MAX_COMPARED, spread over the turn)
     against the neutral face; NaN without chips."""
     if not chips:

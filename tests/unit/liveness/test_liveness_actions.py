@@ -223,3 +223,26 @@ def test_a_live_face_deforms() -> None:
 
 def test_motion_needs_a_few_frames() -> None:
     assert math.isnan(actions.motion([face(), face()]))
+
+
+def _turned_in_depth(points: Landmarks, angle: float) -> Landmarks:
+    """The face turned about its vertical axis, its nose standing out of it and its outline back."""
+    depth = np.zeros(68)
+    depth[27:36] = [0.3, 0.6, 0.9, 1.2, 0.8, 0.9, 1.0, 0.9, 0.8]  # the nose
+    depth[0:17] = -np.abs(np.linspace(-1, 1, 17))  # the outline recedes towards the ears
+    turned = points.copy()
+    turned[:, 0] = points[:, 0] * math.cos(angle) + depth * math.sin(angle)
+    return turned
+
+
+def test_a_head_turn_shows_parallax_and_a_warped_picture_none() -> None:
+    neutral = face()
+    warp = np.array([[0.85, 0.3, 0.2], [0.05, 1.0, 0.1], [0.08, 0.0, 1.0]])  # a shear and a perspective
+    mapped = np.c_[neutral, np.ones(68)] @ warp.T
+    pictured = mapped[:, :2] / mapped[:, 2:3]
+    assert actions.parallax(neutral, [pictured, pictured]) < 1e-6
+    assert (
+        actions.parallax(neutral, [_turned_in_depth(neutral, 0.4), _turned_in_depth(neutral, 0.5)])
+        > actions.MIN_PARALLAX
+    )
+    assert math.isnan(actions.parallax(neutral, []))
