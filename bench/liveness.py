@@ -497,7 +497,7 @@ def main() -> int:
         return 2
     blink = (VIDEOS / "live_blink__eye_blink.mp4").read_bytes()
     turn = (VIDEOS / "live_turn__zubair_real.mov").read_bytes()
-    turns = (Action.TURN_RIGHT, Action.TURN_LEFT)
+    turns = (Action.OPEN_MOUTH, Action.TURN_RIGHT, Action.TURN_LEFT)  # exactly what the clip performs
     cases = [
         Case("live_blink", blink, (Action.BLINK,), baseline=True),
         Case("live_turn", turn, turns, baseline=True),

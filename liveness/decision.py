@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from liveness import replay
 from liveness.model import Analysis, EarlierSubmission, Outcome, Reason, Thresholds
 
-# A second face must show on at least this many keyframes (0.67 s apart, closer while searching):
+# A second face must show on at least this many keyframes (1 s apart, closer while searching):
 # one detection can be the detector's false positive on a patterned background, a bystander stays.
 MIN_MULTI_FACE_KEYFRAMES = 2
 

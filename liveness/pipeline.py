@@ -38,6 +38,9 @@ from liveness.model import (
 )
 
 DEFAULT_THRESHOLDS = Thresholds()
+# One check at a time per analysing process (scale out with processes): OpenCV's worker threads
+# for a 112-pixel optical flow cost more CPU than they save.
+cv2.setNumThreads(1)
 # Encodings cost 70-90 ms each: a few frames spread over the clip give a robust median match and
 # catch a face swapped in mid-clip. One per ENCODING_EVERY_S of clip, within these bounds.
 MIN_ENCODINGS, MAX_ENCODINGS = 3, 5
@@ -325,9 +328,10 @@ def _grey_copy(image: Image_) -> Image_:
 
 
 def _thumbnail(frame: Frame) -> Image_:
-    image = Image.fromarray(frame.image)
-    image.thumbnail((REVIEW_LONG_SIDE, REVIEW_LONG_SIDE), Image.Resampling.BILINEAR, reducing_gap=1.0)
-    return np.asarray(image)
+    height, width = frame.image.shape[:2]
+    scale = min(1.0, REVIEW_LONG_SIDE / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
 def _choose(candidates: list[Candidate], count: int) -> list[Candidate]:
