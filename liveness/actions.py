@@ -300,10 +300,12 @@ def detect_turns(s: Signals, b: Baseline) -> list[DetectedAction]:
             if inside.size and window.any() and s.t[inside[-1]] - s.t[inside[0]] >= MIN_TURN_S:
                 peak = float(np.max(sign * offset[start : end + 1][window]))
                 with np.errstate(invalid="ignore"):
-                    ahead = valid & (np.abs(offset) < TURN_OFFSET / 2)
+                    # Back to neutral, or past it: a head swinging to the other side crosses the middle
+                    # between two samples, often turned enough for the detector to call it turned.
+                    back = (sign * offset < TURN_OFFSET / 2) & (np.abs(s.stretch / b.stretch - 1) <= MAX_STRETCH)
                 found.append(
                     DetectedAction(
-                        action, float(s.t[inside[0]]), round(peak, 3), float(s.t[inside[-1]]), _first(ahead, s.t, end)
+                        action, float(s.t[inside[0]]), round(peak, 3), float(s.t[inside[-1]]), _first(back, s.t, end)
                     )
                 )
     return found

@@ -46,7 +46,7 @@ DETECT_LONG_SIDE = 640
 # Full detections every second at 15 fps count the faces in the frame; the patch detections in
 # between carry the track. Without a track, or while the patch detector misses the tracked face
 # (turned away, or the track drifted off it), every other sample searches the whole frame.
-KEYFRAME_EVERY = 15
+KEYFRAME_EVERY = 10
 SEARCH_EVERY = 2
 # Between keyframes the detector looks at the tracked face scaled to this size (its window is
 # 80 px) with a quarter face of margin: a 135 px patch. Brightness and sharpness are measured on

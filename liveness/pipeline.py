@@ -452,8 +452,9 @@ def _pictured(
         ("turn_depth", depths, texture.MIN_TURN_DEPTH),
         ("turn_parallax", parallaxes, actions.MIN_PARALLAX),
     ):
+        # The deepest turn: a picture has none, while a live clip may have a glance too slight to show much.
         if measured := [v for v in values if not math.isnan(v)]:
-            scores[name] = min(measured)
+            scores[name] = max(measured)
             flat = flat or scores[name] < least
     return scores["stillness"] < texture.MIN_STILLNESS or flat
 
