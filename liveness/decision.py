@@ -120,10 +120,14 @@ def reconsider(analysis: Analysis, others: Sequence[EarlierSubmission], collided
     found += [Reason.FACE_COLLISION] if collided else []
     if not found:
         return analysis
+    scores = dict(analysis.scores)
+    if copied.offset_s is not None and analysis.replay_of is None:
+        scores.update(replay_offset_s=copied.offset_s, replay_events=float(copied.shared_events))
     return dataclasses.replace(
         analysis,
         outcome=Outcome.NEEDS_REVIEW,
         reasons=_unique([*found, *analysis.reasons]),
+        scores=scores,
         replay_of=analysis.replay_of or copied.of,
     )
 
