@@ -36,16 +36,17 @@ _HASH_COLUMNS, _HASH_ROWS = 9, 8  # 8 x 8 horizontal gradients: 64 bits
 # The scene around the face: a square this many face heights wide.
 SCENE_FACES = 3.0
 # Overlapping frames of one recording differ by a few bits (a re-encoded or rescaled copy 1-3
-# median, a mirrored one up to 9 where the detector's box sits a little differently); another
-# scene by 20 and more.
-SCENE_BITS = 10
+# median; cropped, rescaled and re-encoded harder, or mirrored, up to 11 where the detector's box
+# sits a little differently); another scene by 20 and more.
+SCENE_BITS = 14
 # A copy's actions start where the original's do to within a sample or two (15 fps); where they
 # end is less sure (a turn's last measured sample moves with the copy's sampling and quality:
 # up to 0.54 s seen on a mirrored, re-encoded copy).
 EVENT_TOLERANCE_S = 0.2
 END_TOLERANCE_S = 0.6
-# Actions that must line up for a replay; fewer when one of the two recordings has fewer, never one.
-MIN_SHARED_EVENTS = 3
+# Actions that must line up for a replay (with the scene agreeing there): two, since a copy's
+# detector can miss or add a blink (an excerpt of three actions kept two of them in place).
+MIN_SHARED_EVENTS = 2
 # Frames compared for the scene at the aligned offset: their times within this of each other.
 FRAME_TOLERANCE_S = 0.2
 
@@ -155,8 +156,7 @@ def find_replay(
     for submission in earlier:
         for flipped in (False, True):
             offset, shared = _aligned(events, submission.events, flipped)
-            needed = max(2, min(MIN_SHARED_EVENTS, len(events), len(submission.events)))
-            if offset is None or shared < needed:
+            if offset is None or shared < MIN_SHARED_EVENTS:
                 continue
             distance = scene_distance(frame_times, frame_hashes, submission, offset, flipped)
             if distance is not None and distance <= SCENE_BITS:
