@@ -44,9 +44,11 @@ SCENE_BITS = 14
 # up to 0.54 s seen on a mirrored, re-encoded copy).
 EVENT_TOLERANCE_S = 0.2
 END_TOLERANCE_S = 0.6
-# Actions that must line up for a replay (with the scene agreeing there): two, since a copy's
+# How much of the actions must line up for a replay (with the scene agreeing there): a turn or an
+# open mouth counts 1, a blink half (blinks come every few seconds, so two of a pensioner's new
+# recording can fall where two of the old one's did). A turn and a blink suffice, since a copy's
 # detector can miss or add a blink (an excerpt of three actions kept two of them in place).
-MIN_SHARED_EVENTS = 2
+MIN_SHARED_EVENTS = 1.5
 # Frames compared for the scene at the aligned offset: their times within this of each other.
 FRAME_TOLERANCE_S = 0.2
 
@@ -139,7 +141,7 @@ class Replay:
     of: str | None  # the check id of the earlier submission this upload copies
     mirrored: bool = False
     offset_s: float | None = None  # where this upload starts in the earlier one
-    shared_events: int = 0
+    shared_events: float = 0.0  # the actions that lined up (see MIN_SHARED_EVENTS)
 
 
 def find_replay(
@@ -155,12 +157,12 @@ def find_replay(
             return Replay(submission.check_id)
     for submission in earlier:
         for flipped in (False, True):
-            offset, shared = _aligned(events, submission.events, flipped)
-            if offset is None or shared < MIN_SHARED_EVENTS:
-                continue
-            distance = scene_distance(frame_times, frame_hashes, submission, offset, flipped)
-            if distance is not None and distance <= SCENE_BITS:
-                return Replay(submission.check_id, flipped, round(offset, 3), shared)
+            # Every offset at which enough actions line up, most first: the scene decides among them
+            # (a copy's detector can shift an action enough for a wrong offset to line up as many).
+            for offset, shared in _alignments(events, submission.events, flipped):
+                distance = scene_distance(frame_times, frame_hashes, submission, offset, flipped)
+                if distance is not None and distance <= SCENE_BITS:
+                    return Replay(submission.check_id, flipped, round(offset, 3), shared)
     return Replay(None)
 
 
@@ -168,15 +170,17 @@ def _kind(event: DetectedAction, flipped: bool) -> Action:
     return _MIRRORED.get(event.action, event.action) if flipped else event.action
 
 
-def _aligned(
+def _alignments(
     ours: Sequence[DetectedAction], theirs: Sequence[DetectedAction], flipped: bool
-) -> tuple[float | None, int]:
-    """The offset (their time minus ours) at which most of our events fall on theirs, and how many."""
-    best: tuple[float | None, int] = (None, 0)
+) -> list[tuple[float, float]]:
+    """The offsets (their time minus ours) at which our events fall on theirs, weighing
+    MIN_SHARED_EVENTS or more, with their weight, most first."""
+    found = []
     offsets = {their.at_s - our.at_s for our in ours for their in theirs if _kind(our, flipped) is their.action}
     for offset in sorted(offsets):
         shared = sum(
-            any(
+            (0.5 if our.action is Action.BLINK else 1.0)
+            * any(
                 _kind(our, flipped) is their.action
                 and abs(their.at_s - (our.at_s + offset)) <= EVENT_TOLERANCE_S
                 and (
@@ -188,9 +192,9 @@ def _aligned(
             )
             for our in ours
         )
-        if shared > best[1]:
-            best = (offset, shared)
-    return best
+        if shared >= MIN_SHARED_EVENTS:
+            found.append((offset, shared))
+    return sorted(found, key=lambda alignment: -alignment[1])
 
 
 def scene_distance(

@@ -106,7 +106,7 @@ def test_a_byte_identical_upload_is_a_replay() -> None:
 
 def test_a_reencoded_copy_is_a_replay() -> None:
     found = replay.find_replay("x", TIMES, near(HASHES, 3), EVENTS, [earlier("a")])
-    assert (found.of, found.mirrored, found.offset_s, found.shared_events) == ("a", False, 0.0, 5)
+    assert (found.of, found.mirrored, found.offset_s, found.shared_events) == ("a", False, 0.0, 3.5)
 
 
 def test_an_excerpt_is_a_replay_at_its_offset() -> None:
@@ -141,6 +141,13 @@ def test_the_same_timing_in_another_scene_is_no_replay() -> None:
 def test_one_shared_action_is_not_enough() -> None:
     single = (EVENTS[1],)
     assert replay.find_replay("x", TIMES, HASHES, single, [earlier("a")]).of is None
+
+
+def test_two_blinks_in_place_are_not_enough_but_a_turn_and_a_blink_are() -> None:
+    blinks = (EVENTS[0], EVENTS[2])  # a new recording in the same chair can blink where the old one did
+    assert replay.find_replay("x", TIMES, HASHES, blinks, [earlier("a")]).of is None
+    assert replay.find_replay("x", TIMES, HASHES, (EVENTS[1], EVENTS[2]), [earlier("a")]).of == "a"
+    assert replay.find_replay("x", TIMES, HASHES, (EVENTS[0], EVENTS[2], EVENTS[4]), [earlier("a")]).of == "a"
 
 
 def test_the_first_earlier_submission_copied_is_named() -> None:
