@@ -13,6 +13,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # code: (zh-CN, en)
     "invalid_body": ("请求内容有误：{detail}", "The request is not valid: {detail}"),
     "body_too_large": ("请求内容过大。", "The request is too large."),
+    "unsupported_media_type": (
+        "请以application/json格式（UTF-8编码）提交请求内容。",
+        "Send the request body as application/json (UTF-8).",
+    ),
+    "body_encoding": (
+        "请求内容中的文字无法解码，请使用UTF-8编码。",
+        "The text in the request body cannot be decoded; send it in UTF-8.",
+    ),
+    "body_too_deep": ("请求内容嵌套层级过深。", "The request body is nested too deeply."),
+    "duplicate_key": (
+        "请求内容中的字段“{key}”出现了不止一次。",
+        "The field `{key}` appears more than once in the request body.",
+    ),
+    "control_character": (
+        "字段“{field}”含有不允许的空字符（U+0000）。",
+        "The field `{field}` contains a character that is not allowed (U+0000).",
+    ),
     "not_found": ("未找到请求的内容。", "Nothing was found at this address."),
     "method_not_allowed": ("不支持此操作。", "This operation is not supported here."),
     "unauthenticated": ("请先登录。", "Please sign in first."),

@@ -12,6 +12,7 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -19,11 +20,12 @@ from litestar.template.config import TemplateConfig
 
 from app.auth.controllers import AuthController
 from app.auth.middleware import bearer_auth_middleware
+from app.bodies import StrictRequest
 from app.cards.controllers import CardController, TerminalQrController
 from app.certification.controllers import CertificationController, ConsentController
 from app.console.controllers import TEMPLATES, console_router, error_page
 from app.console.session import PATH as CONSOLE_PATH
-from app.console.session import security_headers
+from app.console.session import console_headers
 from app.deaths.controllers import DeathReversalController
 from app.errors import problem_json
 from app.medical.controllers import MedicalAccountController, TerminalChargeController
@@ -32,6 +34,7 @@ from app.payments.controllers import DisbursementController, PaymentController, 
 from app.review.controllers import ReviewController
 from app.services import Services, open_services
 from app.system.controllers import HealthController
+from app.system.headers import DOCS_PATH, security_headers
 from app.system.observability import request_id_middleware
 from infra.config import Settings
 
@@ -76,7 +79,14 @@ class SocialCardPlugin(InitPluginProtocol):
             request_id_middleware,
             bearer_auth_middleware,
         ]
-        app_config.before_send.append(security_headers(_origin(self.settings.s3_endpoint_url)))
+        app_config.request_class = StrictRequest
+        app_config.before_send.append(
+            security_headers(console_headers(_origin(self.settings.s3_endpoint_url)), docs_ui=self.settings.api_docs_ui)
+        )
+        # The docs UIs load their scripts from a CDN (no installed package ships them), so they are
+        # served only where development asks for them; the document itself always is. The first
+        # plugin is also served at /schema itself.
+        docs_ui = [SwaggerRenderPlugin()] if self.settings.api_docs_ui else []
         app_config.openapi_config = OpenAPIConfig(
             title="Social security card and pension certification API",
             version="1.0.0",
@@ -89,7 +99,8 @@ class SocialCardPlugin(InitPluginProtocol):
                     )
                 }
             ),
-            path="/schema",
+            path=DOCS_PATH,
+            render_plugins=[*docs_ui, JsonRenderPlugin()],
         )
         return app_config
 

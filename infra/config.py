@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The console's public origin behind a TLS proxy (https://console.example): posts must come from it,
     # and its cookie is Secure. Unset, the request's own scheme and Host decide.
     console_origin: str | None = None
+    # The API docs UI at /schema (Swagger UI, whose scripts come from a CDN): for development only.
+    # /schema/openapi.json is served either way.
+    api_docs_ui: bool = False
     presigned_url_ttl_s: int = 300
     failures_before_review: int = 3
     job_heartbeat_s: int = 30
@@ -263,6 +266,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"CONSOLE_ORIGIN must be a scheme and host such as https://console.example, got {console_origin!r}"
         )
+    api_docs_ui = env.get("API_DOCS_UI") or "0"
+    if api_docs_ui not in ("0", "1"):
+        problems.append(f"API_DOCS_UI must be 0 or 1, got {api_docs_ui!r}")
     certification = _certification(env, problems)
     fcm = _fcm(env, problems)
     if problems:
@@ -285,6 +291,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_encryption_key=keys["data_encryption_key"],
         lookup_hash_key=keys["lookup_hash_key"],
         console_origin=console_origin,
+        api_docs_ui=api_docs_ui == "1",
         **numbers,  # type: ignore[arg-type]
         **certification,  # type: ignore[arg-type]
         **fcm,  # type: ignore[arg-type]
@@ -318,6 +325,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "NOTIFY_RETRY_S": str(settings.notify_retry_s),
         "CONSOLE_IDLE_S": str(settings.console_idle_s),
         "CONSOLE_ORIGIN": settings.console_origin or "",
+        "API_DOCS_UI": "1" if settings.api_docs_ui else "0",
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),

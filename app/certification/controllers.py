@@ -3,13 +3,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app.auth.guards import requires
 from app.auth.principal import CARDHOLDER, Principal
+from app.bodies import is_json, read_json
 from app.certification import schemas as s
 from app.certification.repository import CONSENT_TEXT_VERSION
 from app.certification.service import UploadMedia
@@ -74,15 +74,11 @@ class CertificationController(Controller):
     async def submit(
         self, challenge_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.CheckAccepted:
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
+        if request.content_type[0] == "multipart/form-data":
             media = await _multipart_media(request)
             check_id = await services.certification.submit_upload(request.user, challenge_id, media)
-        elif content_type.startswith("application/json"):
-            try:
-                stored = msgspec.json.decode(await request.body(), type=s.StoredSubmission)
-            except msgspec.DecodeError as exc:
-                raise BadRequest("invalid_body", detail=str(exc)) from None
+        elif is_json(request.content_type):
+            stored = read_json(await request.body(), s.StoredSubmission)
             check_id = await services.certification.submit_stored(request.user, challenge_id, stored.s3_key)
         else:
             raise UnsupportedMedia("submission_content_type")

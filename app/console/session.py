@@ -12,7 +12,6 @@ from typing import Any
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import Message, Scope
 
 from app.auth.service import ConsoleSession
 from app.errors import Forbidden
@@ -86,12 +85,11 @@ def clear_cookie(response: Response[Any], name: str) -> None:
     response.delete_cookie(name, path=PATH)
 
 
-def security_headers(s3_origin: str | None) -> Callable[[Message, Scope], Awaitable[None]]:
-    """A before-send hook (it sees every answer, unknown paths included) that gives each answer under
-    /console: no caching of personal data, no framing, nothing run or loaded from elsewhere but the
-    object store's presigned images."""
+def console_headers(s3_origin: str | None) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer under /console: no caching of personal data, no framing, nothing
+    run or loaded from elsewhere but the object store's presigned images."""
     images = f"'self' {s3_origin}" if s3_origin else "'self' https:"
-    headers = [
+    return [
         (
             b"content-security-policy",
             (
@@ -104,14 +102,3 @@ def security_headers(s3_origin: str | None) -> Callable[[Message, Scope], Awaita
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
     ]
-    names = {name for name, _ in headers}
-
-    async def hook(message: Message, scope: Scope) -> None:
-        if message["type"] != "http.response.start":
-            return
-        path: str = scope["path"]
-        if path == PATH or path.startswith(PATH + "/"):
-            kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
-            message["headers"] = [*kept, *headers]
-
-    return hook

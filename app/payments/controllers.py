@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from litestar import Controller, Request, get, post
+from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -19,7 +20,7 @@ from app.pagination import Cursor, Limit, after, page
 from app.payments import schemas as s
 from app.schemas import BEARER, to_schema
 from app.services import Services
-from payments.disbursement.rules import parse_period
+from payments.disbursement.rules import parse_period, parse_year
 
 BANK_RETURNS_MAX_BYTES = 256 * 1024 * 1024
 
@@ -71,15 +72,23 @@ class PaymentController(Controller):
             raise NotFound("payment_not_found")
         return _payment(row, request_locale(request))
 
-    @get("/statements/{year:int}", summary="A year's statement: per month paid, withheld, back-paid, returned")
-    async def statement(self, year: int, request: Request[Principal, Any, Any], services: Services) -> s.Statement:
-        if not 2000 <= year <= 2100:
-            raise BadRequest("year_invalid")
+    @get("/statements/{year:str}", summary="A year's statement: per month paid, withheld, back-paid, returned")
+    async def statement(
+        self,
+        # Text, not {year:int}: the router's int() would also take ２０２６, +2026 or 2_026.
+        year: Annotated[str, Parameter(description="YYYY, e.g. 2026")],
+        request: Request[Principal, Any, Any],
+        services: Services,
+    ) -> s.Statement:
+        try:
+            number = parse_year(year)
+        except ValueError:
+            raise BadRequest("year_invalid") from None
         locale = request_locale(request)
-        months = await services.disbursements.statement(request.user.linked_person, year)
+        months = await services.disbursements.statement(request.user.linked_person, number)
         lines = [
             s.StatementMonth(
-                month=f"{year}-{m.month:02d}",
+                month=f"{number}-{m.month:02d}",
                 paid_fen=m.paid_fen,
                 withheld_fen=m.withheld_fen,
                 withheld_reasons=[_reason(code, locale) for code in m.withheld_reasons],
@@ -92,7 +101,7 @@ class PaymentController(Controller):
             for m in months
         ]
         return s.Statement(
-            year=year,
+            year=number,
             months=lines,
             paid_fen=sum(m.paid_fen for m in months),
             withheld_fen=sum(m.withheld_fen for m in months),

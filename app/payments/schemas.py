@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.schemas import Body
+from payments.disbursement.rules import PERIOD_PATTERN
 
-Period = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}$", examples=["2026-12"], description="YYYY-MM")]
+Period = Annotated[str, msgspec.Meta(pattern=PERIOD_PATTERN, examples=["2026-12"], description="YYYY-MM")]
 
 
 class DisbursementRequest(Body):

@@ -16,16 +16,29 @@ NOT_CERTIFIED = "not_certified"  # never passed a face check
 CERTIFICATION_EXPIRED = "certification_expired"  # the last pass is more than 12 months old at the pay date
 REPORTED_DECEASED = "reported_deceased"  # a death report, later reversed, stopped the payment
 
-_PERIOD = re.compile(r"(\d{4})-(\d{2})")
+# Years and pay periods (API paths and bodies, the CLI, the allocation file) are read here, in ASCII
+# digits only: `\d` and int() also take full-width (２０２６), Arabic-Indic and other Unicode digits,
+# and int() a sign, spaces and underscores besides.
+YEARS = range(2000, 2101)
+PERIOD_PATTERN = r"^[0-9]{4}-[0-9]{2}$"  # also the API schema's, so its documentation says the same
+_YEAR = re.compile(r"[0-9]{4}")
+_PERIOD = re.compile(PERIOD_PATTERN)
+
+
+def parse_year(text: str) -> int:
+    """`2026` -> 2026; ValueError for anything else, or a year outside YEARS."""
+    if not _YEAR.fullmatch(text) or int(text) not in YEARS:
+        raise ValueError(f"a year is written YYYY, from {YEARS[0]} to {YEARS[-1]}, got {text!r}")
+    return int(text)
 
 
 def parse_period(text: str) -> date:
     """`2026-12` -> 2026-12-01; ValueError for anything else."""
-    found = _PERIOD.fullmatch(text.strip())
-    if found is None:
+    text = text.strip()
+    if _PERIOD.fullmatch(text) is None:
         raise ValueError(f"a period is written YYYY-MM, got {text!r}")
-    year, month = int(found.group(1)), int(found.group(2))
-    if not 2000 <= year <= 2100 or not 1 <= month <= 12:
+    year, month = int(text[:4]), int(text[5:])
+    if year not in YEARS or not 1 <= month <= 12:
         raise ValueError(f"no such month: {text!r}")
     return date(year, month, 1)
 

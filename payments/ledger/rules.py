@@ -14,6 +14,7 @@ from typing import Any
 
 from app.persons import national_id as nid
 from app.persons.records import RowError, field_text, read_rows
+from payments.disbursement.rules import YEARS, parse_year
 
 # 100,000 yuan: above it, a charge, refund or yearly allocation is a unit mistake (yuan typed as fen).
 MAX_AMOUNT_FEN = 10_000_000
@@ -26,7 +27,6 @@ KEY_LIFETIME = timedelta(hours=24)
 
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
 _DIGITS = re.compile(r"[0-9]{1,12}")
-_YEARS = range(2000, 2101)
 
 
 def valid_amount(amount_fen: int) -> bool:
@@ -99,10 +99,11 @@ def validate_allocation(line: int, raw: dict[str, Any]) -> AllocationRow | list[
     if id_reason:
         errors.append(RowError(line, "national_id", id_reason))
     # Whole numbers only, as digits: a JSON float (12.5) or boolean reads as text that is not digits.
-    year_text = field_text(raw, "year")
-    year = int(year_text) if _DIGITS.fullmatch(year_text) else 0
-    if year not in _YEARS:
-        errors.append(RowError(line, "year", f"must be a year from {_YEARS[0]} to {_YEARS[-1]}"))
+    year = 0
+    try:
+        year = parse_year(field_text(raw, "year"))
+    except ValueError:
+        errors.append(RowError(line, "year", f"must be a year from {YEARS[0]} to {YEARS[-1]}"))
     amount_text = field_text(raw, "amount_fen")
     amount = int(amount_text) if _DIGITS.fullmatch(amount_text) else 0
     if not valid_amount(amount):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import Settings, SettingsError, load_settings
+from infra.config import Settings, SettingsError, load_settings, settings_env
 
 KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
 
@@ -195,3 +195,12 @@ def test_certification_policy_and_thresholds(env: dict[str, str]) -> None:
 )
 def test_bad_certification_settings_are_named(env: dict[str, str], extra: dict[str, str], message: str) -> None:
     assert message in problem_of({**env, **extra})
+
+
+def test_the_api_docs_ui_is_off_unless_development_turns_it_on(env: dict[str, str]) -> None:
+    assert load_settings(env).api_docs_ui is False
+    assert load_settings(env | {"API_DOCS_UI": ""}).api_docs_ui is False
+    settings = load_settings(env | {"API_DOCS_UI": "1"})
+    assert settings.api_docs_ui is True
+    assert load_settings(settings_env(settings)).api_docs_ui is True
+    assert "API_DOCS_UI" in problem_of(env | {"API_DOCS_UI": "yes"})

@@ -7,6 +7,7 @@ from payments.disbursement.rules import (
     NOT_CERTIFIED,
     PaymentFact,
     parse_period,
+    parse_year,
     pay_date,
     statement,
     withheld_reason,
@@ -21,6 +22,20 @@ def test_periods_are_months() -> None:
         with pytest.raises(ValueError, match=r"period|month"):
             parse_period(bad)
     assert pay_date(date(2026, 2, 1), 15) == date(2026, 2, 15)
+
+
+# Full-width, Arabic-Indic and Devanagari digits, which `\d` and int() take for 2026.
+UNICODE_YEARS = ("２０２６", "٢٠٢٦", "२०२६")
+
+
+def test_years_and_periods_are_ascii_digits_only() -> None:
+    assert parse_year("2026") == 2026
+    for bad in (*UNICODE_YEARS, "+2026", "2_026", " 2026", "2026\n", "1999", "2101", "26", "20260"):
+        with pytest.raises(ValueError, match="year"):
+            parse_year(bad)
+    for bad in (*(f"{year}-12" for year in UNICODE_YEARS), "2026-１２", "+2026-12", "2_026-12"):
+        with pytest.raises(ValueError, match=r"period|month"):
+            parse_period(bad)
 
 
 def test_eligibility_is_judged_on_the_pay_date() -> None:
