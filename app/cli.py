@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from app.persons.records import RowError
 from app.services import Services, open_services
@@ -33,6 +33,9 @@ from infra.config import (
     settings_env,
 )
 from infra.logging import configure_logging, logging_dictconfig
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 log = logging.getLogger("socialcard")
 T = TypeVar("T")
@@ -133,13 +136,25 @@ def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
     return status
 
 
+def served_app() -> Litestar:
+    """The app as each granian worker loads it. Litestar's constructor puts its own plain-text handlers on
+    the root logger and on its logger (its default logging config), over the JSON logging granian's
+    `log_dictconfig` set up in the worker: the JSON logging goes back on after it."""
+    from app.asgi import create_app
+
+    settings = load_settings()
+    app = create_app(settings)
+    configure_logging(settings.log_level)
+    return app
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     settings = load_settings()
     Granian(
-        "app.asgi:create_app",
+        "app.cli:served_app",
         factory=True,
         interface=Interfaces.ASGI,
         address=settings.api_host,

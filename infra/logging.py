@@ -12,6 +12,7 @@ import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -46,11 +47,22 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """JSON on stderr through the root logger, and no other way out for a log record or a traceback.
+
+    Idempotent: call it again after a library that configures logging itself (Litestar's constructor
+    gives the root and its own logger a plain-text handler), and that library's handlers are gone.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.handlers.clear()
+            logger.propagate = True
+    logging.captureWarnings(True)  # a warning is printed raw to stderr otherwise
+    sys.excepthook = _log_uncaught
     for noisy in (
         "botocore",
         "boto3",
@@ -64,6 +76,12 @@ def configure_logging(level: str = "INFO") -> None:
         "hpack",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, traceback: TracebackType | None) -> None:
+    """An exception nothing caught (what Python, or PyO3 code such as granian's, would print raw to
+    stderr), as one masked JSON line."""
+    logging.getLogger("socialcard").critical("uncaught exception", exc_info=(exc_type, exc, traceback))
 
 
 def logging_dictconfig(level: str = "INFO") -> dict[str, object]:

@@ -115,20 +115,23 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
             "Your paused pension for {covers}, {amount} in total, has been paid into your account {account}.",
         ),
     },
+    # The merchant is named as it was registered with its terminal; the description a terminal sends
+    # with a charge is never printed: a notice is the system speaking, and a terminal's text here
+    # ("Card frozen! Call ...") would be read as ours.
     "medical.charged": {
         "zh-CN": (
             "医保账户支出提醒",
-            "您的医保个人账户在{merchant}扫码支付{amount}（{description}）。如非本人操作，请立即在App中挂失社保卡。",
+            "您的医保个人账户在{merchant}扫码支付{amount}。如非本人操作，请立即在App中挂失社保卡。",
         ),
         "en": (
             "Medical account payment",
-            "{amount} was paid from your medical account at {merchant} ({description}). "
+            "{amount} was paid from your medical account at {merchant}. "
             "If this was not you, report your card lost in the app straight away.",
         ),
     },
     "medical.refunded": {
-        "zh-CN": ("医保账户退款提醒", "{merchant}已将{amount}退回您的医保个人账户（{description}）。"),
-        "en": ("Medical account refund", "{merchant} has refunded {amount} to your medical account ({description})."),
+        "zh-CN": ("医保账户退款提醒", "{merchant}已将{amount}退回您的医保个人账户。"),
+        "en": ("Medical account refund", "{merchant} has refunded {amount} to your medical account."),
     },
     "card.reported_lost": {
         "zh-CN": ("社保卡已挂失", "您的社保卡{card}已挂失，暂时不能使用。如非本人操作，请尽快联系社保经办机构。"),
@@ -246,7 +249,6 @@ _COMMON: dict[str, tuple[str, Callable[[Any, str], str]]] = {
     "card_masked": ("card", _as_given),
     "code": ("code", _as_given),
     "merchant": ("merchant", _as_given),
-    "description": ("description", _as_given),
 }
 
 

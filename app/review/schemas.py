@@ -58,23 +58,31 @@ class CheckForReview(Body):
     region: str
     claimed_until: datetime | None
     media_purged: bool  # the video and its frames were deleted at the end of the retention period
+    # The images come by default only to the operator holding the check's claim while it is under
+    # review; anyone else gets them (once) by asking with a reason: POST …/{id}/media-access.
+    images_withheld: bool
     frame_urls: list[str]
     reference_url: str | None
     urls_expire_in: int
 
 
 DecisionKind = Literal["approve", "reject", "home_visit"]
-REASON_MIN, REASON_MAX = 3, 1000  # characters of a decision's reason, padding not counted
+REASON_MIN, REASON_MAX = 3, 1000  # characters of a reason, padding not counted
+ReasonText = Annotated[
+    str,
+    msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
+]
 
 
 class Decision(Body):
     decision: DecisionKind
-    reason: Annotated[
-        str,
-        msgspec.Meta(
-            min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"
-        ),
-    ]
+    reason: ReasonText
+
+
+class MediaAccess(Body):
+    """A request for the images of a check one does not hold under review (decided, or never sent to review)."""
+
+    reason: ReasonText
 
 
 class Decided(Body):

@@ -65,32 +65,37 @@ class ReviewService:
     async def filter_choices(self) -> asyncpg.Record:
         return await repo.filter_choices(self._pool)
 
-    async def view(self, principal: Principal, check_id: uuid.UUID) -> s.CheckForReview:
-        """The check with short-lived links to its frames and the reference photo; the look is audited
-        in the same transaction as the read, so no look goes unrecorded."""
+    async def view(self, principal: Principal, check_id: uuid.UUID, *, reason: str | None = None) -> s.CheckForReview:
+        """The check: scores, reasons and actions. Its images (short-lived links to the frames and the
+        reference photo) come by default only to the operator holding its claim while it is under
+        review; to anyone else only when asked for with a reason (`reason`), and never while someone
+        must claim it instead. What is shown is audited in the same transaction as the read, the
+        reason with it, so no look goes unrecorded."""
+        if reason is not None:
+            reason = _stated(reason)
         ttl = self._settings.presigned_url_ttl_s
         async with unit_of_work(self._pool) as uow:
             row = await repo.check_for_review(uow, check_id)
             if row is None:
                 raise NotFound("check_not_found")
-            if row["status"] in repo.REVIEWABLE and not (
-                row["claimed_by"] == principal.subject_id and row["claim_live"]
-            ):
+            under_review = row["status"] in repo.REVIEWABLE
+            holding = under_review and row["claimed_by"] == principal.subject_id and row["claim_live"]
+            if under_review and not holding:
                 raise Conflict("claim_required")
+            with_images = holding or reason is not None
             purged = row["media_purged_at"] is not None
-            frame_keys = [] if purged else list(row["review_frame_keys"])
-            reference_key = row["reference_photo_key"]
+            frame_keys = list(row["review_frame_keys"]) if with_images and not purged else []
+            reference_key = row["reference_photo_key"] if with_images else None
+            seen: dict[str, object] = {"person": str(row["person_id"]), **principal.named}
+            if with_images:
+                seen |= {"frames": len(frame_keys), "reference": reference_key is not None}
+                seen |= {"reason": reason} if reason is not None else {}
             await audit.record(
                 uow,
                 principal.actor,
-                "biometric.viewed",
+                "biometric.viewed" if with_images else "biometric.scores_viewed",
                 f"check:{check_id}",
-                {
-                    "person": str(row["person_id"]),
-                    "frames": len(frame_keys),
-                    "reference": reference_key is not None,
-                    **principal.named,
-                },
+                seen,
             )
         # Signing is local (no request to S3), but botocore's signer is blocking code: one hop off the loop.
         frame_urls, reference_url = await asyncio.to_thread(
@@ -106,14 +111,11 @@ class ReviewService:
             reference_url=reference_url,
             urls_expire_in=ttl,
             media_purged=purged,
+            images_withheld=not with_images,
         )
 
     async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
-        reason = reason.strip()
-        if len(reason) < s.REASON_MIN:  # the API's schema and the console's form let padding through
-            raise BadRequest("reason_required")
-        if len(reason) > s.REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
-            raise BadRequest("reason_too_long", most=s.REASON_MAX)
+        reason = _stated(reason)
         status, shown_reason = DECISIONS[decision]
         async with unit_of_work(self._pool) as uow:
             row = await repo.check_for_review(uow, check_id, lock=True)
@@ -134,3 +136,13 @@ class ReviewService:
                 {"decision": decision, "reason": reason, **principal.named},
             )
         return status
+
+
+def _stated(reason: str) -> str:
+    """A reason as the audit log keeps it, or the refusal that says what is wrong with it."""
+    reason = reason.strip()
+    if len(reason) < s.REASON_MIN:  # the API's schema and the console's form let padding through
+        raise BadRequest("reason_required")
+    if len(reason) > s.REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
+        raise BadRequest("reason_too_long", most=s.REASON_MAX)
+    return reason

@@ -89,15 +89,13 @@ class MedicalAccountService:
             charge = await repo.insert_charge(
                 uow, terminal.subject_id, holder, amount_fen, description, (medical["id"], merchant["id"])
             )
-            event = {
-                "charge_id": str(charge["id"]),
-                "amount_fen": amount_fen,
-                "merchant": terminal.merchant,
-                "description": description,
-            }
+            # The notice's params: the merchant as registered with the terminal, and none of the
+            # terminal's own text, which only its receipt carries (notifications.templates says why).
+            event = {"charge_id": str(charge["id"]), "amount_fen": amount_fen, "merchant": terminal.merchant}
             await publish_event(uow, "medical.charged", holder["person_id"], event, f"medical.charged:{charge['id']}")
             return {
                 **event,
+                "description": description,
                 "masked_card_number": mask_account(holder["card_number"]),
                 "masked_national_id": holder["national_id_masked"],
                 "created_at": charge["created_at"],
@@ -125,11 +123,11 @@ class MedicalAccountService:
                 "charge_id": str(charge_id),
                 "amount_fen": amount_fen,
                 "merchant": terminal.merchant,
-                "description": charge["description"],
             }
             await publish_event(uow, "medical.refunded", charge["person_id"], event, f"medical.refunded:{refund['id']}")
             return {
                 **event,
+                "description": charge["description"],
                 "refundable_fen": left - amount_fen,
                 "masked_card_number": mask_account(charge["card_number"]),
                 "masked_national_id": charge["national_id_masked"],
