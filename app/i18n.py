@@ -47,11 +47,24 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "otp_invalid": ("验证码错误，还可尝试{left}次。", "The code is wrong. {left} tries left."),
     "otp_expired": ("验证码已失效，请重新获取。", "The code has expired or was used. Request a new one."),
     "otp_locked": ("错误次数过多，请重新获取验证码。", "Too many wrong tries. Request a new code."),
+    "otp_client_rate_limited": (
+        "此网络请求验证码过于频繁，请{minutes}分钟后再试。",
+        "Too many codes were requested from this network. Try again in {minutes} minutes.",
+    ),
+    "otp_unavailable": (
+        "验证码发送繁忙，请{minutes}分钟后再试。",
+        "Codes cannot be sent at the moment. Try again in {minutes} minutes.",
+    ),
     "refresh_invalid": ("登录已过期，请重新登录。", "Your sign-in has expired. Please sign in again."),
     "operator_credentials": ("用户名、密码或动态口令错误。", "Wrong username, password or authenticator code."),
     "operator_locked": (
         "尝试次数过多，账号已暂时锁定。",
         "Too many failed attempts; the account is locked for a while.",
+    ),
+    # No parameters: the console shows it too, and fills in none.
+    "sign_in_rate_limited": (
+        "此网络登录失败次数过多，请稍后再试。",
+        "Too many failed sign-ins from this network. Try again later.",
     ),
     "activation_mismatch": (
         "身份证号与本机号码登记的信息不符。",
@@ -59,6 +72,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "card_not_active": ("社保卡当前状态为“{card_status}”，不能使用。", "The card is {card_status} and cannot be used."),
     "card_not_lost": ("社保卡未挂失，无需解除。", "The card is not reported lost."),
+    "recovery_proof_required": (
+        "为确认是您本人解除挂失，请先在App中完成一次人脸认证，或到社保服务网点由工作人员核实身份，再获取验证码。",
+        "To make sure it is you who cancels the loss report, first pass a face certification in the app, "
+        "or have your identity checked at a social security office; then request the code.",
+    ),
     "card_cancelled": ("社保卡已注销。", "The card has been cancelled."),
     "card_not_activated": ("社保卡尚未激活。", "The card has not been activated yet."),
     "device_required": ("请在已登记的手机上操作。", "Use the phone you signed in with."),

@@ -27,6 +27,7 @@ from app.console.forms import (
     ClaimNextForm,
     DecisionForm,
     LanguageForm,
+    MediaAccessForm,
     SearchForm,
     SignInForm,
     TokenForm,
@@ -243,19 +244,32 @@ class ReviewPages(Controller):
             return await self._check_page(request, services, check_id, form=form, error=exc, status=400)
         return _see_other("/console/queue", note="decided")
 
+    @post("/checks/{check_id:uuid}/media-access", status_code=200)
+    async def media_access(self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
+        """The check's page with its images, for a reason kept in the audit log. A page, not a redirect:
+        the links are made for this answer only, and the page shown afterwards is without them again."""
+        asked = ""
+        try:
+            asked = (await read_form(request, MediaAccessForm)).reason
+            return await self._check_page(request, services, check_id, reason=asked)
+        except BadRequest as exc:
+            return await self._check_page(request, services, check_id, asked=asked, error=exc, status=400)
+
     async def _check_page(
         self,
         request: Request[Any, Any, Any],
         services: Services,
         check_id: uuid.UUID,
         *,
+        reason: str | None = None,
         form: DecisionForm | None = None,
+        asked: str = "",
         error: AppError | None = None,
         status: int = 200,
     ) -> Template:
         session = cs.session_of(request)
         try:
-            check = await services.review.view(session.principal, check_id)
+            check = await services.review.view(session.principal, check_id, reason=reason)
         except Conflict as exc:
             if exc.code != "claim_required":
                 raise
@@ -274,7 +288,10 @@ class ReviewPages(Controller):
             band=_band(distance, thresholds),
             reviewable=check.status in ("needs_review", "home_visit"),
             form=form,
+            asked=asked,
             error=_text(request, error.code, error.params) if error else None,
+            # A language change comes back to the check, not to the post that showed it.
+            full_path=f"/console/checks/{check_id}",
         )
 
 

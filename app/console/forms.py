@@ -51,6 +51,11 @@ class DecisionForm(Body):
     reason: str = ""  # the service's rule says what is wrong with it
 
 
+class MediaAccessForm(Body):
+    csrf: str
+    reason: str = ""  # the service's rule says what is wrong with it
+
+
 async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:
     """The posted form as `form`; a field missing, unknown or out of its choices is a 400 with the field named."""
     values = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}

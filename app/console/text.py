@@ -72,6 +72,16 @@ LABELS: dict[str, tuple[str, str]] = {
     "submit_decision": ("提交决定", "Submit the decision"),
     "decided": ("已提交决定。", "The decision was recorded."),
     "claim_first": ("领取后才能查看图像并作出决定。", "Claim this check to see its images and decide."),
+    "images_withheld": (
+        "图像只向审核期间领取该记录的人显示。如确需查看，请填写理由：理由和查看记录都记入审计日志。",
+        "Images are shown only to whoever holds the check while it is under review. If you need to see them, "
+        "give a reason: the reason and the look are kept in the audit log.",
+    ),
+    "media_reason": (
+        "查看图像的理由（必填，记入审计日志）",
+        "Reason to see the images (required; kept in the audit log)",
+    ),
+    "show_images": ("查看图像", "Show the images"),
     "search_help": (
         "输入完整的身份证号码、手机号码或社保卡号。每次查询都记入审计日志。",
         "Type a full national ID number, phone number or card number. Every search is written to the audit log.",

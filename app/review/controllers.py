@@ -35,11 +35,24 @@ class ReviewController(Controller):
     async def claim(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Claim:
         return s.Claim(check_id=check_id, claimed_until=await services.review.claim(request.user, check_id))
 
-    @get("/{check_id:uuid}", summary="A claimed check: scores, reasons, and 5-minute links to frames and reference")
+    @get(
+        "/{check_id:uuid}",
+        summary="A check: scores, reasons, actions; 5-minute links to frames and reference for the claim holder only",
+    )
     async def view(
         self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.CheckForReview:
         return await services.review.view(request.user, check_id)
+
+    @post(
+        "/{check_id:uuid}/media-access",
+        status_code=200,
+        summary="The images of a check not held under review, for a reason kept in the audit log (5-minute links)",
+    )
+    async def media_access(
+        self, check_id: uuid.UUID, data: s.MediaAccess, request: Request[Principal, Any, Any], services: Services
+    ) -> s.CheckForReview:
+        return await services.review.view(request.user, check_id, reason=data.reason)
 
     @post("/{check_id:uuid}/decision", status_code=200, summary="Approve, reject or order a home visit, with a reason")
     async def decide(

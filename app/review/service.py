@@ -86,17 +86,13 @@ class ReviewService:
             purged = row["media_purged_at"] is not None
             frame_keys = list(row["review_frame_keys"]) if with_images and not purged else []
             reference_key = row["reference_photo_key"] if with_images else None
-            seen: dict[str, object] = {"person": str(row["person_id"]), **principal.named}
+            details: dict[str, object] = {"person": str(row["person_id"]), **principal.named}
             if with_images:
-                seen |= {"frames": len(frame_keys), "reference": reference_key is not None}
-                seen |= {"reason": reason} if reason is not None else {}
-            await audit.record(
-                uow,
-                principal.actor,
-                "biometric.viewed" if with_images else "biometric.scores_viewed",
-                f"check:{check_id}",
-                seen,
-            )
+                details |= {"frames": len(frame_keys), "reference": reference_key is not None}
+            if reason is not None:
+                details["reason"] = reason
+            action = "biometric.viewed" if with_images else "biometric.scores_viewed"
+            await audit.record(uow, principal.actor, action, f"check:{check_id}", details)
         # Signing is local (no request to S3), but botocore's signer is blocking code: one hop off the loop.
         frame_urls, reference_url = await asyncio.to_thread(
             lambda: (

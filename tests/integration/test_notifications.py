@@ -312,7 +312,7 @@ async def test_the_inbox_shows_reads_and_pages_the_notices_in_the_readers_langua
     assert english["id"] == item["id"]
     assert english["title"] == "Medical account payment"
     assert english["body"] == (
-        "CNY 25.50 was paid from your medical account at Test Pharmacy (门诊西药费). "
+        "CNY 25.50 was paid from your medical account at Test Pharmacy. "
         "If this was not you, report your card lost in the app straight away."
     )
 
