@@ -35,7 +35,7 @@ from infra.config import (
 from infra.logging import configure_logging, logging_dictconfig
 
 if TYPE_CHECKING:
-    from litestar import Litestar
+    from litestar.types import ASGIApp
 
 log = logging.getLogger("socialcard")
 T = TypeVar("T")
@@ -136,16 +136,13 @@ def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
     return status
 
 
-def served_app() -> Litestar:
-    """The app as each granian worker loads it. Litestar's constructor puts its own plain-text handlers on
-    the root logger and on its logger (its default logging config), over the JSON logging granian's
-    `log_dictconfig` set up in the worker: the JSON logging goes back on after it."""
+def served_app() -> ASGIApp:
+    """The app as each granian worker loads it: the request id and access line wrap the whole app, so
+    requests no route matches (a 404, a 405) are logged with their id too."""
     from app.asgi import create_app
+    from app.system.observability import request_id_middleware
 
-    settings = load_settings()
-    app = create_app(settings)
-    configure_logging(settings.log_level)
-    return app
+    return request_id_middleware(create_app(load_settings()))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

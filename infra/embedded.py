@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -162,10 +164,14 @@ def start_seaweedfs(
     s3_port: int = EMBEDDED_S3_PORT,
     timeout_s: float = 45.0,
 ) -> EmbeddedS3:
-    """Start `weed mini` on loopback only, with telemetry off and S3 credentials enforced."""
+    """Start `weed mini` on loopback only, with telemetry off, and nothing in it that lists or gives out an
+    object without credentials: the S3 API takes its access key; the master's and the filer's HTTP APIs
+    are off (the S3 gateway reaches them over gRPC); the volume server serves chunks only with a JWT the
+    gateway signs; every gRPC port asks for a client certificate (mTLS); the admin UI is off."""
     ports = weed_ports(s3_port)
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # the volume files hold the objects as uploaded
     config = data_dir / "s3-identities.json"
     config.write_text(
         json.dumps(
@@ -187,10 +193,12 @@ def start_seaweedfs(
     args = [
         weed,
         "-logtostderr",  # into weed.log beside the data, not glog files in /tmp
+        f"-config_dir={_write_security_config(data_dir / 'security')}",
         "mini",
         f"-dir={data_dir}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
+        "-disableHttp",
         "-master.telemetry=false",
         "-webdav=false",
         "-admin.ui=false",
@@ -205,7 +213,10 @@ def start_seaweedfs(
         f"-admin.port={ports['admin']}",
     ]
     with log_path.open("ab") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Without the caller's WEED_* (each overrides security.toml) and AWS_* (weed mini makes an S3 admin of
+        # AWS_ACCESS_KEY_ID) variables: the settings and credentials are the ones written here.
+        env = {name: value for name, value in os.environ.items() if not name.startswith(("WEED_", "AWS_"))}
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     endpoint = f"http://127.0.0.1:{ports['s3']}"
     server = EmbeddedS3(process=process, endpoint_url=endpoint, log_path=log_path)
     deadline = time.monotonic() + timeout_s
@@ -217,6 +228,47 @@ def start_seaweedfs(
         time.sleep(0.3)
     server.stop()
     raise RuntimeError(f"the S3 server did not become ready within {timeout_s:.0f} s; see {log_path}")
+
+
+def _write_security_config(folder: Path) -> Path:
+    """weed's security.toml, with new keys at every start (nothing signed with them outlives the process):
+    the JWT keys of volume writes and reads, and one self-signed certificate that every gRPC server and
+    client of the process presents and requires (weed does not check host names)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "socialcard embedded S3")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "grpc.crt", folder / "grpc.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    lines = [
+        f"[{section}]\nkey = {json.dumps(secrets.token_urlsafe(32))}" for section in ("jwt.signing", "jwt.signing.read")
+    ]
+    lines.append(f"[grpc]\nca = {json.dumps(str(cert_file))}")
+    lines += [
+        f"[grpc.{part}]\ncert = {json.dumps(str(cert_file))}\nkey = {json.dumps(str(key_file))}"
+        for part in ("master", "volume", "filer", "s3", "admin", "worker", "client")
+    ]
+    (folder / "security.toml").write_text("\n\n".join(lines) + "\n")
+    return folder
 
 
 def _bucket_ready(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:

@@ -14,15 +14,20 @@ from infra.logging import request_id_var
 
 log = logging.getLogger("socialcard.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_STATE_KEY = "request_id"
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """The request id and the access line. As app middleware it runs for routes only; `socialcard serve`
+    also wraps the whole app in it, so a path no route matches (a 404, a 405) is logged with its id too,
+    and the inner one then passes the request through (the id is in the request's state)."""
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
+        if scope["type"] != ScopeType.HTTP or _STATE_KEY in (state := scope.setdefault("state", {})):
             await app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        rid = state[_STATE_KEY] = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         # Not reset afterwards: each request runs in its own task (its own context), and the app-level
         # exception handler that may answer after this returns still needs the id.
         request_id_var.set(rid)
