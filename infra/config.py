@@ -53,6 +53,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otp_ttl_s: int = 5 * 60
     otp_max_attempts: int = 5
     otp_max_per_hour: int = 5
+    # SMS pumping: codes one client may have sent per hour (to any phones), and all clients together
+    # per clock hour (the cost ceiling). A client is its address, see client_ip_header.
+    otp_per_client_per_hour: int = 10
+    otp_total_per_hour: int = 10_000
+    # Operator sign-in failures one client may make per hour, across usernames.
+    operator_failures_per_client_per_hour: int = 20
+    # The header a trusted reverse proxy sets to the caller's address (X-Real-IP, or X-Forwarded-For,
+    # whose last address the proxy appends), in ASGI's lower case. Unset, no header is believed and the
+    # client is the connection's peer: behind a proxy that is not named here, every caller is the proxy.
+    # Name a header only when every request reaches the API through a proxy that sets it.
+    client_ip_header: str | None = None
     max_request_body_bytes: int = 1024 * 1024
     # Face certification: the challenge policy (e.g. blink-only for assisted mode) and limits.
     challenge_actions: tuple[str, ...] = ACTIONS
@@ -254,6 +265,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("NOTIFY_LEASE_S", 60, 1, 3600),
         ("NOTIFY_RETRY_S", 30, 0, 3600),
         ("CONSOLE_IDLE_S", 30 * 60, 1, 24 * 3600),
+        ("OTP_PER_CLIENT_PER_HOUR", 10, 1, 1_000_000),
+        ("OTP_TOTAL_PER_HOUR", 10_000, 1, 100_000_000),
+        ("OPERATOR_FAILURES_PER_CLIENT_PER_HOUR", 20, 1, 1_000_000),
     ):
         try:
             numbers[name.lower()] = _number(env, name, default, low, high)
@@ -266,6 +280,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"CONSOLE_ORIGIN must be a scheme and host such as https://console.example, got {console_origin!r}"
         )
+    client_ip_header = (env.get("CLIENT_IP_HEADER") or "").lower() or None
+    if client_ip_header is not None and not re.fullmatch(r"[a-z0-9-]+", client_ip_header):
+        problems.append(f"CLIENT_IP_HEADER must be a header name such as X-Real-IP, got {env['CLIENT_IP_HEADER']!r}")
     api_docs_ui = env.get("API_DOCS_UI") or "0"
     if api_docs_ui not in ("0", "1"):
         problems.append(f"API_DOCS_UI must be 0 or 1, got {api_docs_ui!r}")
@@ -291,6 +308,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_encryption_key=keys["data_encryption_key"],
         lookup_hash_key=keys["lookup_hash_key"],
         console_origin=console_origin,
+        client_ip_header=client_ip_header,
         api_docs_ui=api_docs_ui == "1",
         **numbers,  # type: ignore[arg-type]
         **certification,  # type: ignore[arg-type]
@@ -326,6 +344,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CONSOLE_IDLE_S": str(settings.console_idle_s),
         "CONSOLE_ORIGIN": settings.console_origin or "",
         "API_DOCS_UI": "1" if settings.api_docs_ui else "0",
+        "OTP_PER_CLIENT_PER_HOUR": str(settings.otp_per_client_per_hour),
+        "OTP_TOTAL_PER_HOUR": str(settings.otp_total_per_hour),
+        "OPERATOR_FAILURES_PER_CLIENT_PER_HOUR": str(settings.operator_failures_per_client_per_hour),
+        "CLIENT_IP_HEADER": settings.client_ip_header or "",
         "FACE_ACCEPT_DISTANCE": repr(settings.face_accept_distance),
         "FACE_REJECT_DISTANCE": repr(settings.face_reject_distance),
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),

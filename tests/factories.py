@@ -465,3 +465,11 @@ async def until_waiting_on_a_lock(pool: asyncpg.Pool) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("nothing came to wait on a lock")
+
+
+async def recover_card(client: Any, pool: asyncpg.Pool, phone: str, headers: dict[str, str]) -> Any:
+    """Cancel a loss report as the app does once a face check passed (or an operator vouched) since it:
+    a new recovery code sent to the registered phone, then that code; the answer to the second step."""
+    r = await client.post("/v1/card/recovery/code", headers=headers)
+    assert r.status_code == 202, r.text
+    return await client.post("/v1/card/recovery", json={"code": await last_code(pool, phone)}, headers=headers)

@@ -7,12 +7,17 @@ from datetime import datetime
 
 import asyncpg
 
-from infra.db import UnitOfWork
+from infra.db import Db, UnitOfWork
 
 
 async def lock_phone(uow: UnitOfWork, phone: str) -> None:
     """Serialise sign-in code requests and checks for one phone, across every API process."""
     await uow.execute("SELECT pg_advisory_xact_lock(hashtextextended('otp:' || $1, 0))", phone)
+
+
+async def lock_client(uow: UnitOfWork, limit: str, client: str) -> None:
+    """Serialise what one client does under `limit` (its count and what it adds), across every API process."""
+    await uow.execute("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))", limit, client)
 
 
 async def codes_sent_since(uow: UnitOfWork, phone: str, since: datetime) -> list[datetime]:
@@ -22,19 +27,56 @@ async def codes_sent_since(uow: UnitOfWork, phone: str, since: datetime) -> list
     return [r["created_at"] for r in rows]
 
 
-async def insert_code(uow: UnitOfWork, phone: str, code_hash: bytes, expires_at: datetime) -> None:
-    # A new code replaces the ones before it.
-    await uow.execute("UPDATE otp_codes SET consumed_at = now() WHERE phone = $1 AND consumed_at IS NULL", phone)
+async def client_codes_since(uow: UnitOfWork, client: str, since: datetime) -> list[datetime]:
+    rows = await uow.fetch(
+        "SELECT created_at FROM otp_codes WHERE client = $1 AND created_at > $2 ORDER BY created_at", client, since
+    )
+    return [r["created_at"] for r in rows]
+
+
+async def take_from_hourly_total(db: Db, total: int) -> datetime | None:
+    """Count one more code in this clock hour, unless `total` were sent in it already; the hour counted in."""
+    hour: datetime | None = await db.fetchval(
+        """UPDATE otp_hourly_total
+           SET sent = CASE WHEN hour = date_trunc('hour', now()) THEN sent + 1 ELSE 1 END,
+               hour = date_trunc('hour', now())
+           WHERE hour < date_trunc('hour', now()) OR sent < $1
+           RETURNING hour""",
+        total,
+    )
+    return hour
+
+
+async def give_back_to_hourly_total(db: Db, hour: datetime) -> None:
+    """A code counted in `hour` was not sent after all (in a later hour there is nothing to give back)."""
+    await db.execute("UPDATE otp_hourly_total SET sent = sent - 1 WHERE hour = $1 AND sent > 0", hour)
+
+
+async def insert_code(
+    uow: UnitOfWork, phone: str, purpose: str, client: str, code_hash: bytes, expires_at: datetime
+) -> None:
+    # A new code replaces the ones before it (of its purpose: a sign-in leaves a recovery alone).
     await uow.execute(
-        "INSERT INTO otp_codes (phone, code_hash, expires_at) VALUES ($1, $2, $3)", phone, code_hash, expires_at
+        "UPDATE otp_codes SET consumed_at = now() WHERE phone = $1 AND purpose = $2 AND consumed_at IS NULL",
+        phone,
+        purpose,
+    )
+    await uow.execute(
+        """INSERT INTO otp_codes (phone, purpose, client, code_hash, expires_at) VALUES ($1, $2, $3, $4, $5)""",
+        phone,
+        purpose,
+        client,
+        code_hash,
+        expires_at,
     )
 
 
-async def latest_open_code(uow: UnitOfWork, phone: str) -> asyncpg.Record | None:
+async def latest_open_code(uow: UnitOfWork, phone: str, purpose: str) -> asyncpg.Record | None:
     return await uow.fetchrow(
-        """SELECT id, code_hash, expires_at, attempts FROM otp_codes
-           WHERE phone = $1 AND consumed_at IS NULL ORDER BY id DESC LIMIT 1""",
+        """SELECT id, code_hash, created_at, expires_at, attempts FROM otp_codes
+           WHERE phone = $1 AND purpose = $2 AND consumed_at IS NULL ORDER BY id DESC LIMIT 1""",
         phone,
+        purpose,
     )
 
 
@@ -135,10 +177,25 @@ async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) ->
     )
 
 
+async def revoke_person_sessions(uow: UnitOfWork, person_id: uuid.UUID, keep: uuid.UUID | None, reason: str) -> int:
+    """End every sign-in of the person's account but `keep`; how many ended. Their refresh tokens end with
+    them (a refresh needs its session), and so do the QR codes they minted."""
+    status = await uow.execute(
+        """UPDATE sessions s SET revoked_at = now(), revoke_reason = $3
+           FROM accounts a
+           WHERE a.person_id = $1 AND s.principal_kind = 'account' AND s.principal_id = a.id
+             AND s.id IS DISTINCT FROM $2 AND s.revoked_at IS NULL""",
+        person_id,
+        keep,
+        reason,
+    )
+    return int(status.split()[-1])
+
+
 async def operator_by_username(uow: UnitOfWork, username: str) -> asyncpg.Record | None:
     return await uow.fetchrow(
-        """SELECT id, username, display_name, role, locale, password_hash, totp_secret_enc, failed_attempts,
-                  locked_until, disabled_at
+        """SELECT id, username, display_name, role, locale, password_hash, totp_secret_enc, totp_last_step,
+                  disabled_at
            FROM operators WHERE username = $1 FOR UPDATE""",
         username,
     )
@@ -149,20 +206,60 @@ async def operator_id(uow: UnitOfWork, username: str) -> uuid.UUID | None:
     return found
 
 
-async def record_operator_failure(uow: UnitOfWork, operator_id: uuid.UUID, lock_after: int, lock_s: int) -> None:
+async def lock_sign_in_name(uow: UnitOfWork, name_hash: bytes) -> datetime | None:
+    """Serialise the sign-ins under one username, known or not; until when it is locked, if it was."""
     await uow.execute(
-        """UPDATE operators SET failed_attempts = failed_attempts + 1,
-               locked_until = CASE WHEN failed_attempts + 1 >= $2
-                                   THEN now() + make_interval(secs => $3) ELSE locked_until END
-           WHERE id = $1""",
-        operator_id,
+        "SELECT pg_advisory_xact_lock(hashtextextended('operator-name:' || encode($1, 'hex'), 0))", name_hash
+    )
+    locked_until: datetime | None = await uow.fetchval(
+        "SELECT locked_until FROM operator_sign_in_names WHERE name_hash = $1", name_hash
+    )
+    return locked_until
+
+
+async def operator_failures_since(uow: UnitOfWork, client: str, since: datetime) -> list[datetime]:
+    rows = await uow.fetch(
+        "SELECT failed_at FROM operator_sign_in_failures WHERE client = $1 AND failed_at > $2 ORDER BY failed_at",
+        client,
+        since,
+    )
+    return [r["failed_at"] for r in rows]
+
+
+async def record_operator_failure(uow: UnitOfWork, name_hash: bytes, client: str, lock_after: int, lock_s: int) -> None:
+    """Count a failure against the username typed (locked for `lock_s` once `lock_after` are in a row) and
+    against the client. What is a day old goes meanwhile: failures are rare, so this costs little."""
+    await uow.execute(
+        """INSERT INTO operator_sign_in_names AS n (name_hash, failed_attempts, locked_until, last_failed_at)
+           VALUES ($1, 1, CASE WHEN $2 <= 1 THEN now() + make_interval(secs => $3) END, now())
+           ON CONFLICT (name_hash) DO UPDATE
+           SET failed_attempts = n.failed_attempts + 1,
+               locked_until = CASE WHEN n.failed_attempts + 1 >= $2
+                                   THEN now() + make_interval(secs => $3) ELSE n.locked_until END,
+               last_failed_at = now()""",
+        name_hash,
         lock_after,
         lock_s,
     )
+    await uow.execute("INSERT INTO operator_sign_in_failures (client) VALUES ($1)", client)
+    # Rows another sign-in holds are left for a later failure: waiting on them could wait in a circle.
+    await uow.execute(
+        """DELETE FROM operator_sign_in_names WHERE name_hash IN (
+               SELECT name_hash FROM operator_sign_in_names
+               WHERE last_failed_at < now() - interval '1 day' AND (locked_until IS NULL OR locked_until < now())
+               FOR UPDATE SKIP LOCKED)"""
+    )
+    await uow.execute(
+        """DELETE FROM operator_sign_in_failures WHERE id IN (
+               SELECT id FROM operator_sign_in_failures WHERE failed_at < now() - interval '1 day'
+               FOR UPDATE SKIP LOCKED)"""
+    )
 
 
-async def reset_operator_failures(uow: UnitOfWork, operator_id: uuid.UUID) -> None:
-    await uow.execute("UPDATE operators SET failed_attempts = 0, locked_until = NULL WHERE id = $1", operator_id)
+async def operator_signed_in(uow: UnitOfWork, operator_id: uuid.UUID, name_hash: bytes, totp_step: int) -> None:
+    """A success: the failures in a row under the name are over, and the TOTP step is spent."""
+    await uow.execute("DELETE FROM operator_sign_in_names WHERE name_hash = $1", name_hash)
+    await uow.execute("UPDATE operators SET totp_last_step = $2 WHERE id = $1", operator_id, totp_step)
 
 
 async def insert_operator(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -15,23 +16,27 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from app.auth import codes, rules, tokens
 from app.auth import repository as repo
-from app.auth import tokens
+from app.auth.client import current_client
 from app.auth.principal import ADMIN, AUDITOR, CARDHOLDER, OPERATOR, TERMINAL, Principal
 from app.errors import BadRequest, TooManyRequests, Unauthorized
 from infra import audit
 from infra.config import Settings
-from infra.crypto import FieldCipher, mask_phone
+from infra.crypto import FieldCipher, lookup_hash, mask_phone
 from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
 from notifications.sms import SmsProvider
-from notifications.templates import sms_text
 
 PHONE = re.compile(r"1[3-9][0-9]{9}")
 _OPERATOR_SESSION = timedelta(hours=8)
 OPERATOR_SESSION_S = int(_OPERATOR_SESSION.total_seconds())  # staff sign-ins, API or console cookie
 _OPERATOR_LOCK_AFTER = 5
 _OPERATOR_LOCK_S = 15 * 60
+_OPERATOR_FAILURE_WINDOW = timedelta(hours=1)
 _hasher = PasswordHasher()
+log = logging.getLogger(__name__)
+# Checked against when no operator has the username typed, so that the same work is done either way.
+_DUMMY_TOTP_SECRET = pyotp.random_base32()
 
 
 @dataclass(frozen=True)
@@ -61,41 +66,14 @@ class AuthService:
         """Send a sign-in code; return its lifetime in seconds."""
         if not PHONE.fullmatch(phone):
             raise BadRequest("invalid_phone")
-        s = self._settings
-        now = datetime.now(UTC)
-        async with unit_of_work(self._pool) as uow:
-            await repo.lock_phone(uow, phone)
-            sent = await repo.codes_sent_since(uow, phone, now - timedelta(hours=1))
-            if len(sent) >= s.otp_max_per_hour:
-                wait = int((sent[0] + timedelta(hours=1) - now).total_seconds()) + 1
-                raise TooManyRequests(
-                    "otp_rate_limited", minutes=max(1, (wait + 59) // 60), headers={"Retry-After": str(wait)}
-                )
-            code = tokens.otp_code()
-            await repo.insert_code(
-                uow, phone, tokens.otp_hash(s.lookup_hash_key, phone, code), now + timedelta(seconds=s.otp_ttl_s)
-            )
-            text = sms_text("sign_in.code", locale, {"code": code, "minutes": s.otp_ttl_s // 60})
-            await self._sms.send(uow, phone, text)
-        return s.otp_ttl_s
+        return await codes.issue(self._pool, self._settings, self._sms, phone, codes.SIGN_IN, locale)
 
     async def verify_code(self, phone: str, code: str, device_id: str, platform: str) -> TokenPair:
         if not PHONE.fullmatch(phone):
             raise BadRequest("invalid_phone")
         s = self._settings
         async with unit_of_work(self._pool) as uow:
-            await repo.lock_phone(uow, phone)
-            row = await repo.latest_open_code(uow, phone)
-            if row is None or row["expires_at"] <= datetime.now(UTC):
-                raise BadRequest("otp_expired")
-            if row["attempts"] >= s.otp_max_attempts:
-                raise BadRequest("otp_locked")
-            if not hmac.compare_digest(row["code_hash"], tokens.otp_hash(s.lookup_hash_key, phone, code)):
-                attempts = await repo.count_failed_attempt(uow, row["id"])
-                left = s.otp_max_attempts - attempts
-                # The failed attempt must stay counted.
-                raise CommitThenRaise(BadRequest("otp_invalid", left=left) if left > 0 else BadRequest("otp_locked"))
-            await repo.consume_code(uow, row["id"])
+            await codes.redeem(uow, s, phone, codes.SIGN_IN, code)
             account_id = await repo.upsert_account(uow, phone)
             pair = await self._open_session(uow, "account", account_id, device_id, platform, s.refresh_token_ttl_s)
             await audit.record(
@@ -160,23 +138,41 @@ class AuthService:
 
     # -- operators -------------------------------------------------------------------------------
     async def _verify_operator(self, uow: UnitOfWork, username: str, password: str, totp: str) -> asyncpg.Record:
-        """The operator these credentials prove, or the refusal (a failure is counted and audited)."""
+        """The operator these credentials prove, or the refusal; the API and the console sign in through it.
+
+        A username no operator has goes exactly the way of a real one: the same password hashing and TOTP
+        work, its failures counted and locked alike, the same answers, so nothing tells which accounts
+        exist. A TOTP code is accepted once. Failures are also counted per client across usernames
+        (guessing); each is audited and committed with the refusal."""
+        s = self._settings
+        client = current_client()
+        now = datetime.now(UTC)
+        # Locks in one order everywhere (client, then username), so none waits in a circle.
+        await repo.lock_client(uow, "operator-sign-in", client)
+        failures = await repo.operator_failures_since(uow, client, now - _OPERATOR_FAILURE_WINDOW)
+        wait = rules.wait_seconds(failures, s.operator_failures_per_client_per_hour, _OPERATOR_FAILURE_WINDOW, now)
+        if wait is not None:
+            log.warning("operator sign-ins refused: too many failures from the client", extra={"client": client})
+            raise TooManyRequests("sign_in_rate_limited", headers={"Retry-After": str(wait)})
+        name_hash = lookup_hash(s.lookup_hash_key, f"operator-name:{username}")
+        locked_until = await repo.lock_sign_in_name(uow, name_hash)
+        if locked_until is not None and locked_until > now:
+            wait = max(1, int((locked_until - now).total_seconds()))
+            raise TooManyRequests("operator_locked", headers={"Retry-After": str(wait)})
         row = await repo.operator_by_username(uow, username)
-        if row is None or row["disabled_at"] is not None:
-            # Same cost as a real check, so the answer time does not reveal which usernames exist.
-            await asyncio.to_thread(_verify_password, _dummy_hash(), password)
-            raise Unauthorized("operator_credentials")
-        if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
-            raise TooManyRequests("operator_locked")
-        secret = self._cipher.decrypt_text(row["totp_secret_enc"], "operators.totp_secret")
-        ok = await asyncio.to_thread(_verify_password, row["password_hash"], password)
-        ok = ok and pyotp.TOTP(secret).verify(totp, valid_window=1)
-        actor = f"operator:{row['id']}"
-        if not ok:
-            await repo.record_operator_failure(uow, row["id"], _OPERATOR_LOCK_AFTER, _OPERATOR_LOCK_S)
-            await audit.record(uow, actor, "auth.operator_sign_in_failed", actor, {})
+        if row is not None and row["disabled_at"] is None:
+            password_hash, last_step = row["password_hash"], row["totp_last_step"]
+            secret = self._cipher.decrypt_text(row["totp_secret_enc"], "operators.totp_secret")
+        else:
+            password_hash, last_step, secret = _dummy_hash(), None, _DUMMY_TOTP_SECRET
+        password_ok = await asyncio.to_thread(_verify_password, password_hash, password)
+        step = rules.totp_step(secret, totp, now, last_step)
+        if row is None or row["disabled_at"] is not None or not password_ok or step is None:
+            await repo.record_operator_failure(uow, name_hash, client, _OPERATOR_LOCK_AFTER, _OPERATOR_LOCK_S)
+            subject = f"operator:{row['id']}" if row is not None else "operator:unknown"
+            await audit.record(uow, f"client:{client}", "auth.operator_sign_in_failed", subject, {})
             raise CommitThenRaise(Unauthorized("operator_credentials"))
-        await repo.reset_operator_failures(uow, row["id"])
+        await repo.operator_signed_in(uow, row["id"], name_hash, step)
         return row
 
     async def operator_sign_in(self, username: str, password: str, totp: str) -> TokenPair:

@@ -4,11 +4,23 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.auth.guards import requires
-from app.auth.principal import CARDHOLDER, TERMINAL, Principal
-from app.cards.schemas import Activation, Card, QrCode, QrHolder, QrVerification
+from app.auth.principal import ADMIN, CARDHOLDER, OPERATOR, TERMINAL, Principal
+from app.auth.schemas import OtpSent
+from app.cards.schemas import (
+    Activation,
+    Card,
+    QrCode,
+    QrHolder,
+    QrVerification,
+    Recovery,
+    RecoveryApprovalRequest,
+    RecoveryApproved,
+)
 from app.cards.service import CardView
+from app.i18n import request_locale
 from app.schemas import BEARER
 from app.services import Services
 
@@ -24,29 +36,83 @@ def _card(view: CardView) -> Card:
     )
 
 
+# The holder's card under /v1/card, and the operators' side of a loss report under /v1/admin: one
+# controller (the app registers this one), so each route names its own guard.
+_HOLDER = [requires(CARDHOLDER)]
+
+
 class CardController(Controller):
-    path = "/v1/card"
+    path = "/v1"
     tags = ["e-card"]
-    guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @get("/", summary="The signed-in person's e-card")
+    @get("/card", guards=_HOLDER, summary="The signed-in person's e-card")
     async def get_card(self, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.get(request.user))
 
-    @post("/activation", status_code=200, summary="Activate the e-card of the person registered with this phone")
+    @post(
+        "/card/activation",
+        guards=_HOLDER,
+        status_code=200,
+        summary="Activate the e-card of the person registered with this phone",
+    )
     async def activate(self, data: Activation, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.activate(request.user, data.national_id))
 
-    @post("/loss", status_code=200, summary="Report the card lost: blocks new QR codes and charges at once")
+    @post(
+        "/card/loss",
+        guards=_HOLDER,
+        status_code=200,
+        summary="Report the card lost: blocks QR codes at once and signs out the person's other devices",
+    )
     async def report_loss(self, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.report_loss(request.user))
 
-    @post("/recovery", status_code=200, summary="Cancel a loss report")
-    async def recover(self, request: Request[Principal, Any, Any], services: Services) -> Card:
-        return _card(await services.cards.recover(request.user))
+    @post(
+        "/card/recovery/code",
+        guards=_HOLDER,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Send a code for cancelling the loss report to the registered phone (409 recovery_proof_required "
+        "until a face check passed since the report, or an operator vouched for the person)",
+    )
+    async def send_recovery_code(self, request: Request[Principal, Any, Any], services: Services) -> OtpSent:
+        ttl = await services.cards.send_recovery_code(request.user, request_locale(request), services.sms)
+        return OtpSent(expires_in=ttl)
 
-    @post("/qr", status_code=201, summary="Mint a dynamic QR code (60 s, single use, bound to this device)")
+    @post(
+        "/card/recovery",
+        guards=_HOLDER,
+        status_code=200,
+        summary="Cancel the loss report with the code sent by POST /v1/card/recovery/code",
+    )
+    async def recover(self, data: Recovery, request: Request[Principal, Any, Any], services: Services) -> Card:
+        return _card(await services.cards.recover(request.user, data.code))
+
+    @post(
+        "/admin/card-recoveries",
+        guards=[requires(OPERATOR, ADMIN)],
+        status_code=200,
+        summary="Vouch for a person whose card is reported lost (checked in person), with a reason: "
+        "they then cancel the report with a new code",
+    )
+    async def approve_recovery(
+        self, data: RecoveryApprovalRequest, request: Request[Principal, Any, Any], services: Services
+    ) -> RecoveryApproved:
+        approval = await services.cards.approve_recovery(request.user, data.national_id, data.reason)
+        card = approval.card
+        return RecoveryApproved(
+            card_number=card.card_number,
+            card_status=card.status,  # type: ignore[arg-type]
+            masked_national_id=card.masked_national_id,
+            approved_at=approval.approved_at,
+        )
+
+    @post(
+        "/card/qr",
+        guards=_HOLDER,
+        status_code=201,
+        summary="Mint a dynamic QR code (60 s, single use, bound to this device)",
+    )
     async def mint_qr(
         self,
         request: Request[Principal, Any, Any],

@@ -47,6 +47,34 @@ async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> dateti
     return activated_at
 
 
+async def recovery_proof(db: Db, person_id: uuid.UUID, card_id: uuid.UUID, since: datetime) -> str | None:
+    """What proves, since `since` (the loss report), that the person is cancelling it: a face check
+    filmed and passed since ('face_check'), or an operator who vouched for them since ('operator')."""
+    proof: str | None = await db.fetchval(
+        """SELECT CASE
+               WHEN EXISTS (SELECT 1 FROM certification_checks
+                            WHERE person_id = $1 AND status = 'passed' AND submitted_at > $3) THEN 'face_check'
+               WHEN EXISTS (SELECT 1 FROM card_recovery_approvals
+                            WHERE card_id = $2 AND approved_at > $3) THEN 'operator'
+           END""",
+        person_id,
+        card_id,
+        since,
+    )
+    return proof
+
+
+async def approve_recovery(uow: UnitOfWork, card_id: uuid.UUID, actor: str, reason: str) -> datetime:
+    approved_at: datetime = await uow.fetchval(
+        """INSERT INTO card_recovery_approvals (card_id, approved_by, reason) VALUES ($1, $2, $3)
+           RETURNING approved_at""",
+        card_id,
+        actor,
+        reason,
+    )
+    return approved_at
+
+
 # Minting is one statement on the hot path: a row only for an active card of this person.
 MINT_QR_SQL = """
     INSERT INTO qr_tokens (id, card_id, session_id, expires_at)

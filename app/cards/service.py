@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from app.auth import codes
+from app.auth import repository as sessions
 from app.auth.principal import Principal
 from app.cards import qr
 from app.cards import repository as repo
@@ -16,8 +18,11 @@ from app.persons import national_id as nid
 from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash, mask_account
-from infra.db import CommitThenRaise, Db, unit_of_work
+from infra.db import CommitThenRaise, Db, UnitOfWork, unit_of_work
 from notifications.outbox import publish_event
+from notifications.sms import SmsProvider
+
+REASON_MIN = 3  # characters of an operator's reason, padding not counted
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,12 @@ class CardView:
     name: str
     issued_on: date
     activated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RecoveryApproval:
+    card: CardView
+    approved_at: datetime
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,14 @@ class CardService:
             raise NotFound("card_not_activated")
         return principal.person_id
 
-    async def get(self, principal: Principal) -> CardView:
-        row = await repo.card_of_person(self._pool, self._person_of(principal))
-        if row is None:
+    async def _card_of(self, db: Db, principal: Principal, *, lock: bool = False) -> asyncpg.Record:
+        card = await repo.card_of_person(db, self._person_of(principal), lock=lock)
+        if card is None:
             raise NotFound("card_not_activated")
-        return _view(row)
+        return card
+
+    async def get(self, principal: Principal) -> CardView:
+        return _view(await self._card_of(self._pool, principal))
 
     async def activate(self, principal: Principal, national_id: str) -> CardView:
         national_id = nid.normalise(national_id)
@@ -92,34 +106,107 @@ class CardService:
                 view = replace(view, status="active", activated_at=activated_at)
         return view
 
-    async def _transition(
-        self, principal: Principal, allowed_from: str, to: str, refusal: str, action: str
+    @staticmethod
+    async def _move(
+        uow: UnitOfWork, card: asyncpg.Record, to: str, action: str, actor: str, details: dict[str, str]
     ) -> CardView:
-        async with unit_of_work(self._pool) as uow:
-            card = await repo.card_of_person(uow, self._person_of(principal), lock=True)
-            if card is None:
-                raise NotFound("card_not_activated")
-            if card["status"] != allowed_from:
-                if card["status"] == to:
-                    return _view(card)  # a retried request: already done
-                raise Conflict(refusal, card_status=card["status"])
-            activated_at = await repo.set_status(uow, card["id"], to)
-            await audit.record(uow, principal.actor, action, f"card:{card['id']}", {"from": allowed_from, "to": to})
-            # Told at once: a loss the holder did not report is someone else holding their account.
-            await publish_event(
-                uow,
-                action,
-                card["person_id"],
-                {"card_masked": mask_account(card["card_number"])},
-                f"{action}:{card['id']}:{card['status_changed_at'].isoformat()}",
-            )
+        activated_at = await repo.set_status(uow, card["id"], to)
+        await audit.record(uow, actor, action, f"card:{card['id']}", {"from": card["status"], "to": to, **details})
+        # Told at once: a loss the holder did not report is someone else holding their account.
+        await publish_event(
+            uow,
+            action,
+            card["person_id"],
+            {"card_masked": mask_account(card["card_number"])},
+            f"{action}:{card['id']}:{card['status_changed_at'].isoformat()}",
+        )
         return replace(_view(card), status=to, activated_at=activated_at)
 
     async def report_loss(self, principal: Principal) -> CardView:
-        return await self._transition(principal, "active", "reported_lost", "card_not_active", "card.reported_lost")
+        """Report the card lost, and end every other sign-in of the person (their refresh tokens and QR
+        codes with them): the session of a stolen phone must not outlive the report. Reported again, the
+        sessions begun since end too."""
+        async with unit_of_work(self._pool) as uow:
+            card = await self._card_of(uow, principal, lock=True)
+            if card["status"] not in ("active", "reported_lost"):
+                raise Conflict("card_not_active", card_status=card["status"])
+            # Sessions before the audit rows: the audit chain's lock is taken last everywhere (a logout
+            # holds its session while it waits for that lock).
+            ended = await sessions.revoke_person_sessions(
+                uow, card["person_id"], principal.session_id, "card_reported_lost"
+            )
+            if card["status"] == "active":
+                view = await self._move(uow, card, "reported_lost", "card.reported_lost", principal.actor, {})
+            else:
+                view = _view(card)  # a retried request: already done
+            if ended:
+                await audit.record(
+                    uow,
+                    principal.actor,
+                    "auth.sessions_ended",
+                    f"person:{card['person_id']}",
+                    {"reason": "card_reported_lost", "sessions": ended},
+                )
+        return view
 
-    async def recover(self, principal: Principal) -> CardView:
-        return await self._transition(principal, "reported_lost", "active", "card_not_lost", "card.recovered")
+    @staticmethod
+    def _require_lost(card: asyncpg.Record | None) -> asyncpg.Record:
+        if card is None or card["status"] != "reported_lost":
+            raise Conflict("card_not_lost")
+        return card
+
+    @staticmethod
+    async def _recovery_proof(db: Db, card: asyncpg.Record) -> str:
+        """What proves the person is the one cancelling the report; 409 when nothing does yet. A new SMS
+        code alone would not: a stolen phone with its SIM receives it."""
+        proof = await repo.recovery_proof(db, card["person_id"], card["id"], card["status_changed_at"])
+        if proof is None:
+            raise Conflict("recovery_proof_required")
+        return proof
+
+    async def send_recovery_code(self, principal: Principal, locale: str, sms: SmsProvider) -> int:
+        """Send a code for cancelling the loss report to the person's registered phone, once a face check
+        passed since the report (or an operator vouched for them); its lifetime in seconds."""
+        card = self._require_lost(await self._card_of(self._pool, principal))
+        await self._recovery_proof(self._pool, card)
+        return await codes.issue(self._pool, self._settings, sms, card["phone"], codes.CARD_RECOVERY, locale)
+
+    async def recover(self, principal: Principal, code: str) -> CardView:
+        """Cancel the loss report with fresh proof: a recovery code sent since the report, and a face check
+        passed since it or an operator who vouched for the person since it."""
+        async with unit_of_work(self._pool) as uow:
+            card = await self._card_of(uow, principal, lock=True)
+            if card["status"] == "active":
+                return _view(card)  # a retried request: already done
+            proof = await self._recovery_proof(uow, self._require_lost(card))
+            await codes.redeem(
+                uow, self._settings, card["phone"], codes.CARD_RECOVERY, code, issued_after=card["status_changed_at"]
+            )
+            return await self._move(uow, card, "active", "card.recovered", principal.actor, {"proof": proof})
+
+    async def approve_recovery(self, operator: Principal, national_id: str, reason: str) -> RecoveryApproval:
+        """An operator who checked the person (at a service office, with their ID card) vouches for them in
+        place of a face check; the holder still cancels the report with a new code. Audited, with the reason."""
+        reason = reason.strip()
+        if len(reason) < REASON_MIN:
+            raise BadRequest("reason_required")
+        national_id = nid.normalise(national_id)
+        if nid.validate(national_id) is not None:
+            raise BadRequest("national_id_invalid")
+        async with unit_of_work(self._pool) as uow:
+            person = await repo.person_for_activation(uow, lookup_hash(self._settings.lookup_hash_key, national_id))
+            if person is None:
+                raise NotFound("person_not_found")
+            card = self._require_lost(await repo.card_of_person(uow, person["id"], lock=True))
+            approved_at = await repo.approve_recovery(uow, card["id"], operator.actor, reason)
+            await audit.record(
+                uow,
+                operator.actor,
+                "card.recovery_approved",
+                f"card:{card['id']}",
+                {"reason": reason, "masked_national_id": card["national_id_masked"], **operator.named},
+            )
+        return RecoveryApproval(_view(card), approved_at)
 
     async def mint_qr(self, principal: Principal, *, render_svg: bool = True) -> MintedQr:
         if principal.session_id is None or not principal.device_id:

@@ -15,7 +15,15 @@ import msgspec
 from app.cards import qr
 from app.services import Services
 from infra.config import Settings
-from tests.factories import bearer, concurrent_client, sample_person, sign_in, write_jsonl
+from tests.factories import (
+    bearer,
+    concurrent_client,
+    record_passed_check,
+    recover_card,
+    sample_person,
+    sign_in,
+    write_jsonl,
+)
 
 VERIFY = "/v1/terminal/qr/verify"
 
@@ -70,7 +78,7 @@ async def test_activation_is_idempotent_and_audited(
 
 
 async def test_loss_blocks_qr_at_once_and_recovery_restores(
-    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str]
+    client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any], terminal_headers: dict[str, str]
 ) -> None:
     headers = cardholder["headers"]
     outstanding = await _mint(client, headers)
@@ -88,9 +96,11 @@ async def test_loss_blocks_qr_at_once_and_recovery_restores(
     r = await client.post("/v1/card/qr", headers={**headers, "Accept-Language": "en"})
     assert r.json()["detail"] == "The card is reported lost and cannot be used."
     assert (await client.post("/v1/card/loss", headers=headers)).status_code == 200  # retry: already done
-    r = await client.post("/v1/card/recovery", headers=headers)
+    # Cancelling the report takes fresh proof (test_card_recovery.py): a face check since it, and a new code.
+    await record_passed_check(pool, cardholder["person"].phone)
+    r = await recover_card(client, pool, cardholder["person"].phone, headers)
     assert r.json()["status"] == "active"
-    assert (await client.post("/v1/card/recovery", headers=headers)).status_code == 200
+    assert (await client.post("/v1/card/recovery", json={"code": "000000"}, headers=headers)).status_code == 200
     token = await _mint(client, headers)
     assert (await client.post(VERIFY, json={"token": token}, headers=terminal_headers)).status_code == 200
 
