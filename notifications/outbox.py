@@ -20,8 +20,8 @@ from notifications.templates import KINDS, URGENT
 
 ANNOUNCE_RUN_JOB = "notifications.announce_run"
 
-# The sign-in code is sent at once and never stored; scans and runs write their notices set-based.
-_EVENT_NOTICES = frozenset(KINDS) - {"sign_in.code"}
+# One-time codes are sent at once and never stored; scans and runs write their notices set-based.
+_EVENT_NOTICES = frozenset(KINDS) - {"sign_in.code", "card_recovery.code"}
 
 
 async def publish_event(

@@ -241,18 +241,25 @@ async def record(
 # -- devices -----------------------------------------------------------------------------------
 
 REGISTER_DEVICE_SQL = """
-    INSERT INTO devices (person_id, push_token, platform, locale, app_version)
-    VALUES ($1, $2, $3, $4, $5)
+    INSERT INTO devices (person_id, push_token, platform, locale, app_version, session_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (push_token) DO UPDATE
     SET person_id = excluded.person_id, platform = excluded.platform, locale = excluded.locale,
-        app_version = excluded.app_version, registered_at = now(), deactivated_at = NULL, deactivated_reason = NULL
+        app_version = excluded.app_version, session_id = excluded.session_id, registered_at = now(),
+        deactivated_at = NULL, deactivated_reason = NULL
     RETURNING id, platform, locale, app_version, registered_at"""
 
 
 async def register_device(
-    uow: UnitOfWork, person_id: uuid.UUID, token: str, platform: str, locale: str, app_version: str
+    uow: UnitOfWork,
+    person_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    token: str,
+    platform: str,
+    locale: str,
+    app_version: str,
 ) -> asyncpg.Record:
-    row = await uow.fetchrow(REGISTER_DEVICE_SQL, person_id, token, platform, locale, app_version)
+    row = await uow.fetchrow(REGISTER_DEVICE_SQL, person_id, token, platform, locale, app_version, session_id)
     assert row is not None
     return row
 
@@ -266,6 +273,17 @@ async def deactivate_surplus_devices(uow: UnitOfWork, person_id: uuid.UUID, keep
                             ORDER BY registered_at DESC LIMIT $2)""",
         person_id,
         keep,
+    )
+
+
+async def retire_for_sessions(uow: UnitOfWork, session_ids: list[uuid.UUID], reason: str) -> None:
+    """The phones registered under sessions that ended (a logout, a loss report, a stolen refresh token)
+    get no more pushes: the person's notices must not reach a phone that is no longer theirs."""
+    await uow.execute(
+        """UPDATE devices SET deactivated_at = now(), deactivated_reason = $2
+           WHERE session_id = ANY($1::uuid[]) AND deactivated_at IS NULL""",
+        session_ids,
+        reason,
     )
 
 

@@ -29,10 +29,17 @@ class NotificationService:
 
     # -- devices -----------------------------------------------------------------------------
     async def register_device(
-        self, person_id: uuid.UUID, token: str, platform: str, locale: str, app_version: str
+        self,
+        person_id: uuid.UUID,
+        session_id: uuid.UUID | None,
+        token: str,
+        platform: str,
+        locale: str,
+        app_version: str,
     ) -> asyncpg.Record:
+        """Push goes to the phone while the sign-in that registered it lasts."""
         async with unit_of_work(self._pool) as uow:
-            device = await repo.register_device(uow, person_id, token, platform, locale, app_version)
+            device = await repo.register_device(uow, person_id, session_id, token, platform, locale, app_version)
             await repo.deactivate_surplus_devices(uow, person_id, ACTIVE_DEVICES)
         return device
 

@@ -36,6 +36,17 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
             "Your sign-in code is {code}. It expires in {minutes}. Never share it with anyone.",
         ),
     },
+    "card_recovery.code": {
+        "zh-CN": (
+            "解除挂失验证码",
+            "您正在解除社保卡挂失，验证码为{code}，{minutes}分钟内有效。如非本人操作，请勿告诉他人并致电12333。",
+        ),
+        "en": (
+            "Your code to cancel the loss report",
+            "Your code to cancel the loss report on your social security card is {code}. It expires in "
+            "{minutes}. If you did not ask for it, share it with no one and call 12333.",
+        ),
+    },
     "certification.due": {
         "zh-CN": (
             "请及时完成资格认证",
@@ -252,7 +263,7 @@ _COMMON: dict[str, tuple[str, Callable[[Any, str], str]]] = {
 }
 
 
-def _sign_in(p: Mapping[str, Any], locale: str) -> dict[str, str]:
+def _code_lifetime(p: Mapping[str, Any], locale: str) -> dict[str, str]:
     minutes = int(p["minutes"])
     return {"minutes": _say(locale, str(minutes), _english_count(minutes, "minute"))}
 
@@ -286,7 +297,8 @@ def _restored(p: Mapping[str, Any], locale: str) -> dict[str, str]:
 
 # Only the fields a kind words differently from everywhere else.
 _SPECIAL: dict[str, Callable[[Mapping[str, Any], str], dict[str, str]]] = {
-    "sign_in.code": _sign_in,
+    "sign_in.code": _code_lifetime,
+    "card_recovery.code": _code_lifetime,
     "certification.due": _due,
     "payment.will_be_withheld": _reason,
     "payment.withheld": _reason,

@@ -62,9 +62,9 @@ async def issue(pool: asyncpg.Pool, settings: Settings, sms: SmsProvider, phone:
             code_hash = tokens.otp_hash(settings.lookup_hash_key, phone, code)
             expires_at = now + timedelta(seconds=settings.otp_ttl_s)
             await repo.insert_code(uow, phone, purpose, client, code_hash, expires_at)
-            # The SMS templates (notifications.templates) have no wording of their own for a recovery code:
-            # it goes with the sign-in one, which says never to share it.
-            text = sms_text("sign_in.code", locale, {"code": code, "minutes": settings.otp_ttl_s // 60})
+            # Each purpose has its own wording: a person asked for a recovery code they did not want
+            # learns from the text what it would do.
+            text = sms_text(f"{purpose}.code", locale, {"code": code, "minutes": settings.otp_ttl_s // 60})
             await sms.send(uow, phone, text)
     except Exception:
         await repo.give_back_to_hourly_total(pool, hour)

@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from infra.db import Db, UnitOfWork
+from notifications import repository as devices
 
 
 async def lock_phone(uow: UnitOfWork, phone: str) -> None:
@@ -175,21 +176,25 @@ async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) ->
         session_id,
         reason,
     )
+    await devices.retire_for_sessions(uow, [session_id], reason)
 
 
 async def revoke_person_sessions(uow: UnitOfWork, person_id: uuid.UUID, keep: uuid.UUID | None, reason: str) -> int:
     """End every sign-in of the person's account but `keep`; how many ended. Their refresh tokens end with
-    them (a refresh needs its session), and so do the QR codes they minted."""
-    status = await uow.execute(
+    them (a refresh needs its session), so do the QR codes they minted, and the phones they registered
+    for push stop getting the person's notices."""
+    rows = await uow.fetch(
         """UPDATE sessions s SET revoked_at = now(), revoke_reason = $3
            FROM accounts a
            WHERE a.person_id = $1 AND s.principal_kind = 'account' AND s.principal_id = a.id
-             AND s.id IS DISTINCT FROM $2 AND s.revoked_at IS NULL""",
+             AND s.id IS DISTINCT FROM $2 AND s.revoked_at IS NULL
+           RETURNING s.id""",
         person_id,
         keep,
         reason,
     )
-    return int(status.split()[-1])
+    await devices.retire_for_sessions(uow, [r["id"] for r in rows], reason)
+    return len(rows)
 
 
 async def operator_by_username(uow: UnitOfWork, username: str) -> asyncpg.Record | None:

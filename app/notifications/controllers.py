@@ -32,7 +32,12 @@ class DeviceController(Controller):
         self, data: s.DeviceRegistration, request: Request[Principal, Any, Any], services: Services
     ) -> s.Device:
         row = await services.notifications.register_device(
-            request.user.linked_person, data.push_token, data.platform, data.locale, data.app_version
+            request.user.linked_person,
+            request.user.session_id,
+            data.push_token,
+            data.platform,
+            data.locale,
+            data.app_version,
         )
         return to_schema(s.Device, row)
 

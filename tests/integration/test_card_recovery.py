@@ -58,6 +58,33 @@ async def test_a_loss_report_ends_every_other_session_of_the_person(
     assert await pool.fetchval("SELECT count(*) FROM sessions WHERE revoke_reason = 'card_reported_lost'") == 1
 
 
+async def test_the_stolen_phone_gets_no_more_pushes_and_a_signed_out_one_neither(
+    client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any]
+) -> None:
+    async def register(headers: dict[str, str], token: str) -> str:
+        body = {"push_token": token, "platform": "android", "app_version": "3.2.1"}
+        r = await client.post("/v1/devices", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def state(device: str) -> Any:
+        return pool.fetchval("SELECT deactivated_reason FROM devices WHERE id = $1::uuid", device)
+
+    stolen = await register(cardholder["headers"], "fcm-stolen")
+    owner_headers = await _new_phone(client, pool, cardholder)
+    owner = await register(owner_headers, "fcm-owner")
+    assert (await client.post(LOSS, headers=owner_headers)).status_code == 200
+    # Notices about the loss (and the person's money) must not reach the thief's handset.
+    assert (await state(stolen), await state(owner)) == ("card_reported_lost", None)
+
+    assert (await client.post("/v1/auth/logout", headers=owner_headers)).status_code == 204
+    assert await state(owner) == "logout"
+    # Signed in again, the phone registers again and gets pushes again.
+    again = await _new_phone(client, pool, cardholder)
+    assert await register(again, "fcm-owner") == owner
+    assert await state(owner) is None
+
+
 async def test_the_stolen_phone_signed_in_again_cannot_cancel_the_report(
     client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any]
 ) -> None:
@@ -93,6 +120,8 @@ async def test_recovery_takes_a_new_code_and_a_face_check_passed_since_the_loss(
     r = await client.post(RECOVERY_CODE, headers=headers)
     assert (r.status_code, r.json()) == (202, {"expires_in": 300})
     code = await last_code(pool, phone)
+    sms = await pool.fetchval("SELECT body FROM dev_sms_messages WHERE phone = $1 ORDER BY id DESC LIMIT 1", phone)
+    assert "解除社保卡挂失" in sms  # it says what the code would do
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     r = await client.post(RECOVERY, json={"code": wrong}, headers=headers)
     assert (r.status_code, problem_code(r)) == (400, "otp_invalid")

@@ -43,7 +43,7 @@ async def dispatcher(fcm_settings: Settings, services: Services) -> AsyncIterato
 
 
 async def device(services: Services, person: Pensioner, token: str, locale: str = "zh-CN") -> uuid.UUID:
-    row = await services.notifications.register_device(person.id, token, "android", locale, "3.2.1")
+    row = await services.notifications.register_device(person.id, None, token, "android", locale, "3.2.1")
     device_id: uuid.UUID = row["id"]
     return device_id
 

@@ -27,6 +27,7 @@ CARD = "1000****0001"
 
 SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "sign_in.code": {"code": "482913", "minutes": 5},
+    "card_recovery.code": {"code": "482913", "minutes": 5},
     "certification.due": {"due_date": "2026-12-15", "days_left": 7, "stage": 7},
     "certification.passed": {"eligible_until": "2027-12-15"},
     "certification.failed": {},
