@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -32,7 +31,9 @@ from infra.config import (
     load_settings,
     settings_env,
 )
+from infra.embedded import StartFailed
 from infra.logging import configure_logging, logging_dictconfig
+from infra.supervise import Part
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
@@ -62,18 +63,43 @@ def with_services(
 
 # -- running the system ------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start the embedded services (unless external ones are configured), migrate, run everything."""
-    from infra.embedded import exit_on_sigterm, provision, running_postgres, running_seaweedfs
+    """Start the embedded services (unless external ones are configured), migrate, run everything, and
+    keep every part running (infra.supervise) until Ctrl-C or SIGTERM."""
+    from infra.embedded import (
+        exit_on_sigterm,
+        postgres_running,
+        provision,
+        running_postgres,
+        running_seaweedfs,
+        start_postgres,
+    )
     from infra.migrate import migrate
+    from infra.supervise import supervise
 
     var_dir = Path(os.environ.get("VAR_DIR", "var")).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     exit_on_sigterm()
+    parts: list[Part] = []
     with contextlib.ExitStack() as services:
         if "DATABASE_URL" not in os.environ:
             postgres = services.enter_context(running_postgres(var_dir / "postgres"))
             asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, APP_DATABASE))
             log.info("embedded PostgreSQL ready", extra={"socket_dir": str(postgres.socket_dir)})
+            # Stopped by running_postgres; down for a few seconds (an operator's restart) is left alone.
+            pgdata = postgres.pgdata
+
+            def start_again() -> None:
+                start_postgres(pgdata)
+
+            parts.append(
+                Part(
+                    "postgres",
+                    alive=lambda: postgres_running(pgdata),
+                    start=start_again,
+                    stop=lambda: None,
+                    grace_s=10.0,
+                )
+            )
         if "S3_ENDPOINT_URL" not in os.environ:
             secrets = dev_secrets(var_dir)
             s3 = services.enter_context(
@@ -86,54 +112,42 @@ def cmd_up(args: argparse.Namespace) -> int:
                 )
             )
             log.info("embedded S3 server ready", extra={"endpoint": s3.endpoint_url})
+            parts.append(Part("s3", alive=lambda: s3.process.poll() is None, start=s3.restart, stop=lambda: None))
         settings = load_settings()
         applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
         log.info("database migrated", extra={"applied": applied})
         env = {**os.environ, **settings_env(settings)}
-        children = {
-            name: subprocess.Popen([sys.executable, "-m", "app.cli", name], env=env)
-            for name in ("serve", "worker", "scheduler")
-        }
-        log.info(
-            "socialcard is up",
-            extra={
-                "api": f"http://{settings.api_host}:{settings.api_port}",
-                "pids": {k: p.pid for k, p in children.items()},
-            },
-        )
-        status = _supervise(children)
+        parts += [_child(name, env) for name in ("serve", "worker", "scheduler")]
+        log.info("socialcard is up", extra={"api": f"http://{settings.api_host}:{settings.api_port}"})
+        status = supervise(parts)
     log.info("socialcard is down")
     return status
 
 
-def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
-    stopping = False
+def _child(name: str, env: dict[str, str]) -> Part:
+    """`socialcard <name>` as a supervised child process."""
+    process: subprocess.Popen[bytes] | None = None
 
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def start() -> None:
+        nonlocal process
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", name], env=env)
+        log.info("part started", extra={"part": name, "pid": process.pid})
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    status = 0
-    while not stopping:
-        for name, child in children.items():
-            if child.poll() is not None:
-                log.error(
-                    "a part of the system stopped; stopping the rest", extra={"part": name, "exit": child.returncode}
-                )
-                stopping, status = True, 1
-        time.sleep(0.2)
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    for child in children.values():
+    def stop() -> None:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+
+    def wait(seconds: float) -> None:
+        if process is None:
+            return
         try:
-            child.wait(max(0.1, deadline - time.monotonic()))
+            process.wait(seconds)
         except subprocess.TimeoutExpired:
-            child.kill()
-    return status
+            process.kill()
+            process.wait()
+
+    start()
+    return Part(name, alive=lambda: process is not None and process.poll() is None, start=start, stop=stop, wait=wait)
 
 
 def served_app() -> ASGIApp:
@@ -383,12 +397,27 @@ async def cmd_notify_remind(args: argparse.Namespace, services: Services) -> int
 async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
     from infra import audit
 
-    count, found = await audit.verify(services.pool)
-    if found is None:
-        print(f"audit chain intact: {count} row(s) verified")
-        return 0
-    print(f"audit chain broken at row {found.row_id}: {found.reason}")
-    return 1
+    settings = services.settings
+    result = await audit.verify_with_anchors(
+        services.pool, services.storage, settings.audit_chain_key, args.anchors if args.anchors > 0 else None
+    )
+    if result.broken is not None:
+        print(f"audit chain broken at row {result.broken.row_id}: {result.broken.reason}")
+    for finding in result.findings:
+        print(f"audit log tampered: {finding}")
+    if result.anchors:
+        top = result.anchors[0]
+        print(
+            f"compared with {len(result.anchors)} anchor(s), the highest of row {top.last_id} at {top.at:%Y-%m-%d %H:%M}"
+        )
+    elif not result.findings:
+        # Not tampering in itself (a new log, the job not run yet), but the tail is unprotected until it is.
+        print(f"no anchors in s3://{settings.s3_bucket}/{audit.ANCHOR_PREFIX} yet: the tail is not protected")
+    if not result.intact:
+        return 1
+    legacy = f" ({result.legacy_rows} written before the chain was keyed)" if result.legacy_rows else ""
+    print(f"audit chain intact: {result.rows} row(s) verified{legacy}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -464,9 +493,19 @@ def parser() -> argparse.ArgumentParser:
     remind.set_defaults(func=cmd_notify_remind)
 
     aud = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    aud.add_parser("verify", help="recompute the hash chain and name the first broken row").set_defaults(
-        func=cmd_audit_verify
+    from infra.audit import DEFAULT_ANCHORS_CHECKED
+
+    verify = aud.add_parser(
+        "verify", help="recompute the keyed hash chain, compare it with the signed anchors, name what was tampered"
     )
+    verify.add_argument(
+        "--anchors",
+        type=int,
+        default=DEFAULT_ANCHORS_CHECKED,
+        metavar="N",
+        help="compare with the N highest anchors (0: every anchor; default %(default)s)",
+    )
+    verify.set_defaults(func=cmd_audit_verify)
     return p
 
 
@@ -480,6 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"socialcard: {exc}", file=sys.stderr)
         return 2
+    except StartFailed as exc:
+        # What was started is stopped again; the message says where to look, a traceback would not.
+        log.error("could not start", extra={"error": str(exc)})
+        return 1
 
 
 if __name__ == "__main__":

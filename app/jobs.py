@@ -12,7 +12,7 @@ from pgqueuer.models import Job
 
 from app.certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB
 from app.services import open_services
-from infra import jobs
+from infra import audit, jobs
 from infra.config import Settings
 from liveness.analyser import FaceAnalyser
 from liveness.worker import FaceJobs
@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 
 SCHEDULES: dict[str, str] = {
     jobs.PURGE_EXPIRED: "*/10 * * * *",
-    PURGE_MEDIA_JOB: "17 3 * * *",  # raw selfies past their retention period, nightly
+    PURGE_MEDIA_JOB: "17 3 * * *",  # raw selfies past their retention period, and orphans, nightly
     REMIND_JOB: "0 1 * * *",  # 09:00 in China
+    # The audit chain's head, signed into the object store: rows younger than this can still be cut
+    # from the tail unnoticed, so the interval is that window (a count(*) of the log is its cost).
+    audit.ANCHOR_JOB: "*/10 * * * *",
     # A dispatcher polls for a minute's window, then the next tick starts the next one.
     **{DISPATCH_JOBS[channel]: "* * * * *" for channel in CHANNELS},
 }
@@ -59,16 +62,29 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             await face.enroll(uuid.UUID(person_id), photo_key)
 
         async def purge_media(job: Job) -> None:
-            log.info("certification media purged", extra={"checks": await services.certification.purge_media()})
+            checks = await services.certification.purge_media()
+            # Then what no check names (uploads cut short, frames of broken analyses), past a grace.
+            orphans = await services.certification.sweep_orphan_media()
+            log.info("certification media purged", extra={"checks": checks, "orphans": orphans})
 
         async def disburse(job: Job) -> None:
-            await services.disbursements.process(_uuid_of(job))
+            run_id = _uuid_of(job)
+            try:
+                await services.disbursements.process(run_id)
+            except Exception as exc:
+                gave_up = jobs.next_try(job, exc) is None
+                await services.disbursements.note_problem(run_id, f"{type(exc).__name__}: {exc}", gave_up=gave_up)
+                raise
 
         async def announce_run(job: Job) -> None:
             await services.notifications.announce_run(_uuid_of(job))
 
         async def remind(job: Job) -> None:
             await services.notifications.remind()
+
+        async def anchor_audit(job: Job) -> None:
+            anchor = await audit.write_anchor(services.pool, services.storage, settings.audit_chain_key)
+            log.info("audit chain anchored", extra={"row": anchor.last_id if anchor else None})
 
         def dispatch(channel: Channel) -> jobs.Handler:
             async def handler(job: Job) -> None:
@@ -84,6 +100,7 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             DISBURSE_JOB: disburse,
             ANNOUNCE_RUN_JOB: announce_run,
             REMIND_JOB: remind,
+            audit.ANCHOR_JOB: anchor_audit,
             **{DISPATCH_JOBS[channel]: dispatch(channel) for channel in CHANNELS},
         }
         await jobs.run_worker(settings, handlers, drain=drain, stopping=stopping)

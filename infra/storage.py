@@ -6,6 +6,8 @@ boto3 is blocking; async callers go through ``asyncio.to_thread``. Objects are p
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -16,6 +18,12 @@ from infra.config import Settings
 
 if TYPE_CHECKING:
     from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    last_modified: datetime  # when the object was last written, by the object store's clock
 
 
 class StorageError(Exception):
@@ -64,6 +72,20 @@ class ObjectStorage:
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
+    def keys(self, prefix: str, limit: int | None = None) -> list[str]:
+        """The keys under `prefix` in S3's ascending order, the first `limit` of them (None: all)."""
+        found: list[str] = []
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while limit is None or len(found) < limit:
+            if limit is not None:
+                params["MaxKeys"] = min(1000, limit - len(found))
+            page = self._client.list_objects_v2(**params)
+            found += [item["Key"] for item in page.get("Contents", []) if "Key" in item]
+            if not page.get("IsTruncated"):
+                break
+            params["ContinuationToken"] = page["NextContinuationToken"]
+        return found
+
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # the S3 limit per DeleteObjects call
             batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys[start : start + 1000]]
@@ -74,6 +96,21 @@ class ObjectStorage:
                 raise StorageError(
                     f"{len(errors)} objects not deleted, e.g. {errors[0].get('Key')}: {errors[0].get('Code')}"
                 )
+
+    def listed(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> tuple[list[StoredObject], bool]:
+        """Up to `limit` (at most 1,000) objects under `prefix` in key order, after the key
+        `start_after`, with when each was last written; and whether more follow. Objects deleted
+        between two calls never disturb the next page, which starts after a key, not a token."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": limit}
+        if start_after is not None:
+            params["StartAfter"] = start_after
+        page = self._client.list_objects_v2(**params)
+        found = [
+            StoredObject(item["Key"], item["LastModified"])
+            for item in page.get("Contents", [])
+            if "Key" in item and "LastModified" in item
+        ]
+        return found, bool(page.get("IsTruncated")) and bool(found)
 
     def presigned_get(self, key: str, expires_s: int) -> str:
         url: str = self._client.generate_presigned_url(

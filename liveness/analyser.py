@@ -5,7 +5,11 @@ worker down with it."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -15,13 +19,25 @@ from typing import TypeVar
 from liveness.model import Action, Analysis, EarlierSubmission, Embedding, Enrollment, Media, Thresholds
 
 T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class AnalyserCrashed(Exception):
     """The analysing process died (killed, out of memory, or a crash in native code)."""
 
 
-def _warm_up() -> None:
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies, however it dies (SIGKILL, OOM): an
+    orphaned analyser holds a quarter of a gigabyte and a selfie for nobody. Linux only (prctl);
+    elsewhere the child still ends once the parent's pipe closes, at its next task."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _start_child(parent: int) -> None:
+    _die_with(parent)
     import liveness.pipeline  # noqa: F401  -- loads dlib's models once per child, not per check
 
 
@@ -55,7 +71,8 @@ class FaceAnalyser:
             self._executor = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_warm_up,
+                initializer=_start_child,
+                initargs=(os.getpid(),),
                 max_tasks_per_child=self._per_process,
             )
         return self._executor

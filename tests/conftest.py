@@ -74,7 +74,7 @@ def embedded() -> Iterator[Embedded]:
     access, secret = "test-" + secrets.token_hex(4), secrets.token_urlsafe(18)
     keys = {
         name: base64.b64encode(secrets.token_bytes(32)).decode()
-        for name in ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
+        for name in ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY", "AUDIT_CHAIN_KEY")
     }
     try:
         with (

@@ -112,7 +112,12 @@ class PaymentController(Controller):
 
 
 def _run(row: asyncpg.Record) -> s.Disbursement:
-    return to_schema(s.Disbursement, row, period=_month(row["period"]))
+    problem = (
+        s.RunProblem(message=row["problem"], at=row["problem_at"], retrying=not row["gave_up"])
+        if row["problem"] is not None
+        else None
+    )
+    return to_schema(s.Disbursement, row, period=_month(row["period"]), problem=problem)
 
 
 class DisbursementController(Controller):

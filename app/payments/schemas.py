@@ -16,6 +16,12 @@ class DisbursementRequest(Body):
     period: Period
 
 
+class RunProblem(Body):
+    message: Annotated[str, msgspec.Meta(description="What stopped the run, for administrators")]
+    at: datetime
+    retrying: Annotated[bool, msgspec.Meta(description="The worker tries again by itself; false: it gave up")]
+
+
 class Disbursement(Body):
     id: uuid.UUID
     period: str
@@ -34,6 +40,7 @@ class Disbursement(Body):
     back_pay_fen: int
     returned_count: int
     returned_fen: int
+    problem: RunProblem | None = None
 
 
 class LineProblem(Body):

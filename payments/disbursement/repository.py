@@ -38,7 +38,7 @@ START_RUN_SQL = f"""
     RETURNING id"""
 
 _RUN_COLUMNS = """r.id, r.period, r.pay_date, r.state, r.entitlements, r.processed, r.requested_by,
-                  r.started_at, r.completed_at"""
+                  r.started_at, r.completed_at, r.problem, r.problem_at, r.gave_up"""
 
 
 async def start_run(db: Db, period: date, pay_on: date, actor: str) -> tuple[uuid.UUID, bool]:
@@ -118,13 +118,24 @@ async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> int:
     await uow.execute(
         """UPDATE disbursement_runs SET resume_after = coalesce($2, resume_after), processed = processed + $3,
                state = CASE WHEN $3 = 0 THEN 'completed' ELSE state END,
-               completed_at = CASE WHEN $3 = 0 THEN now() END
+               completed_at = CASE WHEN $3 = 0 THEN now() END,
+               problem = NULL, problem_at = NULL, gave_up = false
            WHERE id = $1""",
         run["id"],
         done["last_person"],
         scanned,
     )
     return scanned
+
+
+async def note_problem(db: Db, run_id: uuid.UUID, problem: str, gave_up: bool) -> None:
+    await db.execute(
+        """UPDATE disbursement_runs SET problem = $2, problem_at = now(), gave_up = $3
+           WHERE id = $1 AND state = 'running'""",
+        run_id,
+        problem,
+        gave_up,
+    )
 
 
 async def recent_runs(db: Db, limit: int) -> list[asyncpg.Record]:

@@ -90,6 +90,18 @@ class DisbursementService:
             if on_batch is not None and scanned:
                 await on_batch(scanned)
 
+    async def note_problem(self, run_id: uuid.UUID, problem: str, *, gave_up: bool) -> None:
+        """Show administrators why the run is not moving (on the run), and whether it is still being tried.
+        Best effort: the failure may be the database itself, and then the log line is all there is."""
+        level = logging.ERROR if gave_up else logging.WARNING
+        log.log(
+            level, "disbursement run stalled", extra={"run_id": str(run_id), "problem": problem, "gave_up": gave_up}
+        )
+        try:
+            await repo.note_problem(self._pool, run_id, problem[:500], gave_up)
+        except Exception:
+            log.warning("could not record the run's problem", extra={"run_id": str(run_id)}, exc_info=True)
+
     async def _completed(self, uow: UnitOfWork, run_id: uuid.UUID) -> None:
         totals = await repo.run_view(uow, run_id)
         assert totals is not None

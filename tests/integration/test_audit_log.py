@@ -1,17 +1,28 @@
-"""The audit chain: tampering directly in SQL is found by `socialcard audit verify`."""
+"""The audit chain: tampering directly in SQL, even by the database owner who recomputes hashes, is
+found by `socialcard audit verify` with the chain key and the signed anchors in the object store."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.queries import Queries
 
+from app.jobs import SCHEDULES, run_worker
+from app.services import Services
 from infra import audit
-from infra.config import Settings
-from infra.db import unit_of_work
+from infra.config import APP_ROLE, Settings
+from infra.db import create_pool, unit_of_work
+from infra.jobs import enqueue_once
+from infra.migrate import migrate, migration_files
+from infra.storage import ObjectStorage
+from tests.conftest import Embedded
 from tests.factories import run_cli
 
 
@@ -79,7 +90,7 @@ async def test_inserted_row_is_found(chain: list[int], settings: Settings, capsy
             entry.subject,
             "{}",
             audit.GENESIS,
-            audit.chain_hash(audit.GENESIS, entry),
+            audit.legacy_chain_hash(audit.GENESIS, entry),
         )
     finally:
         await conn.close()
@@ -104,3 +115,243 @@ async def test_even_the_owner_is_stopped_by_the_trigger(chain: list[int], settin
             await conn.execute("DELETE FROM audit_log WHERE id = $1", chain[0])
     finally:
         await conn.close()
+
+
+# -- the owner's tampering the plain chain missed: a cut tail, truncation, a rebuild ----------------
+async def _anchor(services: Services) -> audit.Anchor:
+    anchor = await audit.write_anchor(services.pool, services.storage, services.settings.audit_chain_key)
+    assert anchor is not None
+    return anchor
+
+
+async def _rebuild_from(conn: asyncpg.Connection, first_id: int) -> None:
+    """Recompute every hash from `first_id` on with plain SHA-256, as the database owner can."""
+    rows = await conn.fetch("SELECT id, at, actor, action, subject, details::text, hash FROM audit_log ORDER BY id")
+    prev = audit.GENESIS
+    for r in rows:
+        if r["id"] < first_id:
+            prev = r["hash"]
+            continue
+        entry = audit.AuditEntry(r["at"], r["actor"], r["action"], r["subject"], json.loads(r["details"]))
+        digest = hashlib.sha256(prev + audit.canonical(entry)).digest()
+        await conn.execute("UPDATE audit_log SET prev_hash = $2, hash = $3 WHERE id = $1", r["id"], prev, digest)
+        prev = digest
+
+
+async def test_intact_chain_agrees_with_its_anchor(
+    chain: list[int], services: Services, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _anchor(services)
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 0, out
+    assert f"compared with 1 anchor(s), the highest of row {chain[-1]}" in out
+    assert "audit chain intact: 5 row(s)" in out
+
+
+async def test_rows_deleted_from_the_tail_are_found(
+    chain: list[int], services: Services, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _anchor(services)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("DELETE FROM audit_log WHERE id >= $1", chain[3])
+    finally:
+        await conn.close()
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 1, out
+    assert f"the log ends at row {chain[2]} (3 row(s)), but the anchor of" in out
+    assert f"recorded 5 row(s) up to row {chain[4]}" in out
+
+
+async def test_a_truncated_log_is_found(
+    chain: list[int], services: Services, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _anchor(services)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("TRUNCATE audit_log")
+    finally:
+        await conn.close()
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 1, out
+    assert "rows deleted from the tail or the table truncated: the log is empty (0 row(s))" in out
+    assert f"up to row {chain[4]}" in out
+
+
+@pytest.mark.parametrize("anchored", [False, True], ids=["key-alone", "anchored"])
+async def test_an_edit_with_every_later_hash_recomputed_is_found(
+    chain: list[int],
+    services: Services,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    anchored: bool,
+) -> None:
+    if anchored:
+        await _anchor(services)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("""UPDATE audit_log SET details = '{"n": 99}' WHERE id = $1""", chain[2])
+        await _rebuild_from(conn, chain[2])
+    finally:
+        await conn.close()
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 1, out
+    assert f"audit chain broken at row {chain[2]}: its content does not match its keyed hash" in out
+    if anchored:
+        assert f"row {chain[4]} has a different hash from the one anchored at" in out
+
+
+async def test_a_rebuild_in_the_unkeyed_form_past_a_moved_boundary_is_found(
+    chain: list[int], services: Services, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The owner who knows the scheme raises keyed_from past the head and rebuilds everything in the
+    plain form: the chain checks out, the anchor does not."""
+    await _anchor(services)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("UPDATE audit_chain SET keyed_from = 1000000")
+        await conn.execute("""UPDATE audit_log SET details = '{"n": 99}' WHERE id = $1""", chain[1])
+        await _rebuild_from(conn, chain[0])
+    finally:
+        await conn.close()
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 1, out
+    assert "audit chain broken" not in out  # consistent on its own
+    assert "keyed from id 1000000" in out
+    assert "the boundary was moved" in out
+    assert f"row {chain[4]} has a different hash" in out
+
+
+async def test_an_anchor_not_signed_with_the_key_is_reported(
+    chain: list[int], services: Services, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _anchor(services)
+    forged = audit.Anchor(3, b"\x01" * 32, 3, 1, datetime.now(UTC))
+    services.storage.put_bytes(audit.anchor_name(forged), audit.seal_anchor(bytes(32), forged), "application/json")
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 1, out
+    assert f"anchor {audit.anchor_name(forged)}: its signature does not match" in out
+
+
+async def test_the_boundary_row_is_fixed_even_for_the_owner(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.migration_database_url)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="fixed at migration"):
+            await conn.execute("UPDATE audit_chain SET keyed_from = 5")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE audit_chain")
+    finally:
+        await conn.close()
+
+
+# -- the anchor job -------------------------------------------------------------------------------
+async def _run_anchor_job(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await enqueue_once(Queries(AsyncpgDriver(conn)), audit.ANCHOR_JOB)
+    finally:
+        await conn.close()
+    await asyncio.wait_for(run_worker(settings, drain=True), timeout=120)
+
+
+async def test_the_scheduled_job_signs_the_head_into_the_object_store(
+    chain: list[int], services: Services, settings: Settings
+) -> None:
+    assert audit.ANCHOR_JOB in SCHEDULES
+    key = settings.audit_chain_key
+    await _run_anchor_job(settings)
+    (name,) = services.storage.keys(audit.ANCHOR_PREFIX)
+    anchor = audit.open_anchor(key, services.storage.get_bytes(name))
+    head = await services.pool.fetchrow("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+    assert (anchor.last_id, anchor.hash, anchor.count) == (chain[-1], head["hash"], 5)
+    assert anchor.keyed_from == await audit.keyed_from(services.pool)
+    assert name == audit.anchor_name(anchor)
+
+    await _run_anchor_job(settings)  # nothing written since: no second copy of the same head
+    assert services.storage.keys(audit.ANCHOR_PREFIX) == [name]
+
+    async with unit_of_work(services.pool) as uow:
+        await audit.record(uow, "system:test", "test.event", "thing:5", {})
+    await _run_anchor_job(settings)
+    names = services.storage.keys(audit.ANCHOR_PREFIX)
+    assert len(names) == 2
+    assert names[1] == name  # the newest head lists first
+    assert audit.open_anchor(key, services.storage.get_bytes(names[0])).count == 6
+
+
+# -- rows written before the key ----------------------------------------------------------------
+async def test_rows_written_before_the_key_still_verify(embedded: Embedded, settings: Settings) -> None:
+    """A log migrated with rows in the plain form: they verify as such, and rows after them are keyed."""
+    admin = await asyncpg.connect(embedded.postgres.url("postgres", "postgres"))
+    await admin.execute('DROP DATABASE IF EXISTS "audit_before_key" WITH (FORCE)')
+    await admin.execute('CREATE DATABASE "audit_before_key"')
+    url = embedded.postgres.url("postgres", "audit_before_key")
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            await _apply_migrations_before(conn, "0009_audit_chain_key.sql")
+            prev = audit.GENESIS
+            for i in range(3):  # the way rows were written before 0009
+                entry = audit.AuditEntry(datetime.now(UTC), "system:old", "old.event", f"thing:{i}", {"i": i})
+                digest = audit.legacy_chain_hash(prev, entry)
+                await conn.execute(
+                    """INSERT INTO audit_log (at, actor, action, subject, details, prev_hash, hash)
+                       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)""",
+                    entry.at,
+                    entry.actor,
+                    entry.action,
+                    entry.subject,
+                    f'{{"i": {i}}}',
+                    prev,
+                    digest,
+                )
+                prev = digest
+        finally:
+            await conn.close()
+        await migrate(url, APP_ROLE)
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            assert await audit.keyed_from(pool) == 4
+            audit.use_key(settings.audit_chain_key)
+            for i in range(2):
+                async with unit_of_work(pool) as uow:
+                    await audit.record(uow, "system:new", "new.event", f"thing:{i}", {})
+            storage = ObjectStorage(settings)
+            result = await audit.verify_with_anchors(pool, storage, settings.audit_chain_key)
+            assert result.intact, result
+            assert (result.rows, result.legacy_rows, result.keyed_from) == (5, 3, 4)
+            # The legacy rows are covered by the keyed row after them: rewriting them breaks it.
+            owner = await asyncpg.connect(url)
+            try:
+                await owner.execute("SET session_replication_role = replica")
+                await owner.execute("""UPDATE audit_log SET details = '{"i": 7}' WHERE id = 2""")
+                await _rebuild_from(owner, 2)
+            finally:
+                await owner.close()
+            result = await audit.verify_with_anchors(pool, storage, settings.audit_chain_key)
+            assert result.broken == audit.ChainBreak(
+                4, "its content does not match its keyed hash (edited, or rehashed without the chain key)"
+            )
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute('DROP DATABASE IF EXISTS "audit_before_key" WITH (FORCE)')
+        await admin.close()
+
+
+async def _apply_migrations_before(conn: asyncpg.Connection, first_not_applied: str) -> None:
+    """The schema as it stood before `first_not_applied`, recorded as migrate() records it."""
+    await conn.execute(
+        """CREATE TABLE schema_migrations (
+               name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    for path in migration_files():
+        if path.name >= first_not_applied:
+            break
+        sql = path.read_text()
+        await conn.execute(sql)
+        await conn.execute(
+            "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+            path.name,
+            hashlib.sha256(sql.encode()).hexdigest(),
+        )

@@ -22,7 +22,7 @@ from notifications.fcm_server import Fault, FcmServer, Rule
 from notifications.push import _CONNECTIONS, FcmPush, LogPush, PushMessage, PushOutcome, push_channel
 from tests.conftest import LocalTls
 
-KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
+KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY", "AUDIT_CHAIN_KEY")
 
 
 def settings_for(tmp_path: Path, **fcm: str) -> Settings:

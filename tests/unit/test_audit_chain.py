@@ -1,13 +1,35 @@
-"""The hash-chained audit log, checked in memory with ChainChecker."""
+"""The keyed, hash-chained audit log and its anchors, checked in memory (ChainChecker, AnchorComparison)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import hmac
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NamedTuple
 
-from infra.audit import GENESIS, AuditEntry, ChainBreak, ChainChecker, canonical, chain_hash
+import pytest
+
+from infra.audit import (
+    ANCHOR_PREFIX,
+    GENESIS,
+    Anchor,
+    AnchorComparison,
+    AnchorError,
+    AuditEntry,
+    ChainBreak,
+    ChainChecker,
+    anchor_name,
+    canonical,
+    chain_hash,
+    legacy_chain_hash,
+    open_anchor,
+    seal_anchor,
+)
+from infra.config import dev_secrets
 
 
 class Row(NamedTuple):
@@ -18,6 +40,7 @@ class Row(NamedTuple):
 
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+KEY = bytes(range(32))
 
 
 def make_entries(n: int) -> list[AuditEntry]:
@@ -29,18 +52,30 @@ def make_entries(n: int) -> list[AuditEntry]:
     ]
 
 
-def build_chain(entries: list[AuditEntry], first_id: int = 1) -> list[Row]:
+def build_chain(entries: list[AuditEntry], first_id: int = 1, keyed_from: int = 1) -> list[Row]:
     rows: list[Row] = []
     prev = GENESIS
     for offset, entry in enumerate(entries):
-        digest = chain_hash(prev, entry)
-        rows.append(Row(first_id + offset, entry, prev, digest))
+        row_id = first_id + offset
+        digest = chain_hash(KEY, prev, entry) if row_id >= keyed_from else legacy_chain_hash(prev, entry)
+        rows.append(Row(row_id, entry, prev, digest))
         prev = digest
     return rows
 
 
-def first_break(rows: list[Row]) -> ChainBreak | None:
-    checker = ChainChecker()
+def rehash_from(rows: list[Row], index: int) -> list[Row]:
+    """What the database owner can do: recompute every hash from `index` on with plain SHA-256."""
+    out = list(rows[:index])
+    prev = out[-1].stored_hash if out else GENESIS
+    for row in rows[index:]:
+        digest = legacy_chain_hash(prev, row.entry)
+        out.append(row._replace(prev_hash=prev, stored_hash=digest))
+        prev = digest
+    return out
+
+
+def first_break(rows: list[Row], keyed_from: int = 1, key: bytes = KEY) -> ChainBreak | None:
+    checker = ChainChecker(key, keyed_from)
     for row in rows:
         if found := checker.check(*row):
             return found
@@ -51,22 +86,29 @@ def test_genesis_is_32_zero_bytes() -> None:
     assert bytes(32) == GENESIS
 
 
-def test_chain_hash_is_sha256_of_prev_and_canonical() -> None:
+def test_chain_hash_is_hmac_sha256_of_prev_and_canonical_under_the_key() -> None:
     entry = make_entries(1)[0]
-    assert chain_hash(GENESIS, entry) == hashlib.sha256(GENESIS + canonical(entry)).digest()
-    assert len(chain_hash(GENESIS, entry)) == 32
+    assert chain_hash(KEY, GENESIS, entry) == hmac.new(KEY, GENESIS + canonical(entry), hashlib.sha256).digest()
+    assert len(chain_hash(KEY, GENESIS, entry)) == 32
+    assert chain_hash(KEY, GENESIS, entry) != chain_hash(bytes(32), GENESIS, entry)
+
+
+def test_legacy_chain_hash_is_plain_sha256_of_prev_and_canonical() -> None:
+    entry = make_entries(1)[0]
+    assert legacy_chain_hash(GENESIS, entry) == hashlib.sha256(GENESIS + canonical(entry)).digest()
+    assert legacy_chain_hash(GENESIS, entry) != chain_hash(KEY, GENESIS, entry)
 
 
 def test_canonical_ignores_key_order_of_details() -> None:
     a = AuditEntry(T0, "a", "x", "s", {"b": 1, "a": 2})
     b = AuditEntry(T0, "a", "x", "s", {"a": 2, "b": 1})
     assert canonical(a) == canonical(b)
-    assert chain_hash(GENESIS, a) == chain_hash(GENESIS, b)
+    assert chain_hash(KEY, GENESIS, a) == chain_hash(KEY, GENESIS, b)
 
 
 def test_chain_hash_depends_on_every_field_and_the_previous_hash() -> None:
     entry = AuditEntry(T0, "actor", "action", "subject", {"k": "v"})
-    base = chain_hash(GENESIS, entry)
+    base = chain_hash(KEY, GENESIS, entry)
     variants = [
         dataclasses.replace(entry, at=T0 + timedelta(microseconds=1)),
         dataclasses.replace(entry, actor="actor2"),
@@ -76,8 +118,8 @@ def test_chain_hash_depends_on_every_field_and_the_previous_hash() -> None:
         dataclasses.replace(entry, details={}),
     ]
     for variant in variants:
-        assert chain_hash(GENESIS, variant) != base
-    assert chain_hash(b"\x01" * 32, entry) != base
+        assert chain_hash(KEY, GENESIS, variant) != base
+    assert chain_hash(KEY, b"\x01" * 32, entry) != base
 
 
 def test_intact_chain_has_no_break() -> None:
@@ -119,10 +161,10 @@ def test_edited_last_row_breaks_at_last_row() -> None:
     assert found.row_id == 5
 
 
-def test_edit_with_rehashed_row_breaks_at_the_next_row() -> None:
+def test_edit_rehashed_with_the_key_breaks_at_the_next_row() -> None:
     rows = build_chain(make_entries(5))
     edited = dataclasses.replace(rows[2].entry, details={"reason": "forged"})
-    rows[2] = rows[2]._replace(entry=edited, stored_hash=chain_hash(rows[2].prev_hash, edited))
+    rows[2] = rows[2]._replace(entry=edited, stored_hash=chain_hash(KEY, rows[2].prev_hash, edited))
     found = first_break(rows)
     assert found is not None
     assert found.row_id == rows[3].row_id
@@ -165,7 +207,7 @@ def test_inserted_row_with_made_up_prev_hash_breaks_at_that_row() -> None:
     rows = build_chain(make_entries(5))
     fake = AuditEntry(T0, "intruder", "x", "y", {})
     made_up_prev = b"\x11" * 32
-    inserted = Row(99, fake, made_up_prev, chain_hash(made_up_prev, fake))
+    inserted = Row(99, fake, made_up_prev, chain_hash(KEY, made_up_prev, fake))
     found = first_break([*rows[:2], inserted, *rows[2:]])
     assert found is not None
     assert found.row_id == 99
@@ -175,7 +217,7 @@ def test_inserted_row_with_made_up_prev_hash_breaks_at_that_row() -> None:
 def test_correctly_hashed_insert_breaks_at_the_next_row() -> None:
     rows = build_chain(make_entries(5))
     fake = AuditEntry(T0, "intruder", "x", "y", {})
-    inserted = Row(99, fake, rows[1].stored_hash, chain_hash(rows[1].stored_hash, fake))
+    inserted = Row(99, fake, rows[1].stored_hash, chain_hash(KEY, rows[1].stored_hash, fake))
     found = first_break([*rows[:2], inserted, *rows[2:]])
     assert found is not None
     assert found.row_id == rows[2].row_id
@@ -209,3 +251,184 @@ def test_chain_breaks_report_only_the_first_break() -> None:
     found = first_break(rows)
     assert found is not None
     assert found.row_id == 3
+
+
+# -- the key: what the database owner cannot recompute --------------------------------------------
+def test_edit_rehashed_with_plain_sha256_breaks_at_the_edited_row() -> None:
+    rows = build_chain(make_entries(6))
+    rows[2] = rows[2]._replace(entry=dataclasses.replace(rows[2].entry, details={"reason": "forged"}))
+    found = first_break(rehash_from(rows, 2))  # every later hash recomputed, as the owner can
+    assert found is not None
+    assert found.row_id == 3
+    assert "without the chain key" in found.reason
+
+
+def test_whole_log_rebuilt_with_plain_sha256_breaks_at_its_first_row() -> None:
+    found = first_break(rehash_from(build_chain(make_entries(4)), 0))
+    assert found is not None
+    assert found.row_id == 1
+
+
+def test_another_key_breaks_at_the_first_keyed_row() -> None:
+    found = first_break(build_chain(make_entries(3)), key=bytes(32))
+    assert found is not None
+    assert found.row_id == 1
+
+
+def test_rows_before_keyed_from_verify_in_the_plain_form() -> None:
+    rows = build_chain(make_entries(6), keyed_from=4)  # ids 1-3 written before the key
+    checker = ChainChecker(KEY, 4)
+    assert all(checker.check(*row) is None for row in rows)
+    assert checker.legacy_rows == 3
+
+
+def test_a_rewritten_legacy_prefix_breaks_at_the_first_keyed_row() -> None:
+    rows = build_chain(make_entries(6), keyed_from=4)
+    rows[1] = rows[1]._replace(entry=dataclasses.replace(rows[1].entry, actor="someone-else"))
+    rebuilt = [*rehash_from(rows[:3], 1), *rows[3:]]  # the legacy rows recomputed, the keyed ones cannot be
+    found = first_break(rebuilt, keyed_from=4)
+    assert found is not None
+    assert found.row_id == 4
+    assert "deleted or inserted" in found.reason
+
+
+def test_an_unkeyed_row_at_or_after_keyed_from_breaks() -> None:
+    rows = build_chain(make_entries(6), keyed_from=99)  # all in the plain form
+    found = first_break(rows, keyed_from=4)
+    assert found is not None
+    assert found.row_id == 4
+
+
+def test_raising_keyed_from_past_the_head_is_what_the_anchors_catch() -> None:
+    rows = build_chain(make_entries(5))
+    anchor = Anchor(5, rows[-1].stored_hash, 5, 1, T0)
+    rows[1] = rows[1]._replace(entry=dataclasses.replace(rows[1].entry, actor="someone-else"))
+    rebuilt = rehash_from(rows, 0)
+    assert first_break(rebuilt, keyed_from=6) is None  # the chain alone: all "legacy", all consistent
+    found = compare(rebuilt, [anchor], keyed_from=6)
+    assert any("keyed from id 6" in f and "from id 1" in f and "boundary was moved" in f for f in found)
+    assert any("row 5 has a different hash" in f for f in found)
+
+
+# -- anchors --------------------------------------------------------------------------------------
+def compare(rows: list[Row], anchors: list[Anchor], keyed_from: int = 1) -> list[str]:
+    comparison = AnchorComparison(anchors, keyed_from)
+    for row in rows:
+        comparison.see(row.row_id, row.stored_hash)
+    return comparison.findings()
+
+
+def anchor_of(rows: list[Row], at: datetime = T0) -> Anchor:
+    return Anchor(rows[-1].row_id, rows[-1].stored_hash, len(rows), 1, at)
+
+
+def test_anchor_round_trip() -> None:
+    anchor = Anchor(42, b"\x07" * 32, 40, 3, T0 + timedelta(microseconds=123))
+    assert open_anchor(KEY, seal_anchor(KEY, anchor)) == anchor
+    document = json.loads(seal_anchor(KEY, anchor))
+    assert document["last_id"] == 42
+    assert document["hash"] == "07" * 32
+    assert document["count"] == 40
+    assert document["keyed_from"] == 3
+    assert len(bytes.fromhex(document["mac"])) == 32
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("last_id", 43), ("hash", "08" * 32), ("count", 41), ("keyed_from", 1), ("at", "2026-03-02T09:00:00Z")],
+)
+def test_an_altered_anchor_is_refused(field: str, value: object) -> None:
+    document = json.loads(seal_anchor(KEY, Anchor(42, b"\x07" * 32, 40, 3, T0)))
+    document[field] = value
+    with pytest.raises(AnchorError, match="signature"):
+        open_anchor(KEY, json.dumps(document).encode())
+
+
+def test_an_anchor_signed_with_another_key_is_refused() -> None:
+    with pytest.raises(AnchorError, match="signature"):
+        open_anchor(KEY, seal_anchor(bytes(32), Anchor(1, GENESIS, 1, 1, T0)))
+
+
+def test_an_anchor_keyed_like_a_row_hash_is_refused() -> None:
+    # The anchor key is derived with its own label: the chain key itself does not sign anchors.
+    document = json.loads(seal_anchor(KEY, Anchor(1, GENESIS, 1, 1, T0)))
+    body = {k: v for k, v in document.items() if k != "mac"}
+    document["mac"] = hmac.new(KEY, json.dumps(body).encode(), hashlib.sha256).hexdigest()
+    with pytest.raises(AnchorError):
+        open_anchor(KEY, json.dumps(document).encode())
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b"not json", b'{"v": 1}'])
+def test_garbage_is_not_an_anchor(data: bytes) -> None:
+    with pytest.raises(AnchorError):
+        open_anchor(KEY, data)
+
+
+def test_anchor_names_list_the_highest_row_first() -> None:
+    names = [anchor_name(Anchor(last_id, GENESIS, last_id, 1, T0)) for last_id in (1, 9, 10, 1234, 2**40)]
+    assert all(name.startswith(ANCHOR_PREFIX) for name in names)
+    assert sorted(names) == names[::-1]
+    later = anchor_name(Anchor(10, GENESIS, 10, 1, T0 + timedelta(minutes=10)))
+    assert later != names[2]  # two anchors of one row are both kept
+
+
+def test_a_log_that_matches_its_anchors_has_no_findings() -> None:
+    rows = build_chain(make_entries(8))
+    assert compare(rows, [anchor_of(rows[:3]), anchor_of(rows[:6]), anchor_of(rows)]) == []
+    assert compare(rows, []) == []
+
+
+def test_rows_cut_from_the_tail_are_found() -> None:
+    rows = build_chain(make_entries(5))
+    anchors = [anchor_of(rows[:3]), anchor_of(rows, T0 + timedelta(hours=1))]
+    assert first_break(rows[:3]) is None  # the chain alone cannot tell
+    (found,) = compare(rows[:3], anchors)
+    assert "tail" in found
+    assert "ends at row 3 (3 row(s))" in found
+    assert "5 row(s) up to row 5" in found
+    assert "2026-03-01T10:00:00+00:00" in found
+
+
+def test_a_truncated_log_is_found() -> None:
+    rows = build_chain(make_entries(5))
+    (found,) = compare([], [anchor_of(rows[:2]), anchor_of(rows)])
+    assert "is empty (0 row(s))" in found
+    assert "up to row 5" in found
+    assert "2 anchors show it" in found
+
+
+def test_a_rewritten_anchored_row_is_found() -> None:
+    rows = build_chain(make_entries(5))
+    anchors = [anchor_of(rows[:2]), anchor_of(rows[:4])]
+    rows[2] = rows[2]._replace(entry=dataclasses.replace(rows[2].entry, actor="x"))
+    (found,) = compare(rehash_from(rows, 2), anchors)
+    assert "row 4 has a different hash" in found
+
+
+def test_a_deleted_anchored_row_below_the_head_is_found() -> None:
+    rows = build_chain(make_entries(5))
+    anchors = [anchor_of(rows[:3])]
+    (found,) = compare([*rows[:2], *rows[3:]], anchors)
+    assert "row 3, anchored at" in found
+    assert "missing" in found
+
+
+def test_a_row_count_that_differs_from_the_anchor_is_found() -> None:
+    rows = build_chain(make_entries(5))
+    anchor = dataclasses.replace(anchor_of(rows), count=7)
+    (found,) = compare(rows, [anchor])
+    assert "5 row(s) up to row 5, but the anchor" in found
+    assert "counted 7" in found
+
+
+def test_dev_secrets_written_before_the_key_gain_it(tmp_path: Path) -> None:
+    old = {
+        name: base64.b64encode(bytes([i]) * 32).decode()
+        for i, name in enumerate(("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key"), 1)
+    }
+    old |= {"s3_access_key_id": "dev-1", "s3_secret_access_key": "s"}
+    (tmp_path / "dev-secrets.json").write_text(json.dumps(old))
+    secrets = dev_secrets(tmp_path)
+    assert {k: secrets[k] for k in old} == old  # the others untouched: they decrypt existing data
+    assert len(base64.b64decode(secrets["audit_chain_key"])) == 32
+    assert dev_secrets(tmp_path) == secrets  # kept in the file

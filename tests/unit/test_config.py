@@ -9,7 +9,7 @@ import pytest
 
 from infra.config import Settings, SettingsError, load_settings, settings_env
 
-KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
+KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY", "AUDIT_CHAIN_KEY")
 
 
 def key(fill: int, size: int = 32) -> str:
@@ -44,6 +44,7 @@ def test_full_env_loads(env: dict[str, str], tmp_path: Path) -> None:
     assert settings.qr_signing_key == bytes([2]) * 32
     assert settings.data_encryption_key == bytes([3]) * 32
     assert settings.lookup_hash_key == bytes([4]) * 32
+    assert settings.audit_chain_key == bytes([5]) * 32
     assert settings.api_port == 8000
     assert settings.db_pool_min == 2
     assert settings.db_pool_max == 10

@@ -75,7 +75,16 @@ def env(tmp_path: Path) -> dict[str, str]:
         "S3_ENDPOINT_URL": "http://127.0.0.1:1",
         "VAR_DIR": str(tmp_path),
         "SOCIALCARD_ENV": "test",
-        **{name: key for name in ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")},
+        **{
+            name: key
+            for name in (
+                "TOKEN_SIGNING_KEY",
+                "QR_SIGNING_KEY",
+                "DATA_ENCRYPTION_KEY",
+                "LOOKUP_HASH_KEY",
+                "AUDIT_CHAIN_KEY",
+            )
+        },
     }
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from infra.config import SettingsError, load_settings, settings_env
 from notifications.push import FcmPush, LogPush, push_channel
 
-KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY")
+KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY", "AUDIT_CHAIN_KEY")
 LOCAL_URL = "http://127.0.0.1:8790/v1/projects/{0}/messages:send"
 
 
