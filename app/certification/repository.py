@@ -338,3 +338,21 @@ async def media_to_purge(db: Db, retention_days: int, batch: int) -> list[asyncp
 
 async def mark_purged(db: Db, check_ids: list[uuid.UUID]) -> None:
     await db.execute("UPDATE certification_checks SET media_purged_at = now() WHERE id = ANY($1::uuid[])", check_ids)
+
+
+async def unowned_media(db: Db, keys: list[str], review_checks: list[uuid.UUID | None]) -> list[str]:
+    """Those of `keys` no check whose media is not yet purged names, except review frames in the
+    folder of a check still queued or processing (`review_checks`, one per key: its worker is about
+    to name them). Looked up through certification_checks_named_media_idx (0010_orphan_media.sql)."""
+    rows = await db.fetch(
+        """SELECT o.key FROM unnest($1::text[], $2::uuid[]) AS o (key, review_check)
+           WHERE NOT EXISTS (
+                     SELECT 1 FROM certification_checks k
+                     WHERE k.media_purged_at IS NULL AND (k.media_keys || k.review_frame_keys) @> ARRAY[o.key])
+             AND NOT EXISTS (
+                     SELECT 1 FROM certification_checks k
+                     WHERE k.id = o.review_check AND k.status IN ('queued', 'processing'))""",
+        keys,
+        review_checks,
+    )
+    return [row["key"] for row in rows]

@@ -1,13 +1,14 @@
-"""Certification rules as pure functions: the challenge draw, eligibility dates, attempt limits
-and how a worker's outcome becomes the check's status."""
+"""Certification rules as pure functions: the challenge draw, eligibility dates, attempt limits,
+how a worker's outcome becomes the check's status, and where biometric objects are kept."""
 
 from __future__ import annotations
 
 import calendar
 import random
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from liveness import challenge
 from liveness.model import Action
@@ -50,3 +51,45 @@ def final_status(worker_outcome: str, reasons: Sequence[str], earlier_failures: 
 
 def attempts_left(failures: int, limit: int) -> int:
     return max(0, limit - failures)
+
+
+# -- biometric objects ---------------------------------------------------------------------------
+# Every selfie and review frame lies under one of these prefixes, in a folder named after a row
+# written before anything is stored there: the challenge (uploads/<person>/<challenge>/, the one
+# folder its presigned POST may write to) or the check (reviews/<person>/<check>/).
+UPLOADS = "uploads/"
+REVIEWS = "reviews/"
+BIOMETRIC_PREFIXES = (UPLOADS, REVIEWS)
+
+# How old an object no check names must be before the sweep deletes it. The longest a live object
+# goes unnamed is an upload's: a direct upload is named within the request, a presigned one only
+# until its challenge expires (120 s), after which no check can name it; review frames are named
+# seconds after they are written (frames of a check still queued or processing are kept whatever
+# their age: its worker writes them again). Six hours covers both, and clocks that disagree, many
+# times over, while an orphan is gone within 6 h + the nightly run's 24 h of being written, long
+# before a named object's retention (MEDIA_RETENTION_DAYS after the decision) ends.
+ORPHAN_GRACE = timedelta(hours=6)
+
+
+def upload_prefix(person_id: uuid.UUID, challenge_id: uuid.UUID) -> str:
+    return f"{UPLOADS}{person_id}/{challenge_id}/"
+
+
+def review_frame_key(person_id: uuid.UUID, check_id: uuid.UUID, n: int) -> str:
+    return f"{REVIEWS}{person_id}/{check_id}/frame-{n:02d}.jpg"
+
+
+def review_folder_check(key: str) -> uuid.UUID | None:
+    """The check whose review frames folder holds `key` (review_frame_key), or None."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] + "/" != REVIEWS:
+        return None
+    try:
+        return uuid.UUID(parts[2])
+    except ValueError:
+        return None
+
+
+def past_grace(last_modified: datetime, now: datetime) -> bool:
+    """Whether an object written at `last_modified` may be swept, if no check names it."""
+    return last_modified <= now - ORPHAN_GRACE

@@ -156,7 +156,7 @@ class CertificationService:
         challenge_id = uuid.uuid4()
         actions = rules.draw_challenge(s.challenge_actions, s.challenge_min_actions, s.challenge_max_actions, self._rng)
         expires_at = (now + timedelta(seconds=s.challenge_ttl_s)).replace(microsecond=0)
-        prefix = f"uploads/{person_id}/{challenge_id}/"
+        prefix = rules.upload_prefix(person_id, challenge_id)
         async with unit_of_work(self._pool) as uow:
             if await repo.lock_person(uow, person_id) != "alive":
                 raise Conflict("person_deceased")
@@ -366,7 +366,7 @@ class CertificationService:
         )
 
     async def store_review_frames(self, item: WorkItem, frames: tuple[bytes, ...]) -> list[str]:
-        keys = [f"reviews/{item.person_id}/{item.check_id}/frame-{i:02d}.jpg" for i in range(len(frames))]
+        keys = [rules.review_frame_key(item.person_id, item.check_id, i) for i in range(len(frames))]
         for key, data in zip(keys, frames, strict=True):
             await asyncio.to_thread(self._storage.put_bytes, key, data, "image/jpeg")
         return keys
@@ -437,3 +437,31 @@ class CertificationService:
             await repo.mark_purged(self._pool, [row["id"] for row in rows])
             purged += len(rows)
         return purged
+
+    async def sweep_orphan_media(self, now: datetime | None = None, page: int = 1000) -> int:
+        """Delete the biometric objects no check names (an upload cut short by an S3 failure,
+        frames of an analysis that broke, a presigned upload never submitted, leftovers of a purged
+        check) once older than rules.ORPHAN_GRACE; the number deleted.
+
+        The bucket is listed under each biometric prefix, a page at a time, and the database asked
+        which of the page's old objects a check whose media is not yet purged names (or which lie in
+        the review folder of a check still being analysed). Run after purge_media by the same
+        nightly job; an interrupted run is simply done again."""
+        now = now or datetime.now(UTC)
+        removed = 0
+        for prefix in rules.BIOMETRIC_PREFIXES:
+            after: str | None = None
+            more = True
+            while more:
+                objects, more = await asyncio.to_thread(self._storage.listed, prefix, after, page)
+                if not objects:
+                    break
+                after = objects[-1].key
+                old = [o.key for o in objects if rules.past_grace(o.last_modified, now)]
+                if not old:
+                    continue
+                orphans = await repo.unowned_media(self._pool, old, [rules.review_folder_check(k) for k in old])
+                if orphans:
+                    await asyncio.to_thread(self._storage.delete, orphans)
+                    removed += len(orphans)
+        return removed

@@ -36,10 +36,18 @@ async def claim_key(
 
 
 async def stored_key(db: Db, terminal_id: uuid.UUID, key: str) -> asyncpg.Record | None:
-    """The key as stored, with the database's clock (staleness is judged on one clock)."""
+    """The key as stored, with the database's clock (staleness is judged on one clock) and whether a
+    transaction holds its row (`held`: its request is working, see rules.CLAIM_GRACE). The probe
+    takes the weakest row lock, FOR KEY SHARE, which only hold_key's FOR UPDATE (or a takeover, or a
+    release) conflicts with, and skips a locked row rather than waiting for it; a claim's own
+    request is never slowed by more than this one statement."""
     return await db.fetchrow(
-        """SELECT request_hash, locked_at, status_code, response, expires_at, now() AS now
-           FROM idempotency_keys WHERE terminal_id = $1 AND key = $2""",
+        """SELECT k.request_hash, k.locked_at, k.status_code, k.response, k.expires_at, now() AS now,
+                  k.locked_at IS NOT NULL AND NOT EXISTS (
+                      SELECT 1 FROM idempotency_keys f WHERE f.terminal_id = $1 AND f.key = $2
+                      FOR KEY SHARE SKIP LOCKED
+                  ) AS held
+           FROM idempotency_keys k WHERE k.terminal_id = $1 AND k.key = $2""",
         terminal_id,
         key,
     )
@@ -51,36 +59,51 @@ async def take_over_key(
     key: str,
     request_hash: bytes,
     lifetime: timedelta,
-    abandoned_after: timedelta,
+    grace: timedelta,
 ) -> datetime | None:
-    """Compare-and-set: claim an expired key, or this request's own key left locked by a dead
-    process. The conditions are checked again on the row as it is now, so of two requests that saw
-    the same abandoned key only one takes it; the other gets None."""
+    """Compare-and-set: claim an expired key, or this request's own claim left by a request that
+    died (rules.claim_dead: unanswered, older than `grace`, and its row locked by no transaction).
+    The conditions are checked again on the row as it is now, under its lock, so of two requests
+    that saw the same dead claim only one takes it, and a claim whose request holds it (or took hold
+    of it since) is skipped, never waited for: the other gets None."""
     locked_at: datetime | None = await db.fetchval(
-        """UPDATE idempotency_keys
+        """WITH dead AS (
+               SELECT terminal_id, key FROM idempotency_keys
+               WHERE terminal_id = $1 AND key = $2
+                 AND (expires_at <= now() OR (request_hash = $3 AND locked_at <= now() - $5::interval))
+               FOR UPDATE SKIP LOCKED
+           )
+           UPDATE idempotency_keys k
            SET request_hash = $3, locked_at = now(), status_code = NULL, response = NULL,
                created_at = now(), expires_at = now() + $4::interval
-           WHERE terminal_id = $1 AND key = $2
-             AND (expires_at <= now() OR (request_hash = $3 AND locked_at <= now() - $5::interval))
-           RETURNING locked_at""",
+           FROM dead WHERE k.terminal_id = dead.terminal_id AND k.key = dead.key
+           RETURNING k.locked_at""",
         terminal_id,
         key,
         request_hash,
         lifetime,
-        abandoned_after,
+        grace,
     )
     return locked_at
 
 
-async def hold_key(uow: UnitOfWork, terminal_id: uuid.UUID, key: str, locked_at: datetime) -> bool:
-    """Lock our claim for the rest of the transaction; False when another request took it over."""
+async def hold_key(
+    uow: UnitOfWork, terminal_id: uuid.UUID, key: str, locked_at: datetime, idle_limit: timedelta
+) -> bool:
+    """Lock our claim for the rest of the transaction; False when another request took it over.
+
+    The transaction is also ended by PostgreSQL once its connection has sat idle for `idle_limit`
+    (rules.HELD_IDLE_LIMIT): a client that vanished without closing its socket then lets go of the
+    claim, and of the accounts it locked, instead of holding them until TCP gives up on it."""
     return bool(
         await uow.fetchval(
-            """SELECT true FROM idempotency_keys
+            """SELECT set_config('idle_in_transaction_session_timeout', $4, true) IS NOT NULL
+               FROM idempotency_keys
                WHERE terminal_id = $1 AND key = $2 AND locked_at = $3 FOR UPDATE""",
             terminal_id,
             key,
             locked_at,
+            f"{round(idle_limit.total_seconds() * 1000)}ms",
         )
     )
 

@@ -19,10 +19,19 @@ from payments.disbursement.rules import YEARS, parse_year
 # 100,000 yuan: above it, a charge, refund or yearly allocation is a unit mistake (yuan typed as fen).
 MAX_AMOUNT_FEN = 10_000_000
 
-# How long a claimed key may stay unanswered before its request counts as abandoned: its process
-# died and its transaction rolled back (a live request finishes in well under a second, and every
-# statement is cut off after 30 s by the pool's command timeout).
-ABANDONED_AFTER = timedelta(seconds=60)
+# A claim is *held* while its request works: the work's transaction locks the key's row (hold_key)
+# two round trips after the claim, on the same connection, until it stores the answer; and
+# PostgreSQL drops that lock the moment the claiming process's connection ends (a killed process's
+# kernel closes its socket). So an unanswered claim that no transaction holds and that is older
+# than CLAIM_GRACE (the gap between claim and hold, with a wide margin) belongs to a request that
+# died: a retry takes it over at once, long before the 60 s QR code expires. A held claim is never
+# taken over, however slow its request: a double charge is the worst outcome.
+CLAIM_GRACE = timedelta(seconds=2)
+# A connection that falls silent inside the work's transaction without closing (its host froze or
+# lost power, the network was cut) is ended by PostgreSQL after this long idle (the transaction's
+# idle_in_transaction_session_timeout, set by hold_key), which rolls its work back and drops its
+# lock as a death does. A live request is never idle that long between two statements.
+HELD_IDLE_LIMIT = timedelta(seconds=10)
 KEY_LIFETIME = timedelta(hours=24)
 
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
@@ -56,7 +65,7 @@ class KeyState(enum.Enum):
     ANSWERED = "answered"  # replay the stored answer
     REUSED = "reused"  # the key belongs to another request: 422
     IN_FLIGHT = "in_flight"  # its first request is still running: 409
-    TAKE_OVER = "take_over"  # expired, or abandoned by a process that died: run the request now
+    TAKE_OVER = "take_over"  # expired, or claimed by a request that died: run the request now
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,18 @@ class StoredKey:
     answered: bool
     locked_at: datetime | None
     expires_at: datetime
+    held: bool  # a transaction holds the key's row: its request is working
+
+
+def claim_dead(stored: StoredKey, now: datetime) -> bool:
+    """An unanswered claim whose request died: no transaction holds it, and it is older than the
+    grace in which its live request would have taken hold of it (`now` is the database's clock)."""
+    return (
+        not stored.answered
+        and not stored.held
+        and stored.locked_at is not None
+        and stored.locked_at <= now - CLAIM_GRACE
+    )
 
 
 def key_state(stored: StoredKey, request_hash: bytes, now: datetime) -> KeyState:
@@ -75,7 +96,7 @@ def key_state(stored: StoredKey, request_hash: bytes, now: datetime) -> KeyState
         return KeyState.REUSED
     if stored.answered:
         return KeyState.ANSWERED
-    if stored.locked_at is not None and stored.locked_at <= now - ABANDONED_AFTER:
+    if claim_dead(stored, now):
         return KeyState.TAKE_OVER
     return KeyState.IN_FLIGHT
 

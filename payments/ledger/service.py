@@ -2,8 +2,11 @@
 pharmacy terminals, refunds, and the cardholder's statement.
 
 Charges and refunds run once per terminal Idempotency-Key (Brandur Leach's pattern): the key is
-claimed in a short statement of its own, then one transaction does the work, stores the answer and
-releases the claim, so a retry replays the answer and a crash leaves nothing half done.
+claimed in a short statement of its own, then one transaction on the same connection holds the
+claim (locks its row), does the work, stores the answer and releases the claim, so a retry replays
+the answer and a crash leaves nothing half done. A claim that no transaction holds any more is one
+whose request died (its connection closed): a retry takes it over after a grace of seconds
+(rules.CLAIM_GRACE), well within the QR code's minute.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from app.auth.principal import Principal
 from app.cards.service import CardService
@@ -28,7 +32,7 @@ from app.persons.repository import find_by_national_id_hash
 from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash, mask_account
-from infra.db import CommitThenRaise, UnitOfWork, unit_of_work
+from infra.db import Db, UnitOfWork, unit_of_work
 from notifications.outbox import publish_event
 from payments.disbursement.rules import yuan
 from payments.ledger import repository as repo
@@ -141,47 +145,76 @@ class MedicalAccountService:
     ) -> Receipt:
         """Run `work` once per key: a new key runs it; a key answered before replays its answer (a
         receipt, or the business refusal: insufficient balance, used code...), whatever happened
-        since; a key in use by a running request or by another request is refused."""
+        since; a key in use by a running request or by another request is refused, and a claim whose
+        request died is taken over (rules.CLAIM_GRACE)."""
         terminal_id = terminal.subject_id
-        claimed = await self._claim(terminal_id, request)
-        if not isinstance(claimed, datetime):
-            return claimed
+        # One connection for the claim and the work, so that the claim is held (its row locked) two
+        # round trips after it is made, never after a wait for the pool.
+        async with self._pool.acquire() as conn:
+            claimed = await self._claim(conn, terminal_id, request)
+            if not isinstance(claimed, datetime):
+                return claimed
+            try:
+                return await self._work(conn, terminal_id, request, claimed, work)
+            except AppError:
+                raise
+            except Exception as exc:
+                failed = exc
+        # Nothing was stored (the transaction rolled back): let a retry run now rather than once the
+        # claim counts as dead, on another connection (this one may be what failed). A cancelled
+        # request is left to CLAIM_GRACE.
+        await repo.release_key(self._pool, terminal_id, request.key, claimed)
+        raise failed
+
+    async def _work(
+        self,
+        conn: PoolConnectionProxy[Any],
+        terminal_id: uuid.UUID,
+        request: Idempotency,
+        claimed: datetime,
+        work: Callable[[UnitOfWork], Awaitable[Receipt]],
+    ) -> Receipt:
+        """`work` and its stored answer in one transaction that holds the claim throughout (as
+        infra.db.unit_of_work, on the claim's connection)."""
+        transaction = conn.transaction()
+        await transaction.start()
+        uow = UnitOfWork(conn)
+        refused: AppError | None = None
         try:
-            async with unit_of_work(self._pool) as uow:
-                if not await repo.hold_key(uow, terminal_id, request.key, claimed):
-                    # We were taken for dead and another request took the key over: it answers.
-                    raise Conflict("request_in_flight")
-                try:
-                    async with uow.conn.transaction():  # a savepoint: a refusal undoes the work's writes
-                        receipt = await work(uow)
-                except AppError as refusal:
-                    stored = {"code": refusal.code, "params": refusal.params}
-                    await repo.answer_key(uow, terminal_id, request.key, refusal.status, stored)
-                    raise CommitThenRaise(refusal) from None
+            if not await repo.hold_key(uow, terminal_id, request.key, claimed, rules.HELD_IDLE_LIMIT):
+                # We were taken for dead and another request took the key over: it answers.
+                raise Conflict("request_in_flight")
+            try:
+                async with conn.transaction():  # a savepoint: a refusal undoes the work's writes
+                    receipt = await work(uow)
+            except AppError as refusal:
+                refused = refusal
+                stored = {"code": refusal.code, "params": refusal.params}
+                await repo.answer_key(uow, terminal_id, request.key, refusal.status, stored)
+            else:
                 # Sent as a replay reads it back (JSON types), so first answer and replays are the same bytes.
                 response: Receipt = msgspec.to_builtins(receipt)
                 await repo.answer_key(uow, terminal_id, request.key, 201, response)
-        except AppError:
+        except BaseException:
+            await transaction.rollback()
             raise
-        except Exception:
-            # Nothing was stored (the transaction rolled back): let a retry run now rather than
-            # once the claim counts as abandoned. A cancelled request is left to that timeout.
-            await repo.release_key(self._pool, terminal_id, request.key, claimed)
-            raise
+        await transaction.commit()  # the refusal is stored too, and replayed
+        if refused is not None:
+            raise refused from None
         return response
 
-    async def _claim(self, terminal_id: uuid.UUID, request: Idempotency) -> datetime | Receipt:
+    async def _claim(self, db: Db, terminal_id: uuid.UUID, request: Idempotency) -> datetime | Receipt:
         """Our claim on the key (its lock time), or the stored answer to replay (a refusal is raised)."""
         lifetime = rules.KEY_LIFETIME
         for _ in range(3):  # a round is lost only to a concurrent request (a takeover, a purge): look again
-            locked_at = await repo.claim_key(self._pool, terminal_id, request.key, request.request_hash, lifetime)
+            locked_at = await repo.claim_key(db, terminal_id, request.key, request.request_hash, lifetime)
             if locked_at is not None:
                 return locked_at
-            row = await repo.stored_key(self._pool, terminal_id, request.key)
+            row = await repo.stored_key(db, terminal_id, request.key)
             if row is None:
                 continue
             stored = rules.StoredKey(
-                row["request_hash"], row["status_code"] is not None, row["locked_at"], row["expires_at"]
+                row["request_hash"], row["status_code"] is not None, row["locked_at"], row["expires_at"], row["held"]
             )
             state = rules.key_state(stored, request.request_hash, row["now"])
             if state is rules.KeyState.REUSED:
@@ -194,7 +227,7 @@ class MedicalAccountService:
                     raise _refusal(row["status_code"], answer["code"], answer["params"])
                 return answer
             locked_at = await repo.take_over_key(
-                self._pool, terminal_id, request.key, request.request_hash, lifetime, rules.ABANDONED_AFTER
+                db, terminal_id, request.key, request.request_hash, lifetime, rules.CLAIM_GRACE
             )
             if locked_at is not None:
                 return locked_at

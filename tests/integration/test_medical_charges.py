@@ -384,24 +384,26 @@ async def test_a_request_in_flight_is_refused_and_an_abandoned_one_taken_over(
     body = {"qr_token": token, "amount_fen": 500, "description": "药"}
     fingerprint = rules.request_hash("POST", CHARGES, body)
     terminal_id = await _terminal_id(pool, "Test Pharmacy")
-    # A first attempt claimed the key and is still running (or its process just died).
-    await pool.execute(
-        """INSERT INTO idempotency_keys (terminal_id, key, request_hash, locked_at, expires_at)
-           VALUES ($1, 'k', $2, now(), now() + interval '1 day')""",
-        terminal_id,
-        fingerprint,
-    )
     headers = {**terminal_headers, "Idempotency-Key": "k"}
-    r = await client.post(CHARGES, json=body, headers=headers)
-    assert (r.status_code, problem_code(r)) == (409, "request_in_flight")
+    # A first attempt claimed the key an hour ago and is still working: its transaction holds the row.
+    async with pool.acquire() as first_attempt:
+        await first_attempt.execute(
+            """INSERT INTO idempotency_keys (terminal_id, key, request_hash, locked_at, expires_at)
+               VALUES ($1, 'k', $2, now() - interval '1 hour', now() + interval '1 day')""",
+            terminal_id,
+            fingerprint,
+        )
+        async with first_attempt.transaction():
+            await first_attempt.execute("SELECT 1 FROM idempotency_keys WHERE key = 'k' FOR UPDATE")
+            r = await client.post(CHARGES, json=body, headers=headers)
+            assert (r.status_code, problem_code(r)) == (409, "request_in_flight")  # held: never taken over
+            r = await client.post(CHARGES, json={**body, "amount_fen": 501}, headers=headers)
+            assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")
+            assert await pool.fetchval("SELECT consumed_at FROM qr_tokens") is None
+    # Its transaction ended without an answer (its process died): the claim, older than the grace and
+    # held by nobody, is taken over by a retry of the same request, never by another one.
     r = await client.post(CHARGES, json={**body, "amount_fen": 501}, headers=headers)
     assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")
-    assert await pool.fetchval("SELECT consumed_at FROM qr_tokens") is None
-
-    # A minute on, the claim counts as abandoned (its transaction died with it): a retry takes it over.
-    await pool.execute("UPDATE idempotency_keys SET locked_at = now() - interval '61 seconds'")
-    r = await client.post(CHARGES, json={**body, "amount_fen": 501}, headers=headers)
-    assert (r.status_code, problem_code(r)) == (422, "idempotency_key_reused")  # never someone else's request
     r = await client.post(CHARGES, json=body, headers=headers)
     assert r.status_code == 201, r.text
     replay = await client.post(CHARGES, json=body, headers=headers)
@@ -443,21 +445,21 @@ async def test_a_claim_taken_over_is_no_longer_held_by_its_first_owner(
     first = await repo.claim_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME)
     assert first is not None
     assert await repo.claim_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME) is None
-    fresh = await repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.ABANDONED_AFTER)
-    assert fresh is None  # not abandoned yet
+    fresh = await repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
+    assert fresh is None  # within the grace: its request is about to hold it
     await pool.execute("UPDATE idempotency_keys SET locked_at = locked_at - interval '61 seconds'")
     stale = first - timedelta(seconds=61)
     takers = await asyncio.gather(
         *(
-            repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.ABANDONED_AFTER)
+            repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
             for _ in range(3)
         )
     )
     winners = [t for t in takers if t is not None]
     assert len(winners) == 1
     async with unit_of_work(pool) as uow:
-        assert not await repo.hold_key(uow, terminal_id, "k", stale)
-        assert await repo.hold_key(uow, terminal_id, "k", winners[0])
+        assert not await repo.hold_key(uow, terminal_id, "k", stale, rules.HELD_IDLE_LIMIT)
+        assert await repo.hold_key(uow, terminal_id, "k", winners[0], rules.HELD_IDLE_LIMIT)
 
 
 async def test_an_expired_key_names_a_new_request(

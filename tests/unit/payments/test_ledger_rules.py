@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.persons.national_id import check_character
 from app.persons.records import RowError
+from infra.config import Settings
 from payments.disbursement.rules import yuan
 from payments.ledger import rules
-from payments.ledger.rules import ABANDONED_AFTER, KeyState, StoredKey, key_state
+from payments.ledger.rules import CLAIM_GRACE, HELD_IDLE_LIMIT, KeyState, StoredKey, claim_dead, key_state
 
 FIRST17 = "11010119450307231"
 NID = FIRST17 + check_character(FIRST17)
@@ -87,6 +89,7 @@ def _stored(**overrides: object) -> StoredKey:
         "answered": False,
         "locked_at": NOW - timedelta(seconds=1),
         "expires_at": NOW + timedelta(hours=23),
+        "held": False,
     }
     values.update(overrides)
     return StoredKey(**values)  # type: ignore[arg-type]
@@ -94,18 +97,50 @@ def _stored(**overrides: object) -> StoredKey:
 
 def test_key_state_matrix() -> None:
     other = b"\x00" * 32
-    assert key_state(_stored(), HASH, NOW) is KeyState.IN_FLIGHT
+    assert key_state(_stored(), HASH, NOW) is KeyState.IN_FLIGHT  # just claimed: its request takes hold of it
+    assert key_state(_stored(held=True), HASH, NOW) is KeyState.IN_FLIGHT
     assert key_state(_stored(answered=True, locked_at=None), HASH, NOW) is KeyState.ANSWERED
     assert key_state(_stored(answered=True, locked_at=None), other, NOW) is KeyState.REUSED
     assert key_state(_stored(), other, NOW) is KeyState.REUSED  # reuse is told even while in flight
-    abandoned = _stored(locked_at=NOW - ABANDONED_AFTER)
-    assert key_state(abandoned, HASH, NOW) is KeyState.TAKE_OVER
-    assert key_state(abandoned, other, NOW) is KeyState.REUSED  # never someone else's request
-    assert key_state(_stored(locked_at=NOW - ABANDONED_AFTER + timedelta(seconds=1)), HASH, NOW) is KeyState.IN_FLIGHT
+    dead = _stored(locked_at=NOW - CLAIM_GRACE)
+    assert key_state(dead, HASH, NOW) is KeyState.TAKE_OVER
+    assert key_state(dead, other, NOW) is KeyState.REUSED  # never someone else's request
     # An expired key is forgotten, whatever it held.
     expired = _stored(answered=True, locked_at=None, expires_at=NOW)
     assert key_state(expired, other, NOW) is KeyState.TAKE_OVER
     assert key_state(expired, HASH, NOW) is KeyState.TAKE_OVER
+
+
+@pytest.mark.parametrize("age_s", [0, 1, 1.999])
+def test_a_claim_within_the_grace_is_its_live_request_about_to_hold_it(age_s: float) -> None:
+    assert not claim_dead(_stored(locked_at=NOW - timedelta(seconds=age_s)), NOW)
+
+
+@pytest.mark.parametrize("age_s", [2, 3, 59, 3600])
+def test_an_unheld_claim_past_the_grace_is_dead(age_s: float) -> None:
+    assert claim_dead(_stored(locked_at=NOW - timedelta(seconds=age_s)), NOW)
+
+
+@pytest.mark.parametrize("age_s", [0, 2, 59, 61, 3600, 23 * 3600])
+def test_a_held_claim_is_never_dead_however_old(age_s: float) -> None:
+    """A live request, however slow, keeps its claim: taking it over could charge twice."""
+    stored = _stored(locked_at=NOW - timedelta(seconds=age_s), held=True)
+    assert not claim_dead(stored, NOW)
+    assert key_state(stored, HASH, NOW) is KeyState.IN_FLIGHT
+
+
+def test_an_answer_is_never_a_dead_claim() -> None:
+    assert not claim_dead(_stored(answered=True, locked_at=None), NOW)
+
+
+def test_a_dead_claim_is_taken_over_well_within_a_qr_code_lifetime() -> None:
+    """A retry after the claiming process died completes within seconds: the grace, or the idle
+    limit for a client that vanished without closing its connection, leave most of the code's life."""
+    ttl = next(f.default for f in msgspec.structs.fields(Settings) if f.name == "qr_token_ttl_s")
+    qr_lifetime = timedelta(seconds=ttl)
+    assert qr_lifetime == timedelta(seconds=60)
+    assert timedelta(seconds=5) >= CLAIM_GRACE
+    assert qr_lifetime / 4 >= CLAIM_GRACE + HELD_IDLE_LIMIT
 
 
 def test_allocation_rows_csv() -> None:
