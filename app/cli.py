@@ -53,7 +53,7 @@ def with_services(
 
     def run(args: argparse.Namespace) -> int:
         async def body() -> int:
-            async with open_services(load_settings(), pool_max=4) as services:
+            async with open_services(load_settings(), pool_max=4, background=True) as services:
                 return await command(args, services)
 
         return asyncio.run(body())

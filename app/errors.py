@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.i18n import message, request_locale
+from infra import faults
 from infra.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+RETRY_AFTER_S = 5  # when a client may try again after a dependency failed
+
+
 @dataclass(frozen=True)
 class Problem:
     """What went wrong, before it is rendered: problem+json for the API, a page for the console."""
@@ -126,6 +130,14 @@ def classify(request: Request[Any, Any, Any], exc: Exception) -> Problem:
         # A value PostgreSQL cannot take (a NUL character, a number beyond 64 bits): the input's fault.
         log.warning("value refused by the database", extra={"path": request.url.path, "error": type(exc).__name__})
         return Problem(400, "invalid_body", {"detail": "a value cannot be stored"})
+    if faults.transient(exc):
+        # The database or S3 is down, frozen or overloaded: the client may try again, and the log gets
+        # one line per request, not a traceback each (an outage would flood it).
+        log.warning(
+            "dependency unavailable",
+            extra={"path": request.url.path, "error": type(exc).__name__, "detail": str(exc)[:200]},
+        )
+        return Problem(503, "dependency_unavailable", headers={"Retry-After": str(RETRY_AFTER_S)})
     log.exception("unhandled error", extra={"path": request.url.path})
     return Problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error")
 

@@ -85,6 +85,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "qr_used": ("二维码已使用，请刷新。", "This QR code was already used. Ask the cardholder to refresh it."),
     "qr_card_unusable": ("该社保卡当前不能使用。", "This card cannot be used at the moment."),
     "service_unavailable": ("服务暂时不可用。", "The service is not ready."),
+    "dependency_unavailable": (
+        "服务暂时繁忙，请稍后再试。您的操作没有完成，也没有扣款。",
+        "The service is busy for a moment and your request was not completed. Please try again shortly.",
+    ),
     "certification_required": (
         "请先完成人脸认证，再激活社保卡。",
         "Complete the face certification first, then activate the card.",

@@ -44,7 +44,7 @@ def _uuid_of(job: Job) -> uuid.UUID:
 
 async def run_worker(settings: Settings, *, drain: bool = False) -> None:
     async with AsyncExitStack() as stack:
-        services = await stack.enter_async_context(open_services(settings, pool_max=4))
+        services = await stack.enter_async_context(open_services(settings, pool_max=4, background=True))
         face = FaceJobs(services.certification, stack.enter_context(FaceAnalyser()), settings)
         push = push_channel(settings)
         stack.push_async_callback(push.aclose)

@@ -72,13 +72,23 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
     )
 
 
+# Background work (a disbursement batch of 20,000 entitlements, an import, a sweep) runs statements
+# far longer than a request's; it is bounded too, so a frozen database still ends in a retry.
+BACKGROUND_STATEMENT_TIMEOUT_S = 600.0
+
+
 @asynccontextmanager
-async def open_services(settings: Settings, *, pool_max: int | None = None) -> AsyncIterator[Services]:
-    """Services over a new pool, closed when the block ends."""
+async def open_services(
+    settings: Settings, *, pool_max: int | None = None, background: bool = False
+) -> AsyncIterator[Services]:
+    """Services over a new pool, closed when the block ends. `background`: for the worker and the CLI,
+    whose statements may run for minutes; otherwise a request's limits (DB_STATEMENT_TIMEOUT_S)."""
     pool = await create_pool(
         settings.database_url,
         min_size=min(settings.db_pool_min, pool_max or settings.db_pool_max),
         max_size=pool_max or settings.db_pool_max,
+        acquire_timeout_s=BACKGROUND_STATEMENT_TIMEOUT_S if background else settings.db_acquire_timeout_s,
+        statement_timeout_s=BACKGROUND_STATEMENT_TIMEOUT_S if background else settings.db_statement_timeout_s,
     )
     try:
         yield build_services(settings, pool, ObjectStorage(settings))

@@ -72,7 +72,7 @@ async def _settle(admin: asyncpg.Connection) -> None:
 
 async def disbursement(settings: Settings, pensioners: int) -> dict[str, Any]:
     admin = await asyncpg.connect(settings.migration_database_url)
-    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2, statement_timeout_s=600)
     try:
         t0 = time.perf_counter()
         owed = await seed_pensioners(admin, pensioners, FieldCipher(settings.data_encryption_key))
@@ -169,7 +169,7 @@ async def charges(settings: Settings, args: argparse.Namespace) -> dict[str, Any
     finally:
         await conn.close()
     pool_size = settings.api_workers * settings.db_pool_max
-    async with open_services(settings, pool_max=pool_size) as services:
+    async with open_services(settings, pool_max=pool_size, background=True) as services:
         keys = [await services.auth.create_terminal(f"bench-{n}") for n in range(8)]
         await wait_for_api(settings.api_port)
         port = settings.api_port

@@ -48,6 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_workers: int = 2
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # A request waits at most this for a pooled connection, and a statement runs at most this long,
+    # before it is answered 503 with Retry-After (the worker's jobs get longer statements: infra.db).
+    db_acquire_timeout_s: int = 3
+    db_statement_timeout_s: int = 10
+    # Every S3 call: the connection within 2 s, each answer within this, one retry.
+    s3_timeout_s: int = 3
     sms_provider: str = "dev"
     log_level: str = "INFO"
     access_token_ttl_s: int = 15 * 60
@@ -267,6 +273,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("API_WORKERS", 2, 1, 64),
         ("DB_POOL_MIN", 2, 1, 100),
         ("DB_POOL_MAX", 10, 1, 500),
+        ("DB_ACQUIRE_TIMEOUT_S", 3, 1, 600),
+        ("DB_STATEMENT_TIMEOUT_S", 10, 1, 3600),
+        ("S3_TIMEOUT_S", 3, 1, 600),
         ("PENSION_PAY_DAY", 15, 1, 28),
         ("DISBURSEMENT_BATCH", 20_000, 1, 1_000_000),
         ("NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
@@ -339,6 +348,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "API_WORKERS": str(settings.api_workers),
         "SMS_PROVIDER": settings.sms_provider,
         "LOG_LEVEL": settings.log_level,
+        "DB_ACQUIRE_TIMEOUT_S": str(settings.db_acquire_timeout_s),
+        "DB_STATEMENT_TIMEOUT_S": str(settings.db_statement_timeout_s),
+        "S3_TIMEOUT_S": str(settings.s3_timeout_s),
         "CHALLENGE_ACTIONS": ",".join(settings.challenge_actions),
         "CHALLENGE_MIN_ACTIONS": str(settings.challenge_min_actions),
         "CHALLENGE_MAX_ACTIONS": str(settings.challenge_max_actions),

@@ -34,18 +34,48 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """A pool whose every acquisition waits at most `acquire_timeout` seconds (TimeoutError after), the
+    pool's own fetch/execute shortcuts included: with the database frozen or every connection stuck,
+    a request is answered 503 in seconds instead of queueing for as long as the freeze lasts."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    acquire_timeout_s: float = 3.0,
+    statement_timeout_s: float = 10.0,
+) -> asyncpg.Pool:
+    """`statement_timeout_s` is kept by the client (command_timeout): it holds when the server does
+    not answer at all, which a server-side statement_timeout cannot."""
+    pool = BoundedPool(
         url,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        setup=None,
         init=_init_connection,
+        reset=None,
+        loop=None,
         connection_class=StatelessConnection,
-        command_timeout=30,
+        record_class=asyncpg.Record,
+        acquire_timeout=acquire_timeout_s,
+        command_timeout=statement_timeout_s,
+        timeout=max(acquire_timeout_s, 5.0),  # opening a connection
         # The process id tells, in pg_stat_activity, which API or worker process holds a connection.
         server_settings={"application_name": f"socialcard:{os.getpid()}", "timezone": "UTC"},
     )
-    assert pool is not None
+    await pool
     return pool
 
 

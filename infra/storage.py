@@ -43,9 +43,10 @@ class ObjectStorage:
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=3,
-                read_timeout=20,
+                # A frozen or unreachable S3 fails a call in about 2 x S3_TIMEOUT_S, not minutes.
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=min(2, settings.s3_timeout_s),
+                read_timeout=settings.s3_timeout_s,
             ),
         )
 
