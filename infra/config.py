@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 2
+    # After SIGTERM the API answers what was sent before it, then exits within this (infra.supervise
+    # gives `up`'s parts 30 s in all); a request still running then is cut.
+    api_drain_s: int = 20
     db_pool_min: int = 2
     db_pool_max: int = 10
     # A request waits at most this for a pooled connection, and a statement runs at most this long,
@@ -271,6 +274,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for name, default, low, high in (
         ("API_PORT", 8000, 1, 65535),
         ("API_WORKERS", 2, 1, 64),
+        ("API_DRAIN_S", 20, 2, 3600),
         ("DB_POOL_MIN", 2, 1, 100),
         ("DB_POOL_MAX", 10, 1, 500),
         ("DB_ACQUIRE_TIMEOUT_S", 3, 1, 600),
@@ -346,6 +350,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "API_HOST": settings.api_host,
         "API_PORT": str(settings.api_port),
         "API_WORKERS": str(settings.api_workers),
+        "API_DRAIN_S": str(settings.api_drain_s),
         "SMS_PROVIDER": settings.sms_provider,
         "LOG_LEVEL": settings.log_level,
         "DB_ACQUIRE_TIMEOUT_S": str(settings.db_acquire_timeout_s),
