@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
@@ -151,7 +152,12 @@ async def _on_queue_connection(
     delay = RECONNECT_FIRST_S
     while not stop.is_set():
         try:
-            conn = await asyncpg.connect(settings.database_url, timeout=RECONNECT_MAX_S)
+            conn = await asyncpg.connect(
+                settings.database_url,
+                timeout=RECONNECT_MAX_S,
+                # Named in pg_stat_activity: which process holds which queue connection.
+                server_settings={"application_name": f"socialcard-queue:{os.getpid()}"},
+            )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             # Refused, no socket yet, "the database system is starting up": the same answer, wait.
             log.warning("queue database unreachable", extra={"retry_in_s": delay, "error": repr(exc)})

@@ -118,8 +118,18 @@ async def test_the_worker_and_the_scheduler_outlive_a_database_restart(
     worker = _start("worker", settings, tmp_path / "worker.log")
     scheduler = _start("scheduler", settings, tmp_path / "scheduler.log")
     try:
-        await asyncio.sleep(3)  # both connected and waiting
-        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        # Both connected to the queue and waiting (a loaded machine takes a while to start them).
+        deadline = time.monotonic() + 60
+        while (
+            await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY($1::text[])",
+                [f"socialcard-queue:{p.pid}" for p in (worker, scheduler)],
+            )
+            < 2
+        ):
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the worker and the scheduler never connected to the queue"
+            await asyncio.sleep(0.2)
         away = await asyncio.to_thread(_restart_postgres, embedded)
         await asyncio.sleep(5)  # longer than the first reconnection delays
         assert worker.poll() is None, (
