@@ -32,7 +32,7 @@ $(UV):
 # The project's own bytecode too (installed editable, uv compiles only the libraries); quick when current.
 setup: .venv/.synced
 	@mkdir -p $(XDG_RUNTIME_DIR)
-	@$(UV) run --frozen python -m compileall -q app infra liveness payments notifications bench >/dev/null
+	@$(UV) run --frozen python -m compileall -q app core auth cards certification persons review infra liveness payments notifications bench tools >/dev/null
 
 run: setup  ## start PostgreSQL, S3, migrations, API (127.0.0.1:8000), worker and scheduler; Ctrl-C stops all
 	$(UV) run --frozen socialcard up
@@ -41,6 +41,7 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports
 
 test: setup lint | $(CHROMIUM)  ## lint, type-check, then every test on the real embedded services (and the browser's)
 	$(UV) run --frozen pytest

@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level)
     # The body limit is read from the constructor only (a plugin's AppConfig value is ignored).
     # No logging config of Litestar's: its default puts plain-text handlers on the root logger, over
-    # the masked JSON logging configured above (errors are logged by app.errors, through it).
+    # the masked JSON logging configured above (errors are logged by core.errors, through it).
     return Litestar(
         plugins=[SocialCardPlugin(settings)],
         request_max_body_size=settings.max_request_body_bytes,

@@ -19,8 +19,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from app.persons.records import RowError
 from app.services import Services, open_services
+from core.records import RowError
 from infra.config import (
     APP_DATABASE,
     APP_ROLE,
@@ -154,7 +154,7 @@ def served_app() -> ASGIApp:
     """The app as each granian worker loads it: the request id and access line wrap the whole app, so
     requests no route matches (a 404, a 405) are logged with their id too."""
     from app.asgi import create_app
-    from app.system.observability import request_id_middleware
+    from app.http.system.observability import request_id_middleware
 
     return request_id_middleware(create_app(load_settings()))
 
@@ -311,7 +311,7 @@ async def cmd_disburse(args: argparse.Namespace, services: Services) -> int:
 
 @with_services
 async def cmd_bank_file(args: argparse.Namespace, services: Services) -> int:
-    from app.errors import AppError
+    from core.errors import AppError
 
     run_id = await services.disbursements.run_of_period(args.period)
     if run_id is None:

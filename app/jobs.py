@@ -10,8 +10,8 @@ from contextlib import AsyncExitStack
 
 from pgqueuer.models import Job
 
-from app.certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB
 from app.services import open_services
+from certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB
 from infra import audit, jobs
 from infra.config import Settings
 from liveness.analyser import FaceAnalyser

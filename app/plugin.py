@@ -18,24 +18,24 @@ from litestar.plugins import InitPluginProtocol
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
-from app.auth.controllers import AuthController
-from app.auth.middleware import bearer_auth_middleware
-from app.bodies import StrictRequest
-from app.cards.controllers import CardController, TerminalQrController
-from app.certification.controllers import CertificationController, ConsentController
 from app.console.controllers import TEMPLATES, console_router, error_page
 from app.console.session import PATH as CONSOLE_PATH
 from app.console.session import console_headers
-from app.deaths.controllers import DeathReversalController
-from app.errors import problem_json
-from app.medical.controllers import MedicalAccountController, TerminalChargeController
-from app.notifications.controllers import DeviceController, InboxController, NotificationAdminController
-from app.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
-from app.review.controllers import ReviewController
+from app.http.auth.controllers import AuthController
+from app.http.auth.middleware import bearer_auth_middleware
+from app.http.bodies import StrictRequest
+from app.http.cards.controllers import CardController, TerminalQrController
+from app.http.certification.controllers import CertificationController, ConsentController
+from app.http.deaths.controllers import DeathReversalController
+from app.http.medical.controllers import MedicalAccountController, TerminalChargeController
+from app.http.notifications.controllers import DeviceController, InboxController, NotificationAdminController
+from app.http.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
+from app.http.problems import problem_json
+from app.http.review.controllers import ReviewController
+from app.http.system.controllers import HealthController
+from app.http.system.headers import DOCS_PATH, security_headers
+from app.http.system.observability import request_id_middleware
 from app.services import Services, open_services
-from app.system.controllers import HealthController
-from app.system.headers import DOCS_PATH, security_headers
-from app.system.observability import request_id_middleware
 from infra.config import Settings
 
 
@@ -81,7 +81,11 @@ class SocialCardPlugin(InitPluginProtocol):
         ]
         app_config.request_class = StrictRequest
         app_config.before_send.append(
-            security_headers(console_headers(_origin(self.settings.s3_endpoint_url)), docs_ui=self.settings.api_docs_ui)
+            security_headers(
+                console_headers(_origin(self.settings.s3_endpoint_url)),
+                console_path=CONSOLE_PATH,
+                docs_ui=self.settings.api_docs_ui,
+            )
         )
         # The docs UIs load their scripts from a CDN (no installed package ships them), so they are
         # served only where development asks for them; the document itself always is. The first
@@ -106,7 +110,7 @@ class SocialCardPlugin(InitPluginProtocol):
 
 
 def _render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Errors are mapped once (app.errors.classify) and shown as the caller reads them: a page in the
+    """Errors are mapped once (core.errors.classify) and shown as the caller reads them: a page in the
     console's browser, problem+json everywhere else."""
     path = request.url.path
     if path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"):

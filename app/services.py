@@ -12,12 +12,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app.auth.service import AuthService
-from app.cards.service import CardService
-from app.certification.service import CertificationService
-from app.console.service import ConsoleService
-from app.persons.service import PersonImporter
-from app.review.service import ReviewService
+from auth.service import AuthService
+from cards.service import CardService
+from certification.service import CertificationService
 from infra import audit
 from infra.config import Settings
 from infra.crypto import FieldCipher
@@ -28,6 +25,9 @@ from notifications.sms import SmsProvider, sms_provider
 from payments.deaths.service import DeathRecords
 from payments.disbursement.service import DisbursementService
 from payments.ledger.service import MedicalAccountService
+from persons.service import PersonImporter
+from review.lookup import ConsoleService
+from review.service import ReviewService
 
 
 @dataclass(frozen=True)

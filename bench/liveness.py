@@ -265,7 +265,7 @@ def _run_baseline(video: bytes, reference: Embedding, accept_distance: float) ->
 
 def _person(n: int, photo: Path) -> dict[str, str]:
     """An import row with a valid national ID (GB 11643) and its own phone."""
-    from app.persons.national_id import check_character
+    from core.national_id import check_character
 
     born = date(1950, 1, 1) + timedelta(days=n)
     first17 = f"110101{born:%Y%m%d}{n:03d}"

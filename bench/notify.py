@@ -1,7 +1,7 @@
 """`make bench-notify`: push notifications through the dispatcher to the local FCM server, against a
 naive baseline in the same run.
 
-The FCM server runs in its own process (`python -m notifications.fcm_server`), as FCM would be
+The FCM server runs in its own process (`python -m tests.doubles.fcm_server`), as FCM would be
 elsewhere. Notices and their push deliveries (one device per person) are seeded straight into the
 tables, as the outbox writes them.
   1. the baseline: the same dispatcher code claiming, sending and recording one delivery at a time,
@@ -101,7 +101,7 @@ def process_cpu_s(pid: int) -> float:
 @contextmanager
 def fcm_server(latency_ms: float) -> Iterator[LocalFcm]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "notifications.fcm_server", "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "tests.doubles.fcm_server", "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

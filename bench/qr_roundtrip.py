@@ -24,11 +24,11 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from app.auth import repository as auth_repo
-from app.auth import tokens
-from app.cards import repository as card_repo
+from auth import repository as auth_repo
+from auth import tokens
 from bench.load import Call, HttpConnection, mint_codes, open_loop, percentile_ms, running_api, wait_for_api
 from bench.system import embedded_system
+from cards import repository as card_repo
 from infra.config import Settings
 from infra.db import StatelessConnection
 from infra.embedded import exit_on_sigterm

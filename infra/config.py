@@ -17,10 +17,9 @@ from typing import TypeVar
 
 import msgspec
 
-
-class SettingsError(Exception):
-    """A configuration value is missing or invalid; the message says which and how to fix it."""
-
+from infra.base import APP_DATABASE as APP_DATABASE  # re-exported
+from infra.base import APP_ROLE as APP_ROLE
+from infra.base import SettingsError as SettingsError
 
 # The liveness actions a challenge may ask for (liveness.model.Action names them for the worker).
 ACTIONS = ("blink", "turn_left", "turn_right", "open_mouth")
@@ -117,8 +116,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key", "audit_chain_key")
-APP_ROLE = "socialcard_app"
-APP_DATABASE = "socialcard"
 
 
 def _decode_key(name: str, value: str) -> bytes:

@@ -68,7 +68,7 @@ def database_url_for(socket_dir: Path, port: int, role: str, database: str) -> s
 
 
 def embedded_database_url(var_dir: Path, role: str, database: str = "socialcard") -> str:
-    from infra.config import SettingsError
+    from infra.base import SettingsError
 
     found = _postmaster_socket(var_dir / "postgres")
     if found is None:
@@ -414,7 +414,7 @@ def service_env(
     postgres: EmbeddedPostgres, s3: EmbeddedS3, *, database: str, bucket: str, access_key: str, secret_key: str
 ) -> dict[str, str]:
     """The environment that points settings at these embedded services (tests and the bench)."""
-    from infra.config import APP_ROLE
+    from infra.base import APP_ROLE
 
     return {
         "DATABASE_URL": postgres.url(APP_ROLE, database),

@@ -71,7 +71,7 @@ CROP_FACE_PX = 200
 STILL_UPSAMPLE = 1
 ENCODING_JITTERS = 1
 ENCODING_LANDMARKS = "small"
-# Names the still detector and encoder above (`liveness.evaluate` keys its cache with it).
+# Names the still detector and encoder above (`tools.liveness.evaluate` keys its cache with it).
 STILL_ENCODER = f"hog-upsample{STILL_UPSAMPLE}-{ENCODING_LANDMARKS}-jitter{ENCODING_JITTERS}"
 
 # Face chips: a CHIP_PX square, the eyes' outer corners CHIP_EYES apart at CHIP_EYE_ROW from the

@@ -78,13 +78,13 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision bands; defaults calibrated on shared/faces/lfw-dev by `python -m liveness.evaluate`."""
+    """Decision bands; defaults calibrated on shared/faces/lfw-dev by `python -m tools.liveness.evaluate`."""
 
     accept_distance: float = 0.469  # bootstrap 95% upper bound of FMR on lfw-dev under 1e-4 (3.4e-5 measured)
     reject_distance: float = 0.6  # above: not the same person
     # A clip this close to the reference photo was made from it: a re-encoded copy of a photo lies
     # 0.04-0.14 from it, a live clip from a frame of the same sitting 0.19-0.23, another photo of
-    # the person 0.31-0.43 (shared/faces/README.md and `liveness.evaluate`).
+    # the person 0.31-0.43 (shared/faces/README.md and `tools.liveness.evaluate`).
     replay_distance: float = 0.15
     # Another pensioner's face this close is the same face (1:N). Tighter than accepting a match
     # 1:1: against millions of templates, an accept-band look-alike turns up for every query.

@@ -11,12 +11,12 @@ import logging
 import uuid
 from datetime import timedelta
 
-from app.certification.service import CertificationService, WorkItem
 from infra.config import Settings
 from infra.logging import request_id_var
 from liveness import decision
 from liveness.analyser import AnalyserCrashed, FaceAnalyser
 from liveness.model import Action, Embedding, Media, Thresholds
+from liveness.port import CertificationPort, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ RETRY_DELAY_S = 30
 
 
 class FaceJobs:
-    def __init__(self, certification: CertificationService, analyser: FaceAnalyser, settings: Settings) -> None:
+    def __init__(self, certification: CertificationPort, analyser: FaceAnalyser, settings: Settings) -> None:
         self._cert = certification
         self._analyser = analyser
         self._thresholds = Thresholds.configured(settings)

@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from core.pension import DUE, WITHHELD_REASON
 from infra.db import Db, UnitOfWork
 from notifications.rules import ReminderWindow
-from payments.disbursement.repository import DUE, WITHHELD_REASON
 
 _ACTIVE = "d.person_id = n.person_id AND d.deactivated_at IS NULL"
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from payments.disbursement.rules import pay_date
+from core.pension import pay_date
 
 # Mainland China keeps one time zone; quiet hours are the pensioner's night there.
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")

@@ -8,12 +8,12 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from app.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
+from core.pension import pay_date
 from infra import audit
 from infra.db import unit_of_work
 from notifications import repository as repo
 from notifications.rules import LOCAL_TZ, pay_day_release, release_at, reminder_windows, warning_period
-from payments.disbursement.rules import pay_date
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from app.i18n import LOCALES, negotiate
+from core.text import LOCALES, negotiate
 
 
 class Rendered(msgspec.Struct, frozen=True):

@@ -186,7 +186,7 @@ async def admin_headers(services: Services) -> dict[str, str]:
 @pytest.fixture
 async def fcm() -> AsyncIterator[Any]:
     """A local FCM-protocol server for this test (it records requests and answers as told)."""
-    from notifications.fcm_server import FcmServer
+    from tests.doubles.fcm_server import FcmServer
 
     async with FcmServer() as server:
         yield server

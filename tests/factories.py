@@ -28,11 +28,11 @@ import pyotp
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
-from app.certification.service import settle
 from app.cli import main
 from app.jobs import run_worker
-from app.persons.national_id import check_character
 from app.services import Services
+from certification.service import settle
+from core.national_id import check_character
 from infra.config import Settings, settings_env
 from infra.db import unit_of_work
 from liveness.model import Analysis, Outcome, Reason

@@ -20,8 +20,6 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from app.auth.principal import ADMIN, AUDITOR, OPERATOR
-from app.auth.service import OPERATOR_SESSION_S, ConsoleSession
 from app.console import session as cs
 from app.console.forms import (
     ClaimNextForm,
@@ -33,17 +31,21 @@ from app.console.forms import (
     TokenForm,
     read_form,
 )
-from app.console.service import PersonQuery
 from app.console.text import label, reason_label, status_label
-from app.errors import AppError, BadRequest, Conflict, classify
-from app.i18n import CARD_STATUS_NAMES, message, request_locale
-from app.review.schemas import ReviewStatus
+from app.http.locale import request_locale
+from app.http.problems import classify
+from app.http.review.schemas import ReviewStatus
 from app.services import Services
+from auth.service import OPERATOR_SESSION_S, ConsoleSession
+from core.errors import AppError, BadRequest, Conflict
+from core.principal import ADMIN, AUDITOR, OPERATOR
+from core.text import CARD_STATUS_NAMES, message
 from infra.crypto import mask_phone
 from liveness.decision import match_band
 from liveness.model import Reason, Thresholds
 from notifications.rules import LOCAL_TZ
 from notifications.templates import day, money, render
+from review.lookup import PersonQuery
 
 REVIEWERS = (OPERATOR, ADMIN)
 STATIC = Path(__file__).parent / "static"

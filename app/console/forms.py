@@ -7,9 +7,9 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from litestar import Request
 
-from app.errors import BadRequest
-from app.review.schemas import DecisionKind
-from app.schemas import Body
+from app.http.review.schemas import DecisionKind
+from app.http.schemas import Body
+from core.errors import BadRequest
 
 F = TypeVar("F", bound=Body)
 

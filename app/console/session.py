@@ -13,9 +13,9 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from app.auth.service import ConsoleSession
-from app.errors import Forbidden
 from app.services import Services
+from auth.service import ConsoleSession
+from core.errors import Forbidden
 
 PATH = "/console"
 COOKIE = "console_session"

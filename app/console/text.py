@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.certification.reasons import explain
+from certification.reasons import explain
 
 LABELS: dict[str, tuple[str, str]] = {
     # key: (zh-CN, en)

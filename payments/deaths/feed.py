@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from app.persons import national_id as nid
-from app.persons.records import RowError, field_text, read_rows
+from core import national_id as nid
+from core.records import RowError, field_text, read_rows
 
 _CSV_REQUIRED = ("national_id", "date_of_death")
 # Only the extended form: date.fromisoformat would also take 20260307 or 2026-W10-6.

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import asyncpg
 
-from app.auth.principal import Principal
-from app.cards import repository as cards
-from app.errors import BadRequest, Conflict, NotFound
-from app.persons import national_id as nid
-from app.persons.records import RowError, detect_format
+from cards import repository as cards
+from core import national_id as nid
+from core.errors import BadRequest, Conflict, NotFound
+from core.principal import Principal
+from core.records import RowError, detect_format
 from infra import audit
 from infra.crypto import lookup_hash
 from infra.db import UnitOfWork, unit_of_work

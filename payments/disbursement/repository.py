@@ -8,15 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from core.pension import DUE as DUE  # re-exported
+from core.pension import WITHHELD_REASON as WITHHELD_REASON
 from infra.db import Db, UnitOfWork
 
-# The people a run pays or withholds for: an active entitlement that has started, a living person.
-# Deceased persons and stopped entitlements get no record at all. Over `pension_entitlements e`
-# joined to `persons p`; the reminder scan warns the same people ahead of the pay date.
-DUE = "e.status = 'active' AND e.start_month <= {period} AND p.vital_status = 'alive'"
-# rules.withheld_reason in SQL, judged on the pay date.
-WITHHELD_REASON = """CASE WHEN p.certified_until IS NULL THEN 'not_certified'
-                          WHEN p.certified_until < {pay_date} THEN 'certification_expired' END"""
 _DUE = DUE.format(period="$1")
 
 # Batches and bank answers hold it shared; recording or reversing a death holds it exclusively. A

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from core.pension import pay_date as pay_date  # re-exported
+
 # Why a month was not paid; each is back-paid by the first run that pays the person again.
 NOT_CERTIFIED = "not_certified"  # never passed a face check
 CERTIFICATION_EXPIRED = "certification_expired"  # the last pass is more than 12 months old at the pay date
@@ -41,10 +43,6 @@ def parse_period(text: str) -> date:
     if year not in YEARS or not 1 <= month <= 12:
         raise ValueError(f"no such month: {text!r}")
     return date(year, month, 1)
-
-
-def pay_date(period: date, pay_day: int) -> date:
-    return period.replace(day=pay_day)
 
 
 def withheld_reason(certified_until: date | None, on: date) -> str | None:

@@ -15,7 +15,7 @@ from datetime import date
 
 import asyncpg
 
-from app.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from infra import audit, jobs
 from infra.crypto import FieldCipher, mask_name
 from infra.db import UnitOfWork, unit_of_work

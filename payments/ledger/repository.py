@@ -209,7 +209,7 @@ async def insert_charge(
     accounts: tuple[uuid.UUID, uuid.UUID],
 ) -> asyncpg.Record:
     """The charge and its transfer (medical -> merchant, `accounts`) in one statement; `holder` is
-    the consumed QR token's row (app.cards.service.CardService.consume_qr)."""
+    the consumed QR token's row (cards.service.CardService.consume_qr)."""
     row = await uow.fetchrow(
         """WITH charge AS (
                INSERT INTO medical_charges (terminal_id, person_id, card_id, qr_token_id, amount_fen, description)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.persons import national_id as nid
-from app.persons.records import RowError, field_text, read_rows
+from core import national_id as nid
+from core.records import RowError, field_text, read_rows
 from payments.disbursement.rules import YEARS, parse_year
 
 # 100,000 yuan: above it, a charge, refund or yearly allocation is a unit mistake (yuan typed as fen).

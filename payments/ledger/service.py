@@ -23,12 +23,11 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from app.auth.principal import Principal
-from app.cards.service import CardService
-from app.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
-from app.pagination import after, page
-from app.persons.records import RowError, detect_format
-from app.persons.repository import find_by_national_id_hash
+from cards.service import CardService
+from core.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
+from core.paging import after, page
+from core.principal import Principal
+from core.records import RowError, detect_format
 from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash, mask_account
@@ -37,9 +36,10 @@ from notifications.outbox import publish_event
 from payments.disbursement.rules import yuan
 from payments.ledger import repository as repo
 from payments.ledger import rules
+from persons.repository import find_by_national_id_hash
 
 # A receipt as the terminal gets it, in JSON types: stored with the key and replayed from there.
-# Its fields are app.medical.schemas.ChargeReceipt's and RefundReceipt's.
+# Its fields are app.http.medical.schemas.ChargeReceipt's and RefundReceipt's.
 Receipt = dict[str, Any]
 
 

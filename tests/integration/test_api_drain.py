@@ -125,7 +125,7 @@ async def test_sigterm_answers_every_request_in_flight(settings: Settings) -> No
     with api_process(settings, API_DRAIN_S=str(drain_s), DB_POOL_MAX="40") as (process, port, log_path):
         holder = await asyncpg.connect(settings.database_url)
         try:
-            # The lock every sign-in code request for this phone takes (app.auth.repository.lock_phone),
+            # The lock every sign-in code request for this phone takes (auth.repository.lock_phone),
             # held so that the requests stay in flight for a while.
             lock = holder.transaction()
             await lock.start()

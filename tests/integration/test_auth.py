@@ -107,7 +107,7 @@ async def test_logout_stops_the_access_token_at_once(client: Any, pool: asyncpg.
 
 
 async def test_expired_access_token_is_refused(client: Any, pool: asyncpg.Pool, settings: Settings) -> None:
-    from app.auth.tokens import issue_access_token, parse_access_token
+    from auth.tokens import issue_access_token, parse_access_token
 
     tokens = await sign_in(client, pool, sample_person().phone)
     claims = parse_access_token(settings.token_signing_key, tokens["access_token"], datetime.now(UTC))

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from app.cards import qr
 from app.services import Services
+from cards import qr
 from infra.config import Settings
 from tests.factories import (
     bearer,

@@ -13,8 +13,8 @@ import msgspec
 from app.services import Services
 from infra.config import Settings
 from notifications.dispatcher import Dispatcher
-from notifications.fcm_server import FcmServer
 from notifications.push import push_channel
+from tests.doubles.fcm_server import FcmServer
 from tests.factories import mint_qr, person_id_of, post_charge
 from tests.ledger_checks import allocate
 

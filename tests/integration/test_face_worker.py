@@ -20,12 +20,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.certification.rules import add_months
 from app.services import Services
+from certification.rules import add_months
 from infra.config import Settings, settings_env
-from liveness import attacks
 from tests.conftest import FACES
 from tests.factories import applicant, certify, finished, operator_headers_for, video_frame
+from tools.liveness import attacks
 
 pytestmark = pytest.mark.skipif(not FACES.exists(), reason="../shared/faces is not beside this clone")
 VIDEOS = FACES / "video"

@@ -18,9 +18,9 @@ import pytest
 from firebase_admin import messaging
 
 from infra.config import Settings, load_settings
-from notifications.fcm_server import Fault, FcmServer, Rule
 from notifications.push import _CONNECTIONS, FcmPush, LogPush, PushMessage, PushOutcome, push_channel
 from tests.conftest import LocalTls
+from tests.doubles.fcm_server import Fault, FcmServer, Rule
 
 KEY_NAMES = ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY", "AUDIT_CHAIN_KEY")
 
@@ -243,7 +243,7 @@ async def test_server_in_its_own_process(tmp_path: Path) -> None:
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "notifications.fcm_server",
+        "tests.doubles.fcm_server",
         "--fail",
         "gone-*=UNREGISTERED",
         stdout=asyncio.subprocess.PIPE,

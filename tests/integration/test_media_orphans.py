@@ -23,9 +23,9 @@ from PIL import Image
 
 import app.services
 from app.asgi import create_app
-from app.certification import rules
-from app.certification.service import CertificationService
 from app.services import Services
+from certification import rules
+from certification.service import CertificationService
 from infra.config import Settings
 from infra.crypto import FieldCipher
 from infra.storage import ObjectStorage

@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from app.certification.service import PURGE_MEDIA_JOB
 from app.jobs import SCHEDULES
 from app.services import Services
+from certification.service import PURGE_MEDIA_JOB
 from tests.factories import applicant, insert_check
 
 

@@ -294,7 +294,7 @@ async def test_a_charge_needs_an_idempotency_key(
 async def test_unusable_codes_are_refused_like_verification_refuses_them(
     client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    from app.cards import qr
+    from cards import qr
 
     token = await mint_qr(client, funded["headers"])
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")

@@ -22,9 +22,9 @@ from app.services import Services
 from infra.config import Settings, settings_env
 from infra.db import unit_of_work
 from notifications.dispatcher import Dispatcher
-from notifications.fcm_server import Fault, FcmServer, Rule
 from notifications.outbox import publish_event
 from notifications.push import push_channel
+from tests.doubles.fcm_server import Fault, FcmServer, Rule
 from tests.factories import Pensioner, import_pensioners
 
 

@@ -418,7 +418,7 @@ async def test_a_card_reported_lost_is_told_at_once_with_the_number_masked(
 async def test_a_settled_face_check_is_told_to_the_person(
     client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any]
 ) -> None:
-    # The fixture's pass went through app.certification.service.settle, as the worker's does.
+    # The fixture's pass went through certification.service.settle, as the worker's does.
     person_id = await person_id_of(pool, cardholder["person"].phone)
     check_id = await pool.fetchval("SELECT id FROM certification_checks WHERE person_id = $1", person_id)
     until = await pool.fetchval("SELECT certified_until FROM persons WHERE id = $1", person_id)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from notifications import http1
-from notifications.fcm_server import Fault, FcmServer, Rule
 from tests.conftest import LocalTls
+from tests.doubles.fcm_server import Fault, FcmServer, Rule
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.certification import rules
-from app.certification.reasons import REASONS, explain
-from app.certification.uploads import UPLOAD_MAX_BYTES, check_frames, check_video, video_type
-from app.errors import AppError
+from certification import rules
+from certification.reasons import REASONS, explain
+from certification.uploads import UPLOAD_MAX_BYTES, check_frames, check_video, video_type
+from core.errors import AppError
 from liveness.model import Reason
 
 ACTIONS = ("blink", "turn_left", "turn_right", "open_mouth")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from app.certification import rules
+from certification import rules
 from infra.config import Settings
 
 NOW = datetime(2026, 5, 1, 3, 17, tzinfo=UTC)

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from app.persons.records import RowError
+from core.records import RowError
 from payments.deaths.feed import DeathReport, parse_feed
 
 ID_A = "11010519491231002X"

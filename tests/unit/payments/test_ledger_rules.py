@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.persons.national_id import check_character
-from app.persons.records import RowError
+from core.national_id import check_character
+from core.records import RowError
 from infra.config import Settings
 from payments.disbursement.rules import yuan
 from payments.ledger import rules

@@ -1,0 +1,194 @@
+"""Pension payments over HTTP: the retiree's history and statements; runs and bank files for staff."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated, Any
+
+import asyncpg
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from app.http.auth.guards import requires
+from app.http.locale import request_locale
+from app.http.paging import Cursor, Limit
+from app.http.payments import schemas as s
+from app.http.schemas import BEARER, to_schema
+from app.services import Services
+from core.errors import BadRequest, NotFound, Unprocessable
+from core.paging import after, page
+from core.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
+from core.text import message
+from payments.disbursement.rules import parse_period, parse_year
+
+BANK_RETURNS_MAX_BYTES = 256 * 1024 * 1024
+
+
+def _month(day: date) -> str:
+    return f"{day:%Y-%m}"
+
+
+def _reason(code: str, locale: str) -> s.Reason:
+    return s.Reason(code=code, text=message(f"withheld.{code}", locale))
+
+
+def _payment(row: asyncpg.Record, locale: str) -> s.Payment:
+    return to_schema(
+        s.Payment,
+        row,
+        period=_month(row["period"]),
+        covers=[_month(m) for m in row["covers"]] if row["covers"] is not None else None,
+        withheld_reason=_reason(row["withheld_reason"], locale) if row["withheld_reason"] else None,
+    )
+
+
+class PaymentController(Controller):
+    path = "/v1/payments"
+    tags = ["payments"]
+    guards = [requires(CARDHOLDER)]
+    security = BEARER
+
+    @get("/", summary="My pension payments, newest first")
+    async def list_payments(
+        self,
+        request: Request[Principal, Any, Any],
+        services: Services,
+        cursor: Cursor = None,
+        limit: Limit = 20,
+    ) -> s.PaymentPage:
+        start = after(cursor, date, str, uuid.UUID)
+        rows = await services.disbursements.payments(request.user.linked_person, start, limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["period"], row["kind"], row["id"]))
+        locale = request_locale(request)
+        return s.PaymentPage(items=[_payment(row, locale) for row in shown], next_cursor=next_cursor)
+
+    @get("/{payment_id:uuid}", summary="One pension payment")
+    async def get_payment(
+        self, payment_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
+    ) -> s.Payment:
+        row = await services.disbursements.payment(request.user.linked_person, payment_id)
+        if row is None:
+            raise NotFound("payment_not_found")
+        return _payment(row, request_locale(request))
+
+    @get("/statements/{year:str}", summary="A year's statement: per month paid, withheld, back-paid, returned")
+    async def statement(
+        self,
+        # Text, not {year:int}: the router's int() would also take ２０２６, +2026 or 2_026.
+        year: Annotated[str, Parameter(description="YYYY, e.g. 2026")],
+        request: Request[Principal, Any, Any],
+        services: Services,
+    ) -> s.Statement:
+        try:
+            number = parse_year(year)
+        except ValueError:
+            raise BadRequest("year_invalid") from None
+        locale = request_locale(request)
+        months = await services.disbursements.statement(request.user.linked_person, number)
+        lines = [
+            s.StatementMonth(
+                month=f"{number}-{m.month:02d}",
+                paid_fen=m.paid_fen,
+                withheld_fen=m.withheld_fen,
+                withheld_reasons=[_reason(code, locale) for code in m.withheld_reasons],
+                back_pay_fen=m.back_pay_fen,
+                back_pay_covers=[_month(c) for c in m.back_pay_covers],
+                returned_fen=m.returned_fen,
+                return_reasons=m.return_reasons,
+                to_recover_fen=m.to_recover_fen,
+            )
+            for m in months
+        ]
+        return s.Statement(
+            year=number,
+            months=lines,
+            paid_fen=sum(m.paid_fen for m in months),
+            withheld_fen=sum(m.withheld_fen for m in months),
+            back_pay_fen=sum(m.back_pay_fen for m in months),
+            returned_fen=sum(m.returned_fen for m in months),
+            to_recover_fen=sum(m.to_recover_fen for m in months),
+        )
+
+
+def _run(row: asyncpg.Record) -> s.Disbursement:
+    problem = (
+        s.RunProblem(message=row["problem"], at=row["problem_at"], retrying=not row["gave_up"])
+        if row["problem"] is not None
+        else None
+    )
+    return to_schema(s.Disbursement, row, period=_month(row["period"]), problem=problem)
+
+
+class DisbursementController(Controller):
+    path = "/v1/admin/disbursements"
+    tags = ["administration"]
+    guards = [requires(ADMIN)]
+    security = BEARER
+
+    @post("/", status_code=HTTP_202_ACCEPTED, summary="Start the disbursement run of a month (or show the one started)")
+    async def start(
+        self, data: s.DisbursementRequest, request: Request[Principal, Any, Any], services: Services
+    ) -> s.Disbursement:
+        try:
+            period = parse_period(data.period)
+        except ValueError:
+            raise BadRequest("period_invalid") from None
+        return _run(await services.disbursements.request(period, request.user.actor))
+
+    @get("/{run_id:uuid}", summary="A run: progress and totals")
+    async def get_run(self, run_id: uuid.UUID, services: Services) -> s.Disbursement:
+        return _run(await services.disbursements.view(run_id))
+
+    @get("/{run_id:uuid}/bank-file", summary="The run's payment order for the bank (CSV, audited)")
+    async def bank_file(self, run_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> Stream:
+        chunks = await services.disbursements.bank_order(run_id, request.user.actor)
+        return Stream(
+            chunks,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="payments-{run_id}.csv"'},
+        )
+
+    @post(
+        "/bank-returns",
+        status_code=200,
+        request_max_body_size=BANK_RETURNS_MAX_BYTES,
+        summary="Import the bank's return file (CSV: reference,result,reason): all lines or none",
+    )
+    async def bank_returns(self, request: Request[Principal, Any, Any], services: Services) -> s.BankReturnReport:
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("bank_file_encoding") from None
+        report = await services.disbursements.import_returns(text, request.user.actor)
+        if report.errors:
+            raise Unprocessable(
+                "bank_file_refused",
+                lines=len(report.errors),
+                errors=[{"line": e.line, "reason": e.reason} for e in report.errors[:1000]],
+            )
+        return s.BankReturnReport(
+            confirmed=report.confirmed, returned=report.returned, unchanged=report.unchanged, errors=[]
+        )
+
+
+class ReturnedPaymentController(Controller):
+    path = "/v1/admin/payments"
+    tags = ["administration"]
+    guards = [requires(OPERATOR, ADMIN)]
+    security = BEARER
+
+    @get("/returned", summary="Payments the bank sent back, with its reasons")
+    async def returned(
+        self,
+        services: Services,
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> s.ReturnedPage:
+        start = after(cursor, uuid.UUID)
+        rows = await services.disbursements.returned(start[0] if start else None, limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
+        items = [to_schema(s.ReturnedPayment, row, period=_month(row["period"])) for row in shown]
+        return s.ReturnedPage(items=items, next_cursor=next_cursor)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, get, post
+
+from app.http.auth.guards import requires
+from app.http.paging import Cursor, Limit
+from app.http.review import schemas as s
+from app.http.schemas import BEARER
+from app.services import Services
+from core.principal import OPERATOR, Principal
+
+
+class ReviewController(Controller):
+    path = "/v1/review/checks"
+    tags = ["review"]
+    guards = [requires(OPERATOR)]
+    security = BEARER
+
+    @get("/", summary="Checks waiting for a person, oldest first")
+    async def queue(
+        self,
+        services: Services,
+        status: s.ReviewStatus = "needs_review",
+        reason: str | None = None,
+        region: str | None = None,
+        cursor: Cursor = None,
+        limit: Limit = 20,
+    ) -> s.ReviewQueue:
+        return await services.review.queue(status, cursor, limit, reason=reason, region=region)
+
+    @post("/{check_id:uuid}/claim", status_code=200, summary="Claim a check for 15 minutes (one operator at a time)")
+    async def claim(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Claim:
+        return s.Claim(check_id=check_id, claimed_until=await services.review.claim(request.user, check_id))
+
+    @get(
+        "/{check_id:uuid}",
+        summary="A check: scores, reasons, actions; 5-minute links to frames and reference for the claim holder only",
+    )
+    async def view(
+        self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
+    ) -> s.CheckForReview:
+        return await services.review.view(request.user, check_id)
+
+    @post(
+        "/{check_id:uuid}/media-access",
+        status_code=200,
+        summary="The images of a check not held under review, for a reason kept in the audit log (5-minute links)",
+    )
+    async def media_access(
+        self, check_id: uuid.UUID, data: s.MediaAccess, request: Request[Principal, Any, Any], services: Services
+    ) -> s.CheckForReview:
+        return await services.review.view(request.user, check_id, reason=data.reason)
+
+    @post("/{check_id:uuid}/decision", status_code=200, summary="Approve, reject or order a home visit, with a reason")
+    async def decide(
+        self, check_id: uuid.UUID, data: s.Decision, request: Request[Principal, Any, Any], services: Services
+    ) -> s.Decided:
+        status = await services.review.decide(request.user, check_id, data.decision, data.reason.strip())
+        return s.Decided(check_id=check_id, status=status)  # type: ignore[arg-type]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from app.http.certification.schemas import ActionName, CheckStatus
+from app.http.schemas import Body
+
+ReviewStatus = Literal["needs_review", "home_visit"]
+
+
+class QueuedCheck(Body):
+    id: uuid.UUID
+    status: CheckStatus
+    reasons: list[str]
+    scores: dict[str, Any]
+    submitted_at: datetime
+    region: str
+    masked_national_id: str
+    claimed_by: uuid.UUID | None
+    claimed_by_name: str | None
+    claimed_until: datetime | None
+
+
+class ReviewQueue(Body):
+    items: list[QueuedCheck]
+    next_cursor: str | None
+
+
+class Claim(Body):
+    check_id: uuid.UUID
+    claimed_until: datetime
+
+
+class DetectedAction(Body):
+    action: ActionName
+    at_s: float
+    strength: float
+    until_s: float | None = None  # the action's last sample (checks analysed since the strict challenges)
+    settled_s: float | None = None  # when the face was back to neutral after it
+
+
+class CheckForReview(Body):
+    id: uuid.UUID
+    status: CheckStatus
+    worker_outcome: str | None
+    challenged_actions: list[ActionName]
+    detected_actions: list[DetectedAction]
+    reasons: list[str]
+    scores: dict[str, Any]
+    submitted_at: datetime
+    replay_of: uuid.UUID | None
+    name: str
+    masked_national_id: str
+    region: str
+    claimed_until: datetime | None
+    media_purged: bool  # the video and its frames were deleted at the end of the retention period
+    # The images come by default only to the operator holding the check's claim while it is under
+    # review; anyone else gets them (once) by asking with a reason: POST …/{id}/media-access.
+    images_withheld: bool
+    frame_urls: list[str]
+    reference_url: str | None
+    urls_expire_in: int
+
+
+DecisionKind = Literal["approve", "reject", "home_visit"]
+REASON_MIN, REASON_MAX = 3, 1000  # characters of a reason, padding not counted
+ReasonText = Annotated[
+    str,
+    msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
+]
+
+
+class Decision(Body):
+    decision: DecisionKind
+    reason: ReasonText
+
+
+class MediaAccess(Body):
+    """A request for the images of a check one does not hold under review (decided, or never sent to review)."""
+
+    reason: ReasonText
+
+
+class Decided(Body):
+    check_id: uuid.UUID
+    status: CheckStatus

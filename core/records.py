@@ -1,0 +1,207 @@
+"""Parsing and validating person import files (CSV or JSON lines): pure, no I/O.
+
+Every bad row is reported with its line, field and reason; good rows are returned for the service
+to land. Duplicates of one national ID within a file collapse to the last row ("one person, one
+record"), as they would across files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from core import national_id as nid
+from core.text import LOCALES
+
+_PHONE = re.compile(r"1[3-9][0-9]{9}")
+_REGION = re.compile(r"[1-9][0-9]{5}")
+_ACCOUNT = re.compile(r"[0-9]{12,30}")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+_MAX_FEN = 10_000_000_00  # 10 million yuan a month: anything above is a unit mistake
+
+
+@dataclass(frozen=True)
+class Pension:
+    monthly_amount_fen: int
+    bank_account: str
+    start_month: date
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    line: int
+    national_id: str
+    name: str
+    birth_date: date
+    phone: str
+    region: str
+    locale: str
+    reference_photo: str | None
+    pension: Pension | None
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    field: str
+    reason: str
+
+
+_PENSION_FIELDS = ("monthly_amount", "bank_account", "start_month")
+
+
+def field_text(raw: dict[str, Any], key: str) -> str:
+    """A field as stripped text ("" when absent): CSV gives strings, JSON lines any scalar."""
+    value = raw.get(key)
+    return "" if value is None else str(value).strip()
+
+
+def validate_row(line: int, raw: dict[str, Any]) -> PersonRecord | list[RowError]:
+    errors: list[RowError] = []
+
+    def bad(field: str, reason: str) -> None:
+        errors.append(RowError(line, field, reason))
+
+    national_id = nid.normalise(field_text(raw, "national_id"))
+    id_reason = nid.validate(national_id) if national_id else "is required"
+    if id_reason:
+        bad("national_id", id_reason)
+
+    name = field_text(raw, "name")
+    if not name:
+        bad("name", "is required")
+    elif len(name) > 100:
+        bad("name", "is longer than 100 characters")
+
+    birth: date | None = None
+    try:
+        birth = date.fromisoformat(field_text(raw, "birth_date"))
+    except ValueError:
+        bad("birth_date", "must be a date like 1950-03-07")
+    if birth and not id_reason and nid.birth_date_of(national_id) != birth:
+        bad("birth_date", "does not match the birth date inside the national ID")
+    if birth and birth > date.today():
+        bad("birth_date", "is in the future")
+
+    phone = field_text(raw, "phone")
+    if not _PHONE.fullmatch(phone):
+        bad("phone", "must be an 11-digit mainland mobile number starting with 13-19")
+
+    region = field_text(raw, "region")
+    if not _REGION.fullmatch(region):
+        bad("region", "must be a 6-digit administrative region code")
+
+    locale = field_text(raw, "locale") or "zh-CN"
+    if locale not in LOCALES:
+        bad("locale", f"must be one of {', '.join(LOCALES)}")
+
+    photo = field_text(raw, "reference_photo") or None
+
+    pension = _pension(raw.get("pension"), bad)
+    if errors:
+        return errors
+    assert birth is not None
+    return PersonRecord(line, national_id, name, birth, phone, region, locale, photo, pension)
+
+
+def _pension(raw: Any, bad: Any) -> Pension | None:
+    if raw is None or (isinstance(raw, dict) and not any(field_text(raw, f) for f in _PENSION_FIELDS)):
+        return None
+    if not isinstance(raw, dict):
+        bad("pension", "must be an object with monthly_amount, bank_account and start_month")
+        return None
+    amount_raw = raw.get("monthly_amount")
+    amount: int | None = None
+    if isinstance(amount_raw, (bool, float)):
+        bad("pension.monthly_amount", "must be a whole number of fen")
+    else:
+        try:
+            amount = int(str(amount_raw).strip())
+        except ValueError:
+            bad("pension.monthly_amount", "must be a whole number of fen")
+    if amount is not None and not 0 < amount <= _MAX_FEN:
+        bad("pension.monthly_amount", "must be more than 0 and at most 1,000,000,000 fen")
+        amount = None
+    account = field_text(raw, "bank_account").replace(" ", "")
+    if not _ACCOUNT.fullmatch(account):
+        bad("pension.bank_account", "must be 12 to 30 digits")
+    start: date | None = None
+    match = _MONTH.fullmatch(field_text(raw, "start_month"))
+    if match and 1 <= int(match.group(2)) <= 12:
+        start = date(int(match.group(1)), int(match.group(2)), 1)
+    else:
+        bad("pension.start_month", "must be a month like 2026-01")
+    if amount is None or start is None or not _ACCOUNT.fullmatch(account):
+        return None
+    return Pension(amount, account, start)
+
+
+_CSV_REQUIRED = ("national_id", "name", "birth_date", "phone", "region")
+
+
+Rows = list[tuple[int, dict[str, Any]]]
+
+
+def _rows_from_csv(text: str, required: Sequence[str]) -> tuple[Rows, list[RowError]]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [name for name in required if name not in header]
+    if missing:
+        return [], [RowError(1, name, "column is missing from the header") for name in missing]
+    rows: Rows = []
+    errors: list[RowError] = []
+    for raw in reader:
+        if None in raw:
+            errors.append(RowError(reader.line_num, "-", "has more columns than the header"))
+            continue
+        rows.append((reader.line_num, {k.strip(): v for k, v in raw.items() if k is not None}))
+    return rows, errors
+
+
+def _rows_from_jsonl(text: str) -> tuple[Rows, list[RowError]]:
+    rows: Rows = []
+    errors: list[RowError] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(RowError(number, "-", f"is not valid JSON ({exc.msg})"))
+            continue
+        if not isinstance(raw, dict):
+            errors.append(RowError(number, "-", "must be a JSON object"))
+            continue
+        rows.append((number, raw))
+    return rows, errors
+
+
+def read_rows(text: str, fmt: str, csv_required: Sequence[str]) -> tuple[Rows, list[RowError]]:
+    """The (line number, fields) rows of a CSV file (whose header must name `csv_required`) or of a
+    JSON-lines file, and an error for every line that cannot be read as a row."""
+    return _rows_from_csv(text, csv_required) if fmt == "csv" else _rows_from_jsonl(text)
+
+
+def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError]]:
+    """Validate a whole file; return the records to land (last row per national ID) and all errors."""
+    rows, errors = read_rows(text, fmt, _CSV_REQUIRED)
+    by_id: dict[str, PersonRecord] = {}
+    for line, raw in rows:
+        if fmt == "csv":  # flat pension_* columns become the nested object JSON lines carry
+            raw["pension"] = {f: raw.pop(f"pension_{f}", None) for f in _PENSION_FIELDS}
+        result = validate_row(line, raw)
+        if isinstance(result, list):
+            errors.extend(result)
+        else:
+            by_id[result.national_id] = result
+    return list(by_id.values()), sorted(errors, key=lambda e: e.line)
+
+
+def detect_format(filename: str) -> str:
+    return "csv" if filename.lower().endswith(".csv") else "jsonl"

@@ -1,0 +1,144 @@
+"""The operators' review queue: list, claim, look (audited), decide."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from app.http.review import schemas as s
+from app.http.schemas import to_schema
+from certification.service import settle
+from core.errors import BadRequest, Conflict, NotFound
+from core.paging import after, page
+from core.principal import Principal
+from infra import audit
+from infra.config import Settings
+from infra.db import unit_of_work
+from infra.storage import ObjectStorage
+from review import repository as repo
+
+# decision -> (the check's status, the reason code the pensioner is shown)
+DECISIONS: dict[str, tuple[str, str | None]] = {
+    "approve": ("passed", None),
+    "reject": ("failed", "review_rejected"),
+    "home_visit": ("home_visit", "home_visit"),
+}
+
+
+class ReviewService:
+    def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, settings: Settings) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._settings = settings
+
+    async def queue(
+        self, status: str, cursor: str | None, limit: int, *, reason: str | None = None, region: str | None = None
+    ) -> s.ReviewQueue:
+        rows = await repo.queue(self._pool, status, reason, region, after(cursor, datetime, uuid.UUID), limit + 1)
+        shown, next_cursor = page(rows, limit, lambda row: (row["submitted_at"], row["id"]))
+        return s.ReviewQueue(items=[to_schema(s.QueuedCheck, row) for row in shown], next_cursor=next_cursor)
+
+    async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
+        async with unit_of_work(self._pool) as uow:
+            until = await repo.claim(uow, check_id, principal.subject_id, self._settings.review_claim_s)
+            if until is None:
+                row = await repo.check_for_review(uow, check_id)
+                if row is None:
+                    raise NotFound("check_not_found")
+                if row["status"] not in repo.REVIEWABLE:
+                    raise Conflict("check_not_reviewable")
+                raise Conflict("check_claimed", operator=row["claimed_by_name"] or "")
+            await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
+        return until
+
+    async def claim_next(self, principal: Principal, reason: str | None, region: str | None) -> uuid.UUID | None:
+        """Claim the oldest waiting check that nobody holds (None when there is none)."""
+        async with unit_of_work(self._pool) as uow:
+            check_id = await repo.claim_next(uow, principal.subject_id, reason, region, self._settings.review_claim_s)
+            if check_id is not None:
+                await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
+        return check_id
+
+    async def filter_choices(self) -> asyncpg.Record:
+        return await repo.filter_choices(self._pool)
+
+    async def view(self, principal: Principal, check_id: uuid.UUID, *, reason: str | None = None) -> s.CheckForReview:
+        """The check: scores, reasons and actions. Its images (short-lived links to the frames and the
+        reference photo) come by default only to the operator holding its claim while it is under
+        review; to anyone else only when asked for with a reason (`reason`), and never while someone
+        must claim it instead. What is shown is audited in the same transaction as the read, the
+        reason with it, so no look goes unrecorded."""
+        if reason is not None:
+            reason = _stated(reason)
+        ttl = self._settings.presigned_url_ttl_s
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.check_for_review(uow, check_id)
+            if row is None:
+                raise NotFound("check_not_found")
+            under_review = row["status"] in repo.REVIEWABLE
+            holding = under_review and row["claimed_by"] == principal.subject_id and row["claim_live"]
+            if under_review and not holding:
+                raise Conflict("claim_required")
+            with_images = holding or reason is not None
+            purged = row["media_purged_at"] is not None
+            frame_keys = list(row["review_frame_keys"]) if with_images and not purged else []
+            reference_key = row["reference_photo_key"] if with_images else None
+            details: dict[str, object] = {"person": str(row["person_id"]), **principal.named}
+            if with_images:
+                details |= {"frames": len(frame_keys), "reference": reference_key is not None}
+            if reason is not None:
+                details["reason"] = reason
+            action = "biometric.viewed" if with_images else "biometric.scores_viewed"
+            await audit.record(uow, principal.actor, action, f"check:{check_id}", details)
+        # Signing is local (no request to S3), but botocore's signer is blocking code: one hop off the loop.
+        frame_urls, reference_url = await asyncio.to_thread(
+            lambda: (
+                [self._storage.presigned_get(key, ttl) for key in frame_keys],
+                self._storage.presigned_get(reference_key, ttl) if reference_key else None,
+            )
+        )
+        return to_schema(
+            s.CheckForReview,
+            row,
+            frame_urls=frame_urls,
+            reference_url=reference_url,
+            urls_expire_in=ttl,
+            media_purged=purged,
+            images_withheld=not with_images,
+        )
+
+    async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
+        reason = _stated(reason)
+        status, shown_reason = DECISIONS[decision]
+        async with unit_of_work(self._pool) as uow:
+            row = await repo.check_for_review(uow, check_id, lock=True)
+            if row is None:
+                raise NotFound("check_not_found")
+            if row["status"] not in repo.REVIEWABLE:
+                raise Conflict("check_not_reviewable")
+            if row["claimed_by"] != principal.subject_id or not row["claim_live"]:
+                raise Conflict("claim_required")
+            reasons = [*row["reasons"], shown_reason] if shown_reason else list(row["reasons"])
+            await repo.record_decision(uow, check_id, status, decision, reason, reasons, principal.actor)
+            await settle(uow, row["person_id"], check_id, status, reasons, principal.actor)
+            await audit.record(
+                uow,
+                principal.actor,
+                "review.decided",
+                f"check:{check_id}",
+                {"decision": decision, "reason": reason, **principal.named},
+            )
+        return status
+
+
+def _stated(reason: str) -> str:
+    """A reason as the audit log keeps it, or the refusal that says what is wrong with it."""
+    reason = reason.strip()
+    if len(reason) < s.REASON_MIN:  # the API's schema and the console's form let padding through
+        raise BadRequest("reason_required")
+    if len(reason) > s.REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
+        raise BadRequest("reason_too_long", most=s.REASON_MAX)
+    return reason
