@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.http.certification.schemas import ReasonOut
+from dataclasses import dataclass
+
 from core.text import DEFAULT_LOCALE
 
 # code: ((zh-CN text, zh-CN advice), (en text, en advice))
@@ -133,7 +134,14 @@ REASONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 }
 
 
-def explain(code: str, locale: str) -> ReasonOut:
+@dataclass(frozen=True)
+class Explanation:
+    code: str
+    text: str
+    advice: str
+
+
+def explain(code: str, locale: str) -> Explanation:
     zh, en = REASONS.get(code, REASONS["unreadable_media"])
     text, advice = zh if locale == DEFAULT_LOCALE else en
-    return ReasonOut(code=code, text=text, advice=advice)
+    return Explanation(code=code, text=text, advice=advice)

@@ -8,17 +8,15 @@ import math
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import numpy as np
 
-from app.http.certification import schemas
-from app.http.schemas import to_schema
 from certification import repository as repo
 from certification import rules
-from certification.reasons import explain
+from certification.reasons import Explanation, explain
 from certification.uploads import UPLOAD_MAX_BYTES
 from core.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unprocessable
 from core.principal import Principal
@@ -92,10 +90,39 @@ def finite(scores: dict[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in scores.items()}
 
 
-def _check_view(row: asyncpg.Record) -> schemas.Check:
+@dataclass(frozen=True)
+class CheckView:
+    """A check as its person sees it: the stored row and the reasons explained in their language."""
+
+    row: asyncpg.Record
+    reasons: list[Explanation]
+
+
+@dataclass(frozen=True)
+class NewChallenge:
+    id: uuid.UUID
+    actions: tuple[str, ...]
+    expires_at: datetime
+    max_bytes: int
+    # The presigned S3 form for a direct upload from the phone.
+    post_url: str
+    post_fields: dict[str, str]
+    key_prefix: str
+
+
+@dataclass(frozen=True)
+class CertificationStatus:
+    eligible_until: date | None
+    due_date: date
+    last_check: CheckView | None
+    attempts_left: int
+    consent_given: bool
+
+
+def _check_view(row: asyncpg.Record) -> CheckView:
     # A pass needs no explanation; the reasons stay with the check for reviewers.
     shown = () if row["status"] == "passed" else row["reasons"]
-    return to_schema(schemas.Check, row, reasons=[explain(code, row["locale"]) for code in shown])
+    return CheckView(row, [explain(code, row["locale"]) for code in shown])
 
 
 async def settle(
@@ -136,7 +163,7 @@ class CertificationService:
                 await audit.record(uow, principal.actor, "consent.biometric_withdrawn", f"person:{person_id}", {})
 
     # -- the cardholder's flow -------------------------------------------------------------------
-    async def new_challenge(self, principal: Principal, challenges_url: str) -> schemas.Challenge:
+    async def new_challenge(self, principal: Principal) -> NewChallenge:
         """A random challenge, unless the person is over the hourly limit or waiting for a reviewer."""
         person_id = principal.linked_person
         s = self._settings
@@ -160,18 +187,14 @@ class CertificationService:
             content_type_prefix="video/",
             expires_s=s.challenge_ttl_s,
         )
-        return schemas.Challenge(
+        return NewChallenge(
             id=challenge_id,
-            actions=list(actions),  # type: ignore[arg-type]  # drawn from the validated policy
+            actions=tuple(actions),
             expires_at=expires_at,
-            upload=schemas.UploadOptions(
-                direct=schemas.DirectUpload(
-                    url=f"{challenges_url}{challenge_id}/submission", max_bytes=UPLOAD_MAX_BYTES
-                ),
-                presigned_post=schemas.PresignedPost(
-                    url=post["url"], fields=post["fields"], key_prefix=prefix, max_bytes=UPLOAD_MAX_BYTES
-                ),
-            ),
+            max_bytes=UPLOAD_MAX_BYTES,
+            post_url=post["url"],
+            post_fields=post["fields"],
+            key_prefix=prefix,
         )
 
     async def _usable_challenge(self, uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record:
@@ -225,19 +248,19 @@ class CertificationService:
             await jobs.enqueue(uow, CERTIFY_JOB, str(check_id).encode(), f"certify:{check_id}")
         return check_id
 
-    async def check(self, principal: Principal, check_id: uuid.UUID) -> schemas.Check:
+    async def check(self, principal: Principal, check_id: uuid.UUID) -> CheckView:
         person_id = principal.linked_person
         row = await repo.check_of_person(self._pool, check_id, person_id)
         if row is None:
             raise NotFound("check_not_found")
         return _check_view(row)
 
-    async def status(self, principal: Principal) -> schemas.CertificationStatus:
+    async def status(self, principal: Principal) -> CertificationStatus:
         person_id = principal.linked_person
         until = await repo.certified_until(self._pool, person_id)
         latest = await repo.latest_check(self._pool, person_id)
         failures = await repo.failures_since(self._pool, person_id, datetime.now(UTC) - FAILURE_WINDOW)
-        return schemas.CertificationStatus(
+        return CertificationStatus(
             eligible_until=until,
             # Certification is due when eligibility ends; a person never certified is due now.
             due_date=until if until is not None else datetime.now(UTC).date(),

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from app.http.review import schemas as s
-from app.http.schemas import to_schema
 from certification.service import settle
 from core.errors import BadRequest, Conflict, NotFound
 from core.paging import after, page
@@ -28,6 +27,27 @@ DECISIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+REASON_MIN, REASON_MAX = 3, 1000  # characters of a reason, padding not counted
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    rows: list[asyncpg.Record]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    """A check for an operator: its row, and its images only where they may be shown."""
+
+    row: asyncpg.Record
+    frame_urls: list[str]
+    reference_url: str | None
+    urls_expire_in: int
+    media_purged: bool
+    images_withheld: bool
+
+
 class ReviewService:
     def __init__(self, pool: asyncpg.Pool, storage: ObjectStorage, settings: Settings) -> None:
         self._pool = pool
@@ -36,10 +56,10 @@ class ReviewService:
 
     async def queue(
         self, status: str, cursor: str | None, limit: int, *, reason: str | None = None, region: str | None = None
-    ) -> s.ReviewQueue:
+    ) -> ReviewPage:
         rows = await repo.queue(self._pool, status, reason, region, after(cursor, datetime, uuid.UUID), limit + 1)
         shown, next_cursor = page(rows, limit, lambda row: (row["submitted_at"], row["id"]))
-        return s.ReviewQueue(items=[to_schema(s.QueuedCheck, row) for row in shown], next_cursor=next_cursor)
+        return ReviewPage(shown, next_cursor)
 
     async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
         async with unit_of_work(self._pool) as uow:
@@ -65,7 +85,7 @@ class ReviewService:
     async def filter_choices(self) -> asyncpg.Record:
         return await repo.filter_choices(self._pool)
 
-    async def view(self, principal: Principal, check_id: uuid.UUID, *, reason: str | None = None) -> s.CheckForReview:
+    async def view(self, principal: Principal, check_id: uuid.UUID, *, reason: str | None = None) -> ReviewView:
         """The check: scores, reasons and actions. Its images (short-lived links to the frames and the
         reference photo) come by default only to the operator holding its claim while it is under
         review; to anyone else only when asked for with a reason (`reason`), and never while someone
@@ -100,8 +120,7 @@ class ReviewService:
                 self._storage.presigned_get(reference_key, ttl) if reference_key else None,
             )
         )
-        return to_schema(
-            s.CheckForReview,
+        return ReviewView(
             row,
             frame_urls=frame_urls,
             reference_url=reference_url,
@@ -137,8 +156,8 @@ class ReviewService:
 def _stated(reason: str) -> str:
     """A reason as the audit log keeps it, or the refusal that says what is wrong with it."""
     reason = reason.strip()
-    if len(reason) < s.REASON_MIN:  # the API's schema and the console's form let padding through
+    if len(reason) < REASON_MIN:  # the API's schema and the console's form let padding through
         raise BadRequest("reason_required")
-    if len(reason) > s.REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
-        raise BadRequest("reason_too_long", most=s.REASON_MAX)
+    if len(reason) > REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
+        raise BadRequest("reason_too_long", most=REASON_MAX)
     return reason

@@ -34,6 +34,7 @@ from app.console.forms import (
 from app.console.text import label, reason_label, status_label
 from app.http.locale import request_locale
 from app.http.problems import classify
+from app.http.review import schemas as rs
 from app.http.review.schemas import ReviewStatus
 from app.services import Services
 from auth.service import OPERATOR_SESSION_S, ConsoleSession
@@ -202,7 +203,9 @@ class ReviewPages(Controller):
         cursor: str | None = None,
         note: str = "",
     ) -> Template:
-        page = await services.review.queue(status, cursor, 50, reason=reason or None, region=region or None)
+        page = rs.review_queue_of(
+            await services.review.queue(status, cursor, 50, reason=reason or None, region=region or None)
+        )
         return _page(
             request,
             "queue.html",
@@ -271,7 +274,7 @@ class ReviewPages(Controller):
     ) -> Template:
         session = cs.session_of(request)
         try:
-            check = await services.review.view(session.principal, check_id, reason=reason)
+            check = rs.check_for_review_of(await services.review.view(session.principal, check_id, reason=reason))
         except Conflict as exc:
             if exc.code != "claim_required":
                 raise

@@ -63,7 +63,7 @@ class CertificationController(Controller):
     @post("/challenges", status_code=201, summary="Start a certification: random actions and where to upload")
     async def new_challenge(self, request: Request[Principal, Any, Any], services: Services) -> s.Challenge:
         challenges_url = str(request.url.with_replacements(path=f"{self.path}/challenges/", query=""))
-        return await services.certification.new_challenge(request.user, challenges_url)
+        return s.challenge_of(await services.certification.new_challenge(request.user), challenges_url)
 
     @post(
         "/challenges/{challenge_id:uuid}/submission",
@@ -86,8 +86,8 @@ class CertificationController(Controller):
 
     @get("/checks/{check_id:uuid}", summary="A check's status, reasons and advice")
     async def check(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Check:
-        return await services.certification.check(request.user, check_id)
+        return s.check_of(await services.certification.check(request.user, check_id))
 
     @get("/status", summary="Eligibility, due date, last result and attempts left")
     async def status(self, request: Request[Principal, Any, Any], services: Services) -> s.CertificationStatus:
-        return await services.certification.status(request.user)
+        return s.status_of(await services.certification.status(request.user))

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from app.http.schemas import Body
+from app.http.schemas import Body, to_schema
+from certification import service as domain
 
 ActionName = Literal["blink", "turn_left", "turn_right", "open_mouth"]
 CheckStatus = Literal["queued", "processing", "passed", "failed", "needs_review", "retry", "home_visit"]
@@ -78,3 +79,38 @@ class CertificationStatus(Body):
     last_check: Check | None
     attempts_left: int
     consent_given: bool
+
+
+def check_of(view: domain.CheckView) -> Check:
+    reasons = [ReasonOut(code=r.code, text=r.text, advice=r.advice) for r in view.reasons]
+    return to_schema(Check, view.row, reasons=reasons)
+
+
+def challenge_of(challenge: domain.NewChallenge, challenges_url: str) -> Challenge:
+    return msgspec.convert(
+        {
+            "id": challenge.id,
+            "actions": list(challenge.actions),
+            "expires_at": challenge.expires_at,
+            "upload": {
+                "direct": {"url": f"{challenges_url}{challenge.id}/submission", "max_bytes": challenge.max_bytes},
+                "presigned_post": {
+                    "url": challenge.post_url,
+                    "fields": challenge.post_fields,
+                    "key_prefix": challenge.key_prefix,
+                    "max_bytes": challenge.max_bytes,
+                },
+            },
+        },
+        Challenge,
+    )
+
+
+def status_of(status: domain.CertificationStatus) -> CertificationStatus:
+    return CertificationStatus(
+        eligible_until=status.eligible_until,
+        due_date=status.due_date,
+        last_check=check_of(status.last_check) if status.last_check is not None else None,
+        attempts_left=status.attempts_left,
+        consent_given=status.consent_given,
+    )

@@ -29,7 +29,7 @@ class ReviewController(Controller):
         cursor: Cursor = None,
         limit: Limit = 20,
     ) -> s.ReviewQueue:
-        return await services.review.queue(status, cursor, limit, reason=reason, region=region)
+        return s.review_queue_of(await services.review.queue(status, cursor, limit, reason=reason, region=region))
 
     @post("/{check_id:uuid}/claim", status_code=200, summary="Claim a check for 15 minutes (one operator at a time)")
     async def claim(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Claim:
@@ -42,7 +42,7 @@ class ReviewController(Controller):
     async def view(
         self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.CheckForReview:
-        return await services.review.view(request.user, check_id)
+        return s.check_for_review_of(await services.review.view(request.user, check_id))
 
     @post(
         "/{check_id:uuid}/media-access",
@@ -52,7 +52,7 @@ class ReviewController(Controller):
     async def media_access(
         self, check_id: uuid.UUID, data: s.MediaAccess, request: Request[Principal, Any, Any], services: Services
     ) -> s.CheckForReview:
-        return await services.review.view(request.user, check_id, reason=data.reason)
+        return s.check_for_review_of(await services.review.view(request.user, check_id, reason=data.reason))
 
     @post("/{check_id:uuid}/decision", status_code=200, summary="Approve, reject or order a home visit, with a reason")
     async def decide(

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from app.http.certification.schemas import ActionName, CheckStatus
-from app.http.schemas import Body
+from app.http.schemas import Body, to_schema
+from review.service import REASON_MAX, REASON_MIN, ReviewPage, ReviewView
 
 ReviewStatus = Literal["needs_review", "home_visit"]
 
@@ -67,7 +68,6 @@ class CheckForReview(Body):
 
 
 DecisionKind = Literal["approve", "reject", "home_visit"]
-REASON_MIN, REASON_MAX = 3, 1000  # characters of a reason, padding not counted
 ReasonText = Annotated[
     str,
     msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
@@ -88,3 +88,19 @@ class MediaAccess(Body):
 class Decided(Body):
     check_id: uuid.UUID
     status: CheckStatus
+
+
+def review_queue_of(page: ReviewPage) -> ReviewQueue:
+    return ReviewQueue(items=[to_schema(QueuedCheck, row) for row in page.rows], next_cursor=page.next_cursor)
+
+
+def check_for_review_of(view: ReviewView) -> CheckForReview:
+    return to_schema(
+        CheckForReview,
+        view.row,
+        frame_urls=view.frame_urls,
+        reference_url=view.reference_url,
+        urls_expire_in=view.urls_expire_in,
+        media_purged=view.media_purged,
+        images_withheld=view.images_withheld,
+    )
