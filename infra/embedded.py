@@ -159,8 +159,7 @@ def _start_existing(pgdata: Path, timeout_s: float) -> None:
         if time.monotonic() > deadline or _live_postmaster(pgdata) is None:
             _stop_postmaster(pgdata)
             raise StartFailed(
-                f"PostgreSQL on {pgdata} did not become ready within {timeout_s:.0f} s "
-                f"(PG_START_TIMEOUT_S); see {pgdata / 'log'}"
+                f"PostgreSQL on {pgdata} did not become ready within {timeout_s:.0f} s; see {pgdata / 'log'}"
             )
         time.sleep(0.5)
 
