@@ -12,8 +12,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify bench-memory chaos clean-var
 
+# uv in the user's own folder. Debian's python3 is externally managed (PEP 668) and refuses even a --user
+# install without --break-system-packages, which here writes only ~/.local (uv is one self-contained binary).
 $(UV):
-	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+	python3 -m pip install --user --quiet uv 2>/dev/null \
+		|| python3 -m pip install --user --quiet --break-system-packages uv \
+		|| python3 -m pip install --quiet uv
+	@command -v uv >/dev/null || echo "uv is installed at $(UV): add $(dir $(UV)) to PATH to type the README's 'uv run' lines"
 
 # Bytecode compiled once here, as a deployment would: otherwise, where PYTHONDONTWRITEBYTECODE is set,
 # every process (each worker, each dispatcher) compiles its imports again at start-up.
