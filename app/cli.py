@@ -458,6 +458,7 @@ async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="socialcard", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start PostgreSQL, S3, migrations, API, worker and scheduler").set_defaults(func=cmd_up)
     sub.add_parser("serve", help="run the API (granian)").set_defaults(func=cmd_serve)
@@ -469,59 +470,61 @@ def parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="import data").add_subparsers(dest="what", required=True)
     persons = imp.add_parser("persons", help="persons and pensions from CSV or JSON lines")
-    persons.add_argument("file")
+    persons.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
     persons.set_defaults(func=cmd_import_persons)
     allocations = imp.add_parser(
         "allocations", help="yearly medical account allocations (CSV or JSON lines: national_id,year,amount_fen)"
     )
-    allocations.add_argument("file")
+    allocations.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
     allocations.set_defaults(func=cmd_import_allocations)
     deaths = imp.add_parser("deaths", help="death records from the civil-affairs feed (CSV or JSON lines)")
-    deaths.add_argument("file")
+    deaths.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
     deaths.set_defaults(func=cmd_import_deaths)
 
     returns = imp.add_parser("bank-returns", help="the bank's return file (CSV: reference,result,reason)")
-    returns.add_argument("file")
+    returns.add_argument("file", help="the bank's file; lines it cannot apply are reported by number")
     returns.set_defaults(func=cmd_import_bank_returns)
 
     disburse = sub.add_parser("disburse", help="run (or finish) the monthly pension disbursement of a period")
-    disburse.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    disburse.add_argument("--period", type=_period, required=True, metavar="YYYY-MM", help="the month paid")
     disburse.set_defaults(func=cmd_disburse)
     bank = sub.add_parser("bank-file", help="write a completed run's payment order for the bank (CSV)")
-    bank.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    bank.add_argument("--period", type=_period, required=True, metavar="YYYY-MM", help="the completed run's month")
     bank.add_argument("--out", help="file to write (default: standard output)")
     bank.set_defaults(func=cmd_bank_file)
 
     op = sub.add_parser("operator", help="operators").add_subparsers(dest="action", required=True)
     create = op.add_parser("create", help="create an operator (password from SOCIALCARD_OPERATOR_PASSWORD or prompt)")
-    create.add_argument("--username", required=True)
-    create.add_argument("--name")
-    create.add_argument("--role", choices=["operator", "auditor", "admin"], default="operator")
+    create.add_argument("--username", required=True, help="what the operator signs in with")
+    create.add_argument("--name", help="the name shown in the console and the audit log (default: the username)")
+    create.add_argument(
+        "--role", choices=["operator", "auditor", "admin"], default="operator", help="what they may do (%(default)s)"
+    )
     create.set_defaults(func=cmd_operator_create)
 
     term = sub.add_parser("terminal", help="hospital and pharmacy terminals").add_subparsers(
         dest="action", required=True
     )
     tcreate = term.add_parser("create", help="create a terminal and print its API key once")
-    tcreate.add_argument("--merchant", required=True)
+    tcreate.add_argument("--merchant", required=True, help="the registered merchant's name, as notices show it")
     tcreate.set_defaults(func=cmd_terminal_create)
 
     tok = sub.add_parser("token", help="mint an access token for a person (by phone) or an operator")
     who = tok.add_mutually_exclusive_group(required=True)
-    who.add_argument("--phone")
-    who.add_argument("--operator", metavar="USERNAME")
+    who.add_argument("--phone", help="the cardholder's registered phone number")
+    who.add_argument("--operator", metavar="USERNAME", help="an operator's username")
     tok.set_defaults(func=cmd_token)
 
     dev = sub.add_parser("dev", help="development helpers").add_subparsers(dest="what", required=True)
     sms = dev.add_parser("sms", help="messages recorded by the development SMS provider")
-    sms.add_argument("--phone")
-    sms.add_argument("--limit", type=int, default=20)
+    sms.add_argument("--phone", help="only the messages to this number")
+    sms.add_argument("--limit", type=int, default=20, help="at most this many, newest first (%(default)s)")
     sms.add_argument("--code", action="store_true", help="print only the code in the latest message")
     sms.set_defaults(func=cmd_dev_sms)
 
     notify = sub.add_parser("notify", help="notifications").add_subparsers(dest="action", required=True)
     dispatch = notify.add_parser("dispatch", help="send due notifications (what the worker's dispatch jobs do)")
-    dispatch.add_argument("--channel", choices=["push", "sms", "all"], default="all")
+    dispatch.add_argument("--channel", choices=["push", "sms", "all"], default="all", help="which (%(default)s)")
     dispatch.add_argument("--until-idle", action="store_true", help="exit when nothing is due instead of polling")
     dispatch.set_defaults(func=cmd_notify_dispatch)
     remind = notify.add_parser("remind", help="run the daily reminder scan (idempotent)")
@@ -543,6 +546,15 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(func=cmd_audit_verify)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("socialcard")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
