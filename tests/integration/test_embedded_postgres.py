@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.embedded import StartFailed, _live_postmaster, _stop_postmaster, start_postgres
+from infra.embedded import StartFailed, live_postmaster, start_postgres, stop_postmaster
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def pgdata() -> Iterator[Path]:
     try:
         yield folder / "postgres"
     finally:
-        _stop_postmaster(folder / "postgres")
+        stop_postmaster(folder / "postgres")
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -33,7 +33,7 @@ def _psql(pgdata: Path, sql: str) -> str:
 
 
 def _crash(pgdata: Path) -> None:
-    pid = _live_postmaster(pgdata)
+    pid = live_postmaster(pgdata)
     assert pid is not None
     family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     for process in family:
@@ -60,5 +60,5 @@ def test_a_start_that_is_not_ready_in_time_stops_what_it_started_and_says_why(pg
     _crash(pgdata)
     with pytest.raises(StartFailed, match=r"did not become ready within 3 s.*see .*log"):
         start_postgres(pgdata, timeout_s=3)
-    assert _live_postmaster(pgdata) is None  # nothing left running detached
+    assert live_postmaster(pgdata) is None  # nothing left running detached
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(pgdata) in " ".join(p.info["cmdline"] or [])]
