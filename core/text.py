@@ -1,243 +1,154 @@
-"""Messages a mobile app can show, in Simplified Chinese (the default) and English."""
+"""Every word the product shows, in Simplified Chinese (the default) and English, and how it formats
+money, dates and counts in each.
+
+The words live in one gettext catalogue per language, `core/locales/<locale>/LC_MESSAGES/socialcard.po`,
+keyed by a stable `area.name` msgid (`error.*` API and console refusals, `card_status.*`, `reason.*`
+certification outcomes, `console.*`, `status.*` stored states, `notice.*` push/SMS/inbox texts,
+`format.*`). Translators work on those files with any PO editor; `tests/unit/core/test_text.py` holds
+both languages to the same keys and the same placeholders. Babel parses Accept-Language tags and
+supplies each language's digit grouping, date, list and unit formats.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_skeleton
+from babel.lists import format_list
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+from babel.units import format_unit
 
 DEFAULT_LOCALE = "zh-CN"
 LOCALES = ("zh-CN", "en")
 
-MESSAGES: dict[str, tuple[str, str]] = {
-    # code: (zh-CN, en)
-    "invalid_body": ("请求内容有误：{detail}", "The request is not valid: {detail}"),
-    "body_too_large": ("请求内容过大。", "The request is too large."),
-    "unsupported_media_type": (
-        "请以application/json格式（UTF-8编码）提交请求内容。",
-        "Send the request body as application/json (UTF-8).",
-    ),
-    "body_encoding": (
-        "请求内容中的文字无法解码，请使用UTF-8编码。",
-        "The text in the request body cannot be decoded; send it in UTF-8.",
-    ),
-    "body_too_deep": ("请求内容嵌套层级过深。", "The request body is nested too deeply."),
-    "duplicate_key": (
-        "请求内容中的字段“{key}”出现了不止一次。",
-        "The field `{key}` appears more than once in the request body.",
-    ),
-    "control_character": (
-        "字段“{field}”含有不允许的空字符（U+0000）。",
-        "The field `{field}` contains a character that is not allowed (U+0000).",
-    ),
-    "not_found": ("未找到请求的内容。", "Nothing was found at this address."),
-    "method_not_allowed": ("不支持此操作。", "This operation is not supported here."),
-    "unauthenticated": ("请先登录。", "Please sign in first."),
-    "token_invalid": ("登录已失效，请重新登录。", "Your sign-in is no longer valid. Please sign in again."),
-    "forbidden": ("您无权执行此操作。", "You are not allowed to do this."),
-    "internal_error": (
-        "服务暂时不可用，请稍后重试。",
-        "The service is temporarily unavailable. Please try again later.",
-    ),
-    "invalid_phone": ("请输入11位手机号码。", "Enter an 11-digit mainland China mobile number."),
-    "otp_rate_limited": (
-        "验证码发送过于频繁，请{minutes}分钟后再试。",
-        "Too many codes were sent to this number. Try again in {minutes} minutes.",
-    ),
-    "otp_invalid": ("验证码错误，还可尝试{left}次。", "The code is wrong. {left} tries left."),
-    "otp_expired": ("验证码已失效，请重新获取。", "The code has expired or was used. Request a new one."),
-    "otp_locked": ("错误次数过多，请重新获取验证码。", "Too many wrong tries. Request a new code."),
-    "otp_client_rate_limited": (
-        "此网络请求验证码过于频繁，请{minutes}分钟后再试。",
-        "Too many codes were requested from this network. Try again in {minutes} minutes.",
-    ),
-    "otp_unavailable": (
-        "验证码发送繁忙，请{minutes}分钟后再试。",
-        "Codes cannot be sent at the moment. Try again in {minutes} minutes.",
-    ),
-    "refresh_invalid": ("登录已过期，请重新登录。", "Your sign-in has expired. Please sign in again."),
-    "operator_credentials": ("用户名、密码或动态口令错误。", "Wrong username, password or authenticator code."),
-    "operator_locked": (
-        "尝试次数过多，账号已暂时锁定。",
-        "Too many failed attempts; the account is locked for a while.",
-    ),
-    # No parameters: the console shows it too, and fills in none.
-    "sign_in_rate_limited": (
-        "此网络登录失败次数过多，请稍后再试。",
-        "Too many failed sign-ins from this network. Try again later.",
-    ),
-    "activation_mismatch": (
-        "身份证号与本机号码登记的信息不符。",
-        "This ID number does not match the person registered with this phone number.",
-    ),
-    "card_not_active": ("社保卡当前状态为“{card_status}”，不能使用。", "The card is {card_status} and cannot be used."),
-    "card_not_lost": ("社保卡未挂失，无需解除。", "The card is not reported lost."),
-    "recovery_proof_required": (
-        "为确认是您本人解除挂失，请先在App中完成一次人脸认证，或到社保服务网点由工作人员核实身份，再获取验证码。",
-        "To make sure it is you who cancels the loss report, first pass a face certification in the app, "
-        "or have your identity checked at a social security office; then request the code.",
-    ),
-    "card_cancelled": ("社保卡已注销。", "The card has been cancelled."),
-    "card_not_activated": ("社保卡尚未激活。", "The card has not been activated yet."),
-    "device_required": ("请在已登记的手机上操作。", "Use the phone you signed in with."),
-    "qr_invalid": ("二维码无效。", "This QR code is not valid."),
-    "qr_expired": ("二维码已过期，请刷新。", "This QR code has expired. Ask the cardholder to refresh it."),
-    "qr_used": ("二维码已使用，请刷新。", "This QR code was already used. Ask the cardholder to refresh it."),
-    "qr_card_unusable": ("该社保卡当前不能使用。", "This card cannot be used at the moment."),
-    "service_unavailable": ("服务暂时不可用。", "The service is not ready."),
-    "dependency_unavailable": (
-        "服务暂时繁忙，请稍后再试。您的操作没有完成，也没有扣款。",
-        "The service is busy for a moment and your request was not completed. Please try again shortly.",
-    ),
-    "certification_required": (
-        "请先完成人脸认证，再激活社保卡。",
-        "Complete the face certification first, then activate the card.",
-    ),
-    "identity_not_linked": (
-        "请先用身份证号激活社保卡，以核实您的身份。",
-        "First confirm who you are: activate the card with your ID number.",
-    ),
-    "challenge_rate_limited": (
-        "认证尝试过于频繁，请一小时后再试。",
-        "Too many certification attempts. Try again in an hour.",
-    ),
-    "certification_under_review": (
-        "您的认证正在人工审核中，请等待结果。",
-        "Your certification is with a staff member; please wait for their decision.",
-    ),
-    "person_deceased": ("该人员已登记为死亡，不能认证。", "This person is registered as deceased."),
-    "challenge_not_found": ("认证请求不存在，请重新开始。", "This certification was not found. Start again."),
-    "challenge_used": ("该认证请求已提交过，请重新开始。", "This certification was already submitted. Start again."),
-    "challenge_expired": ("认证请求已过期，请重新开始。", "This certification has expired. Start again."),
-    "consent_required": (
-        "请先同意人脸信息处理授权，再提交认证视频。",
-        "Agree to the processing of your face images before submitting the video.",
-    ),
-    "upload_key_invalid": ("上传的文件不属于本次认证。", "The uploaded file does not belong to this certification."),
-    "upload_missing": ("未找到上传的视频，请重新上传。", "The uploaded video was not found. Upload it again."),
-    "upload_too_large": ("视频不能超过{max_mb}MB。", "The video must not be larger than {max_mb} MB."),
-    "upload_empty": ("上传的文件是空的。", "The uploaded file is empty."),
-    "not_a_video": ("请上传MP4、MOV或WebM格式的视频。", "Upload a video in MP4, MOV or WebM format."),
-    "not_jpeg": ("照片须为JPEG格式。", "Photos must be JPEG images."),
-    "frames_count": ("请上传{low}到{high}张照片。", "Upload between {low} and {high} photos."),
-    "submission_parts": (
-        "请上传一个视频（video）或一组照片（frames）。",
-        "Upload either one video (field `video`) or a set of photos (field `frames`).",
-    ),
-    "submission_content_type": (
-        "请以multipart/form-data上传文件，或以JSON提交已上传文件的s3_key。",
-        "Send the file as multipart/form-data, or JSON with the s3_key of an uploaded file.",
-    ),
-    "check_not_found": ("未找到该认证记录。", "This check was not found."),
-    # pension payments
-    "withheld.not_certified": (
-        "未完成待遇资格认证，本月养老金暂停发放；认证通过后将补发。",
-        "Not paid: no face certification yet. It will be paid with the first payment after you pass.",
-    ),
-    "withheld.certification_expired": (
-        "待遇资格认证已过期，本月养老金暂停发放；重新认证通过后将补发。",
-        "Not paid: your certification had expired. It will be paid once you certify again.",
-    ),
-    "withheld.reported_deceased": (
-        "因死亡登记（现已撤销）暂停发放，将随下次发放补发。",
-        "Not paid because of a death report that has since been withdrawn; it will be paid with the next payment.",
-    ),
-    "payment_not_found": ("未找到该笔发放记录。", "This payment was not found."),
-    "year_invalid": ("年份无效。", "This year is not valid."),
-    "period_invalid": ("发放月份格式应为YYYY-MM。", "The month must be written YYYY-MM, e.g. 2026-12."),
-    "disbursement_not_found": ("未找到该发放批次。", "This disbursement run was not found."),
-    "disbursement_running": (
-        "发放批次尚未完成，暂不能导出银行文件。",
-        "The run has not finished; its bank file is not ready yet.",
-    ),
-    "bank_file_encoding": ("银行文件须为UTF-8编码的CSV。", "The bank file must be CSV in UTF-8."),
-    "bank_file_refused": (
-        "银行回盘文件有{lines}行无法处理，整个文件未导入。",
-        "{lines} line(s) of the bank file cannot be taken; nothing was imported.",
-    ),
-    "cursor_invalid": ("分页参数无效。", "The page cursor is not valid."),
-    # notifications
-    "device_not_found": ("未找到该设备。", "This device was not found."),
-    "notification_not_found": ("未找到该消息。", "This message was not found."),
-    "delivery_not_found": ("未找到该发送记录。", "This delivery was not found."),
-    "delivery_not_dead": (
-        "该发送记录当前状态为“{state}”，只有发送失败的记录可以重发。",
-        "This delivery is {state}; only dead deliveries can be sent again.",
-    ),
-    "check_claimed": ("该记录正由{operator}处理。", "{operator} is working on this check."),
-    "check_not_reviewable": ("该记录无需人工审核。", "This check is not waiting for review."),
-    "claim_required": ("请先领取该记录。", "Claim this check first."),
-    "reason_required": ("请填写理由。", "Give a reason."),
-    "reason_too_long": ("理由不能超过{most}个字。", "Keep the reason to {most} characters."),
-    # medical account and QR charges
-    "idempotency_key_required": (
-        "请在请求头Idempotency-Key中为这笔收款附上一个编号（1至255个英文字符），重试时使用同一编号。",
-        "Send an Idempotency-Key header (1 to 255 plain characters) naming this payment; use the same one to retry.",
-    ),
-    "idempotency_key_reused": (
-        "该编号已用于另一笔不同的请求，请为新的收款换一个编号。",
-        "This Idempotency-Key was already used for a different request. Use a new key for a new payment.",
-    ),
-    "request_in_flight": (
-        "这笔请求正在处理中，请稍等几秒再用同一编号重试。",
-        "This request is still being processed. Wait a few seconds, then retry with the same key.",
-    ),
-    "insufficient_balance": (
-        "医保个人账户余额不足，无法支付这笔费用。本次未使用该二维码。",
-        "The medical account balance does not cover this amount. This attempt did not use up the QR code.",
-    ),
-    "charge_not_found": ("未找到这笔收款。", "This payment was not found."),
-    "refund_exceeds_charge": (
-        "退款金额超过这笔收款还可退的金额，最多还可退{refundable}元。",
-        "The refund is more than is left of this payment: at most {refundable} yuan can still be refunded.",
-    ),
-    # death records
-    "national_id_invalid": ("身份证号码无效。", "This is not a valid national ID number."),
-    "person_not_found": ("未找到该身份证号码对应的人员。", "No person is registered with this national ID number."),
-    # the operator console
-    "console_form_expired": (
-        "页面已过期，请刷新后重新提交。",
-        "This page has expired. Reload it and submit again.",
-    ),
-    "person_query_invalid": (
-        "请输入完整的18位身份证号码、11位手机号码或12位社保卡号。",
-        "Type a full 18-character national ID number, an 11-digit phone number or a 12-digit card number.",
-    ),
-    "card_number_invalid": (
-        "社保卡号校验位不符，请核对。",
-        "This card number's check digit is wrong; check the number.",
-    ),
-    "not_deceased": (
-        "该人员没有登记死亡，无需撤销。",
-        "This person is not registered as deceased: nothing to reverse.",
-    ),
-}
+# The product's locale tags, by the language an Accept-Language tag names: any Chinese gets the
+# Simplified Chinese texts (the only Chinese there is), any English the English ones.
+_BY_LANGUAGE = {"zh": "zh-CN", "en": "en"}
+# Babel's locale data per product locale. English follows British forms: "15 December 2026" reads the
+# same way round as the Chinese date, where the American "December 15, 2026" does not.
+_FORMATS = {"zh-CN": Locale.parse("zh_CN"), "en": Locale.parse("en_GB")}
+# Where each locale's catalogue lies: the gettext folder names.
+_FOLDERS = {"zh-CN": "zh_CN", "en": "en"}
 
-CARD_STATUS_NAMES: dict[str, tuple[str, str]] = {
-    "pending_activation": ("待激活", "not activated"),
-    "active": ("正常", "active"),
-    "suspended": ("暂停使用", "suspended"),
-    "reported_lost": ("已挂失", "reported lost"),
-    "cancelled": ("已注销", "cancelled"),
-}
+_CATALOGUE_DIR = Path(__file__).with_name("locales")
+
+
+def _load(locale: str) -> dict[str, str]:
+    path = _CATALOGUE_DIR / _FOLDERS[locale] / "LC_MESSAGES" / "socialcard.po"
+    with path.open("rb") as po:
+        catalogue = read_po(po)
+    return {str(m.id): str(m.string) for m in catalogue if m.id and m.string}
+
+
+_CATALOGUES: dict[str, dict[str, str]] = {locale: _load(locale) for locale in LOCALES}
+
+
+def keys(locale: str) -> frozenset[str]:
+    """The keys a language's catalogue has (for the checks that keep the catalogues in step)."""
+    return frozenset(_CATALOGUES[locale])
+
+
+def _weighted(accept_language: str) -> list[tuple[float, int, str]]:
+    weighted = []
+    for position, part in enumerate(accept_language.split(",")):
+        tag, *attributes = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for attribute in attributes:
+            name, _, value = attribute.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if tag and 0.0 < quality <= 1.0:
+            weighted.append((-quality, position, tag))
+    return sorted(weighted)
+
+
+def _language_of(tag: str) -> str | None:
+    if tag == "*":
+        return DEFAULT_LOCALE
+    tag = tag.replace("_", "-")
+    # Babel reads scripts, regions and ISO 639-2 codes ("zh-Hant-TW", "eng"); a tag it cannot read
+    # whole (private-use extensions) still names its language first.
+    for candidate in (tag, tag.split("-")[0]):
+        try:
+            return _BY_LANGUAGE.get(Locale.parse(candidate, sep="-").language)
+        except (ValueError, TypeError, UnknownLocaleError):
+            continue
+    return None
 
 
 def negotiate(accept_language: str | None) -> str:
-    """Pick zh-CN or en from an Accept-Language header (first supported wins; zh-CN by default)."""
-    if not accept_language:
-        return DEFAULT_LOCALE
-    for part in accept_language.split(","):
-        tag = part.split(";")[0].strip().lower()
-        if tag.startswith("en"):
-            return "en"
-        if tag.startswith("zh"):
-            return "zh-CN"
+    """The locale an Accept-Language header prefers most (RFC 9110: q-weights, q=0 refuses; zh-CN
+    when nothing it names is offered)."""
+    for _, _, tag in _weighted(accept_language or ""):
+        if (locale := _language_of(tag)) is not None:
+            return locale
     return DEFAULT_LOCALE
 
 
-def message(code: str, locale: str, **params: object) -> str:
-    """The text for `code`; a `card_status` parameter is shown by its name in that language."""
-    zh, en = MESSAGES.get(code, MESSAGES["internal_error"])
-    template = en if locale == "en" else zh
-    if (status := params.get("card_status")) in CARD_STATUS_NAMES:
-        params["card_status"] = CARD_STATUS_NAMES[str(status)][1 if locale == "en" else 0]
+def resolve(locale: str) -> str:
+    """A product locale as given, or the one a raw tag ("en-US") stands for."""
+    return locale if locale in _CATALOGUES else negotiate(locale)
+
+
+def text(key: str, locale: str, /, **params: object) -> str:
+    """The words for `key` in `locale`, with `params` filled in (KeyError for a key no catalogue has)."""
+    loc = resolve(locale)
+    template = _CATALOGUES[loc].get(key) or _CATALOGUES[DEFAULT_LOCALE][key]
+    return template.format(**params) if params else template
+
+
+def message(code: str, locale: str, /, **params: object) -> str:
+    """The text of the refusal `code`; a `card_status` parameter is shown by its name in that language.
+
+    An unknown code gets the internal-error text and a missing parameter the unfilled text: a refusal
+    always has words, even when the program that raised it got them wrong.
+    """
+    key = f"error.{code}" if f"error.{code}" in _CATALOGUES[DEFAULT_LOCALE] else "error.internal_error"
+    if (status := params.get("card_status")) is not None and f"card_status.{status}" in _CATALOGUES[DEFAULT_LOCALE]:
+        params["card_status"] = text(f"card_status.{status}", locale)
     try:
-        return template.format(**params)
+        return text(key, locale, **params)
     except (KeyError, IndexError):
-        return template
+        return text(key, locale)
+
+
+def money(fen: int, locale: str) -> str:
+    """Integer fen as yuan with the language's digit grouping: "1,234.56元" or "CNY 1,234.56"."""
+    loc = resolve(locale)
+    amount = format_decimal(Decimal(fen) / 100, format="#,##0.00", locale=_FORMATS[loc])
+    return text("format.money", loc, amount=amount)
+
+
+def number(count: int, locale: str) -> str:
+    """A count with the language's digit grouping ("1,000,000")."""
+    return format_decimal(count, locale=_FORMATS[resolve(locale)])
+
+
+def day(iso_date: str, locale: str) -> str:
+    """ "2026-12-15" as "2026年12月15日" or "15 December 2026"."""
+    return format_date(date.fromisoformat(iso_date), "long", locale=_FORMATS[resolve(locale)])
+
+
+def month(iso_period: str, locale: str) -> str:
+    """A pension period ("2026-12-01", or "2026-12" as the API writes it) as "2026年12月" or "December 2026"."""
+    d = date.fromisoformat(iso_period if len(iso_period) > 7 else f"{iso_period}-01")
+    return format_skeleton("yMMMM", d, locale=_FORMATS[resolve(locale)])
+
+
+def months(iso_periods: Sequence[str], locale: str) -> str:
+    """Several periods: "2026年10月和2026年11月" or "October 2026 and November 2026"; "" for none."""
+    names = [month(p, locale) for p in iso_periods]
+    return format_list(names, locale=_FORMATS[resolve(locale)]) if names else ""
+
+
+def duration(count: int, unit: str, locale: str) -> str:
+    """A count of `unit` ("minute", "day") spelled out: "5 minutes", "1 day", "5分钟"."""
+    return format_unit(count, f"duration-{unit}", length="long", locale=_FORMATS[resolve(locale)])

@@ -40,12 +40,12 @@ from app.services import Services
 from auth.service import OPERATOR_SESSION_S, ConsoleSession
 from core.errors import AppError, BadRequest, Conflict
 from core.principal import ADMIN, AUDITOR, OPERATOR
-from core.text import CARD_STATUS_NAMES, message
+from core.text import day, message, money, text
 from infra.crypto import mask_phone
 from liveness.decision import match_band
 from liveness.model import Reason, Thresholds
 from notifications.rules import LOCAL_TZ
-from notifications.templates import day, money, render
+from notifications.templates import render
 from review.lookup import PersonQuery
 
 REVIEWERS = (OPERATOR, ADMIN)
@@ -101,8 +101,8 @@ def _page(
             "money": lambda fen: money(fen, locale),
             "day": lambda value: day(value.isoformat()[:10], locale) if value else "",
             "local": lambda at, fmt: at.astimezone(LOCAL_TZ).strftime(fmt) if at else "",
-            "card_status": lambda status: CARD_STATUS_NAMES[status][1 if locale == "en" else 0],
-            "withheld": lambda reason: message(f"withheld.{reason}", locale),
+            "card_status": lambda status: text(f"card_status.{status}", locale),
+            "withheld": lambda reason: text(f"withheld.{reason}", locale),
             "locale": locale,
             "session": session,
             "menu": [(path, key) for path, key, roles in MENU if session and session.principal.role in roles],

@@ -1,185 +1,24 @@
-"""The console's words in zh-CN and en; an operator chooses the language, kept with their account."""
+"""The console's words (`console.*` and `status.*` in the catalogue); an operator chooses the language,
+kept with their account."""
 
 from __future__ import annotations
 
 from certification.reasons import explain
-
-LABELS: dict[str, tuple[str, str]] = {
-    # key: (zh-CN, en)
-    "console": ("社保业务管理台", "Social security console"),
-    "skip": ("跳到正文", "Skip to content"),
-    "sign_in": ("登录", "Sign in"),
-    "sign_out": ("退出", "Sign out"),
-    "username": ("用户名", "Username"),
-    "password": ("密码", "Password"),
-    "totp": ("动态口令（6位）", "Authenticator code (6 digits)"),
-    "language": ("语言", "Language"),
-    "change_language": ("切换语言", "Change language"),
-    "signed_in_as": ("当前用户", "Signed in as"),
-    "nav": ("主导航", "Main navigation"),
-    "queue": ("审核队列", "Review queue"),
-    "persons": ("人员查询", "Find a person"),
-    "runs": ("发放批次", "Disbursement runs"),
-    "dead_letters": ("发送失败的消息", "Undelivered notifications"),
-    "audit": ("审计日志", "Audit log"),
-    "status": ("状态", "Status"),
-    "reason": ("原因", "Reason"),
-    "reasons": ("原因", "Reasons"),
-    "region": ("地区", "Region"),
-    "any": ("全部", "Any"),
-    "filter": ("筛选", "Filter"),
-    "submitted": ("提交时间", "Submitted"),
-    "scores": ("评分", "Scores"),
-    "person": ("人员", "Person"),
-    "claimed_by": ("处理人", "Claimed by"),
-    "claim": ("领取", "Claim"),
-    "claim_next": ("领取下一条", "Claim the next check"),
-    "next_page": ("下一页", "Next page"),
-    "queue_empty": ("没有待领取的审核记录。", "No check is waiting to be claimed."),
-    "nothing_waiting": ("没有等待审核的记录。", "Nothing is waiting."),
-    "check": ("认证记录", "Check"),
-    "claimed_until": ("领取有效至", "Claimed until"),
-    "frames": ("视频抽帧", "Sampled frames"),
-    "frame_n": ("第{n}帧", "Frame {n}"),
-    "reference_photo": ("登记照片", "Reference photo"),
-    "no_reference": ("没有登记照片。", "No reference photo."),
-    "media_purged": ("视频已按保存期限删除。", "The video was deleted at the end of its retention period."),
-    "links_expire": ("图片链接{seconds}秒后失效。", "Image links expire in {seconds} seconds."),
-    "actions": ("动作检测", "Challenged actions"),
-    "action": ("要求的动作", "Action asked"),
-    "detected_at": ("检测到的时间", "Detected at"),
-    "strength": ("强度", "Strength"),
-    "not_detected": ("未检测到", "not detected"),
-    "match": ("人脸比对", "Face match"),
-    "distance": ("距离", "Distance"),
-    "accept_band": ("通过线", "Accept at or below"),
-    "reject_band": ("拒绝线", "Reject above"),
-    "band": ("结论区间", "Band"),
-    "band_accept": ("同一人", "same person"),
-    "band_review": ("不确定，需人工判断", "uncertain: a person decides"),
-    "band_reject": ("不是同一人", "not the same person"),
-    "band_none": ("无法比对", "no comparison"),
-    "replay": ("重复提交检查", "Replay findings"),
-    "replay_of": ("与之前的提交相同或几乎相同", "Same or nearly the same as an earlier submission"),
-    "no_replay": ("未发现重复提交。", "No earlier submission matches."),
-    "replay_events": ("同一时刻的动作", "Actions at the same moments"),
-    "replay_offset": ("在之前提交中的位置", "Starting at, in the earlier one"),
-    "decide": ("审核决定", "Decision"),
-    "approve": ("通过", "Approve"),
-    "reject": ("不通过", "Reject"),
-    "home_visit": ("上门核实", "Order a home visit"),
-    "decision_reason": ("理由（必填，记入审计日志）", "Reason (required; kept in the audit log)"),
-    "submit_decision": ("提交决定", "Submit the decision"),
-    "decided": ("已提交决定。", "The decision was recorded."),
-    "claim_first": ("领取后才能查看图像并作出决定。", "Claim this check to see its images and decide."),
-    "images_withheld": (
-        "图像只向审核期间领取该记录的人显示。如确需查看，请填写理由：理由和查看记录都记入审计日志。",
-        "Images are shown only to whoever holds the check while it is under review. If you need to see them, "
-        "give a reason: the reason and the look are kept in the audit log.",
-    ),
-    "media_reason": (
-        "查看图像的理由（必填，记入审计日志）",
-        "Reason to see the images (required; kept in the audit log)",
-    ),
-    "show_images": ("查看图像", "Show the images"),
-    "search_help": (
-        "输入完整的身份证号码、手机号码或社保卡号。每次查询都记入审计日志。",
-        "Type a full national ID number, phone number or card number. Every search is written to the audit log.",
-    ),
-    "search_for": ("身份证号、手机号或社保卡号", "National ID, phone or card number"),
-    "search": ("查询", "Search"),
-    "no_person": ("未找到人员。", "No person found."),
-    "name": ("姓名", "Name"),
-    "national_id": ("身份证号", "National ID"),
-    "phone": ("手机", "Phone"),
-    "birth_date": ("出生日期", "Date of birth"),
-    "vital_status": ("生存状态", "Vital status"),
-    "certified_until": ("认证有效至", "Certified until"),
-    "card": ("社保卡", "Card"),
-    "card_number": ("卡号", "Card number"),
-    "issued_on": ("发卡日期", "Issued on"),
-    "pension": ("养老金", "Pension"),
-    "monthly_amount": ("月发放额", "Monthly amount"),
-    "bank_account": ("银行账户", "Bank account"),
-    "certifications": ("认证记录", "Certification history"),
-    "decided_by": ("决定人", "Decided by"),
-    "payments": ("发放记录", "Payments"),
-    "period": ("月份", "Month"),
-    "kind": ("类型", "Kind"),
-    "amount": ("金额", "Amount"),
-    "bank_status": ("银行状态", "Bank"),
-    "notifications": ("消息", "Notifications"),
-    "created": ("创建时间", "Created"),
-    "read": ("已读", "Read"),
-    "deliveries": ("发送", "Deliveries"),
-    "none": ("无", "None"),
-    "pay_date": ("发放日", "Pay date"),
-    "progress": ("进度", "Progress"),
-    "requested_by": ("发起人", "Requested by"),
-    "started": ("开始时间", "Started"),
-    "completed": ("完成时间", "Completed"),
-    "totals": ("合计", "Totals"),
-    "paid": ("已发放", "Paid"),
-    "withheld": ("暂停发放", "Withheld"),
-    "back_pay": ("补发", "Back-pay"),
-    "monthly": ("月度发放", "Monthly"),
-    "pension_active": ("正常发放", "being paid"),
-    "pension_stopped": ("已停发", "stopped"),
-    "bank_pending": ("待银行确认", "sent to the bank"),
-    "bank_confirmed": ("银行已入账", "credited"),
-    "bank_returned": ("银行退回", "returned"),
-    "returned": ("银行退回", "Returned by the bank"),
-    "count": ("笔数", "Count"),
-    "no_runs": ("还没有发放批次。", "No run yet."),
-    "channel": ("渠道", "Channel"),
-    "attempts": ("尝试次数", "Attempts"),
-    "last_error": ("最后的错误", "Last error"),
-    "retry": ("重新发送", "Send again"),
-    "retried": ("已重新排队发送。", "Queued to be sent again."),
-    "no_dead_letters": ("没有发送失败的消息。", "No undelivered notification."),
-    "chain_intact": ("审计链完整：已校验{rows}条记录。", "The audit chain is intact: {rows} rows verified."),
-    "chain_broken": ("审计链在第{row}条记录处断开：{reason}", "The audit chain breaks at row {row}: {reason}"),
-    "at": ("时间", "Time"),
-    "actor": ("操作人", "Actor"),
-    "what": ("操作", "Action"),
-    "subject": ("对象", "Subject"),
-    "details": ("详情", "Details"),
-    "older": ("更早的记录", "Older entries"),
-    "times_in": ("时间均为北京时间。", "Times are China Standard Time (UTC+8)."),
-    "error": ("出错了", "Something went wrong"),
-    "back_to_console": ("返回管理台", "Back to the console"),
-    "blink": ("眨眼", "blink"),
-    "turn_left": ("向左转头", "turn left"),
-    "turn_right": ("向右转头", "turn right"),
-    "open_mouth": ("张嘴", "open mouth"),
-}
-
-# The states stored in the database (a check's status, a run's state, a person's vital status): a
-# table of their own, as some share their names with buttons and headings ("retry", "completed").
-STATUS_LABELS: dict[str, tuple[str, str]] = {
-    "queued": ("排队中", "queued"),
-    "processing": ("分析中", "processing"),
-    "passed": ("已通过", "passed"),
-    "failed": ("未通过", "failed"),
-    "retry": ("需重新录制", "retry"),
-    "needs_review": ("待审核", "needs review"),
-    "home_visit": ("待上门核实", "home visit ordered"),
-    "running": ("进行中", "running"),
-    "completed": ("已完成", "completed"),
-    "alive": ("在世", "alive"),
-    "deceased": ("已故", "deceased"),
-}
+from core.text import text
 
 
-def label(key: str, locale: str, **params: object) -> str:
-    zh, en = LABELS[key]
-    text = en if locale == "en" else zh
-    return text.format(**params) if params else text
+def label(key: str, locale: str, /, **params: object) -> str:
+    return text(f"console.{key}", locale, **params)
 
 
 def status_label(status: str, locale: str) -> str:
-    zh, en = STATUS_LABELS.get(status, (status, status))
-    return en if locale == "en" else zh
+    """A stored state (a check's status, a run's state, a person's vital status). A table of their own,
+    as some share their names with buttons and headings ("retry", "completed"); an unknown state is
+    shown as stored."""
+    try:
+        return text(f"status.{status}", locale)
+    except KeyError:
+        return status
 
 
 def reason_label(code: str, locale: str) -> str:

@@ -14,7 +14,7 @@ import pyotp
 
 from app.console.text import label
 from app.services import Services
-from notifications.templates import money
+from core.text import money
 from tests.conftest import FACES
 from tests.factories import (
     applicant,

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certification import rules
-from certification.reasons import REASONS, explain
+from certification.reasons import CODES, explain
 from certification.uploads import UPLOAD_MAX_BYTES, check_frames, check_video, video_type
 from core.errors import AppError
 from liveness.model import Reason
@@ -81,8 +81,8 @@ def test_the_failure_that_reaches_the_limit_goes_to_a_person() -> None:
 
 def test_every_reason_has_text_and_advice_in_both_languages() -> None:
     for reason in Reason:
-        assert reason.value in REASONS, reason
-    for code in REASONS:
+        assert reason.value in CODES, reason
+    for code in CODES:
         for locale in ("zh-CN", "en"):
             shown = explain(code, locale)
             assert shown.text

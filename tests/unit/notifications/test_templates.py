@@ -8,17 +8,8 @@ from typing import Any
 
 import pytest
 
-from notifications.templates import (
-    KINDS,
-    URGENT,
-    Rendered,
-    day,
-    money,
-    month,
-    months,
-    render,
-    sms_text,
-)
+from core.text import day, money, month, months
+from notifications.templates import KINDS, URGENT, Rendered, render, sms_text
 
 LOCALES = ("zh-CN", "en")
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -108,7 +99,7 @@ def test_back_paid_lists_every_covered_month() -> None:
     params = SAMPLE_PARAMS["payment.back_paid"]
     zh = render("payment.back_paid", "zh-CN", params).body
     en = render("payment.back_paid", "en", params).body
-    assert "2026年10月、2026年11月" in zh
+    assert "2026年10月和2026年11月" in zh
     assert "2,469.12元" in zh
     assert "October 2026 and November 2026" in en
     assert "CNY 2,469.12" in en
@@ -216,7 +207,7 @@ def test_death_reversed_lists_the_months_paid_back() -> None:
     params = SAMPLE_PARAMS["death.reversed"]
     zh = render("death.reversed", "zh-CN", params).body
     en = render("death.reversed", "en", params).body
-    assert "2026年10月、2026年11月" in zh
+    assert "2026年10月和2026年11月" in zh
     assert "补发" in zh
     assert "October 2026 and November 2026 will be paid with your next payment" in en
 
@@ -279,10 +270,10 @@ def test_dates_and_periods() -> None:
     [
         ([], "", ""),
         (["2026-12-01"], "2026年12月", "December 2026"),
-        (["2026-11-01", "2026-12-01"], "2026年11月、2026年12月", "November 2026 and December 2026"),
+        (["2026-11-01", "2026-12-01"], "2026年11月和2026年12月", "November 2026 and December 2026"),
         (
             ["2026-10-01", "2026-11-01", "2026-12-01"],
-            "2026年10月、2026年11月、2026年12月",
+            "2026年10月、2026年11月和2026年12月",
             "October 2026, November 2026 and December 2026",
         ),
     ],
