@@ -21,7 +21,7 @@ from app.services import Services
 from core.errors import BadRequest, NotFound, Unprocessable
 from core.paging import after, page
 from core.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
-from core.text import message
+from core.text import text
 from payments.disbursement.rules import parse_period, parse_year
 
 BANK_RETURNS_MAX_BYTES = 256 * 1024 * 1024
@@ -32,7 +32,7 @@ def _month(day: date) -> str:
 
 
 def _reason(code: str, locale: str) -> s.Reason:
-    return s.Reason(code=code, text=message(f"withheld.{code}", locale))
+    return s.Reason(code=code, text=text(f"withheld.{code}", locale))
 
 
 def _payment(row: asyncpg.Record, locale: str) -> s.Payment:
