@@ -37,7 +37,7 @@ $(UV):
 # The project's own bytecode too (installed editable, uv compiles only the libraries); quick when current.
 setup: .venv/.synced
 	@mkdir -p $(XDG_RUNTIME_DIR)
-	@$(UV) run --frozen python -m compileall -q app core auth cards certification persons review infra liveness payments notifications bench tools >/dev/null
+	@$(UV) run --frozen python -m compileall -q socialcard app core auth cards certification persons review infra liveness payments notifications bench tools >/dev/null
 
 run: setup  ## start PostgreSQL, S3, migrations, API (127.0.0.1:8000), worker and scheduler; Ctrl-C stops all
 	$(UV) run --frozen socialcard up

@@ -1,0 +1,1 @@
+"""`python -m socialcard`: the same command line as the `socialcard` script (app.cli)."""
