@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import logging
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from app.services import Services, open_services
+from certification.evidence.service import EvidenceImportReport
 from core.records import RowError
 from infra.config import (
     APP_DATABASE,
     APP_ROLE,
+    EVIDENCE_FEEDS,
     Settings,
     SettingsError,
     dev_secrets,
@@ -295,6 +298,35 @@ def _period(text: str) -> date:
 
 
 @with_services
+async def cmd_import_evidence(args: argparse.Namespace, services: Services) -> int:
+    def load(path: Path, actor: str) -> Awaitable[EvidenceImportReport]:
+        return services.evidence.import_file(path, actor, args.source)
+
+    if (report := await _import(args.file, load)) is None:
+        return 2
+    return _line_report(f"recorded {report.recorded}, unchanged {report.unchanged}", report.errors)
+
+
+@with_services
+async def cmd_certify_silent_pass(args: argparse.Namespace, services: Services) -> int:
+    judged = confirmed = 0
+    live = sys.stderr.isatty()
+    # On a terminal one line that counts up; in a log, a line per batch.
+    start, end = ("\r", "") if live else ("", "\n")
+
+    async def progress(scanned: int, newly: int) -> None:
+        nonlocal judged, confirmed
+        judged, confirmed = judged + scanned, confirmed + newly
+        print(f"{start}{judged:,} persons judged, {confirmed:,} confirmed", end=end, file=sys.stderr, flush=True)
+
+    done = await services.evidence.run_pass("system:cli", progress)
+    if live and judged:
+        print(file=sys.stderr)
+    print(json.dumps({k: v if isinstance(v, int | dict) else str(v) for k, v in dataclasses.asdict(done).items()}))
+    return 0
+
+
+@with_services
 async def cmd_disburse(args: argparse.Namespace, services: Services) -> int:
     done = 0
 
@@ -498,6 +530,14 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--username", required=True, help="what the operator signs in with")
     create.add_argument("--name", help="the name shown in the console and the audit log (default: the username)")
     create.add_argument(
+    evidence = imp.add_parser(
+        "evidence",
+        help="evidence of life from a data feed (CSV or JSON lines: national_id,source,occurred_on,reference)",
+    )
+    evidence.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
+    evidence.add_argument("--source", choices=EVIDENCE_FEEDS, help="the source of the lines that name none")
+    evidence.set_defaults(func=cmd_import_evidence)
+
         "--role", choices=["operator", "auditor", "admin"], default="operator", help="what they may do (%(default)s)"
     )
     create.set_defaults(func=cmd_operator_create)
@@ -510,6 +550,12 @@ def parser() -> argparse.ArgumentParser:
     tcreate.set_defaults(func=cmd_terminal_create)
 
     tok = sub.add_parser("token", help="mint an access token for a person (by phone) or an operator")
+    certify = sub.add_parser("certify", help="pension certification").add_subparsers(dest="action", required=True)
+    silent = certify.add_parser(
+        "silent-pass", help="confirm the persons due from evidence of life (resumes a pass that was cut short)"
+    )
+    silent.set_defaults(func=cmd_certify_silent_pass)
+
     who = tok.add_mutually_exclusive_group(required=True)
     who.add_argument("--phone", help="the cardholder's registered phone number")
     who.add_argument("--operator", metavar="USERNAME", help="an operator's username")

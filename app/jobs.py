@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from pgqueuer.models import Job
 
 from app.services import open_services
+from certification.evidence.service import SILENT_ACTOR, SILENT_JOB
 from certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB
 from infra import audit, jobs
 from infra.config import Settings
@@ -28,6 +29,8 @@ SCHEDULES: dict[str, str] = {
     jobs.PURGE_EXPIRED: "*/10 * * * *",
     PURGE_MEDIA_JOB: "17 3 * * *",  # raw selfies past their retention period, and orphans, nightly
     REMIND_JOB: "0 1 * * *",  # 09:00 in China
+    # Before the reminders: a person the data confirms is not reminded to film a selfie.
+    SILENT_JOB: "30 0 * * *",
     # The audit chain's head, signed into the object store: rows younger than this can still be cut
     # from the tail unnoticed, so the interval is that window (a count(*) of the log is its cost).
     audit.ANCHOR_JOB: "*/10 * * * *",
@@ -82,6 +85,12 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
         async def remind(job: Job) -> None:
             await services.notifications.remind()
 
+        async def silent_pass(job: Job) -> None:
+            # Queued by the schedule (no payload) or by an administrator (the pass): either way the
+            # running pass is resumed, or today's started.
+            done = await services.evidence.run_pass(SILENT_ACTOR)
+            log.info("silent pass done", extra={"pass_id": str(done.id), "confirmed": done.confirmed})
+
         async def anchor_audit(job: Job) -> None:
             anchor = await audit.write_anchor(services.pool, services.storage, settings.audit_chain_key)
             log.info("audit chain anchored", extra={"row": anchor.last_id if anchor else None})
@@ -100,6 +109,7 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             DISBURSE_JOB: disburse,
             ANNOUNCE_RUN_JOB: announce_run,
             REMIND_JOB: remind,
+            SILENT_JOB: silent_pass,
             audit.ANCHOR_JOB: anchor_audit,
             **{DISPATCH_JOBS[channel]: dispatch(channel) for channel in CHANNELS},
         }

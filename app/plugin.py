@@ -24,6 +24,7 @@ from app.console.session import console_headers
 from app.http.auth.controllers import AuthController
 from app.http.auth.middleware import bearer_auth_middleware
 from app.http.bodies import StrictRequest
+from app.http.evidence.controllers import EvidenceAdminController, EvidenceController
 from app.http.cards.controllers import CardController, TerminalQrController
 from app.http.certification.controllers import CertificationController, ConsentController
 from app.http.deaths.controllers import DeathReversalController
@@ -63,6 +64,8 @@ class SocialCardPlugin(InitPluginProtocol):
                 MedicalAccountController,
                 PaymentController,
                 DisbursementController,
+                EvidenceAdminController,
+                EvidenceController,
                 ReturnedPaymentController,
                 DeathReversalController,
                 DeviceController,

@@ -14,6 +14,7 @@ import asyncpg
 
 from auth.service import AuthService
 from cards.service import CardService
+from certification.evidence.service import EvidenceService
 from certification.service import CertificationService
 from infra import audit
 from infra.config import Settings
@@ -39,6 +40,7 @@ class Services:
     cards: CardService
     persons: PersonImporter
     certification: CertificationService
+    evidence: EvidenceService
     review: ReviewService
     console: ConsoleService
     medical: MedicalAccountService
@@ -62,6 +64,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         cards=cards,
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
         certification=CertificationService(pool, storage, settings, cipher),
+        evidence=EvidenceService(pool, settings),
         review=ReviewService(pool, storage, settings),
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=disbursements,

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from certification.rules import extended_until
 from infra.db import Db, UnitOfWork
 
 CONSENT_TEXT_VERSION = "2026-11"
@@ -285,8 +286,21 @@ async def record_analysis(
     return status_text == "UPDATE 1"
 
 
-async def set_certified_until(uow: UnitOfWork, person_id: uuid.UUID, until: date) -> None:
-    await uow.execute("UPDATE persons SET certified_until = $2, updated_at = now() WHERE id = $1", person_id, until)
+# rules.eligible_until in SQL, for `UPDATE persons p SET ...`: eligibility reaching `{extended}`
+# (rules.extended_until of the pass's day), never shorter than an earlier pass left it (greatest
+# ignores NULL: a person never certified gets `{extended}`). A face pass (settle) and a confirmation by
+# data (certification.evidence) extend eligibility with it alike.
+EXTEND_ELIGIBILITY = "certified_until = greatest({extended}, p.certified_until), updated_at = now()"
+
+
+async def extend_eligibility(uow: UnitOfWork, person_id: uuid.UUID, passed_on: date) -> date:
+    """Eligibility after a pass on `passed_on`."""
+    until: date = await uow.fetchval(
+        f"UPDATE persons p SET {EXTEND_ELIGIBILITY.format(extended='$2::date')} WHERE p.id = $1 RETURNING certified_until",
+        person_id,
+        extended_until(passed_on),
+    )
+    return until
 
 
 async def certified_until(db: Db, person_id: uuid.UUID) -> date | None:

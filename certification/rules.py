@@ -28,9 +28,15 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def extended_until(passed_on: date) -> date:
+    """How far a pass on `passed_on` (a face pass or a confirmation by data) reaches: twelve months."""
+    return add_months(passed_on, ELIGIBILITY_MONTHS)
+
+
 def eligible_until(passed_on: date, current: date | None) -> date:
-    """Twelve months from the pass; an earlier pass that reaches further is never shortened."""
-    extended = add_months(passed_on, ELIGIBILITY_MONTHS)
+    """Twelve months from the pass; an earlier pass that reaches further is never shortened.
+    (repository.EXTEND_ELIGIBILITY is this rule as the database applies it.)"""
+    extended = extended_until(passed_on)
     return max(extended, current) if current is not None else extended
 
 

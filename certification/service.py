@@ -131,9 +131,7 @@ async def settle(
     """The effects of a check's status: a pass extends eligibility; every status is an event."""
     payload: dict[str, Any] = {"check_id": str(check_id), "status": status, "reasons": reasons}
     if status == "passed":
-        current = await repo.certified_until(uow, person_id)
-        until = rules.eligible_until(datetime.now(UTC).date(), current)
-        await repo.set_certified_until(uow, person_id, until)
+        until = await repo.extend_eligibility(uow, person_id, datetime.now(UTC).date())
         payload["eligible_until"] = until.isoformat()
     payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
     await publish_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")

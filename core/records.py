@@ -23,6 +23,8 @@ _PHONE = re.compile(r"1[3-9][0-9]{9}")
 _REGION = re.compile(r"[1-9][0-9]{5}")
 _ACCOUNT = re.compile(r"[0-9]{12,30}")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+# Only the extended form: date.fromisoformat would also take 20260307 or 2026-W10-6.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MAX_FEN = 10_000_000_00  # 10 million yuan a month: anything above is a unit mistake
 
 
@@ -201,6 +203,16 @@ def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError
         else:
             by_id[result.national_id] = result
     return list(by_id.values()), sorted(errors, key=lambda e: e.line)
+
+
+def iso_date(text: str) -> date | None:
+    """A feed's date written as 2026-03-07; None for anything else (20260307, 2026-02-30)."""
+    if not _DATE.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-02-30
+        return None
 
 
 def detect_format(filename: str) -> str:

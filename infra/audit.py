@@ -283,20 +283,46 @@ async def record(
     uow: UnitOfWork, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
 ) -> None:
     """Append one entry in the caller's transaction (it lands only if the business change does)."""
+    await record_many(uow, actor, action, [(subject, details or {})])
+
+
+async def record_many(
+    uow: UnitOfWork, actor: str, action: str, entries: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """Append one entry per (subject, details), in order, in the caller's transaction: one chain lock
+    and one statement for a whole batch (the silent pass audits every person it confirms)."""
+    if not entries:
+        return
     key = _key()
-    entry = AuditEntry(datetime.now(UTC), actor, action, subject, dict(details or {}))
+    at = datetime.now(UTC)
     await uow.execute("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
     prev = await uow.fetchval("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1") or GENESIS
+    subjects: list[str] = []
+    bodies: list[str] = []
+    prevs: list[bytes] = []
+    hashes: list[bytes] = []
+    for subject, details in entries:
+        entry = AuditEntry(at, actor, action, subject, dict(details))
+        digest = chain_hash(key, prev, entry)
+        subjects.append(subject)
+        bodies.append(json.dumps(entry.details, allow_nan=False))
+        prevs.append(prev)
+        hashes.append(digest)
+        prev = digest
+    # Identity values follow the SELECT's order, so ids keep the chain's order.
     await uow.execute(
         """INSERT INTO audit_log (at, actor, action, subject, details, prev_hash, hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        entry.at,
-        entry.actor,
-        entry.action,
-        entry.subject,
-        entry.details,
-        prev,
-        chain_hash(key, prev, entry),
+           SELECT $1, $2, $3, e.subject, e.details::jsonb, e.prev_hash, e.hash
+           FROM unnest($4::text[], $5::text[], $6::bytea[], $7::bytea[]) WITH ORDINALITY
+                AS e (subject, details, prev_hash, hash, n)
+           ORDER BY e.n""",
+        at,
+        actor,
+        action,
+        subjects,
+        bodies,
+        prevs,
+        hashes,
     )
 
 

@@ -23,6 +23,17 @@ from infra.base import SettingsError as SettingsError
 
 # The liveness actions a challenge may ask for (liveness.model.Action names them for the worker).
 ACTIONS = ("blink", "turn_left", "turn_right", "open_mouth")
+# Evidence of life (issue 19): the feeds an administrator imports, and the product's own QR charges
+# (certification.evidence names them for the rule; migration 0012 checks the imported ones).
+EVIDENCE_FEEDS = (
+    "hospital_visit",
+    "pharmacy_purchase",
+    "insurance_settlement",
+    "civil_affairs",
+    "police",
+    "bank_activity",
+)
+EVIDENCE_SOURCES = (*EVIDENCE_FEEDS, "qr_charge")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,6 +127,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key", "audit_chain_key")
+    # Evidence of life: the rule that confirms a person from data (which sources count, how recent, how
+    # many distinct events from how many sources), how many days ahead of their due date the daily silent
+    # pass looks (before the 30-day reminder), and how many persons one of its transactions covers.
+    evidence_sources: tuple[str, ...] = EVIDENCE_SOURCES
+    evidence_within_days: int = 180
+    evidence_min_events: int = 2
+    evidence_min_sources: int = 2
+    silent_pass_horizon_days: int = 35
+    silent_pass_batch: int = 10_000
 
 
 def _decode_key(name: str, value: str) -> bytes:
@@ -215,6 +235,30 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
 def _fcm(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
     """The push settings; every problem is collected."""
     project = env.get("FCM_PROJECT_ID") or None
+def _evidence(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
+    """The evidence-of-life rule and the silent pass; every problem is collected."""
+    sources = tuple(s.strip() for s in env.get("EVIDENCE_SOURCES", ",".join(EVIDENCE_SOURCES)).split(",") if s.strip())
+    if not sources or any(s not in EVIDENCE_SOURCES for s in sources) or len(set(sources)) != len(sources):
+        problems.append(f"EVIDENCE_SOURCES must be distinct names from {', '.join(EVIDENCE_SOURCES)}")
+    ints: dict[str, int] = {}
+    for name, default, low, high in (
+        ("EVIDENCE_WITHIN_DAYS", 180, 1, 3650),
+        ("EVIDENCE_MIN_EVENTS", 2, 1, 100),
+        ("EVIDENCE_MIN_SOURCES", 2, 1, len(EVIDENCE_SOURCES)),
+        ("SILENT_PASS_HORIZON_DAYS", 35, 0, 366),
+        ("SILENT_PASS_BATCH", 10_000, 1, 1_000_000),
+    ):
+        try:
+            ints[name.lower()] = _number(env, name, default, low, high)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if ints.get("evidence_min_sources", 1) > len(sources) > 0:
+        problems.append("EVIDENCE_MIN_SOURCES must not exceed the number of EVIDENCE_SOURCES")
+    if ints.get("evidence_min_sources", 1) > ints.get("evidence_min_events", 1):
+        problems.append("EVIDENCE_MIN_SOURCES must not exceed EVIDENCE_MIN_EVENTS")
+    return {"evidence_sources": sources, **ints}
+
+
     credentials_file = Path(env["FCM_CREDENTIALS_FILE"]).resolve() if env.get("FCM_CREDENTIALS_FILE") else None
     url = env.get("FCM_URL") or None
     if credentials_file is not None and not credentials_file.is_file():
@@ -313,6 +357,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         migration_database_url=migration_url,
         s3_endpoint_url=s3_endpoint or None,
         s3_bucket=env.get("S3_BUCKET", "socialcard"),
+    evidence = _evidence(env, problems)
         s3_region=env.get("S3_REGION", "us-east-1"),
         s3_access_key_id=env.get("S3_ACCESS_KEY_ID") or dev.get("s3_access_key_id"),
         s3_secret_access_key=env.get("S3_SECRET_ACCESS_KEY") or dev.get("s3_secret_access_key"),
@@ -340,6 +385,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {
         "DATABASE_URL": settings.database_url,
         "MIGRATION_DATABASE_URL": settings.migration_database_url,
+        **evidence,  # type: ignore[arg-type]
         "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "S3_BUCKET": settings.s3_bucket,
         "S3_REGION": settings.s3_region,
@@ -385,6 +431,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         ("FCM_CREDENTIALS_FILE", settings.fcm_credentials_file),
         ("FCM_URL", settings.fcm_url),
     ):
+        "EVIDENCE_SOURCES": ",".join(settings.evidence_sources),
+        "EVIDENCE_WITHIN_DAYS": str(settings.evidence_within_days),
+        "EVIDENCE_MIN_EVENTS": str(settings.evidence_min_events),
+        "EVIDENCE_MIN_SOURCES": str(settings.evidence_min_sources),
+        "SILENT_PASS_HORIZON_DAYS": str(settings.silent_pass_horizon_days),
+        "SILENT_PASS_BATCH": str(settings.silent_pass_batch),
         if value is not None:
             env[name] = str(value)
     for name in _SECRET_NAMES:

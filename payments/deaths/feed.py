@@ -7,16 +7,13 @@ unknown national ID, a date before birth) is the service's to check.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 
 from core import national_id as nid
-from core.records import RowError, field_text, read_rows
+from core.records import RowError, field_text, iso_date, read_rows
 
 _CSV_REQUIRED = ("national_id", "date_of_death")
-# Only the extended form: date.fromisoformat would also take 20260307 or 2026-W10-6.
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ def parse_feed(text: str, fmt: str, today: date) -> tuple[list[DeathReport], lis
         id_reason = nid.validate(national_id) if national_id else "is required"
         if id_reason:
             errors.append(RowError(line, "national_id", id_reason))
-        died = _date(field_text(raw, "date_of_death"))
+        died = iso_date(field_text(raw, "date_of_death"))
         if died is None:
             errors.append(RowError(line, "date_of_death", "must be a date like 2026-03-07"))
         elif died > today:
@@ -44,12 +41,3 @@ def parse_feed(text: str, fmt: str, today: date) -> tuple[list[DeathReport], lis
         elif not id_reason:
             by_id[national_id] = DeathReport(line, national_id, died)
     return sorted(by_id.values(), key=lambda r: r.line), sorted(errors, key=lambda e: e.line)
-
-
-def _date(text: str) -> date | None:
-    if not _DATE.fullmatch(text):
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:  # 2026-02-30
-        return None

@@ -1,0 +1,205 @@
+"""SQL for evidence of life: landing feed lines, the silent pass's batches, and the trail shown to
+the person and to operators. Events are read through life_evidence_all (imported rows and QR charges)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from certification.repository import EXTEND_ELIGIBILITY
+from infra.db import Db, UnitOfWork
+
+_NO_PERSON = uuid.UUID(int=0)  # below every id: a pass starts after it
+
+# A chunk of feed lines: each line's person by the national ID's lookup hash, the new events landed
+# (a source and reference already recorded is left as it is), and for every line whether its person is
+# known, whether it landed, and the day recorded before for its reference. The snapshot the statement
+# reads is from before its own insert, so `recorded_on` is the earlier day only.
+INSERT_SQL = """
+    WITH line AS (
+        SELECT l.line, p.id AS person_id, l.source, l.occurred_on, l.reference
+        FROM unnest($1::int[], $2::bytea[], $3::text[], $4::date[], $5::text[])
+             AS l (line, national_id_hash, source, occurred_on, reference)
+        LEFT JOIN persons p ON p.national_id_hash = l.national_id_hash
+    ), landed AS (
+        INSERT INTO life_evidence (person_id, source, occurred_on, reference, feed, imported_by)
+        SELECT person_id, source, occurred_on, reference, $6 || ':' || line, $7
+        FROM line WHERE person_id IS NOT NULL
+        ORDER BY line
+        ON CONFLICT (person_id, source, reference) DO NOTHING
+        RETURNING person_id, source, reference
+    )
+    SELECT l.line, l.person_id IS NOT NULL AS known, d.person_id IS NOT NULL AS landed, e.occurred_on AS recorded_on
+    FROM line l
+    LEFT JOIN landed d ON (d.person_id, d.source, d.reference) = (l.person_id, l.source, l.reference)
+    LEFT JOIN life_evidence e ON (e.person_id, e.source, e.reference) = (l.person_id, l.source, l.reference)
+    ORDER BY l.line"""
+
+
+async def insert_evidence(
+    uow: UnitOfWork,
+    lines: Sequence[int],
+    hashes: Sequence[bytes],
+    sources: Sequence[str],
+    days: Sequence[date],
+    references: Sequence[str],
+    feed: str,
+    actor: str,
+) -> list[asyncpg.Record]:
+    return await uow.fetch(INSERT_SQL, lines, hashes, sources, days, references, feed, actor)
+
+
+# -- the silent pass ---------------------------------------------------------------------------------
+_SILENT_COLUMNS = (
+    "id, run_on, due_by, rule, state, resume_after, scanned, confirmed, requested_by, started_at, completed_at"
+)
+
+
+async def start_pass(db: Db, run_on: date, due_by: date, rule: dict[str, Any], actor: str) -> tuple[uuid.UUID, bool]:
+    """The running pass: started now (True), or the one already running (False), which goes on with
+    its own day and rule."""
+    created: uuid.UUID | None = await db.fetchval(
+        """INSERT INTO silent_passes (run_on, due_by, rule, requested_by) VALUES ($1, $2, $3, $4)
+           ON CONFLICT ((true)) WHERE state = 'running' DO NOTHING RETURNING id""",
+        run_on,
+        due_by,
+        rule,
+        actor,
+    )
+    if created is not None:
+        return created, True
+    running: uuid.UUID | None = await db.fetchval("SELECT id FROM silent_passes WHERE state = 'running'")
+    if running is None:  # it completed between the two statements: start the next
+        return await start_pass(db, run_on, due_by, rule, actor)
+    return running, False
+
+
+async def lock_pass(uow: UnitOfWork, pass_id: uuid.UUID) -> asyncpg.Record | None:
+    """Taken at the start of each batch: executors of one pass (a restart, the scheduler and the CLI) take turns."""
+    return await uow.fetchrow(f"SELECT {_SILENT_COLUMNS} FROM silent_passes WHERE id = $1 FOR UPDATE", pass_id)
+
+
+async def pass_view(db: Db, pass_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(f"SELECT {_SILENT_COLUMNS} FROM silent_passes WHERE id = $1", pass_id)
+
+
+# The next persons due after the last one done, in person order: pensioners alive, certified until
+# `due_by` or never; with each, whether a death record stands and the events the rule may count
+# (its sources, its window). The rule itself is judged on them in certification.evidence.rules.
+CANDIDATES_SQL = """
+    WITH batch AS (
+        SELECT p.id, p.certified_until
+        FROM persons p JOIN pension_entitlements e ON e.person_id = p.id
+        WHERE p.id > $1 AND p.vital_status = 'alive' AND e.status = 'active'
+          AND (p.certified_until IS NULL OR p.certified_until <= $2)
+        ORDER BY p.id
+        LIMIT $3
+    )
+    SELECT b.id AS person_id, b.certified_until,
+           EXISTS (SELECT 1 FROM death_records d WHERE d.person_id = b.id AND d.reversed_at IS NULL) AS died,
+           x.ids, x.sources, x.days
+    FROM batch b
+    LEFT JOIN LATERAL (
+        SELECT array_agg(v.id) AS ids, array_agg(v.source) AS sources, array_agg(v.occurred_on) AS days
+        FROM life_evidence_all v
+        WHERE v.person_id = b.id AND v.occurred_on BETWEEN $4 AND $5 AND v.source = ANY ($6::text[])
+    ) x ON true
+    ORDER BY b.id"""
+
+
+async def candidates(
+    uow: UnitOfWork, after: uuid.UUID | None, due_by: date, batch: int, since: date, on: date, sources: Sequence[str]
+) -> list[asyncpg.Record]:
+    return await uow.fetch(CANDIDATES_SQL, after or _NO_PERSON, due_by, batch, since, on, list(sources))
+
+
+# The batch's confirmations, in one statement: eligibility extended as a face pass extends it (for the
+# living only: a death recorded since the batch was read wins), and each confirmation recorded with its
+# trail. The trails come as uuid[] literals: one array per person, of any length.
+CONFIRM_SQL = f"""
+    WITH chosen AS (
+        SELECT c.person_id, c.trail::uuid[] AS evidence_ids, c.previous_until
+        FROM unnest($1::uuid[], $2::text[], $3::date[]) AS c (person_id, trail, previous_until)
+    ), extended AS (
+        UPDATE persons p SET {EXTEND_ELIGIBILITY.format(extended="$5::date")}
+        FROM chosen c
+        WHERE p.id = c.person_id AND p.vital_status = 'alive'
+        RETURNING p.id, p.certified_until
+    )
+    INSERT INTO life_confirmations (person_id, pass_id, confirmed_on, previous_until, eligible_until, evidence_ids)
+    SELECT x.id, $4, $6, c.previous_until, x.certified_until, c.evidence_ids
+    FROM extended x JOIN chosen c ON c.person_id = x.id
+    ON CONFLICT (person_id, pass_id) DO NOTHING
+    RETURNING person_id, eligible_until"""
+
+
+async def confirm_batch(
+    uow: UnitOfWork,
+    pass_id: uuid.UUID,
+    on: date,
+    extended: date,
+    person_ids: Sequence[uuid.UUID],
+    trails: Sequence[Sequence[uuid.UUID]],
+    previous: Sequence[date | None],
+) -> dict[uuid.UUID, date]:
+    """Each confirmed person's eligibility now."""
+    literals = ["{" + ",".join(str(i) for i in trail) + "}" for trail in trails]
+    rows = await uow.fetch(CONFIRM_SQL, person_ids, literals, previous, pass_id, extended, on)
+    return {row["person_id"]: row["eligible_until"] for row in rows}
+
+
+async def advance_pass(
+    uow: UnitOfWork, pass_id: uuid.UUID, last_person: uuid.UUID | None, scanned: int, confirmed: int
+) -> None:
+    """The pass's progress, in the batch's transaction; a batch that found nobody completes it."""
+    await uow.execute(
+        """UPDATE silent_passes SET resume_after = coalesce($2, resume_after), scanned = scanned + $3,
+               confirmed = confirmed + $4,
+               state = CASE WHEN $3 = 0 THEN 'completed' ELSE state END,
+               completed_at = CASE WHEN $3 = 0 THEN now() END
+           WHERE id = $1""",
+        pass_id,
+        last_person,
+        scanned,
+        confirmed,
+    )
+
+
+# -- the trail ---------------------------------------------------------------------------------------
+async def person(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT id, national_id_masked, vital_status, certified_until FROM persons WHERE id = $1", person_id
+    )
+
+
+async def confirmations(db: Db, person_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """The person's confirmations, newest first, each with the evidence rows that made it."""
+    return await db.fetch(
+        """SELECT c.pass_id, c.confirmed_on, c.previous_until, c.eligible_until, c.created_at,
+                  coalesce(jsonb_agg(jsonb_build_object('id', v.id, 'source', v.source,
+                                                        'occurred_on', v.occurred_on, 'reference', v.reference)
+                                     ORDER BY v.occurred_on DESC, v.source, v.id)
+                           FILTER (WHERE v.id IS NOT NULL), '[]') AS evidence
+           FROM life_confirmations c
+           LEFT JOIN life_evidence_all v ON v.person_id = c.person_id AND v.id = ANY (c.evidence_ids)
+           WHERE c.person_id = $1
+           GROUP BY c.person_id, c.pass_id
+           ORDER BY c.confirmed_on DESC, c.pass_id DESC
+           LIMIT $2""",
+        person_id,
+        limit,
+    )
+
+
+async def recent_evidence(db: Db, person_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """Every event recorded for the person (QR charges included), newest first."""
+    return await db.fetch(
+        """SELECT id, source, occurred_on, reference FROM life_evidence_all
+           WHERE person_id = $1 ORDER BY occurred_on DESC, source, id LIMIT $2""",
+        person_id,
+        limit,
+    )
