@@ -40,7 +40,7 @@ from app.services import Services
 from auth.service import OPERATOR_SESSION_S, ConsoleSession
 from core.errors import AppError, BadRequest, Conflict
 from core.principal import ADMIN, AUDITOR, OPERATOR
-from core.text import day, message, money, text
+from core.text import day, message, money, number, text
 from infra.crypto import mask_phone
 from liveness.decision import match_band
 from liveness.model import Reason, Thresholds
@@ -99,6 +99,7 @@ def _page(
             "status_label": lambda status: status_label(status, locale),
             "reason_label": lambda code: reason_label(code, locale),
             "money": lambda fen: money(fen, locale),
+            "number": lambda count: number(count, locale),
             "day": lambda value: day(value.isoformat()[:10], locale) if value else "",
             "local": lambda at, fmt: at.astimezone(LOCAL_TZ).strftime(fmt) if at else "",
             "card_status": lambda status: text(f"card_status.{status}", locale),
