@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 
+from app.http.docs import ApiDocs
 from app.plugin import SocialCardPlugin
 from infra.config import Settings, load_settings
 from infra.logging import configure_logging
@@ -16,7 +17,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # No logging config of Litestar's: its default puts plain-text handlers on the root logger, over
     # the masked JSON logging configured above (errors are logged by core.errors, through it).
     return Litestar(
-        plugins=[SocialCardPlugin(settings)],
+        plugins=[SocialCardPlugin(settings), ApiDocs(ui=settings.api_docs_ui)],
         request_max_body_size=settings.max_request_body_bytes,
         debug=False,
         logging_config=None,

@@ -11,9 +11,6 @@ from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
@@ -34,7 +31,7 @@ from app.http.payments.controllers import DisbursementController, PaymentControl
 from app.http.problems import problem_json
 from app.http.review.controllers import ReviewController
 from app.http.system.controllers import HealthController
-from app.http.system.headers import DOCS_PATH, security_headers
+from app.http.system.headers import security_headers
 from app.http.system.observability import request_id_middleware
 from app.services import Services, open_services
 from infra.config import Settings
@@ -89,25 +86,6 @@ class SocialCardPlugin(InitPluginProtocol):
                 console_path=CONSOLE_PATH,
                 docs_ui=self.settings.api_docs_ui,
             )
-        )
-        # The docs UIs load their scripts from a CDN (no installed package ships them), so they are
-        # served only where development asks for them; the document itself always is. The first
-        # plugin is also served at /schema itself.
-        docs_ui = [SwaggerRenderPlugin()] if self.settings.api_docs_ui else []
-        app_config.openapi_config = OpenAPIConfig(
-            title="Social security card and pension certification API",
-            version="1.0.0",
-            components=Components(
-                security_schemes={
-                    "BearerToken": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="An access token (at.…) for people and operators, an API key (tk_…) for terminals",
-                    )
-                }
-            ),
-            path=DOCS_PATH,
-            render_plugins=[*docs_ui, JsonRenderPlugin()],
         )
         return app_config
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.http.locale import request_locale
+from app.http.schemas import Body
 from core.errors import AppError
 from core.text import message
 from infra import faults
@@ -23,6 +25,29 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 RETRY_AFTER_S = 5  # when a client may try again after a dependency failed
+
+
+class ProblemItem(Body):
+    """One item of a refusal about many: a field of the body, or a line of a file."""
+
+    field: str | None = None
+    message: str | None = None
+    line: int | None = None
+    reason: str | None = None
+
+
+class ProblemDetails(Body, omit_defaults=True):
+    """The body of every refusal (RFC 9457), as `problem` writes it: the OpenAPI document's
+    ProblemDetails, and what the tests check real answers against."""
+
+    type: Annotated[str, msgspec.Meta(examples=["urn:socialcard:problem:not_found"])]
+    title: str
+    status: int
+    detail: Annotated[str, msgspec.Meta(description="the message in the caller's language (Accept-Language)")]
+    code: Annotated[str, msgspec.Meta(description="stable: what a client branches on", examples=["not_found"])]
+    instance: Annotated[str, msgspec.Meta(description="the request's path")]
+    request_id: Annotated[str | None, msgspec.Meta(description="also in the X-Request-Id header and the logs")] = None
+    errors: list[ProblemItem] | None = None
 
 
 @dataclass(frozen=True)

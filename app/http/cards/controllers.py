@@ -7,6 +7,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.http.auth.guards import requires
+from app.http.auth.refusals import CHECKING_CODE, SENDING_CODE
 from app.http.auth.schemas import OtpSent
 from app.http.cards.schemas import (
     Activation,
@@ -19,9 +20,11 @@ from app.http.cards.schemas import (
     RecoveryApproved,
 )
 from app.http.locale import request_locale
+from app.http.openapi import problems
 from app.http.schemas import BEARER
 from app.services import Services
 from cards.service import CardView
+from core.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from core.principal import ADMIN, CARDHOLDER, OPERATOR, TERMINAL, Principal
 
 
@@ -39,6 +42,9 @@ def _card(view: CardView) -> Card:
 # The holder's card under /v1/card, and the operators' side of a loss report under /v1/admin: one
 # controller (the app registers this one), so each route names its own guard.
 _HOLDER = [requires(CARDHOLDER)]
+NO_CARD = NotFound("card_not_activated")
+NOT_ACTIVE = Conflict("card_not_active", card_status="reported_lost")
+NOT_LOST = (Conflict("card_not_lost"), Conflict("recovery_proof_required"))
 
 
 class CardController(Controller):
@@ -46,7 +52,7 @@ class CardController(Controller):
     tags = ["e-card"]
     security = BEARER
 
-    @get("/card", guards=_HOLDER, summary="The signed-in person's e-card")
+    @get("/card", guards=_HOLDER, summary="The signed-in person's e-card", responses=problems(NO_CARD))
     async def get_card(self, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.get(request.user))
 
@@ -55,6 +61,12 @@ class CardController(Controller):
         guards=_HOLDER,
         status_code=200,
         summary="Activate the e-card of the person registered with this phone",
+        responses=problems(
+            BadRequest("activation_mismatch"),
+            Forbidden("activation_mismatch"),
+            Conflict("certification_required"),
+            Conflict("card_cancelled"),
+        ),
     )
     async def activate(self, data: Activation, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.activate(request.user, data.national_id))
@@ -64,6 +76,7 @@ class CardController(Controller):
         guards=_HOLDER,
         status_code=200,
         summary="Report the card lost: blocks QR codes at once and signs out the person's other devices",
+        responses=problems(NO_CARD, NOT_ACTIVE),
     )
     async def report_loss(self, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.report_loss(request.user))
@@ -74,6 +87,7 @@ class CardController(Controller):
         status_code=HTTP_202_ACCEPTED,
         summary="Send a code for cancelling the loss report to the registered phone (409 recovery_proof_required "
         "until a face check passed since the report, or an operator vouched for the person)",
+        responses=problems(NO_CARD, *NOT_LOST, *SENDING_CODE),
     )
     async def send_recovery_code(self, request: Request[Principal, Any, Any], services: Services) -> OtpSent:
         ttl = await services.cards.send_recovery_code(request.user, request_locale(request), services.sms)
@@ -84,6 +98,7 @@ class CardController(Controller):
         guards=_HOLDER,
         status_code=200,
         summary="Cancel the loss report with the code sent by POST /v1/card/recovery/code",
+        responses=problems(NO_CARD, *NOT_LOST, *CHECKING_CODE),
     )
     async def recover(self, data: Recovery, request: Request[Principal, Any, Any], services: Services) -> Card:
         return _card(await services.cards.recover(request.user, data.code))
@@ -94,6 +109,9 @@ class CardController(Controller):
         status_code=200,
         summary="Vouch for a person whose card is reported lost (checked in person), with a reason: "
         "they then cancel the report with a new code",
+        responses=problems(
+            BadRequest("reason_required"), BadRequest("national_id_invalid"), NotFound("person_not_found"), NOT_LOST[0]
+        ),
     )
     async def approve_recovery(
         self, data: RecoveryApprovalRequest, request: Request[Principal, Any, Any], services: Services
@@ -112,6 +130,7 @@ class CardController(Controller):
         guards=_HOLDER,
         status_code=201,
         summary="Mint a dynamic QR code (60 s, single use, bound to this device)",
+        responses=problems(Forbidden("device_required"), NO_CARD, NOT_ACTIVE),
     )
     async def mint_qr(
         self,
@@ -125,13 +144,17 @@ class CardController(Controller):
         return QrCode(token=minted.token, expires_at=minted.expires_at, svg=minted.svg)
 
 
+# What consuming a QR code refuses (cards.service.consume_qr): a verify, and a charge that pays with it.
+QR = (BadRequest("qr_invalid"), Gone("qr_expired"), Conflict("qr_used"), Conflict("qr_card_unusable"))
+
+
 class TerminalQrController(Controller):
     path = "/v1/terminal/qr"
     tags = ["terminals"]
     guards = [requires(TERMINAL)]
     security = BEARER
 
-    @post("/verify", status_code=200, summary="Consume a QR code and identify its holder")
+    @post("/verify", status_code=200, summary="Consume a QR code and identify its holder", responses=problems(*QR))
     async def verify(self, data: QrVerification, request: Request[Principal, Any, Any], services: Services) -> QrHolder:
         holder = await services.cards.verify_qr(request.user, data.token)
         return QrHolder(

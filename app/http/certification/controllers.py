@@ -1,21 +1,33 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import Encoding, OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app.http.auth.guards import requires
-from app.http.bodies import is_json, read_json
+from app.http.bodies import JSON_MEDIA_TYPE, is_json, read_json
 from app.http.certification import schemas as s
+from app.http.openapi import BODY_TOO_LARGE, INVALID_BODY, NOT_LINKED, ApiOperation, problems, struct_schema
 from app.http.schemas import BEARER
 from app.services import Services
 from certification.repository import CONSENT_TEXT_VERSION
 from certification.service import UploadMedia
-from certification.uploads import UPLOAD_MAX_BYTES, check_frames, check_video
-from core.errors import BadRequest, UnsupportedMedia
+from certification.uploads import MAX_FRAMES, MIN_FRAMES, UPLOAD_MAX_BYTES, check_frames, check_video
+from core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    TooManyRequests,
+    Unprocessable,
+    UnsupportedMedia,
+)
 from core.principal import CARDHOLDER, Principal
 
 # Room for the multipart envelope around the largest allowed upload.
@@ -38,18 +50,58 @@ async def _multipart_media(request: Request[Any, Any, Any]) -> UploadMedia:
     return UploadMedia("frames", tuple((blob, "image/jpeg") for blob in blobs))
 
 
+@dataclass
+class SubmissionOperation(ApiOperation):
+    """The handler reads its body itself (a multipart upload or a JSON reference), so Litestar sees none
+    to describe: both are stated here, the JSON one from the Struct that decodes it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        upload = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        form = Schema(
+            type=OpenAPIType.OBJECT,
+            description="exactly one of: `video`, or 5-30 `frames`",
+            properties={
+                "video": replace(upload, description="the selfie video (MP4, WebM or QuickTime)"),
+                "frames": Schema(
+                    type=OpenAPIType.ARRAY, items=upload, min_items=MIN_FRAMES, max_items=MAX_FRAMES, description="JPEG"
+                ),
+            },
+        )
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=form,
+                    encoding={"video": Encoding(content_type="video/*"), "frames": Encoding(content_type="image/jpeg")},
+                ),
+                JSON_MEDIA_TYPE: OpenAPIMediaType(schema=struct_schema(s.StoredSubmission)),
+            },
+        )
+
+
 class ConsentController(Controller):
     path = "/v1/consents"
     tags = ["certification"]
     guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @post("/biometric", status_code=200, summary="Consent to the processing of face images for certification")
+    @post(
+        "/biometric",
+        status_code=200,
+        summary="Consent to the processing of face images for certification",
+        responses=problems(NOT_LINKED),
+    )
     async def grant(self, request: Request[Principal, Any, Any], services: Services) -> s.Consent:
         granted = await services.certification.grant_consent(request.user)
         return s.Consent(granted_at=granted, text_version=CONSENT_TEXT_VERSION)
 
-    @delete("/biometric", status_code=HTTP_204_NO_CONTENT, summary="Withdraw consent to face processing")
+    @delete(
+        "/biometric",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Withdraw consent to face processing",
+        responses=problems(NOT_LINKED),
+    )
     async def withdraw(self, request: Request[Principal, Any, Any], services: Services) -> None:
         await services.certification.withdraw_consent(request.user)
 
@@ -60,7 +112,17 @@ class CertificationController(Controller):
     guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @post("/challenges", status_code=201, summary="Start a certification: random actions and where to upload")
+    @post(
+        "/challenges",
+        status_code=201,
+        summary="Start a certification: random actions and where to upload",
+        responses=problems(
+            NOT_LINKED,
+            Conflict("person_deceased"),
+            Conflict("certification_under_review"),
+            TooManyRequests("challenge_rate_limited"),
+        ),
+    )
     async def new_challenge(self, request: Request[Principal, Any, Any], services: Services) -> s.Challenge:
         challenges_url = str(request.url.with_replacements(path=f"{self.path}/challenges/", query=""))
         return s.challenge_of(await services.certification.new_challenge(request.user), challenges_url)
@@ -70,6 +132,25 @@ class CertificationController(Controller):
         status_code=HTTP_202_ACCEPTED,
         request_max_body_size=SUBMISSION_MAX_BODY,
         summary="Submit the selfie: multipart (`video`, or 5-30 `frames`) or JSON {s3_key} of a presigned upload",
+        operation_class=SubmissionOperation,
+        responses=problems(
+            BadRequest("submission_parts"),
+            BadRequest("upload_empty"),
+            INVALID_BODY,
+            NOT_LINKED,
+            Forbidden("consent_required"),
+            NotFound("challenge_not_found"),
+            Conflict("challenge_used"),
+            Gone("challenge_expired"),
+            BODY_TOO_LARGE,
+            UnsupportedMedia("not_a_video"),
+            UnsupportedMedia("not_jpeg"),
+            UnsupportedMedia("submission_content_type"),
+            Unprocessable("upload_too_large", max_mb=UPLOAD_MAX_BYTES // (1024 * 1024)),
+            Unprocessable("frames_count", low=MIN_FRAMES, high=MAX_FRAMES),
+            Unprocessable("upload_key_invalid"),
+            Unprocessable("upload_missing"),
+        ),
     )
     async def submit(
         self, challenge_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
@@ -84,10 +165,14 @@ class CertificationController(Controller):
             raise UnsupportedMedia("submission_content_type")
         return s.CheckAccepted(check_id=check_id, status="queued")
 
-    @get("/checks/{check_id:uuid}", summary="A check's status, reasons and advice")
+    @get(
+        "/checks/{check_id:uuid}",
+        summary="A check's status, reasons and advice",
+        responses=problems(NOT_LINKED, NotFound("check_not_found")),
+    )
     async def check(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Check:
         return s.check_of(await services.certification.check(request.user, check_id))
 
-    @get("/status", summary="Eligibility, due date, last result and attempts left")
+    @get("/status", summary="Eligibility, due date, last result and attempts left", responses=problems(NOT_LINKED))
     async def status(self, request: Request[Principal, Any, Any], services: Services) -> s.CertificationStatus:
         return s.status_of(await services.certification.status(request.user))

@@ -5,14 +5,17 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from app.http.auth.guards import requires
+from app.http.cards.controllers import QR
 from app.http.medical import schemas as s
+from app.http.openapi import IDEMPOTENCY_KEY, NOT_LINKED, problems
 from app.http.paging import Cursor, Limit
 from app.http.schemas import BEARER, to_schema
 from app.services import Services
-from core.errors import BadRequest
+from core.errors import BadRequest, Conflict, NotFound, PaymentRequired, Unprocessable
 from core.principal import CARDHOLDER, TERMINAL, Principal
 from payments.ledger import rules
 from payments.ledger.service import Idempotency
@@ -20,11 +23,17 @@ from payments.ledger.service import Idempotency
 IdempotencyKey = Annotated[
     str | None,
     Parameter(
-        header="Idempotency-Key",
+        header=IDEMPOTENCY_KEY,
+        examples=[Example(value="pos-17-20260307-000123")],
         description="required: 1-255 printable ASCII characters naming this request; a retry sends the same key "
         "and body and gets the first answer again (keys are kept 24 hours, per terminal)",
     ),
 ]
+
+
+# What a request under an Idempotency-Key may meet: no key, the key reused for another body, or the
+# first request with it still running (a replay gets the first answer, refusal included).
+ONCE = (BadRequest("idempotency_key_required"), Unprocessable("idempotency_key_reused"), Conflict("request_in_flight"))
 
 
 def _idempotency(request: Request[Principal, Any, Any], key: str | None, body: msgspec.Struct) -> Idempotency:
@@ -40,7 +49,12 @@ class TerminalChargeController(Controller):
     guards = [requires(TERMINAL)]
     security = BEARER
 
-    @post("/", status_code=201, summary="Charge the medical account behind a QR code (once per Idempotency-Key)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Charge the medical account behind a QR code (once per Idempotency-Key)",
+        responses=problems(*ONCE, *QR, PaymentRequired("insufficient_balance")),
+    )
     async def charge(
         self,
         data: s.ChargeRequest,
@@ -61,6 +75,7 @@ class TerminalChargeController(Controller):
         "/{charge_id:uuid}/refunds",
         status_code=201,
         summary="Refund part or all of a charge, by a terminal of the same merchant (once per Idempotency-Key)",
+        responses=problems(*ONCE, NotFound("charge_not_found"), Conflict("refund_exceeds_charge", refundable="12.50")),
     )
     async def refund(
         self,
@@ -82,7 +97,7 @@ class MedicalAccountController(Controller):
     guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @get("/", summary="The medical personal account: balance and entries, newest first")
+    @get("/", summary="The medical personal account: balance and entries, newest first", responses=problems(NOT_LINKED))
     async def account(
         self,
         request: Request[Principal, Any, Any],

@@ -14,9 +14,11 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from app.http.auth.guards import requires
 from app.http.locale import request_locale
 from app.http.notifications import schemas as s
+from app.http.openapi import NOT_LINKED, problems
 from app.http.paging import Cursor, Limit
 from app.http.schemas import BEARER, to_schema
 from app.services import Services
+from core.errors import Conflict, NotFound
 from core.paging import after, page
 from core.principal import ADMIN, CARDHOLDER, Principal
 from notifications.templates import render
@@ -28,7 +30,12 @@ class DeviceController(Controller):
     guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @post("/", status_code=201, summary="Register this phone for push notifications (again, if the token moved)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Register this phone for push notifications (again, if the token moved)",
+        responses=problems(NOT_LINKED),
+    )
     async def register(
         self, data: s.DeviceRegistration, request: Request[Principal, Any, Any], services: Services
     ) -> s.Device:
@@ -42,7 +49,12 @@ class DeviceController(Controller):
         )
         return to_schema(s.Device, row)
 
-    @delete("/{device_id:uuid}", status_code=HTTP_204_NO_CONTENT, summary="Stop push notifications to a phone")
+    @delete(
+        "/{device_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Stop push notifications to a phone",
+        responses=problems(NOT_LINKED, NotFound("device_not_found")),
+    )
     async def remove(self, device_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> None:
         await services.notifications.remove_device(request.user.linked_person, device_id)
 
@@ -58,7 +70,11 @@ class InboxController(Controller):
     guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @get("/", summary="My notifications, newest first, in the app's language; and how many are unread")
+    @get(
+        "/",
+        summary="My notifications, newest first, in the app's language; and how many are unread",
+        responses=problems(NOT_LINKED),
+    )
     async def list_inbox(
         self, request: Request[Principal, Any, Any], services: Services, cursor: Cursor = None, limit: Limit = 20
     ) -> s.Inbox:
@@ -70,7 +86,12 @@ class InboxController(Controller):
         locale = request_locale(request)
         return s.Inbox(items=[_item(row, locale) for row in shown], unread_count=unread, next_cursor=next_cursor)
 
-    @post("/{notification_id:uuid}/read", status_code=200, summary="Mark a notification read")
+    @post(
+        "/{notification_id:uuid}/read",
+        status_code=200,
+        summary="Mark a notification read",
+        responses=problems(NOT_LINKED, NotFound("notification_not_found")),
+    )
     async def read(
         self, notification_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.InboxItem:
@@ -101,7 +122,12 @@ class NotificationAdminController(Controller):
         shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
         return s.DeliveryPage(items=[_delivery(row) for row in shown], next_cursor=next_cursor)
 
-    @post("/{delivery_id:uuid}/retry", status_code=200, summary="Send a dead delivery again (audited)")
+    @post(
+        "/{delivery_id:uuid}/retry",
+        status_code=200,
+        summary="Send a dead delivery again (audited)",
+        responses=problems(NotFound("delivery_not_found"), Conflict("delivery_not_dead", state="pending")),
+    )
     async def retry(
         self, delivery_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.Delivery:

@@ -3,28 +3,61 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
 from litestar import Controller, Request, get, post
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, RequestBody, Schema
 from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.http.auth.guards import requires
 from app.http.locale import request_locale
+from app.http.openapi import BODY_TOO_LARGE, NOT_LINKED, ApiOperation, problems
 from app.http.paging import Cursor, Limit
 from app.http.payments import schemas as s
 from app.http.schemas import BEARER, to_schema
 from app.services import Services
-from core.errors import BadRequest, NotFound, Unprocessable
+from core.errors import BadRequest, Conflict, NotFound, Unprocessable
 from core.paging import after, page
 from core.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
 from core.text import text
+from payments.disbursement.bankfile import ORDER_HEADER, RETURN_HEADER
 from payments.disbursement.rules import parse_period, parse_year
 
 BANK_RETURNS_MAX_BYTES = 256 * 1024 * 1024
+NO_RUN = NotFound("disbursement_not_found")
+_CSV = "text/csv"
+
+
+def _csv(example: str) -> dict[str, OpenAPIMediaType]:
+    return {_CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example=example)}
+
+
+@dataclass
+class BankFileOperation(ApiOperation):
+    """The payment order is a CSV download (a Stream, which Litestar cannot describe)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = _csv(",".join(ORDER_HEADER) + "\n")
+
+
+@dataclass
+class BankReturnsOperation(ApiOperation):
+    """The bank's return file is a CSV body, read by the handler itself."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.request_body = RequestBody(
+            required=True,
+            content=_csv(",".join(RETURN_HEADER) + "\n0b3c5a9e-6f1d-4c52-9a4e-2f7d8c1b6e10,returned,account closed\n"),
+        )
 
 
 def _month(day: date) -> str:
@@ -51,7 +84,7 @@ class PaymentController(Controller):
     guards = [requires(CARDHOLDER)]
     security = BEARER
 
-    @get("/", summary="My pension payments, newest first")
+    @get("/", summary="My pension payments, newest first", responses=problems(NOT_LINKED))
     async def list_payments(
         self,
         request: Request[Principal, Any, Any],
@@ -65,7 +98,11 @@ class PaymentController(Controller):
         locale = request_locale(request)
         return s.PaymentPage(items=[_payment(row, locale) for row in shown], next_cursor=next_cursor)
 
-    @get("/{payment_id:uuid}", summary="One pension payment")
+    @get(
+        "/{payment_id:uuid}",
+        summary="One pension payment",
+        responses=problems(NOT_LINKED, NotFound("payment_not_found")),
+    )
     async def get_payment(
         self, payment_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.Payment:
@@ -74,7 +111,11 @@ class PaymentController(Controller):
             raise NotFound("payment_not_found")
         return _payment(row, request_locale(request))
 
-    @get("/statements/{year:str}", summary="A year's statement: per month paid, withheld, back-paid, returned")
+    @get(
+        "/statements/{year:str}",
+        summary="A year's statement: per month paid, withheld, back-paid, returned",
+        responses=problems(BadRequest("year_invalid"), NOT_LINKED),
+    )
     async def statement(
         self,
         # Text, not {year:int}: the router's int() would also take ２０２６, +2026 or 2_026.
@@ -128,7 +169,12 @@ class DisbursementController(Controller):
     guards = [requires(ADMIN)]
     security = BEARER
 
-    @post("/", status_code=HTTP_202_ACCEPTED, summary="Start the disbursement run of a month (or show the one started)")
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Start the disbursement run of a month (or show the one started)",
+        responses=problems(BadRequest("period_invalid")),
+    )
     async def start(
         self, data: s.DisbursementRequest, request: Request[Principal, Any, Any], services: Services
     ) -> s.Disbursement:
@@ -138,11 +184,16 @@ class DisbursementController(Controller):
             raise BadRequest("period_invalid") from None
         return _run(await services.disbursements.request(period, request.user.actor))
 
-    @get("/{run_id:uuid}", summary="A run: progress and totals")
+    @get("/{run_id:uuid}", summary="A run: progress and totals", responses=problems(NO_RUN))
     async def get_run(self, run_id: uuid.UUID, services: Services) -> s.Disbursement:
         return _run(await services.disbursements.view(run_id))
 
-    @get("/{run_id:uuid}/bank-file", summary="The run's payment order for the bank (CSV, audited)")
+    @get(
+        "/{run_id:uuid}/bank-file",
+        summary="The run's payment order for the bank (CSV, audited)",
+        operation_class=BankFileOperation,
+        responses=problems(NO_RUN, Conflict("disbursement_running")),
+    )
     async def bank_file(self, run_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> Stream:
         chunks = await services.disbursements.bank_order(run_id, request.user.actor)
         return Stream(
@@ -156,6 +207,14 @@ class DisbursementController(Controller):
         status_code=200,
         request_max_body_size=BANK_RETURNS_MAX_BYTES,
         summary="Import the bank's return file (CSV: reference,result,reason): all lines or none",
+        operation_class=BankReturnsOperation,
+        responses=problems(
+            BadRequest("bank_file_encoding"),
+            BODY_TOO_LARGE,
+            Unprocessable(
+                "bank_file_refused", lines=1, errors=[{"line": 2, "reason": "the result must be 'paid' or 'returned'"}]
+            ),
+        ),
     )
     async def bank_returns(self, request: Request[Principal, Any, Any], services: Services) -> s.BankReturnReport:
         try:

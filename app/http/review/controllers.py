@@ -6,11 +6,19 @@ from typing import Any
 from litestar import Controller, Request, get, post
 
 from app.http.auth.guards import requires
+from app.http.openapi import problems
 from app.http.paging import Cursor, Limit
 from app.http.review import schemas as s
 from app.http.schemas import BEARER
 from app.services import Services
+from core.errors import BadRequest, Conflict, NotFound
 from core.principal import OPERATOR, Principal
+from review.service import REASON_MAX
+
+NO_CHECK = NotFound("check_not_found")
+CLAIM_REQUIRED = Conflict("claim_required")
+UNREVIEWABLE = Conflict("check_not_reviewable")
+REASON = (BadRequest("reason_required"), BadRequest("reason_too_long", most=REASON_MAX))
 
 
 class ReviewController(Controller):
@@ -31,13 +39,19 @@ class ReviewController(Controller):
     ) -> s.ReviewQueue:
         return s.review_queue_of(await services.review.queue(status, cursor, limit, reason=reason, region=region))
 
-    @post("/{check_id:uuid}/claim", status_code=200, summary="Claim a check for 15 minutes (one operator at a time)")
+    @post(
+        "/{check_id:uuid}/claim",
+        status_code=200,
+        summary="Claim a check for 15 minutes (one operator at a time)",
+        responses=problems(NO_CHECK, UNREVIEWABLE, Conflict("check_claimed", operator="Reviewer")),
+    )
     async def claim(self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> s.Claim:
         return s.Claim(check_id=check_id, claimed_until=await services.review.claim(request.user, check_id))
 
     @get(
         "/{check_id:uuid}",
         summary="A check: scores, reasons, actions; 5-minute links to frames and reference for the claim holder only",
+        responses=problems(NO_CHECK, CLAIM_REQUIRED),
     )
     async def view(
         self, check_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
@@ -48,13 +62,19 @@ class ReviewController(Controller):
         "/{check_id:uuid}/media-access",
         status_code=200,
         summary="The images of a check not held under review, for a reason kept in the audit log (5-minute links)",
+        responses=problems(*REASON, NO_CHECK, CLAIM_REQUIRED),
     )
     async def media_access(
         self, check_id: uuid.UUID, data: s.MediaAccess, request: Request[Principal, Any, Any], services: Services
     ) -> s.CheckForReview:
         return s.check_for_review_of(await services.review.view(request.user, check_id, reason=data.reason))
 
-    @post("/{check_id:uuid}/decision", status_code=200, summary="Approve, reject or order a home visit, with a reason")
+    @post(
+        "/{check_id:uuid}/decision",
+        status_code=200,
+        summary="Approve, reject or order a home visit, with a reason",
+        responses=problems(*REASON, NO_CHECK, UNREVIEWABLE, CLAIM_REQUIRED),
+    )
     async def decide(
         self, check_id: uuid.UUID, data: s.Decision, request: Request[Principal, Any, Any], services: Services
     ) -> s.Decided:

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, get
 
+from app.http.openapi import problems
 from app.http.schemas import Body
 from app.services import Services
 from core.errors import ServiceUnavailable
@@ -25,7 +26,11 @@ class HealthController(Controller):
     async def live(self) -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The database and object storage are reachable (answered within 2 s)")
+    @get(
+        "/ready",
+        summary="The database and object storage are reachable (answered within 2 s)",
+        responses=problems(ServiceUnavailable()),
+    )
     async def ready(self, services: Services) -> Health:
         database, storage = await asyncio.gather(_within(_database(services)), _within(services.storage.ready()))
         if not (database and storage):

@@ -29,7 +29,8 @@ def security_headers(
     console: Headers, *, console_path: str, docs_ui: bool
 ) -> Callable[[Message, Scope], Awaitable[None]]:
     """The console's own headers under /console and the API's everywhere else, except the pages of
-    the docs UI when development turned it on (they load their scripts and styles from a CDN)."""
+    the docs UI when development turned it on (they run an inline script, and load the UI's scripts and
+    styles from /schema/assets)."""
     console_names = {name for name, _ in console}
     api_names = {name for name, _ in API_HEADERS}
 
