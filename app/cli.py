@@ -280,23 +280,6 @@ async def cmd_import_deaths(args: argparse.Namespace, services: Services) -> int
     )
 
 
-def _line_report(counts: str, errors: list[RowError]) -> int:
-    """An import's refused lines on stderr, its counts on stdout; exit status 3 when a line was refused."""
-    for e in errors:
-        print(f"line {e.line}: {e.field}: {e.reason}", file=sys.stderr)
-    print(f"{counts}, rejected {len({e.line for e in errors})} row(s)")
-    return 3 if errors else 0
-
-
-def _period(text: str) -> date:
-    from payments.disbursement.rules import parse_period
-
-    try:
-        return parse_period(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 @with_services
 async def cmd_import_evidence(args: argparse.Namespace, services: Services) -> int:
     def load(path: Path, actor: str) -> Awaitable[EvidenceImportReport]:
@@ -324,6 +307,23 @@ async def cmd_certify_silent_pass(args: argparse.Namespace, services: Services) 
         print(file=sys.stderr)
     print(json.dumps({k: v if isinstance(v, int | dict) else str(v) for k, v in dataclasses.asdict(done).items()}))
     return 0
+
+
+def _line_report(counts: str, errors: list[RowError]) -> int:
+    """An import's refused lines on stderr, its counts on stdout; exit status 3 when a line was refused."""
+    for e in errors:
+        print(f"line {e.line}: {e.field}: {e.reason}", file=sys.stderr)
+    print(f"{counts}, rejected {len({e.line for e in errors})} row(s)")
+    return 3 if errors else 0
+
+
+def _period(text: str) -> date:
+    from payments.disbursement.rules import parse_period
+
+    try:
+        return parse_period(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @with_services
@@ -513,6 +513,14 @@ def parser() -> argparse.ArgumentParser:
     deaths.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
     deaths.set_defaults(func=cmd_import_deaths)
 
+    evidence = imp.add_parser(
+        "evidence",
+        help="evidence of life from a data feed (CSV or JSON lines: national_id,source,occurred_on,reference)",
+    )
+    evidence.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
+    evidence.add_argument("--source", choices=EVIDENCE_FEEDS, help="the source of the lines that name none")
+    evidence.set_defaults(func=cmd_import_evidence)
+
     returns = imp.add_parser("bank-returns", help="the bank's return file (CSV: reference,result,reason)")
     returns.add_argument("file", help="the bank's file; lines it cannot apply are reported by number")
     returns.set_defaults(func=cmd_import_bank_returns)
@@ -525,19 +533,17 @@ def parser() -> argparse.ArgumentParser:
     bank.add_argument("--out", help="file to write (default: standard output)")
     bank.set_defaults(func=cmd_bank_file)
 
+    certify = sub.add_parser("certify", help="pension certification").add_subparsers(dest="action", required=True)
+    silent = certify.add_parser(
+        "silent-pass", help="confirm the persons due from evidence of life (resumes a pass that was cut short)"
+    )
+    silent.set_defaults(func=cmd_certify_silent_pass)
+
     op = sub.add_parser("operator", help="operators").add_subparsers(dest="action", required=True)
     create = op.add_parser("create", help="create an operator (password from SOCIALCARD_OPERATOR_PASSWORD or prompt)")
     create.add_argument("--username", required=True, help="what the operator signs in with")
     create.add_argument("--name", help="the name shown in the console and the audit log (default: the username)")
     create.add_argument(
-    evidence = imp.add_parser(
-        "evidence",
-        help="evidence of life from a data feed (CSV or JSON lines: national_id,source,occurred_on,reference)",
-    )
-    evidence.add_argument("file", help="the file to import; a per-row report of what was refused is printed")
-    evidence.add_argument("--source", choices=EVIDENCE_FEEDS, help="the source of the lines that name none")
-    evidence.set_defaults(func=cmd_import_evidence)
-
         "--role", choices=["operator", "auditor", "admin"], default="operator", help="what they may do (%(default)s)"
     )
     create.set_defaults(func=cmd_operator_create)
@@ -550,12 +556,6 @@ def parser() -> argparse.ArgumentParser:
     tcreate.set_defaults(func=cmd_terminal_create)
 
     tok = sub.add_parser("token", help="mint an access token for a person (by phone) or an operator")
-    certify = sub.add_parser("certify", help="pension certification").add_subparsers(dest="action", required=True)
-    silent = certify.add_parser(
-        "silent-pass", help="confirm the persons due from evidence of life (resumes a pass that was cut short)"
-    )
-    silent.set_defaults(func=cmd_certify_silent_pass)
-
     who = tok.add_mutually_exclusive_group(required=True)
     who.add_argument("--phone", help="the cardholder's registered phone number")
     who.add_argument("--operator", metavar="USERNAME", help="an operator's username")

@@ -124,9 +124,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     notify_max_attempts: int = 6
     notify_lease_s: int = 60
     notify_retry_s: int = 30
-
-
-_SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key", "audit_chain_key")
     # Evidence of life: the rule that confirms a person from data (which sources count, how recent, how
     # many distinct events from how many sources), how many days ahead of their due date the daily silent
     # pass looks (before the 30-day reminder), and how many persons one of its transactions covers.
@@ -136,6 +133,9 @@ _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "
     evidence_min_sources: int = 2
     silent_pass_horizon_days: int = 35
     silent_pass_batch: int = 10_000
+
+
+_SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key", "audit_chain_key")
 
 
 def _decode_key(name: str, value: str) -> bytes:
@@ -232,9 +232,6 @@ def _certification(env: Mapping[str, str], problems: list[str]) -> dict[str, obj
     return {"challenge_actions": actions, **ints, **floats}
 
 
-def _fcm(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
-    """The push settings; every problem is collected."""
-    project = env.get("FCM_PROJECT_ID") or None
 def _evidence(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
     """The evidence-of-life rule and the silent pass; every problem is collected."""
     sources = tuple(s.strip() for s in env.get("EVIDENCE_SOURCES", ",".join(EVIDENCE_SOURCES)).split(",") if s.strip())
@@ -259,6 +256,9 @@ def _evidence(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
     return {"evidence_sources": sources, **ints}
 
 
+def _fcm(env: Mapping[str, str], problems: list[str]) -> dict[str, object]:
+    """The push settings; every problem is collected."""
+    project = env.get("FCM_PROJECT_ID") or None
     credentials_file = Path(env["FCM_CREDENTIALS_FILE"]).resolve() if env.get("FCM_CREDENTIALS_FILE") else None
     url = env.get("FCM_URL") or None
     if credentials_file is not None and not credentials_file.is_file():
@@ -349,6 +349,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if api_docs_ui not in ("0", "1"):
         problems.append(f"API_DOCS_UI must be 0 or 1, got {api_docs_ui!r}")
     certification = _certification(env, problems)
+    evidence = _evidence(env, problems)
     fcm = _fcm(env, problems)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -357,7 +358,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         migration_database_url=migration_url,
         s3_endpoint_url=s3_endpoint or None,
         s3_bucket=env.get("S3_BUCKET", "socialcard"),
-    evidence = _evidence(env, problems)
         s3_region=env.get("S3_REGION", "us-east-1"),
         s3_access_key_id=env.get("S3_ACCESS_KEY_ID") or dev.get("s3_access_key_id"),
         s3_secret_access_key=env.get("S3_SECRET_ACCESS_KEY") or dev.get("s3_secret_access_key"),
@@ -376,6 +376,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_docs_ui=api_docs_ui == "1",
         **numbers,  # type: ignore[arg-type]
         **certification,  # type: ignore[arg-type]
+        **evidence,  # type: ignore[arg-type]
         **fcm,  # type: ignore[arg-type]
     )
 
@@ -385,7 +386,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {
         "DATABASE_URL": settings.database_url,
         "MIGRATION_DATABASE_URL": settings.migration_database_url,
-        **evidence,  # type: ignore[arg-type]
         "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "S3_BUCKET": settings.s3_bucket,
         "S3_REGION": settings.s3_region,
@@ -422,6 +422,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "FACE_REPLAY_DISTANCE": repr(settings.face_replay_distance),
         "FACE_COLLISION_DISTANCE": repr(settings.face_collision_distance),
         "REPLAY_LOOKBACK_DAYS": str(settings.replay_lookback_days),
+        "EVIDENCE_SOURCES": ",".join(settings.evidence_sources),
+        "EVIDENCE_WITHIN_DAYS": str(settings.evidence_within_days),
+        "EVIDENCE_MIN_EVENTS": str(settings.evidence_min_events),
+        "EVIDENCE_MIN_SOURCES": str(settings.evidence_min_sources),
+        "SILENT_PASS_HORIZON_DAYS": str(settings.silent_pass_horizon_days),
+        "SILENT_PASS_BATCH": str(settings.silent_pass_batch),
     }
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id
@@ -431,12 +437,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         ("FCM_CREDENTIALS_FILE", settings.fcm_credentials_file),
         ("FCM_URL", settings.fcm_url),
     ):
-        "EVIDENCE_SOURCES": ",".join(settings.evidence_sources),
-        "EVIDENCE_WITHIN_DAYS": str(settings.evidence_within_days),
-        "EVIDENCE_MIN_EVENTS": str(settings.evidence_min_events),
-        "EVIDENCE_MIN_SOURCES": str(settings.evidence_min_sources),
-        "SILENT_PASS_HORIZON_DAYS": str(settings.silent_pass_horizon_days),
-        "SILENT_PASS_BATCH": str(settings.silent_pass_batch),
         if value is not None:
             env[name] = str(value)
     for name in _SECRET_NAMES:
