@@ -16,6 +16,7 @@ import numpy as np
 
 from certification import repository as repo
 from certification import rules
+from certification.metrics import count_decision
 from certification.reasons import Explanation, explain
 from certification.uploads import UPLOAD_MAX_BYTES
 from core.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unprocessable
@@ -417,6 +418,7 @@ class CertificationService:
             if analysis.embedding is not None:
                 await repo.save_template(uow, item.person_id, item.check_id, self._template(analysis.embedding))
             await settle(uow, item.person_id, item.check_id, verdict.status, list(verdict.reasons), "worker")
+        count_decision(verdict.status, verdict.reasons, "worker")
         return verdict.status
 
     async def retry_later(self, item: WorkItem, delay: timedelta) -> None:

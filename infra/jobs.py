@@ -13,12 +13,13 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
-from pgqueuer.db import AsyncpgDriver
+from pgqueuer.db import AsyncpgDriver, AsyncpgPoolDriver
 from pgqueuer.errors import DuplicateJobError, RetryRequested
 from pgqueuer.executors import EntrypointExecutor
 from pgqueuer.models import Context, Job, Schedule
@@ -27,7 +28,7 @@ from pgqueuer.queries import Queries
 from pgqueuer.sm import SchedulerManager
 from pgqueuer.types import QueueExecutionMode
 
-from infra import faults
+from infra import faults, metrics
 from infra.config import Settings
 from infra.db import UnitOfWork
 
@@ -78,12 +79,17 @@ class RetryingExecutor(EntrypointExecutor):
     of being held for good (a statement timeout, a database restart, S3 away)."""
 
     async def execute(self, job: Job, context: Context) -> None:
+        metrics.JOB_WAIT.labels(job.entrypoint).observe(waited_s(job.created, job.execute_after, datetime.now(UTC)))
+        started = time.perf_counter()
+        result = "failed"  # unless it ends otherwise (an exception, a cancellation)
         try:
             await super().execute(job, context)
+            result = "ok"
         except Exception as exc:
             if (delay := next_try(job, exc)) is None:
                 log.error("job failed", extra={"job": job.entrypoint, "attempts": job.attempts + 1}, exc_info=exc)
                 raise
+            result = "retry"
             log.warning(
                 "job met a passing failure; tried again later",
                 extra={
@@ -94,6 +100,24 @@ class RetryingExecutor(EntrypointExecutor):
                 },
             )
             raise RetryRequested(delay=delay, reason=repr(exc)) from exc
+        finally:
+            metrics.JOB_DURATION.labels(job.entrypoint, result).observe(time.perf_counter() - started)
+
+
+def waited_s(created: datetime, execute_after: datetime, started: datetime) -> float:
+    """How long a job waited for a worker: from when it could first run (queued, or its retry's delay
+    over) to `started`; never below 0 (the database's clock and the worker's may differ a little)."""
+    return max(0.0, (started - max(created, execute_after)).total_seconds())
+
+
+async def queue_depth(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
+    """(job, status, count) of the jobs in the queue now: queued (waiting, or held back for a retry),
+    picked (running), failed (held for an administrator)."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in await Queries(AsyncpgPoolDriver(pool)).queue_size():  # one row per priority too
+        key = (str(row.entrypoint), str(row.status))
+        counts[key] = counts.get(key, 0) + row.count
+    return [(job, status, n) for (job, status), n in sorted(counts.items())]
 
 
 async def enqueue(

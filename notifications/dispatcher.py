@@ -13,12 +13,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import asyncpg
 
+from infra import metrics
 from infra.config import Settings
 from infra.db import unit_of_work
 from notifications import repository as repo
@@ -150,6 +152,7 @@ class Dispatcher:
                 [row["notification_id"] for row, _ in gone],
                 now,
             )
+        count_outcomes("push", outcomes)
         if gone:
             log.info("push tokens deactivated", extra={"devices": len(gone)})
 
@@ -173,3 +176,14 @@ class Dispatcher:
                     continue
                 outcomes.append(Outcome(row["id"], row["attempts"], "sent"))
             await repo.record(uow, outcomes, [], [], now)
+        count_outcomes("sms", outcomes)
+
+
+# A delivery's state after an attempt, as counted: a failure to be tried again is pending in the table.
+COUNTED_STATES = {"sent": "sent", "pending": "retry", "dead": "dead", "cancelled": "cancelled"}
+
+
+def count_outcomes(channel: Channel, outcomes: Sequence[Outcome]) -> None:
+    """Count what the dispatcher recorded (after its transaction committed)."""
+    for state, n in Counter(COUNTED_STATES.get(o.state, "other") for o in outcomes).items():
+        metrics.NOTIFICATIONS.labels(channel, state).inc(n)

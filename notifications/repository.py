@@ -330,13 +330,24 @@ async def mark_read(db: Db, person_id: uuid.UUID, notification_id: uuid.UUID) ->
     return await db.fetchrow(
         """UPDATE notifications SET read_at = coalesce(read_at, now())
            WHERE id = $1 AND person_id = $2 AND shown_from <= now()
-           RETURNING id, kind, params, shown_from, read_at""",
+           RETURNING id, kind, params, shown_from, read_at, read_at = now() AS first_read""",
         notification_id,
         person_id,
     )
 
 
 # -- dead letters ------------------------------------------------------------------------------
+
+# Deliveries waiting to be sent and dead letters waiting for an administrator, per channel: each
+# branch is answered from its state's partial index (deliveries_due_idx, deliveries_dead_idx).
+BACKLOG_SQL = """
+    SELECT channel, 'pending' AS state, count(*) AS n FROM deliveries WHERE state = 'pending' GROUP BY channel
+    UNION ALL
+    SELECT channel, 'dead', count(*) FROM deliveries WHERE state = 'dead' GROUP BY channel"""
+
+
+async def backlog(db: Db) -> list[asyncpg.Record]:
+    return await db.fetch(BACKLOG_SQL)
 
 
 _DELIVERY_VIEW = """

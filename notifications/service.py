@@ -10,7 +10,7 @@ import asyncpg
 
 from core.errors import Conflict, NotFound
 from core.pension import pay_date
-from infra import audit
+from infra import audit, metrics
 from infra.db import unit_of_work
 from notifications import repository as repo
 from notifications.rules import LOCAL_TZ, pay_day_release, release_at, reminder_windows, warning_period
@@ -58,9 +58,15 @@ class NotificationService:
         row = await repo.mark_read(self._pool, person_id, notification_id)
         if row is None:
             raise NotFound("notification_not_found")
+        if row["first_read"]:  # read_at was set by this statement (it is the transaction's now())
+            metrics.NOTIFICATIONS.labels("inbox", "read").inc()
         return row
 
     # -- dead letters ------------------------------------------------------------------------
+    async def backlog(self) -> list[tuple[str, str, int]]:
+        """(channel, state, count) of the deliveries pending and dead now."""
+        return [(row["channel"], row["state"], row["n"]) for row in await repo.backlog(self._pool)]
+
     async def deliveries(self, state: str, after_id: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
         return await repo.deliveries_in_state(self._pool, state, after_id, limit)
 

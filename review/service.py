@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from certification.metrics import count_decision
 from certification.service import settle
 from core.errors import BadRequest, Conflict, NotFound
 from core.paging import after, page
@@ -150,6 +151,7 @@ class ReviewService:
                 f"check:{check_id}",
                 {"decision": decision, "reason": reason, **principal.named},
             )
+        count_decision(status, reasons, "reviewer")
         return status
 
 
