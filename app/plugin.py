@@ -30,7 +30,7 @@ from app.http.notifications.controllers import DeviceController, InboxController
 from app.http.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
 from app.http.problems import problem_json
 from app.http.review.controllers import ReviewController
-from app.http.system.controllers import HealthController
+from app.http.system.controllers import HealthController, MetricsController
 from app.http.system.headers import security_headers
 from app.http.system.observability import request_id_middleware
 from app.services import Services, open_services
@@ -51,6 +51,7 @@ class SocialCardPlugin(InitPluginProtocol):
         app_config.route_handlers.extend(
             [
                 HealthController,
+                MetricsController,
                 AuthController,
                 CardController,
                 TerminalQrController,

@@ -106,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The API docs UI at /schema (Swagger UI, whose scripts come from a CDN): for development only.
     # /schema/openapi.json is served either way.
     api_docs_ui: bool = False
+    # Who may scrape /metrics (docs/metrics.md): with a token, whoever sends it as a bearer token;
+    # without, only a client on this machine that did not come through a proxy.
+    metrics_token: str | None = None
     presigned_url_ttl_s: int = 300
     failures_before_review: int = 3
     job_heartbeat_s: int = 30
@@ -348,6 +351,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     api_docs_ui = env.get("API_DOCS_UI") or "0"
     if api_docs_ui not in ("0", "1"):
         problems.append(f"API_DOCS_UI must be 0 or 1, got {api_docs_ui!r}")
+    metrics_token = env.get("METRICS_TOKEN") or None
+    if metrics_token is not None and (
+        len(metrics_token) < 16 or not metrics_token.isprintable() or " " in metrics_token
+    ):
+        problems.append("METRICS_TOKEN must be at least 16 printable characters without spaces")
     certification = _certification(env, problems)
     evidence = _evidence(env, problems)
     fcm = _fcm(env, problems)
@@ -374,6 +382,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         console_origin=console_origin,
         client_ip_header=client_ip_header,
         api_docs_ui=api_docs_ui == "1",
+        metrics_token=metrics_token,
         **numbers,  # type: ignore[arg-type]
         **certification,  # type: ignore[arg-type]
         **evidence,  # type: ignore[arg-type]
@@ -436,6 +445,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         ("FCM_PROJECT_ID", settings.fcm_project_id),
         ("FCM_CREDENTIALS_FILE", settings.fcm_credentials_file),
         ("FCM_URL", settings.fcm_url),
+        ("METRICS_TOKEN", settings.metrics_token),
     ):
         if value is not None:
             env[name] = str(value)

@@ -228,12 +228,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings, workers: int = 2, *, ready_within: float = 60) -> Iterator[str]:
-    """`python -m app.cli serve` (granian, `workers` processes) on a free port with this test's settings;
-    yields its base URL once /health/ready answers 200, and stops it after. Its stderr goes to a file in a
-    temporary folder, quoted in the assertion when it exits or is not ready in time."""
+def serving(
+    settings: Settings, workers: int = 2, *, ready_within: float = 60, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`python -m app.cli serve` (granian, `workers` processes) on a free port with this test's settings
+    and `env`; yields its base URL once /health/ready answers 200, and stops it after. Its stderr goes to
+    a file in a temporary folder, quoted in the assertion when it exits or is not ready in time."""
     port = free_port()
-    env = {**os.environ, **settings_env(settings), "API_PORT": str(port), "API_WORKERS": str(workers)}
+    env = {**os.environ, **settings_env(settings), **(env or {}), "API_PORT": str(port), "API_WORKERS": str(workers)}
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="socialcard-serve-") as folder:
         log_path = Path(folder) / "serve.stderr"

@@ -87,15 +87,19 @@ def test_up_is_ready_within_60_s_stops_cleanly_and_keeps_its_data(folder: Path) 
 
     process, ready_s = _start_and_wait(env, folder / "up.log")
     print(f"socialcard up on an empty var/: ready (health 200) after {ready_s:.1f} s")
+    metrics = f"http://127.0.0.1:{env['API_PORT']}/metrics"
     try:
         created = _cli(env, "terminal", "create", "--merchant", "Up Test Pharmacy")
         assert created.returncode == 0, created.stderr
+        assert 'socialcard_http_requests_total{method="GET",route="/health/ready"' in httpx.get(metrics).text
     finally:
         _stop(process, var_dir)
 
+    (var_dir / "metrics" / "counter_1.db").write_bytes(b"left by an earlier run")
     process, ready_s = _start_and_wait(env, folder / "up.log")
     print(f"socialcard up on an existing var/: ready after {ready_s:.1f} s")
     try:
+        assert httpx.get(metrics).status_code == 200  # the earlier run's metrics files were removed at start
         verified = _cli(env, "audit", "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "intact: 1 row(s)" in verified.stdout  # the terminal created before the restart

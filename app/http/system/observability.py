@@ -1,4 +1,4 @@
-"""Request ids and access logs: every log line a request causes carries its id."""
+"""Request ids, access logs and request metrics: every log line a request causes carries its id."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uuid
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra import metrics
 from infra.logging import request_id_var
 
 log = logging.getLogger("socialcard.access")
@@ -44,13 +45,16 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            # The router notes the matched route's template in the scope (no template: no route matched).
+            metrics.observe_request(scope.get("path_template"), scope.get("method"), status, seconds)
             log.info(
                 "request",
                 extra={
                     "method": scope.get("method"),
                     "path": scope["path"],
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                 },
             )
 
