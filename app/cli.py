@@ -20,9 +20,10 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from app.progress import Counter
 from app.services import Services, open_services
 from certification.evidence.service import EvidenceImportReport
-from core.records import RowError
+from core.records import RowError, RowProgress
 from infra.config import (
     APP_DATABASE,
     APP_ROLE,
@@ -119,21 +120,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = load_settings()
         applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
         log.info("database migrated", extra={"applied": applied})
-        env = {**os.environ, **settings_env(settings), **_metrics_env(settings)}
+        env = {**os.environ, **settings_env(settings)}
         parts += [_child(name, env) for name in ("serve", "worker", "scheduler")]
         log.info("socialcard is up", extra={"api": f"http://{settings.api_host}:{settings.api_port}"})
         status = supervise(parts)
     log.info("socialcard is down")
     return status
-
-
-def _metrics_env(settings: Settings) -> dict[str, str]:
-    """The folder every process of this run writes its metrics to, so that /metrics, whichever API
-    worker answers it, adds up all of them (infra.metrics): emptied here, before any part starts."""
-    from infra.metrics import MULTIPROC_ENV, fresh_dir
-
-    named = os.environ.get(MULTIPROC_ENV)
-    return {MULTIPROC_ENV: str(fresh_dir(Path(named) if named else settings.var_dir / "metrics"))}
 
 
 def _child(name: str, env: dict[str, str]) -> Part:
@@ -181,15 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    from infra.metrics import MULTIPROC_ENV
-
     settings = load_settings()
-    if MULTIPROC_ENV not in os.environ:
-        # Run alone (not by `up`): the API workers still need one metrics folder to share. It must be in
-        # the environment before prometheus_client is imported, and this process has imported it (the
-        # workers are forked from it): so it starts again, the same command, with the folder named.
-        os.environ.update(_metrics_env(settings))
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (our own command line)
     server = Granian(
         "app.cli:served_app",
         factory=True,
@@ -261,20 +245,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 # -- administration ---------------------------------------------------------------------------
-async def _import(file: str, load: Callable[[Path, str], Awaitable[T]]) -> T | None:
-    """`load` run on the file as the CLI's actor; None (and a message) when it cannot be read."""
+async def _import(file: str, what: str, load: Callable[[Path, str, RowProgress], Awaitable[T]]) -> T | None:
+    """`load` run on the file as the CLI's actor, its progress counted on stderr; None (and a
+    message) when the file cannot be read."""
+    counter = Counter(what)
     try:
-        return await load(Path(file), "system:cli")
+        return await load(Path(file), "system:cli", counter.update)
     except (FileNotFoundError, IsADirectoryError):
         print(f"no such file: {file}", file=sys.stderr)
     except UnicodeDecodeError:
         print(f"{file} is not UTF-8 text", file=sys.stderr)
+    finally:
+        counter.close()
     return None
 
 
 @with_services
 async def cmd_import_persons(args: argparse.Namespace, services: Services) -> int:
-    if (report := await _import(args.file, services.persons.import_file)) is None:
+    if (report := await _import(args.file, "import persons", services.persons.import_file)) is None:
         return 2
     return _line_report(
         f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}", report.errors
@@ -283,14 +271,14 @@ async def cmd_import_persons(args: argparse.Namespace, services: Services) -> in
 
 @with_services
 async def cmd_import_allocations(args: argparse.Namespace, services: Services) -> int:
-    if (report := await _import(args.file, services.medical.import_allocations)) is None:
+    if (report := await _import(args.file, "import allocations", services.medical.import_allocations)) is None:
         return 2
     return _line_report(f"allocated {report.created}, unchanged {report.unchanged}", report.errors)
 
 
 @with_services
 async def cmd_import_deaths(args: argparse.Namespace, services: Services) -> int:
-    if (report := await _import(args.file, services.deaths.import_file)) is None:
+    if (report := await _import(args.file, "import deaths", services.deaths.import_file)) is None:
         return 2
     return _line_report(
         f"recorded {report.recorded}, updated {report.updated}, unchanged {report.unchanged}", report.errors
@@ -299,10 +287,10 @@ async def cmd_import_deaths(args: argparse.Namespace, services: Services) -> int
 
 @with_services
 async def cmd_import_evidence(args: argparse.Namespace, services: Services) -> int:
-    def load(path: Path, actor: str) -> Awaitable[EvidenceImportReport]:
-        return services.evidence.import_file(path, actor, args.source)
+    def load(path: Path, actor: str, progress: RowProgress) -> Awaitable[EvidenceImportReport]:
+        return services.evidence.import_file(path, actor, args.source, progress)
 
-    if (report := await _import(args.file, load)) is None:
+    if (report := await _import(args.file, "import evidence", load)) is None:
         return 2
     return _line_report(f"recorded {report.recorded}, unchanged {report.unchanged}", report.errors)
 
@@ -310,18 +298,17 @@ async def cmd_import_evidence(args: argparse.Namespace, services: Services) -> i
 @with_services
 async def cmd_certify_silent_pass(args: argparse.Namespace, services: Services) -> int:
     judged = confirmed = 0
-    live = sys.stderr.isatty()
-    # On a terminal one line that counts up; in a log, a line per batch.
-    start, end = ("\r", "") if live else ("", "\n")
+    counter = Counter("silent pass, persons judged")
 
     async def progress(scanned: int, newly: int) -> None:
         nonlocal judged, confirmed
         judged, confirmed = judged + scanned, confirmed + newly
-        print(f"{start}{judged:,} persons judged, {confirmed:,} confirmed", end=end, file=sys.stderr, flush=True)
+        counter.update(judged, confirmed=confirmed)
 
-    done = await services.evidence.run_pass("system:cli", progress)
-    if live and judged:
-        print(file=sys.stderr)
+    try:
+        done = await services.evidence.run_pass("system:cli", progress)
+    finally:
+        counter.close()
     print(json.dumps({k: v if isinstance(v, int | dict) else str(v) for k, v in dataclasses.asdict(done).items()}))
     return 0
 
@@ -346,14 +333,18 @@ def _period(text: str) -> date:
 @with_services
 async def cmd_disburse(args: argparse.Namespace, services: Services) -> int:
     done = 0
+    counter = Counter(f"disburse {args.period:%Y-%m}, entitlements done")
 
     async def progress(scanned: int) -> None:
         # Printed, not logged: one-shot commands log only warnings.
         nonlocal done
         done += scanned
-        print(f"{done} entitlements done", file=sys.stderr)
+        counter.update(done)
 
-    run = await services.disbursements.run(args.period, "system:cli", progress)
+    try:
+        run = await services.disbursements.run(args.period, "system:cli", progress)
+    finally:
+        counter.close()
     print(json.dumps({k: str(v) if not isinstance(v, int) else v for k, v in dict(run).items()}))
     return 0
 

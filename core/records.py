@@ -11,13 +11,16 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from core import national_id as nid
 from core.text import LOCALES
+
+# How far an import has got: (lines handled, good lines in all), for a progress display.
+RowProgress = Callable[[int, int], None]
 
 _PHONE = re.compile(r"1[3-9][0-9]{9}")
 _REGION = re.compile(r"[1-9][0-9]{5}")

@@ -12,7 +12,7 @@ import asyncpg
 from PIL import Image, UnidentifiedImageError
 
 from certification.service import ENROLL_JOB
-from core.records import PersonRecord, RowError, detect_format, parse_import
+from core.records import PersonRecord, RowError, RowProgress, detect_format, parse_import
 from infra import audit, jobs
 from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id
 from infra.db import unit_of_work
@@ -38,19 +38,21 @@ class PersonImporter:
         self._cipher = cipher
         self._lookup_key = lookup_key
 
-    async def import_file(self, path: Path, actor: str) -> ImportReport:
+    async def import_file(self, path: Path, actor: str, progress: RowProgress | None = None) -> ImportReport:
         """Land every good row of a CSV or JSON-lines file; `actor` is who the audit log names."""
         text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
         records, errors = parse_import(text, detect_format(path.name))
         report = ImportReport(errors=list(errors))
-        for record in records:
+        for done, record in enumerate(records, 1):
             try:
                 photo_key = await self._store_photo(record, path.parent)
             except ValueError as exc:
                 report.errors.append(RowError(record.line, "reference_photo", str(exc)))
-                continue
-            outcome = await self._land(record, photo_key, actor)
-            setattr(report, outcome, getattr(report, outcome) + 1)
+            else:
+                outcome = await self._land(record, photo_key, actor)
+                setattr(report, outcome, getattr(report, outcome) + 1)
+            if progress:
+                progress(done, len(records))
         report.errors.sort(key=lambda e: e.line)
         return report
 

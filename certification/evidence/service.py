@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ from certification.evidence.rules import Evidence, EvidenceRule, confirm
 from certification.rules import extended_until
 from core.errors import NotFound
 from core.principal import Principal
-from core.records import RowError, detect_format
+from core.records import RowError, RowProgress, detect_format
 from infra import audit, jobs
 from infra.config import Settings
 from infra.crypto import lookup_hash
 from infra.db import Db, UnitOfWork, unit_of_work
+from notifications.rules import LOCAL_TZ
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class SilentPass:
     completed_at: datetime | None
 
 
+def _today() -> date:
+    # China's calendar day: the feeds' dates are, and so are QR charges' (life_evidence_all).
+    return datetime.now(LOCAL_TZ).date()
+
+
 def _pass_of(row: asyncpg.Record) -> SilentPass:
     return SilentPass(**{name: row[name] for name in SilentPass.__dataclass_fields__})
 
@@ -109,18 +115,28 @@ class EvidenceService:
         self._batch = settings.silent_pass_batch
 
     # -- feeds -------------------------------------------------------------------------------------
-    async def import_file(self, path: Path, actor: str, source: str | None = None) -> EvidenceImportReport:
+    async def import_file(
+        self, path: Path, actor: str, source: str | None = None, progress: RowProgress | None = None
+    ) -> EvidenceImportReport:
         """Land every good line of a CSV or JSON-lines feed; `source` for lines that name none."""
         text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
-        return await self.import_text(text, detect_format(path.name), path.name, actor, source)
+        return await self.import_text(text, detect_format(path.name), path.name, actor, source, progress)
 
     async def import_text(
-        self, text: str, fmt: str, feed: str, actor: str, source: str | None = None
+        self,
+        text: str,
+        fmt: str,
+        feed: str,
+        actor: str,
+        source: str | None = None,
+        progress: RowProgress | None = None,
     ) -> EvidenceImportReport:
-        parsed = parse_feed(text, fmt, source, datetime.now(UTC).date())
+        parsed = parse_feed(text, fmt, source, _today())
         report = EvidenceImportReport(unchanged=parsed.repeated, errors=list(parsed.errors))
         for start in range(0, len(parsed.reports), IMPORT_CHUNK):
             await self._land(parsed.reports[start : start + IMPORT_CHUNK], feed, actor, report)
+            if progress:
+                progress(min(start + IMPORT_CHUNK, len(parsed.reports)), len(parsed.reports))
         report.errors.sort(key=lambda e: e.line)
         return report
 
@@ -168,7 +184,7 @@ class EvidenceService:
         return self._rule
 
     async def _start(self, actor: str, today: date | None) -> uuid.UUID:
-        on = today or datetime.now(UTC).date()
+        on = today or _today()
         async with unit_of_work(self._pool) as uow:
             pass_id, created = await repo.start_pass(uow, on, on + self._horizon, self._rule.as_dict(), actor)
             if created:

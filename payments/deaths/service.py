@@ -15,7 +15,7 @@ from cards import repository as cards
 from core import national_id as nid
 from core.errors import BadRequest, Conflict, NotFound
 from core.principal import Principal
-from core.records import RowError, detect_format
+from core.records import RowError, RowProgress, detect_format
 from infra import audit
 from infra.crypto import lookup_hash
 from infra.db import UnitOfWork, unit_of_work
@@ -50,17 +50,19 @@ class DeathRecords:
         self._pool = pool
         self._lookup_key = lookup_key
 
-    async def import_file(self, path: Path, actor: str) -> DeathImportReport:
+    async def import_file(self, path: Path, actor: str, progress: RowProgress | None = None) -> DeathImportReport:
         """Record every good line of a CSV or JSON-lines feed; `actor` is who the audit log names."""
         text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
         reports, errors = parse_feed(text, detect_format(path.name), datetime.now(UTC).date())
         result = DeathImportReport(errors=list(errors))
-        for report in reports:
+        for done, report in enumerate(reports, 1):
             outcome = await self._record(report, f"{path.name}:{report.line}", actor)
             if isinstance(outcome, RowError):
                 result.errors.append(outcome)
             else:
                 setattr(result, outcome, getattr(result, outcome) + 1)
+            if progress:
+                progress(done, len(reports))
         result.errors.sort(key=lambda e: e.line)
         return result
 

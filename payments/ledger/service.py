@@ -27,7 +27,7 @@ from cards.service import CardService
 from core.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
 from core.paging import after, page
 from core.principal import Principal
-from core.records import RowError, detect_format
+from core.records import RowError, RowProgress, detect_format
 from infra import audit
 from infra.config import Settings
 from infra.crypto import lookup_hash, mask_account
@@ -246,13 +246,13 @@ class MedicalAccountService:
         return Statement(balance, shown, next_cursor)
 
     # -- administrators --------------------------------------------------------------------------
-    async def import_allocations(self, path: Path, actor: str) -> AllocationReport:
+    async def import_allocations(self, path: Path, actor: str, progress: RowProgress | None = None) -> AllocationReport:
         """Land every good row of a CSV or JSON-lines file of yearly allocations, each in its own
         transaction with its audit entry; `actor` is who the audit log names."""
         text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
         rows, errors = rules.parse_allocations(text, detect_format(path.name))
         report = AllocationReport(errors=list(errors))
-        for row in rows:
+        for done, row in enumerate(rows, 1):
             outcome = await self._allocate(row, actor)
             if isinstance(outcome, RowError):
                 report.errors.append(outcome)
@@ -260,6 +260,8 @@ class MedicalAccountService:
                 report.created += 1
             else:
                 report.unchanged += 1
+            if progress:
+                progress(done, len(rows))
         report.errors.sort(key=lambda e: e.line)
         return report
 
