@@ -6,7 +6,10 @@ import msgspec
 
 from app.http.schemas import Body
 
-Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=20, description="11-digit mainland mobile number")]
+Phone = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=20, description="11-digit mainland mobile number", examples=["13800138000"]),
+]
 
 
 class OtpRequest(Body):
@@ -19,8 +22,12 @@ class OtpSent(Body):
 
 class OtpVerify(Body):
     phone: Phone
-    code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$", description="the 6-digit code from the SMS")]
-    device_id: Annotated[str, msgspec.Meta(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    code: Annotated[
+        str, msgspec.Meta(pattern=r"^[0-9]{6}$", description="the 6-digit code from the SMS", examples=["482913"])
+    ]
+    device_id: Annotated[
+        str, msgspec.Meta(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$", examples=["my-phone-0001"])
+    ]
     platform: Literal["ios", "android", "harmony", "web"]
 
 

@@ -20,7 +20,12 @@ class Card(Body):
 
 
 class Activation(Body):
-    national_id: Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="the holder's ID number")]
+    national_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1, max_length=32, description="the holder's ID number", examples=["11010119450307231X"]
+        ),
+    ]
 
 
 class Recovery(Body):

@@ -68,8 +68,10 @@ class SubmissionOperation(ApiOperation):
                 ),
             },
         )
+        # Not marked required: openapi-python-client (0.29) loses the requiredness of a body of two media
+        # types and then types it with a name it did not import. The server refuses no body with a 415.
         self.request_body = RequestBody(
-            required=True,
+            required=False,
             content={
                 "multipart/form-data": OpenAPIMediaType(
                     schema=form,

@@ -15,10 +15,25 @@ AmountFen = Annotated[
 
 
 class ChargeRequest(Body):
-    qr_token: Annotated[str, msgspec.Meta(min_length=1, max_length=256, description="the scanned QR code")]
+    qr_token: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=256,
+            description="the scanned QR code",
+            examples=["AQGd3xkq8m0SkX7hQ2Vr1g.Xb3w0kqzJ4yY0a6o9mD1sw"],
+        ),
+    ]
     amount_fen: AmountFen
     description: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S", description="what is paid for, on the receipt")
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=200,
+            pattern=r"\S",
+            description="what is paid for, on the receipt",
+            examples=["Prescription 2026-0307-12"],
+        ),
     ]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from litestar import Controller, Request, get, post
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, RequestBody, Schema
 from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
@@ -33,8 +33,10 @@ NO_RUN = NotFound("disbursement_not_found")
 _CSV = "text/csv"
 
 
-def _csv(example: str) -> dict[str, OpenAPIMediaType]:
-    return {_CSV: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example=example)}
+def _csv(example: str, *, upload: bool = False) -> dict[str, OpenAPIMediaType]:
+    # An uploaded file is `binary`, so that generated clients send it as a file (bytes), as it is.
+    text = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY if upload else None)
+    return {_CSV: OpenAPIMediaType(schema=text, example=example)}
 
 
 @dataclass
@@ -56,7 +58,10 @@ class BankReturnsOperation(ApiOperation):
         super().__post_init__()
         self.request_body = RequestBody(
             required=True,
-            content=_csv(",".join(RETURN_HEADER) + "\n0b3c5a9e-6f1d-4c52-9a4e-2f7d8c1b6e10,returned,account closed\n"),
+            content=_csv(
+                ",".join(RETURN_HEADER) + "\n0b3c5a9e-6f1d-4c52-9a4e-2f7d8c1b6e10,returned,account closed\n",
+                upload=True,
+            ),
         )
 
 

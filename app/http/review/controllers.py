@@ -76,7 +76,7 @@ class ReviewController(Controller):
         responses=problems(*REASON, NO_CHECK, UNREVIEWABLE, CLAIM_REQUIRED),
     )
     async def decide(
-        self, check_id: uuid.UUID, data: s.Decision, request: Request[Principal, Any, Any], services: Services
+        self, check_id: uuid.UUID, data: s.ReviewDecision, request: Request[Principal, Any, Any], services: Services
     ) -> s.Decided:
         status = await services.review.decide(request.user, check_id, data.decision, data.reason.strip())
         return s.Decided(check_id=check_id, status=status)  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ ReasonText = Annotated[
 ]
 
 
-class Decision(Body):
+class ReviewDecision(Body):  # not "Decision": a generated client names a local after the model
     decision: DecisionKind
     reason: ReasonText
 
