@@ -151,4 +151,6 @@ def test_a_stored_or_sent_locale_is_read_as_zh_cn_or_en(locale: str | None, expe
 
 def test_params_may_take_any_name() -> None:
     # A refusal names the offending field: `key` and `locale` are params like any other.
-    assert message("duplicate_key", "en", key="phone") == "The field `phone` appears more than once in the request body."
+    assert (
+        message("duplicate_key", "en", key="phone") == "The field `phone` appears more than once in the request body."
+    )
