@@ -120,12 +120,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = load_settings()
         applied = asyncio.run(migrate(settings.migration_database_url, _app_role(settings)))
         log.info("database migrated", extra={"applied": applied})
-        env = {**os.environ, **settings_env(settings)}
+        env = {**os.environ, **settings_env(settings), **_metrics_env(settings)}
         parts += [_child(name, env) for name in ("serve", "worker", "scheduler")]
         log.info("socialcard is up", extra={"api": f"http://{settings.api_host}:{settings.api_port}"})
         status = supervise(parts)
     log.info("socialcard is down")
     return status
+
+
+def _metrics_env(settings: Settings) -> dict[str, str]:
+    """The folder every process of this run writes its metrics to, so that /metrics, whichever API
+    worker answers it, adds up all of them (infra.metrics): emptied here, before any part starts."""
+    from infra.metrics import MULTIPROC_ENV, fresh_dir
+
+    named = os.environ.get(MULTIPROC_ENV)
+    return {MULTIPROC_ENV: str(fresh_dir(Path(named) if named else settings.var_dir / "metrics"))}
 
 
 def _child(name: str, env: dict[str, str]) -> Part:
@@ -173,7 +182,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    from infra.metrics import MULTIPROC_ENV
+
     settings = load_settings()
+    if MULTIPROC_ENV not in os.environ:
+        # Run alone (not by `up`): the API workers still need one metrics folder to share. It must be in
+        # the environment before prometheus_client is imported, and this process has imported it (the
+        # workers are forked from it): so it starts again, the same command, with the folder named.
+        os.environ.update(_metrics_env(settings))
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (our own command line)
     server = Granian(
         "app.cli:served_app",
         factory=True,
