@@ -86,7 +86,7 @@ class SilentPass:
     completed_at: datetime | None
 
 
-def _today() -> date:
+def local_today() -> date:
     # China's calendar day: the feeds' dates are, and so are QR charges' (life_evidence_all).
     return datetime.now(LOCAL_TZ).date()
 
@@ -131,7 +131,7 @@ class EvidenceService:
         source: str | None = None,
         progress: RowProgress | None = None,
     ) -> EvidenceImportReport:
-        parsed = parse_feed(text, fmt, source, _today())
+        parsed = parse_feed(text, fmt, source, local_today())
         report = EvidenceImportReport(unchanged=parsed.repeated, errors=list(parsed.errors))
         for start in range(0, len(parsed.reports), IMPORT_CHUNK):
             await self._land(parsed.reports[start : start + IMPORT_CHUNK], feed, actor, report)
@@ -184,7 +184,7 @@ class EvidenceService:
         return self._rule
 
     async def _start(self, actor: str, today: date | None) -> uuid.UUID:
-        on = today or _today()
+        on = today or local_today()
         async with unit_of_work(self._pool) as uow:
             pass_id, created = await repo.start_pass(uow, on, on + self._horizon, self._rule.as_dict(), actor)
             if created:
