@@ -21,10 +21,11 @@ from app.console.session import console_headers
 from app.http.auth.controllers import AuthController
 from app.http.auth.middleware import bearer_auth_middleware
 from app.http.bodies import StrictRequest
-from app.http.evidence.controllers import EvidenceAdminController, EvidenceController
 from app.http.cards.controllers import CardController, TerminalQrController
 from app.http.certification.controllers import CertificationController, ConsentController
 from app.http.deaths.controllers import DeathReversalController
+from app.http.evidence.controllers import EvidenceAdminController, EvidenceController
+from app.http.in_person.controllers import AppealController, InPersonAdminController, InPersonController
 from app.http.medical.controllers import MedicalAccountController, TerminalChargeController
 from app.http.notifications.controllers import DeviceController, InboxController, NotificationAdminController
 from app.http.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
@@ -62,10 +63,13 @@ class SocialCardPlugin(InitPluginProtocol):
                 MedicalAccountController,
                 PaymentController,
                 DisbursementController,
-                EvidenceAdminController,
-                EvidenceController,
                 ReturnedPaymentController,
                 DeathReversalController,
+                EvidenceAdminController,
+                EvidenceController,
+                InPersonController,
+                AppealController,
+                InPersonAdminController,
                 DeviceController,
                 InboxController,
                 NotificationAdminController,

@@ -15,6 +15,7 @@ import asyncpg
 from auth.service import AuthService
 from cards.service import CardService
 from certification.evidence.service import EvidenceService
+from certification.in_person.service import InPersonService
 from certification.service import CertificationService
 from infra import audit
 from infra.config import Settings
@@ -41,6 +42,7 @@ class Services:
     persons: PersonImporter
     certification: CertificationService
     evidence: EvidenceService
+    in_person: InPersonService
     review: ReviewService
     console: ConsoleService
     medical: MedicalAccountService
@@ -65,6 +67,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
         certification=CertificationService(pool, storage, settings, cipher),
         evidence=EvidenceService(pool, settings),
+        in_person=InPersonService(pool, settings),
         review=ReviewService(pool, storage, settings),
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=disbursements,

@@ -12,11 +12,13 @@ Pure functions only; the outbox and the channels decide when and where a text is
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from core.text import day, duration, money, month, months, resolve, text
+from notifications.rules import LOCAL_TZ
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -46,6 +48,10 @@ KINDS: tuple[str, ...] = (
     "medical.refunded",
     "card.reported_lost",
     "death.reversed",
+    "in_person.scheduled",
+    "appeal.received",
+    "appeal.upheld",
+    "appeal.rejected",
 )
 
 # Money leaving or the card being blocked: the person may need to act at once, even at night.
@@ -67,6 +73,10 @@ _COMMON: dict[str, tuple[str, Callable[[Any, str], str]]] = {
     "card_masked": ("card", _as_given),
     "code": ("code", _as_given),
     "merchant": ("merchant", _as_given),
+    "due_date": ("due_date", day),
+    "place": ("place", _as_given),
+    # An operator's reason for not upholding an appeal, in their words: staff speak for the office.
+    "outcome_reason": ("reason", _as_given),
 }
 
 
@@ -94,6 +104,11 @@ def _restored(p: Mapping[str, Any], locale: str) -> dict[str, str]:
     return {"payback": text("notice.death.reversed.restored", locale, months=months(restored, locale))}
 
 
+def _scheduled(p: Mapping[str, Any], locale: str) -> dict[str, str]:
+    at = datetime.fromisoformat(p["scheduled_for"]).astimezone(LOCAL_TZ)
+    return {"day": day(at.date().isoformat(), locale), "time": f"{at:%H:%M}"}
+
+
 # Only the fields a kind words differently from everywhere else.
 _SPECIAL: dict[str, Callable[[Mapping[str, Any], str], dict[str, str]]] = {
     "sign_in.code": _code_lifetime,
@@ -102,6 +117,7 @@ _SPECIAL: dict[str, Callable[[Mapping[str, Any], str], dict[str, str]]] = {
     "payment.will_be_withheld": _reason,
     "payment.withheld": _reason,
     "death.reversed": _restored,
+    "in_person.scheduled": _scheduled,
 }
 
 

@@ -38,6 +38,10 @@ SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "medical.refunded": {"amount_fen": 3580, "merchant": "City Hospital Pharmacy"},
     "card.reported_lost": {"card_masked": CARD},
     "death.reversed": {"months_restored": ["2026-10-01", "2026-11-01"]},
+    "in_person.scheduled": {"scheduled_for": "2026-12-15T06:30:00+00:00", "place": "Xicheng service point, window 3"},
+    "appeal.received": {"due_date": "2026-12-19"},
+    "appeal.upheld": {"eligible_until": "2027-12-04"},
+    "appeal.rejected": {"outcome_reason": "the bank confirms the account was closed"},
 }
 
 
@@ -281,3 +285,9 @@ def test_dates_and_periods() -> None:
 def test_months(periods: list[str], zh: str, en: str) -> None:
     assert months(periods, "zh-CN") == zh
     assert months(periods, "en") == en
+
+
+def test_an_appointment_is_told_in_china_time() -> None:
+    params = SAMPLE_PARAMS["in_person.scheduled"]
+    assert "2026年12月15日 14:30" in render("in_person.scheduled", "zh-CN", params).body
+    assert "15 December 2026 at 14:30: Xicheng service point" in render("in_person.scheduled", "en", params).body

@@ -1,0 +1,115 @@
+"""Certification in person and appeals over HTTP: what the pensioner asks and sees, what operators
+list, schedule and decide."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from app.http.schemas import Body
+from certification.in_person.rules import NOTE_MAX, PLACE_MAX, STATEMENT_MAX
+from core.justification import REASON_MAX, REASON_MIN
+
+RequestKind = Literal["home_visit", "service_point"]
+RequestState = Literal["requested", "scheduled", "certified", "cancelled"]
+Method = Literal["home_visit", "service_point", "appeal"]
+AppealSubject = Literal["payment", "check"]
+AppealState = Literal["submitted", "upheld", "rejected"]
+Reason = Annotated[
+    str,
+    msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
+]
+
+
+class InPersonRequestBody(Body):
+    kind: Annotated[RequestKind, msgspec.Meta(description="a visit at home, or an appointment at a service point")]
+    note: Annotated[str, msgspec.Meta(max_length=NOTE_MAX, description="anything staff should know: access, times")] = (
+        ""
+    )
+
+
+class InPersonRequest(Body):
+    id: uuid.UUID
+    kind: RequestKind
+    note: str
+    state: RequestState
+    requested_at: datetime
+    scheduled_for: datetime | None
+    place: str | None
+
+
+class InPersonRequestList(Body):
+    requests: list[InPersonRequest]
+
+
+class OpenInPersonRequest(InPersonRequest):
+    masked_national_id: str
+    name: str
+    region: str
+    waiting_days: int
+
+
+class OpenInPersonRequestList(Body):
+    requests: list[OpenInPersonRequest]
+
+
+class Schedule(Body):
+    scheduled_for: Annotated[datetime, msgspec.Meta(description="when, with its UTC offset")]
+    place: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=PLACE_MAX, pattern=r"\S", description="the address or service point")
+    ]
+
+
+class InPersonCertificationBody(Body):
+    national_id: Annotated[str, msgspec.Meta(min_length=15, max_length=18)]
+    method: Annotated[Literal["home_visit", "service_point"], msgspec.Meta(description="where the person was seen")]
+    reason: Reason
+    request_id: uuid.UUID | None = None
+
+
+class InPersonCertification(Body):
+    id: uuid.UUID
+    masked_national_id: str
+    method: Method
+    eligible_until: date
+
+
+class AppealBody(Body):
+    subject: Annotated[AppealSubject, msgspec.Meta(description="a withheld payment, or a face check that did not pass")]
+    subject_id: Annotated[uuid.UUID, msgspec.Meta(description="the payment's or the check's id")]
+    statement: Annotated[str, msgspec.Meta(min_length=1, max_length=STATEMENT_MAX, pattern=r"\S")]
+
+
+class Appeal(Body):
+    id: uuid.UUID
+    subject: AppealSubject
+    subject_id: uuid.UUID
+    statement: str
+    state: AppealState
+    submitted_at: datetime
+    due_at: Annotated[datetime, msgspec.Meta(description="the answer is promised by then")]
+    decided_at: datetime | None
+    outcome_reason: str | None
+
+
+class AppealList(Body):
+    appeals: list[Appeal]
+
+
+class OpenAppeal(Appeal):
+    masked_national_id: str
+    name: str
+    region: str
+    overdue: bool
+
+
+class OpenAppealList(Body):
+    appeals: list[OpenAppeal]
+
+
+class AppealDecision(Body):
+    outcome: Annotated[Literal["upheld", "rejected"], msgspec.Meta(description="upheld certifies the person")]
+    reason: Reason
