@@ -14,6 +14,7 @@ from cards import qr
 from cards import repository as repo
 from core import national_id as nid
 from core.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
+from core.justification import stated
 from core.principal import Principal
 from infra import audit
 from infra.config import Settings
@@ -21,8 +22,6 @@ from infra.crypto import lookup_hash, mask_account
 from infra.db import CommitThenRaise, Db, UnitOfWork, unit_of_work
 from notifications.outbox import publish_event
 from notifications.sms import SmsProvider
-
-REASON_MIN = 3  # characters of an operator's reason, padding not counted
 
 
 @dataclass(frozen=True)
@@ -187,9 +186,7 @@ class CardService:
     async def approve_recovery(self, operator: Principal, national_id: str, reason: str) -> RecoveryApproval:
         """An operator who checked the person (at a service office, with their ID card) vouches for them in
         place of a face check; the holder still cancels the report with a new code. Audited, with the reason."""
-        reason = reason.strip()
-        if len(reason) < REASON_MIN:
-            raise BadRequest("reason_required")
+        reason = stated(reason)
         national_id = nid.normalise(national_id)
         if nid.validate(national_id) is not None:
             raise BadRequest("national_id_invalid")

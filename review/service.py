@@ -11,7 +11,8 @@ import asyncpg
 
 from certification.metrics import count_decision
 from certification.service import settle
-from core.errors import BadRequest, Conflict, NotFound
+from core.errors import Conflict, NotFound
+from core.justification import stated
 from core.paging import after, page
 from core.principal import Principal
 from infra import audit
@@ -26,9 +27,6 @@ DECISIONS: dict[str, tuple[str, str | None]] = {
     "reject": ("failed", "review_rejected"),
     "home_visit": ("home_visit", "home_visit"),
 }
-
-
-REASON_MIN, REASON_MAX = 3, 1000  # characters of a reason, padding not counted
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class ReviewService:
         must claim it instead. What is shown is audited in the same transaction as the read, the
         reason with it, so no look goes unrecorded."""
         if reason is not None:
-            reason = _stated(reason)
+            reason = stated(reason)
         ttl = self._settings.presigned_url_ttl_s
         async with unit_of_work(self._pool) as uow:
             row = await repo.check_for_review(uow, check_id)
@@ -131,7 +129,7 @@ class ReviewService:
         )
 
     async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
-        reason = _stated(reason)
+        reason = stated(reason)
         status, shown_reason = DECISIONS[decision]
         async with unit_of_work(self._pool) as uow:
             row = await repo.check_for_review(uow, check_id, lock=True)
@@ -153,13 +151,3 @@ class ReviewService:
             )
         count_decision(status, reasons, "reviewer")
         return status
-
-
-def _stated(reason: str) -> str:
-    """A reason as the audit log keeps it, or the refusal that says what is wrong with it."""
-    reason = reason.strip()
-    if len(reason) < REASON_MIN:  # the API's schema and the console's form let padding through
-        raise BadRequest("reason_required")
-    if len(reason) > REASON_MAX:  # the console's form leaves the length to this rule, to say it in words
-        raise BadRequest("reason_too_long", most=REASON_MAX)
-    return reason

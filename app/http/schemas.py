@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import msgspec
+
+from core.errors import BadRequest
+from core.justification import REASON_MAX, REASON_MIN
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -16,6 +19,15 @@ BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
+
+
+# What staff write to justify a decision (core.justification holds it again after trimming), and
+# the refusals that come of it.
+StaffReason = Annotated[
+    str,
+    msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
+]
+STAFF_REASON_REFUSALS = (BadRequest("reason_required"), BadRequest("reason_too_long", most=REASON_MAX))
 
 
 def to_schema(schema: type[T], row: asyncpg.Record | Mapping[str, Any], **computed: Any) -> T:

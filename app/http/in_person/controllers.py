@@ -14,7 +14,7 @@ from litestar.params import Parameter
 from app.http.auth.guards import requires
 from app.http.in_person import schemas as s
 from app.http.openapi import NOT_LINKED, problems
-from app.http.schemas import BEARER, to_schema
+from app.http.schemas import BEARER, STAFF_REASON_REFUSALS, to_schema
 from app.services import Services
 from certification.in_person import rules
 from core.errors import BadRequest, Conflict, NotFound
@@ -24,7 +24,6 @@ NO_REQUEST = NotFound("request_not_found")
 REQUEST_CLOSED = Conflict("request_closed")
 NO_APPEAL = NotFound("appeal_not_found")
 DECEASED = Conflict("person_deceased")
-REASON = (BadRequest("reason_required"), BadRequest("reason_too_long", most=1000))
 Limit = Annotated[int, Parameter(ge=1, le=200, description="how many, the longest waiting first")]
 
 
@@ -122,7 +121,7 @@ class InPersonAdminController(Controller):
         status_code=201,
         summary="Record that an operator saw the person and certifies them, with a reason (audited)",
         responses=problems(
-            *REASON,
+            *STAFF_REASON_REFUSALS,
             BadRequest("national_id_invalid"),
             NotFound("person_not_found"),
             NO_REQUEST,
@@ -154,7 +153,7 @@ class InPersonAdminController(Controller):
         "/appeals/{appeal_id:uuid}/decision",
         status_code=200,
         summary="Uphold an appeal (the person is certified; withheld months are paid back) or reject it, with a reason",
-        responses=problems(*REASON, NO_APPEAL, Conflict("appeal_decided"), DECEASED),
+        responses=problems(*STAFF_REASON_REFUSALS, NO_APPEAL, Conflict("appeal_decided"), DECEASED),
     )
     async def decide(
         self, appeal_id: uuid.UUID, data: s.AppealDecision, request: Request[Principal, Any, Any], services: Services

@@ -9,19 +9,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from app.http.schemas import Body
+from app.http.schemas import Body, StaffReason
 from certification.in_person.rules import NOTE_MAX, PLACE_MAX, STATEMENT_MAX
-from core.justification import REASON_MAX, REASON_MIN
 
 RequestKind = Literal["home_visit", "service_point"]
 RequestState = Literal["requested", "scheduled", "certified", "cancelled"]
 Method = Literal["home_visit", "service_point", "appeal"]
 AppealSubject = Literal["payment", "check"]
 AppealState = Literal["submitted", "upheld", "rejected"]
-Reason = Annotated[
-    str,
-    msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
-]
 
 
 class InPersonRequestBody(Body):
@@ -66,7 +61,7 @@ class Schedule(Body):
 class InPersonCertificationBody(Body):
     national_id: Annotated[str, msgspec.Meta(min_length=15, max_length=18)]
     method: Annotated[Literal["home_visit", "service_point"], msgspec.Meta(description="where the person was seen")]
-    reason: Reason
+    reason: StaffReason
     request_id: uuid.UUID | None = None
 
 
@@ -112,4 +107,4 @@ class OpenAppealList(Body):
 
 class AppealDecision(Body):
     outcome: Annotated[Literal["upheld", "rejected"], msgspec.Meta(description="upheld certifies the person")]
-    reason: Reason
+    reason: StaffReason

@@ -9,16 +9,14 @@ from app.http.auth.guards import requires
 from app.http.openapi import problems
 from app.http.paging import Cursor, Limit
 from app.http.review import schemas as s
-from app.http.schemas import BEARER
+from app.http.schemas import BEARER, STAFF_REASON_REFUSALS
 from app.services import Services
-from core.errors import BadRequest, Conflict, NotFound
+from core.errors import Conflict, NotFound
 from core.principal import OPERATOR, Principal
-from review.service import REASON_MAX
 
 NO_CHECK = NotFound("check_not_found")
 CLAIM_REQUIRED = Conflict("claim_required")
 UNREVIEWABLE = Conflict("check_not_reviewable")
-REASON = (BadRequest("reason_required"), BadRequest("reason_too_long", most=REASON_MAX))
 
 
 class ReviewController(Controller):
@@ -62,7 +60,7 @@ class ReviewController(Controller):
         "/{check_id:uuid}/media-access",
         status_code=200,
         summary="The images of a check not held under review, for a reason kept in the audit log (5-minute links)",
-        responses=problems(*REASON, NO_CHECK, CLAIM_REQUIRED),
+        responses=problems(*STAFF_REASON_REFUSALS, NO_CHECK, CLAIM_REQUIRED),
     )
     async def media_access(
         self, check_id: uuid.UUID, data: s.MediaAccess, request: Request[Principal, Any, Any], services: Services
@@ -73,7 +71,7 @@ class ReviewController(Controller):
         "/{check_id:uuid}/decision",
         status_code=200,
         summary="Approve, reject or order a home visit, with a reason",
-        responses=problems(*REASON, NO_CHECK, UNREVIEWABLE, CLAIM_REQUIRED),
+        responses=problems(*STAFF_REASON_REFUSALS, NO_CHECK, UNREVIEWABLE, CLAIM_REQUIRED),
     )
     async def decide(
         self, check_id: uuid.UUID, data: s.ReviewDecision, request: Request[Principal, Any, Any], services: Services

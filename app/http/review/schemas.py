@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
-
-import msgspec
+from typing import Any, Literal
 
 from app.http.certification.schemas import ActionName, CheckStatus
-from app.http.schemas import Body, to_schema
-from review.service import REASON_MAX, REASON_MIN, ReviewPage, ReviewView
+from app.http.schemas import Body, StaffReason, to_schema
+from review.service import ReviewPage, ReviewView
 
 ReviewStatus = Literal["needs_review", "home_visit"]
 
@@ -68,21 +66,17 @@ class CheckForReview(Body):
 
 
 DecisionKind = Literal["approve", "reject", "home_visit"]
-ReasonText = Annotated[
-    str,
-    msgspec.Meta(min_length=REASON_MIN, max_length=REASON_MAX, pattern=r"\S", description="why; kept in the audit log"),
-]
 
 
 class ReviewDecision(Body):  # not "Decision": a generated client names a local after the model
     decision: DecisionKind
-    reason: ReasonText
+    reason: StaffReason
 
 
 class MediaAccess(Body):
     """A request for the images of a check one does not hold under review (decided, or never sent to review)."""
 
-    reason: ReasonText
+    reason: StaffReason
 
 
 class Decided(Body):
