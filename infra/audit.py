@@ -58,8 +58,13 @@ class AuditEntry:
     details: Mapping[str, Any]
 
 
-def canonical(entry: AuditEntry) -> bytes:
-    body = json.dumps(entry.details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _body(details: Mapping[str, Any]) -> str:
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical(entry: AuditEntry, body: str | None = None) -> bytes:
+    """`body`: the details as _body gives them, when the caller has them already."""
+    body = _body(entry.details) if body is None else body
     return "\x1f".join((entry.at.isoformat(), entry.actor, entry.action, entry.subject, body)).encode()
 
 
@@ -68,9 +73,9 @@ def legacy_chain_hash(prev_hash: bytes, entry: AuditEntry) -> bytes:
     return hashlib.sha256(prev_hash + canonical(entry)).digest()
 
 
-def chain_hash(key: bytes, prev_hash: bytes, entry: AuditEntry) -> bytes:
+def chain_hash(key: bytes, prev_hash: bytes, entry: AuditEntry, body: str | None = None) -> bytes:
     # prev_hash is always 32 bytes, so prev_hash || canonical is unambiguous.
-    return hmac.new(key, prev_hash + canonical(entry), hashlib.sha256).digest()
+    return hmac.new(key, prev_hash + canonical(entry, body), hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)
@@ -302,10 +307,11 @@ async def record_many(
     prevs: list[bytes] = []
     hashes: list[bytes] = []
     for subject, details in entries:
-        entry = AuditEntry(at, actor, action, subject, dict(details))
-        digest = chain_hash(key, prev, entry)
+        entry = AuditEntry(at, actor, action, subject, details)
+        body = _body(details)  # once, for the hash and the row
+        digest = chain_hash(key, prev, entry, body)
         subjects.append(subject)
-        bodies.append(json.dumps(entry.details, allow_nan=False))
+        bodies.append(body)
         prevs.append(prev)
         hashes.append(digest)
         prev = digest

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):
+    # A tuple, not a dataclass: the silent pass builds one per candidate row, millions a pass.
     id: uuid.UUID
     source: str
     occurred_on: date
