@@ -16,6 +16,7 @@ from auth.service import AuthService
 from cards.service import CardService
 from certification.evidence.service import EvidenceService
 from certification.in_person.service import InPersonService
+from certification.ladder import LadderReports
 from certification.service import CertificationService
 from infra import audit
 from infra.config import Settings
@@ -43,6 +44,7 @@ class Services:
     certification: CertificationService
     evidence: EvidenceService
     in_person: InPersonService
+    ladder: LadderReports
     review: ReviewService
     console: ConsoleService
     medical: MedicalAccountService
@@ -68,6 +70,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         certification=CertificationService(pool, storage, settings, cipher),
         evidence=EvidenceService(pool, settings),
         in_person=InPersonService(pool, settings),
+        ladder=LadderReports(pool),
         review=ReviewService(pool, storage, settings),
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=disbursements,

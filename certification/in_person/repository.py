@@ -15,6 +15,18 @@ _APPEAL = (
 )
 
 
+async def person_by_national_id_hash(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
+    return await uow.fetchrow(
+        "SELECT id, national_id_masked FROM persons WHERE national_id_hash = $1", national_id_hash
+    )
+
+
+async def person_by_id(uow: UnitOfWork, person_id: uuid.UUID) -> asyncpg.Record:
+    row = await uow.fetchrow("SELECT id, national_id_masked FROM persons WHERE id = $1", person_id)
+    assert row is not None  # a request's person (a foreign key)
+    return row
+
+
 async def open_request(uow: UnitOfWork, person_id: uuid.UUID) -> asyncpg.Record | None:
     return await uow.fetchrow(
         f"SELECT {_REQUEST} FROM in_person_requests WHERE person_id = $1 AND state IN ('requested', 'scheduled')",

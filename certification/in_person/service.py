@@ -143,32 +143,53 @@ class InPersonService:
     async def certify(
         self, operator: Principal, national_id: str, method: str, reason: str, request_id: uuid.UUID | None
     ) -> InPersonCertified:
-        """The operator saw the person (at home or at a service point) and certifies them, with a reason."""
+        """The operator saw the person (at home or at a service point) and certifies them, with a reason;
+        the person's open request, if any, is closed with it."""
         reason = stated(reason)
         national_id = nid.normalise(national_id)
         if nid.validate(national_id) is not None:
             raise BadRequest("national_id_invalid")
         async with unit_of_work(self._pool) as uow:
-            person = await uow.fetchrow(
-                "SELECT id, national_id_masked FROM persons WHERE national_id_hash = $1",
-                lookup_hash(self._lookup_key, national_id),
-            )
+            person = await repo.person_by_national_id_hash(uow, lookup_hash(self._lookup_key, national_id))
             if person is None:
                 raise NotFound("person_not_found")
-            person_id: uuid.UUID = person["id"]
-            await self._alive(uow, person_id)
-            if request_id is not None:
-                request = await repo.request_by_id(uow, request_id)
-                if request is None or request["person_id"] != person_id:
-                    raise NotFound("request_not_found")
-                if request["state"] not in rules.OPEN_REQUEST:
-                    raise Conflict("request_closed")
-            else:
-                request = await repo.open_request(uow, person_id)
-            done = await self._certify(uow, operator, person_id, method, reason, request["id"] if request else None)
-            if request is not None:
-                await repo.close_request(uow, person_id, request["id"], "certified", operator.actor)
-        return InPersonCertified(done[0], person_id, person["national_id_masked"], method, done[1])
+            return await self._certify_in_person(uow, operator, person, method, reason, request_id)
+
+    async def certify_request(self, operator: Principal, request_id: uuid.UUID, reason: str) -> InPersonCertified:
+        """The visit or appointment asked for took place: the person is certified the way they asked."""
+        reason = stated(reason)
+        async with unit_of_work(self._pool) as uow:
+            request = await repo.request_by_id(uow, request_id)
+            if request is None:
+                raise NotFound("request_not_found")
+            person = await repo.person_by_id(uow, request["person_id"])
+            return await self._certify_in_person(uow, operator, person, request["kind"], reason, request_id)
+
+    async def _certify_in_person(
+        self,
+        uow: UnitOfWork,
+        operator: Principal,
+        person: asyncpg.Record,
+        method: str,
+        reason: str,
+        request_id: uuid.UUID | None,
+    ) -> InPersonCertified:
+        person_id: uuid.UUID = person["id"]
+        await self._alive(uow, person_id)
+        if request_id is not None:
+            request = await repo.request_by_id(uow, request_id)
+            if request is None or request["person_id"] != person_id:
+                raise NotFound("request_not_found")
+            if request["state"] not in rules.OPEN_REQUEST:
+                raise Conflict("request_closed")
+        else:
+            request = await repo.open_request(uow, person_id)
+        certification_id, until = await self._certify(
+            uow, operator, person_id, method, reason, request["id"] if request else None
+        )
+        if request is not None:
+            await repo.close_request(uow, person_id, request["id"], "certified", operator.actor)
+        return InPersonCertified(certification_id, person_id, person["national_id_masked"], method, until)
 
     async def open_appeals(self, limit: int) -> OpenItems:
         return OpenItems(await repo.open_appeals(self._pool, limit), datetime.now(UTC))

@@ -11,8 +11,9 @@ from typing import Any
 import asyncpg
 
 from app.services import Services
+from notifications.rules import LOCAL_TZ
 from notifications.templates import render
-from tests.factories import insert_check, problem_code
+from tests.factories import insert_check, problem_code, sample_person, write_jsonl
 
 REQUESTS = "/v1/certifications/in-person-requests"
 ADMIN_REQUESTS = "/v1/admin/in-person-requests"
@@ -225,3 +226,77 @@ async def test_a_rejected_appeal_against_a_failed_check_tells_the_reason(
     assert "the video shows another person" in render("appeal.rejected", "en", params).body
     mine = (await client.get(APPEALS, headers=headers)).json()["appeals"]
     assert mine[0]["outcome_reason"] == "the video shows another person"
+
+
+async def test_a_request_is_certified_the_way_it_was_asked(
+    client: Any, pool: asyncpg.Pool, cardholder: dict[str, Any], operator_headers: dict[str, str]
+) -> None:
+    headers = cardholder["headers"]
+    asked = (await client.post(REQUESTS, json={"kind": "service_point"}, headers=headers)).json()
+    r = await client.post(
+        f"{ADMIN_REQUESTS}/{asked['id']}/certification",
+        json={"reason": "came to window 3 with the ID card"},
+        headers=operator_headers,
+    )
+    assert (r.status_code, r.json()["method"]) == (201, "service_point"), r.text
+    r = await client.post(
+        f"{ADMIN_REQUESTS}/{asked['id']}/certification", json={"reason": "again"}, headers=operator_headers
+    )
+    assert (r.status_code, problem_code(r)) == (409, "request_closed")
+
+
+async def test_the_report_counts_each_way_per_region(
+    client: Any,
+    pool: asyncpg.Pool,
+    importer: Any,
+    tmp_path: Any,
+    cardholder: dict[str, Any],
+    operator_headers: dict[str, str],
+) -> None:
+    # The cardholder passed a face check today; a second pensioner is seen at home; a third in another
+    # region is certified by nothing this year and lapsed; a fourth is dead and not counted at all.
+    seen, idle, dead = sample_person(), sample_person(), sample_person()
+    rows = [seen.row(), idle.row(region="320102"), dead.row()]
+    report = await importer.import_file(write_jsonl(tmp_path / "more.jsonl", rows))
+    assert report.created == 3, report.errors
+    await pool.execute("UPDATE persons SET vital_status = 'deceased' WHERE phone = $1", dead.phone)
+    r = await client.post(
+        CERTIFY,
+        json={"national_id": seen.national_id, "method": "home_visit", "reason": "seen at home"},
+        headers=operator_headers,
+    )
+    assert r.status_code == 201, r.text
+    year = datetime.now(UTC).astimezone(LOCAL_TZ).year
+
+    r = await client.get(f"/v1/admin/certification-report?year={year}", headers=operator_headers)
+    assert r.status_code == 200, r.text
+    found = r.json()
+    by_region = {row["region"]: row for row in found["regions"]}
+    assert by_region["110101"] == {
+        "region": "110101",
+        "pensioners": 2,
+        "by_data": 0,
+        "by_face": 1,
+        "in_person": 1,
+        "certified": 2,
+        "still_due": 0,
+        "lapsed": 0,
+    }
+    assert (by_region["320102"]["pensioners"], by_region["320102"]["still_due"], by_region["320102"]["lapsed"]) == (
+        1,
+        1,
+        1,
+    )
+    assert found["total"]["pensioners"] == 3
+    assert found["total"]["certified"] == 2
+    one = (
+        await client.get(f"/v1/admin/certification-report?year={year}&region=320102", headers=operator_headers)
+    ).json()
+    assert [row["region"] for row in one["regions"]] == ["320102"]
+    last_year = (await client.get(f"/v1/admin/certification-report?year={year - 1}", headers=operator_headers)).json()
+    assert last_year["total"]["certified"] == 0
+    r = await client.get("/v1/admin/certification-report?year=99999", headers=operator_headers)
+    assert r.status_code == 400
+    assert (
+        await client.get(f"/v1/admin/certification-report?year={year}", headers=cardholder["headers"])
+    ).status_code == 403

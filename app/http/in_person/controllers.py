@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ from app.http.openapi import NOT_LINKED, problems
 from app.http.schemas import BEARER, STAFF_REASON_REFUSALS, to_schema
 from app.services import Services
 from certification.in_person import rules
+from certification.in_person.service import InPersonCertified
+from certification.ladder import RegionCounts
 from core.errors import BadRequest, Conflict, NotFound
 from core.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
 
@@ -33,6 +36,19 @@ def _request(row: asyncpg.Record) -> s.InPersonRequest:
 
 def _appeal(row: asyncpg.Record) -> s.Appeal:
     return to_schema(s.Appeal, row)
+
+
+def _certified(done: InPersonCertified) -> s.InPersonCertification:
+    return s.InPersonCertification(
+        id=done.id,
+        masked_national_id=done.masked_national_id,
+        method=done.method,  # type: ignore[arg-type]
+        eligible_until=done.eligible_until,
+    )
+
+
+def _counts(counts: RegionCounts) -> s.RegionCounts:
+    return s.RegionCounts(**dataclasses.asdict(counts), still_due=counts.still_due)
 
 
 class InPersonController(Controller):
@@ -135,12 +151,35 @@ class InPersonAdminController(Controller):
         done = await services.in_person.certify(
             request.user, data.national_id, data.method, data.reason, data.request_id
         )
-        return s.InPersonCertification(
-            id=done.id,
-            masked_national_id=done.masked_national_id,
-            method=done.method,  # type: ignore[arg-type]
-            eligible_until=done.eligible_until,
-        )
+        return _certified(done)
+
+    @post(
+        "/in-person-requests/{request_id:uuid}/certification",
+        status_code=201,
+        summary="The visit or appointment took place: certify the person the way they asked, with a reason",
+        responses=problems(*STAFF_REASON_REFUSALS, NO_REQUEST, REQUEST_CLOSED, DECEASED),
+    )
+    async def certify_request(
+        self,
+        request_id: uuid.UUID,
+        data: s.RequestCertificationBody,
+        request: Request[Principal, Any, Any],
+        services: Services,
+    ) -> s.InPersonCertification:
+        return _certified(await services.in_person.certify_request(request.user, request_id, data.reason))
+
+    @get(
+        "/certification-report",
+        summary="How pensioners were certified in a year, per region: by data, by face, in person, still due",
+    )
+    async def report(
+        self,
+        services: Services,
+        year: Annotated[int, Parameter(ge=2000, le=2100, description="the cycle: a calendar year, China time")],
+        region: Annotated[str | None, Parameter(pattern=r"^[1-9][0-9]{5}$", description="one region only")] = None,
+    ) -> s.LadderReport:
+        found = await services.ladder.report(year, region)
+        return s.LadderReport(year=found.year, regions=[_counts(r) for r in found.regions], total=_counts(found.total))
 
     @get("/appeals", summary="Open appeals, the answer most due first (overdue ones flagged)")
     async def open_appeals(self, services: Services, limit: Limit = 50) -> s.OpenAppealList:

@@ -72,6 +72,29 @@ class InPersonCertification(Body):
     eligible_until: date
 
 
+class RequestCertificationBody(Body):
+    reason: StaffReason
+
+
+class RegionCounts(Body):
+    region: Annotated[str, msgspec.Meta(description="the region code; empty in the total")]
+    pensioners: Annotated[int, msgspec.Meta(description="alive, with a pension being paid")]
+    by_data: Annotated[int, msgspec.Meta(description="confirmed by evidence of life from data in the cycle")]
+    by_face: Annotated[int, msgspec.Meta(description="passed a face check in the cycle")]
+    in_person: Annotated[int, msgspec.Meta(description="certified in person (visit, service point, appeal)")]
+    certified: Annotated[int, msgspec.Meta(description="certified any way in the cycle (each person once)")]
+    still_due: Annotated[int, msgspec.Meta(description="not certified any way yet in the cycle")]
+    lapsed: Annotated[
+        int, msgspec.Meta(description="certified until before today, or never: the next payment is withheld")
+    ]
+
+
+class LadderReport(Body):
+    year: int
+    regions: list[RegionCounts]
+    total: RegionCounts
+
+
 class AppealBody(Body):
     subject: Annotated[AppealSubject, msgspec.Meta(description="a withheld payment, or a face check that did not pass")]
     subject_id: Annotated[uuid.UUID, msgspec.Meta(description="the payment's or the check's id")]
