@@ -66,7 +66,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         storage=storage,
         auth=AuthService(pool, settings, sms, cipher),
         cards=cards,
-        persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key),
+        persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key, settings.import_batch),
         certification=CertificationService(pool, storage, settings, cipher),
         evidence=EvidenceService(pool, settings),
         in_person=InPersonService(pool, settings),

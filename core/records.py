@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -150,62 +151,120 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
 _CSV_REQUIRED = ("national_id", "name", "birth_date", "phone", "region")
 
 
-Rows = list[tuple[int, dict[str, Any]]]
+Row = tuple[int, dict[str, Any]]
+Rows = list[Row]
 
 
-def _rows_from_csv(text: str, required: Sequence[str]) -> tuple[Rows, list[RowError]]:
-    reader = csv.DictReader(io.StringIO(text))
+def _rows_from_csv(lines: Iterable[str], required: Sequence[str]) -> Iterator[Row | RowError]:
+    reader = csv.DictReader(lines)
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [name for name in required if name not in header]
     if missing:
-        return [], [RowError(1, name, "column is missing from the header") for name in missing]
-    rows: Rows = []
-    errors: list[RowError] = []
+        yield from (RowError(1, name, "column is missing from the header") for name in missing)
+        return
     for raw in reader:
         if None in raw:
-            errors.append(RowError(reader.line_num, "-", "has more columns than the header"))
+            yield RowError(reader.line_num, "-", "has more columns than the header")
             continue
-        rows.append((reader.line_num, {k.strip(): v for k, v in raw.items() if k is not None}))
-    return rows, errors
+        yield reader.line_num, {k.strip(): v for k, v in raw.items() if k is not None}
 
 
-def _rows_from_jsonl(text: str) -> tuple[Rows, list[RowError]]:
-    rows: Rows = []
-    errors: list[RowError] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def _rows_from_jsonl(lines: Iterable[str]) -> Iterator[Row | RowError]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
-            errors.append(RowError(number, "-", f"is not valid JSON ({exc.msg})"))
+            yield RowError(number, "-", f"is not valid JSON ({exc.msg})")
             continue
         if not isinstance(raw, dict):
-            errors.append(RowError(number, "-", "must be a JSON object"))
+            yield RowError(number, "-", "must be a JSON object")
             continue
-        rows.append((number, raw))
-    return rows, errors
+        yield number, raw
+
+
+def iter_rows(lines: Iterable[str], fmt: str, csv_required: Sequence[str]) -> Iterator[Row | RowError]:
+    """The (line number, fields) rows of a CSV file (whose header must name `csv_required`) or of a
+    JSON-lines file, one at a time in file order, with an error in place of every line that cannot
+    be read as a row. `lines` may be an open file: nothing is held beyond the current row."""
+    return _rows_from_csv(lines, csv_required) if fmt == "csv" else _rows_from_jsonl(lines)
+
+
+def _lines(text: str, fmt: str) -> Iterable[str]:
+    # csv reads its own line endings (quoted fields may hold newlines); JSON lines are split here.
+    return io.StringIO(text) if fmt == "csv" else text.splitlines()
 
 
 def read_rows(text: str, fmt: str, csv_required: Sequence[str]) -> tuple[Rows, list[RowError]]:
-    """The (line number, fields) rows of a CSV file (whose header must name `csv_required`) or of a
-    JSON-lines file, and an error for every line that cannot be read as a row."""
-    return _rows_from_csv(text, csv_required) if fmt == "csv" else _rows_from_jsonl(text)
+    """`iter_rows` of a whole text, as the rows and the errors apart."""
+    rows: Rows = []
+    errors: list[RowError] = []
+    for item in iter_rows(_lines(text, fmt), fmt, csv_required):
+        if isinstance(item, RowError):
+            errors.append(item)
+        else:
+            rows.append(item)
+    return rows, errors
 
 
-def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError]]:
-    """Validate a whole file; return the records to land (last row per national ID) and all errors."""
-    rows, errors = read_rows(text, fmt, _CSV_REQUIRED)
-    by_id: dict[str, PersonRecord] = {}
-    for line, raw in rows:
+def person_rows(lines: Iterable[str], fmt: str, after: int = 0) -> Iterator[PersonRecord | RowError]:
+    """Every line of a person import after line `after` checked, in file order: a record to land, or
+    the line's errors (the lines up to `after` are read, not checked: a resumed import skips them)."""
+    for item in iter_rows(lines, fmt, _CSV_REQUIRED):
+        if isinstance(item, RowError):
+            if item.line > after:
+                yield item
+            continue
+        line, raw = item
+        if line <= after:
+            continue
         if fmt == "csv":  # flat pension_* columns become the nested object JSON lines carry
             raw["pension"] = {f: raw.pop(f"pension_{f}", None) for f in _PENSION_FIELDS}
         result = validate_row(line, raw)
         if isinstance(result, list):
-            errors.extend(result)
+            yield from result
         else:
-            by_id[result.national_id] = result
+            yield result
+
+
+def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError]]:
+    """Validate a whole file; return the records to land (last row per national ID) and all errors."""
+    by_id: dict[str, PersonRecord] = {}
+    errors: list[RowError] = []
+    for item in person_rows(_lines(text, fmt), fmt):
+        if isinstance(item, RowError):
+            errors.append(item)
+        else:
+            by_id[item.national_id] = item
     return list(by_id.values()), sorted(errors, key=lambda e: e.line)
+
+
+@dataclass(frozen=True)
+class Batch:
+    records: list[PersonRecord]
+    errors: list[RowError]
+    through: int  # the last line it covers
+
+
+def batches(items: Iterable[PersonRecord | RowError], size: int) -> Iterator[Batch]:
+    """`person_rows` cut into batches of about `size` records and errors; a line's
+    errors never straddle two batches, so a batch is whole lines and `through` is a resume point."""
+    records: list[PersonRecord] = []
+    errors: list[RowError] = []
+    through = 0
+    for line, group in itertools.groupby(items, key=lambda item: item.line):
+        if len(records) + len(errors) >= size:
+            yield Batch(records, errors, through)
+            records, errors = [], []
+        for item in group:
+            if isinstance(item, RowError):
+                errors.append(item)
+            else:
+                records.append(item)
+        through = line
+    if records or errors:
+        yield Batch(records, errors, through)
 
 
 def iso_date(text: str) -> date | None:

@@ -116,6 +116,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # entitlements one disbursement transaction covers (a restarted run resumes after the last one).
     pension_pay_day: int = 15
     disbursement_batch: int = 20_000
+    # Person imports: lines per transaction, staging and merging (an import run again resumes after one).
+    import_batch: int = 50_000
     # Push: a service account sends to FCM; FCM_URL alone sends to a local FCM server without OAuth;
     # neither, and push goes to the log channel.
     fcm_project_id: str | None = None
@@ -326,6 +328,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("S3_TIMEOUT_S", 3, 1, 600),
         ("PENSION_PAY_DAY", 15, 1, 28),
         ("DISBURSEMENT_BATCH", 20_000, 1, 1_000_000),
+        ("IMPORT_BATCH", 50_000, 1, 1_000_000),
         ("NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
         ("NOTIFY_LEASE_S", 60, 1, 3600),
         ("NOTIFY_RETRY_S", 30, 0, 3600),
@@ -416,6 +419,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "JOB_HEARTBEAT_S": str(settings.job_heartbeat_s),
         "PENSION_PAY_DAY": str(settings.pension_pay_day),
         "DISBURSEMENT_BATCH": str(settings.disbursement_batch),
+        "IMPORT_BATCH": str(settings.import_batch),
         "NOTIFY_MAX_ATTEMPTS": str(settings.notify_max_attempts),
         "NOTIFY_LEASE_S": str(settings.notify_lease_s),
         "NOTIFY_RETRY_S": str(settings.notify_retry_s),
