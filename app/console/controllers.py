@@ -22,10 +22,13 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from app.console import session as cs
 from app.console.forms import (
+    AppealDecisionForm,
     ClaimNextForm,
     DecisionForm,
     LanguageForm,
     MediaAccessForm,
+    ReasonForm,
+    ScheduleForm,
     SearchForm,
     SignInForm,
     TokenForm,
@@ -55,12 +58,16 @@ TEMPLATES = Path(__file__).parent / "templates"
 MENU = (
     ("/console/queue", "queue", REVIEWERS),
     ("/console/persons", "persons", REVIEWERS),
+    ("/console/visits", "visits", REVIEWERS),
+    ("/console/ladder", "ladder", REVIEWERS),
     ("/console/runs", "runs", REVIEWERS),
     ("/console/notifications", "dead_letters", (ADMIN,)),
     ("/console/audit", "audit", (AUDITOR,)),
 )
 HOME = {role: next(path for path, _, roles in MENU if role in roles) for role in (OPERATOR, ADMIN, AUDITOR)}
 QUEUE_NOTES = ("decided", "queue_empty")
+VISIT_NOTES = ("done_scheduled", "done_certified", "done_decided")
+OPEN_SHOWN = 100
 RECENT_RUNS = 24
 _SIGN_IN_TOKEN_S = 30 * 60
 
@@ -372,6 +379,91 @@ class OperationsPages(Controller):
         return _page(request, "audit.html", log=found)
 
 
+class LadderPages(Controller):
+    """The rungs below the face check: visits and appointments to arrange and certify, appeals to
+    answer (the API's /v1/admin routes, as pages), and the report of how pensioners were certified."""
+
+    path = "/"
+    guards = [cs.requires_console(*REVIEWERS)]
+
+    @get("/visits")
+    async def visits(self, request: Request[Any, Any, Any], services: Services, note: str = "") -> Template:
+        return await self._visits_page(request, services, note=note)
+
+    @post("/visits/requests/{request_id:uuid}/schedule")
+    async def schedule(
+        self, request_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect | Template:
+        try:
+            form = await read_form(request, ScheduleForm)
+            try:
+                at = datetime.fromisoformat(form.scheduled_for).replace(tzinfo=LOCAL_TZ)
+            except ValueError:
+                raise BadRequest("invalid_body", detail="scheduled_for") from None
+            await services.in_person.schedule(cs.session_of(request).principal, request_id, at, form.place)
+        except BadRequest as exc:
+            return await self._visits_page(request, services, error=exc, about=request_id)
+        return _see_other("/console/visits", note="done_scheduled")
+
+    @post("/visits/requests/{request_id:uuid}/certification")
+    async def certify(
+        self, request_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect | Template:
+        try:
+            form = await read_form(request, ReasonForm)
+            await services.in_person.certify_request(cs.session_of(request).principal, request_id, form.reason)
+        except BadRequest as exc:
+            return await self._visits_page(request, services, error=exc, about=request_id)
+        return _see_other("/console/visits", note="done_certified")
+
+    @post("/visits/appeals/{appeal_id:uuid}/decision")
+    async def decide(
+        self, appeal_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect | Template:
+        try:
+            form = await read_form(request, AppealDecisionForm)
+            await services.in_person.decide_appeal(
+                cs.session_of(request).principal, appeal_id, form.outcome, form.reason
+            )
+        except BadRequest as exc:
+            return await self._visits_page(request, services, error=exc, about=appeal_id)
+        return _see_other("/console/visits", note="done_decided")
+
+    @get("/ladder")
+    async def ladder(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        year: Annotated[int | None, Parameter(ge=2000, le=2100)] = None,
+    ) -> Template:
+        year = year or datetime.now(LOCAL_TZ).year
+        return _page(request, "ladder.html", report=await services.ladder.report(year, None))
+
+    async def _visits_page(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        *,
+        note: str = "",
+        error: AppError | None = None,
+        about: uuid.UUID | None = None,
+    ) -> Template:
+        requests = await services.in_person.open_requests(OPEN_SHOWN)
+        appeals = await services.in_person.open_appeals(OPEN_SHOWN)
+        return _page(
+            request,
+            "visits.html",
+            status=400 if error else 200,
+            requests=requests.rows,
+            appeals=appeals.rows,
+            now=requests.now,
+            note=note if note in VISIT_NOTES else None,
+            error=_text(request, error.code, error.params) if error else None,
+            about=about,
+            full_path="/console/visits",
+        )
+
+
 # -- errors: a page in the operator's language, not problem+json: a person at a browser reads it -----
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Every refusal under /console (unknown pages and methods too, from the app's handler)."""
@@ -400,6 +492,7 @@ def console_router() -> Router:
             ReviewPages,
             PersonPages,
             OperationsPages,
+            LadderPages,
             create_static_files_router(path="/static", directories=[STATIC], name="console_static"),
         ],
         include_in_schema=False,

@@ -56,6 +56,25 @@ class MediaAccessForm(Body):
     reason: str = ""  # the service's rule says what is wrong with it
 
 
+class ScheduleForm(Body):
+    csrf: str
+    scheduled_for: str  # an <input type="datetime-local">: China time, no offset
+    place: str = ""
+
+
+class ReasonForm(Body):
+    """A post whose one field is the operator's reason (the service's rule says what is wrong with it)."""
+
+    csrf: str
+    reason: str = ""
+
+
+class AppealDecisionForm(Body):
+    csrf: str
+    outcome: Literal["upheld", "rejected"]
+    reason: str = ""
+
+
 async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:
     """The posted form as `form`; a field missing, unknown or out of its choices is a 400 with the field named."""
     values = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}

@@ -1,0 +1,94 @@
+"""The console's pages for the rungs below the face check: visits and appointments to arrange and
+certify, appeals to answer, and the report of how pensioners were certified."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from app.services import Services
+from notifications.rules import LOCAL_TZ
+from tests.factories import console_sign_in, form_token, insert_check, staff_member
+
+
+async def test_an_operator_arranges_and_certifies_a_visit_and_answers_an_appeal(
+    client: Any, services: Services, pool: asyncpg.Pool, cardholder: dict[str, Any]
+) -> None:
+    person, headers = cardholder["person"], cardholder["headers"]
+    asked = (
+        await client.post(
+            "/v1/certifications/in-person-requests",
+            json={"kind": "home_visit", "note": "third floor, no lift"},
+            headers=headers,
+        )
+    ).json()
+    failed = await insert_check(pool, person.phone, "failed", worker_outcome="failed")
+    appeal = (
+        await client.post(
+            "/v1/appeals",
+            json={"subject": "check", "subject_id": str(failed), "statement": "it was me"},
+            headers=headers,
+        )
+    ).json()
+
+    await console_sign_in(client, "olga", await staff_member(services, "olga", "Olga Operator"))
+    await client.post(
+        "/console/language", data={"csrf": form_token((await client.get("/console/visits")).text), "locale": "en"}
+    )
+    page = await client.get("/console/visits")
+    assert page.status_code == 200
+    assert "third floor, no lift" in page.text
+    assert "it was me" in page.text
+    assert person.national_id not in page.text  # masked only
+    csrf = form_token(page.text)
+
+    # A time already past is refused on the page, in words, and nothing changes.
+    past = (datetime.now(LOCAL_TZ) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    r = await client.post(
+        f"/console/visits/requests/{asked['id']}/schedule", data={"csrf": csrf, "scheduled_for": past, "place": "home"}
+    )
+    assert r.status_code == 400
+    assert 'role="alert"' in r.text
+    assert "The appointment must be in the future." in r.text
+    soon = (datetime.now(LOCAL_TZ) + timedelta(days=1)).replace(hour=10, minute=0)
+    r = await client.post(
+        f"/console/visits/requests/{asked['id']}/schedule",
+        data={"csrf": csrf, "scheduled_for": soon.strftime("%Y-%m-%dT%H:%M"), "place": "home address on file"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    scheduled = await pool.fetchval("SELECT scheduled_for FROM in_person_requests WHERE id = $1", asked["id"])
+    assert scheduled.astimezone(LOCAL_TZ).strftime("%H:%M") == "10:00"  # the operator typed China time
+    assert "Scheduled; the person has been told." in (await client.get("/console/visits?note=done_scheduled")).text
+
+    r = await client.post(f"/console/visits/requests/{asked['id']}/certification", data={"csrf": csrf, "reason": " "})
+    assert (r.status_code, 'role="alert"' in r.text) == (400, True)
+    r = await client.post(
+        f"/console/visits/requests/{asked['id']}/certification",
+        data={"csrf": csrf, "reason": "seen at home with the ID card"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert await pool.fetchval("SELECT state FROM in_person_requests WHERE id = $1", asked["id"]) == "certified"
+
+    r = await client.post(
+        f"/console/visits/appeals/{appeal['id']}/decision",
+        data={"csrf": csrf, "outcome": "rejected", "reason": "the video shows someone else"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert await pool.fetchval("SELECT state FROM appeals WHERE id = $1", appeal["id"]) == "rejected"
+    page = await client.get("/console/visits")
+    assert "No open request." in page.text
+    assert "No open appeal." in page.text
+
+    report = await client.get("/console/ladder")
+    assert report.status_code == 200
+    row = re.search(r'<th scope="row">110101</th>((?:<td>[^<]*</td>)+)</tr>', report.text)
+    assert row is not None, report.text
+    # pensioners, by data, by face, in person, certified, still due, lapsed
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["1", "0", "1", "1", "1", "0", "0"]
+    assert (await client.get("/console/ladder?year=1999")).status_code == 400
