@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import string
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +156,23 @@ def test_params_may_take_any_name() -> None:
     assert (
         message("duplicate_key", "en", key="phone") == "The field `phone` appears more than once in the request body."
     )
+
+
+_PACKAGES = ("app", "core", "auth", "cards", "certification", "persons", "review", "payments", "notifications", "infra")
+_RAISED = re.compile(
+    r"\b(?:AppError|BadRequest|Unauthorized|PaymentRequired|Forbidden|NotFound|Conflict|Gone|Unprocessable|"
+    r"UnsupportedMedia|TooManyRequests|ServiceUnavailable|Refusal\(\d+,)\s*\(?\s*\"([a-z_]+)\""
+)
+
+
+def test_every_refusal_the_code_raises_has_words() -> None:
+    # A code without a catalogue entry reaches the app as the internal-error text: say it before a user does.
+    root = Path(__file__).resolve().parents[3]
+    raised = {
+        code
+        for package in _PACKAGES
+        for path in (root / package).rglob("*.py")
+        for code in _RAISED.findall(path.read_text(encoding="utf-8"))
+    }
+    assert len(raised) > 50
+    assert sorted(code for code in raised if f"error.{code}" not in keys("en")) == []
