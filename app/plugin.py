@@ -25,6 +25,7 @@ from app.http.cards.controllers import CardController, TerminalQrController
 from app.http.certification.controllers import CertificationController, ConsentController
 from app.http.deaths.controllers import DeathReversalController
 from app.http.evidence.controllers import EvidenceAdminController, EvidenceController
+from app.http.family.controllers import FamilyController, RelativeLinkAdminController
 from app.http.in_person.controllers import AppealController, InPersonAdminController, InPersonController
 from app.http.medical.controllers import MedicalAccountController, TerminalChargeController
 from app.http.notifications.controllers import DeviceController, InboxController, NotificationAdminController
@@ -70,6 +71,8 @@ class SocialCardPlugin(InitPluginProtocol):
                 InPersonController,
                 AppealController,
                 InPersonAdminController,
+                FamilyController,
+                RelativeLinkAdminController,
                 DeviceController,
                 InboxController,
                 NotificationAdminController,

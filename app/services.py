@@ -14,6 +14,7 @@ import asyncpg
 
 from auth.service import AuthService
 from cards.service import CardService
+from certification.assisted.service import AssistedService
 from certification.evidence.service import EvidenceService
 from certification.in_person.service import InPersonService
 from certification.ladder import LadderReports
@@ -44,6 +45,7 @@ class Services:
     certification: CertificationService
     evidence: EvidenceService
     in_person: InPersonService
+    assisted: AssistedService
     ladder: LadderReports
     review: ReviewService
     console: ConsoleService
@@ -59,6 +61,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
     cipher = FieldCipher(settings.data_encryption_key)
     cards = CardService(pool, settings)
     sms = sms_provider(settings.sms_provider)
+    certification = CertificationService(pool, storage, settings, cipher)
     disbursements = DisbursementService(pool, cipher, settings.pension_pay_day, settings.disbursement_batch)
     return Services(
         settings=settings,
@@ -67,9 +70,10 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         auth=AuthService(pool, settings, sms, cipher),
         cards=cards,
         persons=PersonImporter(pool, storage, cipher, settings.lookup_hash_key, settings.import_batch),
-        certification=CertificationService(pool, storage, settings, cipher),
+        certification=certification,
         evidence=EvidenceService(pool, settings),
         in_person=InPersonService(pool, settings),
+        assisted=AssistedService(pool, settings, sms, certification),
         ladder=LadderReports(pool),
         review=ReviewService(pool, storage, settings),
         medical=MedicalAccountService(pool, settings, cards),

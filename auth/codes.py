@@ -1,4 +1,5 @@
-"""SMS one-time codes, for signing in and for cancelling a card's loss report.
+"""SMS one-time codes, for signing in, for cancelling a card's loss report and for an elder's consent
+to a relative's help.
 
 Every code sent counts against three budgets kept in PostgreSQL, so they hold across API processes:
 the phone's (`otp_max_per_hour`, sliding), the requesting client's whatever the phones
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -26,6 +29,8 @@ from notifications.templates import sms_text
 
 SIGN_IN = "sign_in"
 CARD_RECOVERY = "card_recovery"
+# Sent to an elder's phone; the elder hands it to the relative who asked to help them certify.
+RELATIVE_CONSENT = "relative_consent"
 _HOUR = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
@@ -35,8 +40,17 @@ def _limited(code: str, wait: int) -> TooManyRequests:
     return TooManyRequests(code, minutes=max(1, (wait + 59) // 60), headers={"Retry-After": str(wait)})
 
 
-async def issue(pool: asyncpg.Pool, settings: Settings, sms: SmsProvider, phone: str, purpose: str, locale: str) -> int:
-    """Send a new code for `purpose` to `phone`; its lifetime in seconds."""
+async def issue(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    sms: SmsProvider,
+    phone: str,
+    purpose: str,
+    locale: str,
+    context: Mapping[str, Any] | None = None,
+) -> int:
+    """Send a new code for `purpose` to `phone`; its lifetime in seconds. `context`: what else the
+    purpose's text names (who asked for the code)."""
     client = current_client()
     now = datetime.now(UTC)
     # The hourly total is taken first, in a statement of its own: its one row is then locked for that
@@ -64,7 +78,8 @@ async def issue(pool: asyncpg.Pool, settings: Settings, sms: SmsProvider, phone:
             await repo.insert_code(uow, phone, purpose, client, code_hash, expires_at)
             # Each purpose has its own wording: a person asked for a recovery code they did not want
             # learns from the text what it would do.
-            text = sms_text(f"{purpose}.code", locale, {"code": code, "minutes": settings.otp_ttl_s // 60})
+            params = {**(context or {}), "code": code, "minutes": settings.otp_ttl_s // 60}
+            text = sms_text(f"{purpose}.code", locale, params)
             await sms.send(uow, phone, text)
     except Exception:
         await repo.give_back_to_hourly_total(pool, hour)

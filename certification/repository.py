@@ -15,14 +15,18 @@ CONSENT_TEXT_VERSION = "2026-11"
 
 
 # -- consent -------------------------------------------------------------------------------------
-async def grant_consent(uow: UnitOfWork, person_id: uuid.UUID, account_id: uuid.UUID, version: str) -> datetime:
-    """The standing consent's grant time; granting again keeps the first grant."""
+async def grant_consent(
+    uow: UnitOfWork, person_id: uuid.UUID, account_id: uuid.UUID | None, version: str, recorded_by: str | None = None
+) -> datetime:
+    """The standing consent's grant time; granting again keeps the first grant. Given without the
+    person's own account (to a relative, before an operator), `recorded_by` names who recorded it."""
     granted: datetime | None = await uow.fetchval(
-        """INSERT INTO biometric_consents (person_id, account_id, text_version) VALUES ($1, $2, $3)
+        """INSERT INTO biometric_consents (person_id, account_id, text_version, recorded_by) VALUES ($1, $2, $3, $4)
            ON CONFLICT (person_id) WHERE withdrawn_at IS NULL DO NOTHING RETURNING granted_at""",
         person_id,
         account_id,
         version,
+        recorded_by,
     )
     if granted is None:
         granted = await uow.fetchval(
@@ -62,15 +66,17 @@ async def create_challenge(
     actions: tuple[str, ...],
     upload_prefix: str,
     expires_at: datetime,
+    assisted_by: uuid.UUID | None = None,
 ) -> None:
     await uow.execute(
-        """INSERT INTO certification_challenges (id, person_id, actions, upload_prefix, expires_at)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO certification_challenges (id, person_id, actions, upload_prefix, expires_at, assisted_by)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
         challenge_id,
         person_id,
         list(actions),
         upload_prefix,
         expires_at,
+        assisted_by,
     )
 
 
@@ -79,7 +85,7 @@ async def challenge_for_submission(
 ) -> asyncpg.Record | None:
     """The person's challenge, locked, with whether it was already used."""
     return await uow.fetchrow(
-        """SELECT c.id, c.actions, c.upload_prefix, c.expires_at, c.expires_at < now() AS expired,
+        """SELECT c.id, c.actions, c.upload_prefix, c.expires_at, c.expires_at < now() AS expired, c.assisted_by,
                   EXISTS (SELECT 1 FROM certification_checks k WHERE k.challenge_id = c.id) AS used
            FROM certification_challenges c WHERE c.id = $1 AND c.person_id = $2 FOR UPDATE""",
         challenge_id,
@@ -97,11 +103,16 @@ async def create_check(
     media_keys: list[str],
     media_bytes: int,
     request_id: str | None,
+    assisted: tuple[uuid.UUID, uuid.UUID, str | None, uuid.UUID | None] | None = None,
+    hold_reasons: tuple[str, ...] = (),
 ) -> uuid.UUID:
+    """A check; `assisted`: the relative who submitted it for the person (helper, link, device, session)."""
+    helper, link, device, session = assisted or (None, None, None, None)
     check_id: uuid.UUID = await uow.fetchval(
         """INSERT INTO certification_checks
-               (person_id, challenge_id, actions, media_kind, media_keys, media_bytes, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+               (person_id, challenge_id, actions, media_kind, media_keys, media_bytes, request_id,
+                assisted_by, assisted_link, assisted_device, assisted_session, hold_reasons)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
         person_id,
         challenge_id,
         actions,
@@ -109,12 +120,35 @@ async def create_check(
         media_keys,
         media_bytes,
         request_id,
+        helper,
+        link,
+        device,
+        session,
+        list(hold_reasons),
     )
     return check_id
 
 
-# What the pensioner is shown of a check (schemas.Check), and the language to show it in.
-CHECK_COLUMNS = "k.id, k.status, k.actions, k.reasons, k.submitted_at, k.decided_at, p.locale"
+async def hold_reasons(db: Db, check_id: uuid.UUID) -> list[str]:
+    held: list[str] = await db.fetchval("SELECT hold_reasons FROM certification_checks WHERE id = $1", check_id)
+    return held
+
+
+async def assisted_by(db: Db, check_id: uuid.UUID) -> asyncpg.Record | None:
+    """The relative who submitted a check for its person (their id and name), or None."""
+    return await db.fetchrow(
+        """SELECT h.id, h.name FROM certification_checks k JOIN persons h ON h.id = k.assisted_by
+           WHERE k.id = $1""",
+        check_id,
+    )
+
+
+# What the pensioner is shown of a check (schemas.Check), and the language to show it in; a check a
+# relative submitted names them.
+CHECK_COLUMNS = (
+    "k.id, k.status, k.actions, k.reasons, k.submitted_at, k.decided_at, p.locale,"
+    " (SELECT h.name FROM persons h WHERE h.id = k.assisted_by) AS assisted_by"
+)
 CHECKS = "certification_checks k JOIN persons p ON p.id = k.person_id"
 
 

@@ -46,10 +46,16 @@ class Verdict:
     reasons: tuple[str, ...]
 
 
-def final_status(worker_outcome: str, reasons: Sequence[str], earlier_failures: int, limit: int) -> Verdict:
+def final_status(
+    worker_outcome: str, reasons: Sequence[str], earlier_failures: int, limit: int, holds: Sequence[str] = ()
+) -> Verdict:
     """The check's status: the worker's outcome, except that the failure which reaches the limit of
     failures in the window goes to a person instead (an honest pensioner is never stopped by
-    the machine alone)."""
+    the machine alone), and that a check held at submission (`holds`: a relative or device that helped
+    too many elders) is decided by a person whatever the worker found, unless there is nothing to decide
+    (a retry asks for a new video)."""
+    if holds and worker_outcome in ("passed", "failed", "needs_review"):
+        return Verdict("needs_review", (*reasons, *(h for h in holds if h not in reasons)))
     if worker_outcome == "failed" and earlier_failures + 1 >= limit:
         return Verdict("needs_review", (*reasons, "repeated_failures"))
     return Verdict(worker_outcome, tuple(reasons))

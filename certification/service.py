@@ -7,6 +7,7 @@ import asyncio
 import math
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -92,6 +93,28 @@ def finite(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Assistance:
+    """A relative running a person's challenge from their own phone (certification.assisted): the
+    challenge and the check are the person's, matched against the person's reference, and record who
+    helped, through which link, from which device and session."""
+
+    person_id: uuid.UUID
+    helper_id: uuid.UUID
+    link_id: uuid.UUID
+    device_id: str | None
+    session_id: uuid.UUID | None
+    # Checked in the transaction that makes the challenge and the one that creates the check: refuses
+    # when the relative may no longer act for the person (a link ended meanwhile), otherwise the
+    # reasons a person must decide the check for (too many elders helped by one relative or device).
+    admit: Callable[[UnitOfWork], Awaitable[tuple[str, ...]]]
+
+
+def _subject(principal: Principal, assistance: Assistance | None) -> uuid.UUID:
+    """Whose certification it is: the caller's own, or the elder a relative helps."""
+    return assistance.person_id if assistance is not None else principal.linked_person
+
+
+@dataclass(frozen=True)
 class CheckView:
     """A check as its person sees it: the stored row and the reasons explained in their language."""
 
@@ -136,6 +159,15 @@ async def settle(
         payload["eligible_until"] = until.isoformat()
     payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
     await publish_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
+    if status == "passed" and (helper := await repo.assisted_by(uow, check_id)) is not None:
+        # Told apart from the pass itself: the elder learns who certified them, and can object.
+        await publish_event(
+            uow,
+            "relative.certified",
+            person_id,
+            {"relative_name": helper["name"], "eligible_until": payload["eligible_until"]},
+            f"certification:{check_id}:assisted",
+        )
 
 
 class CertificationService:
@@ -162,9 +194,9 @@ class CertificationService:
                 await audit.record(uow, principal.actor, "consent.biometric_withdrawn", f"person:{person_id}", {})
 
     # -- the cardholder's flow -------------------------------------------------------------------
-    async def new_challenge(self, principal: Principal) -> NewChallenge:
+    async def new_challenge(self, principal: Principal, assistance: Assistance | None = None) -> NewChallenge:
         """A random challenge, unless the person is over the hourly limit or waiting for a reviewer."""
-        person_id = principal.linked_person
+        person_id = _subject(principal, assistance)
         s = self._settings
         now = datetime.now(UTC)
         challenge_id = uuid.uuid4()
@@ -174,11 +206,15 @@ class CertificationService:
         async with unit_of_work(self._pool) as uow:
             if await repo.lock_person(uow, person_id) != "alive":
                 raise Conflict("person_deceased")
+            if assistance is not None:
+                await assistance.admit(uow)
             if await repo.challenges_since(uow, person_id, now - timedelta(hours=1)) >= CHALLENGES_PER_HOUR:
                 raise TooManyRequests("challenge_rate_limited", headers={"Retry-After": "3600"})
             if await repo.pending_review(uow, person_id):
                 raise Conflict("certification_under_review")
-            await repo.create_challenge(uow, challenge_id, person_id, actions, prefix, expires_at)
+            await repo.create_challenge(
+                uow, challenge_id, person_id, actions, prefix, expires_at, assistance.helper_id if assistance else None
+            )
         post = await asyncio.to_thread(
             self._storage.presigned_post,
             prefix,
@@ -196,9 +232,12 @@ class CertificationService:
             key_prefix=prefix,
         )
 
-    async def _usable_challenge(self, uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record:
+    async def _usable_challenge(
+        self, uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID, assistance: Assistance | None
+    ) -> asyncpg.Record:
         challenge = await repo.challenge_for_submission(uow, challenge_id, person_id)
-        if challenge is None:
+        # A challenge a relative started is theirs alone to submit, and a person's own is theirs.
+        if challenge is None or challenge["assisted_by"] != (assistance.helper_id if assistance else None):
             raise NotFound("challenge_not_found")
         if challenge["used"]:
             raise Conflict("challenge_used")
@@ -208,10 +247,12 @@ class CertificationService:
             raise Forbidden("consent_required")
         return challenge
 
-    async def submit_upload(self, principal: Principal, challenge_id: uuid.UUID, media: UploadMedia) -> uuid.UUID:
-        person_id = principal.linked_person
+    async def submit_upload(
+        self, principal: Principal, challenge_id: uuid.UUID, media: UploadMedia, assistance: Assistance | None = None
+    ) -> uuid.UUID:
+        person_id = _subject(principal, assistance)
         async with unit_of_work(self._pool) as uow:  # refuse early, before storing anything
-            challenge = await self._usable_challenge(uow, challenge_id, person_id)
+            challenge = await self._usable_challenge(uow, challenge_id, person_id, assistance)
         prefix: str = challenge["upload_prefix"]
         if media.kind == "video":
             keys = [prefix + "video"]
@@ -220,13 +261,15 @@ class CertificationService:
         for key, (data, content_type) in zip(keys, media.parts, strict=True):
             await asyncio.to_thread(self._storage.put_bytes, key, data, content_type)
         size = sum(len(data) for data, _ in media.parts)
-        return await self._create_check(person_id, challenge_id, media.kind, keys, size)
+        return await self._create_check(person_id, challenge_id, media.kind, keys, size, assistance)
 
-    async def submit_stored(self, principal: Principal, challenge_id: uuid.UUID, key: str) -> uuid.UUID:
+    async def submit_stored(
+        self, principal: Principal, challenge_id: uuid.UUID, key: str, assistance: Assistance | None = None
+    ) -> uuid.UUID:
         """A video uploaded straight to S3 with the challenge's presigned POST."""
-        person_id = principal.linked_person
+        person_id = _subject(principal, assistance)
         async with unit_of_work(self._pool) as uow:
-            challenge = await self._usable_challenge(uow, challenge_id, person_id)
+            challenge = await self._usable_challenge(uow, challenge_id, person_id, assistance)
         if not key.startswith(challenge["upload_prefix"]) or ".." in key:
             raise Unprocessable("upload_key_invalid")
         size = await asyncio.to_thread(self._storage.size, key)
@@ -234,21 +277,45 @@ class CertificationService:
             raise Unprocessable("upload_missing")
         if size > UPLOAD_MAX_BYTES:
             raise Unprocessable("upload_too_large", max_mb=UPLOAD_MAX_BYTES // (1024 * 1024))
-        return await self._create_check(person_id, challenge_id, "video", [key], size)
+        return await self._create_check(person_id, challenge_id, "video", [key], size, assistance)
 
     async def _create_check(
-        self, person_id: uuid.UUID, challenge_id: uuid.UUID, kind: str, keys: list[str], size: int
+        self,
+        person_id: uuid.UUID,
+        challenge_id: uuid.UUID,
+        kind: str,
+        keys: list[str],
+        size: int,
+        assistance: Assistance | None,
     ) -> uuid.UUID:
         async with unit_of_work(self._pool) as uow:
-            challenge = await self._usable_challenge(uow, challenge_id, person_id)  # re-checked under the lock
+            # re-checked under the lock
+            challenge = await self._usable_challenge(uow, challenge_id, person_id, assistance)
+            holds = await assistance.admit(uow) if assistance is not None else ()
+            assisted = (
+                (assistance.helper_id, assistance.link_id, assistance.device_id, assistance.session_id)
+                if assistance is not None
+                else None
+            )
             check_id = await repo.create_check(
-                uow, person_id, challenge_id, list(challenge["actions"]), kind, keys, size, request_id_var.get()
+                uow,
+                person_id,
+                challenge_id,
+                list(challenge["actions"]),
+                kind,
+                keys,
+                size,
+                request_id_var.get(),
+                assisted,
+                holds,
             )
             await jobs.enqueue(uow, CERTIFY_JOB, str(check_id).encode(), f"certify:{check_id}")
         return check_id
 
     async def check(self, principal: Principal, check_id: uuid.UUID) -> CheckView:
-        person_id = principal.linked_person
+        return await self.check_of(principal.linked_person, check_id)
+
+    async def check_of(self, person_id: uuid.UUID, check_id: uuid.UUID) -> CheckView:
         row = await repo.check_of_person(self._pool, check_id, person_id)
         if row is None:
             raise NotFound("check_not_found")
@@ -393,8 +460,9 @@ class CertificationService:
             await repo.lock_person(uow, item.person_id)
             failures = await repo.failures_since(uow, item.person_id, datetime.now(UTC) - FAILURE_WINDOW)
             reasons = [str(r) for r in analysis.reasons]
+            holds = await repo.hold_reasons(uow, item.check_id)
             verdict = rules.final_status(
-                str(analysis.outcome), reasons, failures, self._settings.failures_before_review
+                str(analysis.outcome), reasons, failures, self._settings.failures_before_review, holds
             )
             written = await repo.record_analysis(
                 uow,

@@ -138,6 +138,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     evidence_min_sources: int = 2
     silent_pass_horizon_days: int = 35
     silent_pass_batch: int = 10_000
+    # Assisted certification by a relative (certification.assisted): active relatives one elder may
+    # have, elders one relative may have linked or be asking for, and how many distinct elders one
+    # relative or one device may help within the window before their checks go to a person.
+    assisted_max_helpers: int = 3
+    assisted_max_elders: int = 2
+    assisted_review_elders: int = 2
+    assisted_window_days: int = 365
 
 
 _SECRET_NAMES = ("token_signing_key", "qr_signing_key", "data_encryption_key", "lookup_hash_key", "audit_chain_key")
@@ -336,6 +343,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("OTP_PER_CLIENT_PER_HOUR", 10, 1, 1_000_000),
         ("OTP_TOTAL_PER_HOUR", 10_000, 1, 100_000_000),
         ("OPERATOR_FAILURES_PER_CLIENT_PER_HOUR", 20, 1, 1_000_000),
+        ("ASSISTED_MAX_HELPERS", 3, 1, 20),
+        ("ASSISTED_MAX_ELDERS", 2, 1, 20),
+        ("ASSISTED_REVIEW_ELDERS", 2, 1, 100),
+        ("ASSISTED_WINDOW_DAYS", 365, 1, 3650),
     ):
         try:
             numbers[name.lower()] = _number(env, name, default, low, high)
@@ -441,6 +452,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "EVIDENCE_MIN_SOURCES": str(settings.evidence_min_sources),
         "SILENT_PASS_HORIZON_DAYS": str(settings.silent_pass_horizon_days),
         "SILENT_PASS_BATCH": str(settings.silent_pass_batch),
+        "ASSISTED_MAX_HELPERS": str(settings.assisted_max_helpers),
+        "ASSISTED_MAX_ELDERS": str(settings.assisted_max_elders),
+        "ASSISTED_REVIEW_ELDERS": str(settings.assisted_review_elders),
+        "ASSISTED_WINDOW_DAYS": str(settings.assisted_window_days),
     }
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id

@@ -20,8 +20,8 @@ from notifications.templates import KINDS, URGENT
 
 ANNOUNCE_RUN_JOB = "notifications.announce_run"
 
-# One-time codes are sent at once and never stored; scans and runs write their notices set-based.
-_EVENT_NOTICES = frozenset(KINDS) - {"sign_in.code", "card_recovery.code"}
+# One-time codes (`*.code`) are sent at once and never stored; scans and runs write their notices set-based.
+_EVENT_NOTICES = frozenset(k for k in KINDS if not k.endswith(".code"))
 
 
 async def publish_event(

@@ -52,6 +52,13 @@ KINDS: tuple[str, ...] = (
     "appeal.received",
     "appeal.upheld",
     "appeal.rejected",
+    # Assisted certification: the code an elder hands to the relative who asked to help them (it names
+    # the relative), and the elder told of each step, so that help they did not ask for is seen.
+    "relative_consent.code",
+    "relative.requested",
+    "relative.consented",
+    "relative.ended",
+    "relative.certified",
 )
 
 # Money leaving or the card being blocked: the person may need to act at once, even at night.
@@ -77,6 +84,7 @@ _COMMON: dict[str, tuple[str, Callable[[Any, str], str]]] = {
     "place": ("place", _as_given),
     # An operator's reason for not upholding an appeal, in their words: staff speak for the office.
     "outcome_reason": ("reason", _as_given),
+    "relative_name": ("relative", _as_given),
 }
 
 
@@ -113,6 +121,7 @@ def _scheduled(p: Mapping[str, Any], locale: str) -> dict[str, str]:
 _SPECIAL: dict[str, Callable[[Mapping[str, Any], str], dict[str, str]]] = {
     "sign_in.code": _code_lifetime,
     "card_recovery.code": _code_lifetime,
+    "relative_consent.code": _code_lifetime,
     "certification.due": _due,
     "payment.will_be_withheld": _reason,
     "payment.withheld": _reason,

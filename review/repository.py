@@ -103,9 +103,13 @@ async def check_for_review(db: Db, check_id: uuid.UUID, *, lock: bool = False) -
                    k.claimed_until, k.claimed_until > now() AS claim_live, k.review_frame_keys,
                    k.media_purged_at, k.worker_outcome, p.reference_photo_key, p.region,
                    p.national_id_masked AS masked_national_id, p.name,
-                   o.display_name AS claimed_by_name
+                   o.display_name AS claimed_by_name,
+                   h.name AS assisted_by_name, h.national_id_masked AS assisted_by_masked_national_id,
+                   l.relationship AS assisted_relationship, k.assisted_device
             FROM certification_checks k JOIN persons p ON p.id = k.person_id
             LEFT JOIN operators o ON o.id = k.claimed_by
+            LEFT JOIN persons h ON h.id = k.assisted_by
+            LEFT JOIN relative_links l ON l.person_id = k.person_id AND l.id = k.assisted_link
             WHERE k.id = $1 {"FOR UPDATE OF k" if lock else ""}""",
         check_id,
     )

@@ -50,6 +50,43 @@ async def _multipart_media(request: Request[Any, Any, Any]) -> UploadMedia:
     return UploadMedia("frames", tuple((blob, "image/jpeg") for blob in blobs))
 
 
+async def read_submission(request: Request[Any, Any, Any]) -> UploadMedia | s.StoredSubmission:
+    """The selfie a submission carries: a multipart upload, or the key of a presigned one (JSON)."""
+    if request.content_type[0] == "multipart/form-data":
+        return await _multipart_media(request)
+    if is_json(request.content_type):
+        return read_json(await request.body(), s.StoredSubmission)
+    raise UnsupportedMedia("submission_content_type")
+
+
+# What a submission may be refused for, whoever submits it (the person, or a relative for them).
+SUBMISSION_REFUSALS = (
+    BadRequest("submission_parts"),
+    BadRequest("upload_empty"),
+    INVALID_BODY,
+    NOT_LINKED,
+    Forbidden("consent_required"),
+    NotFound("challenge_not_found"),
+    Conflict("challenge_used"),
+    Gone("challenge_expired"),
+    BODY_TOO_LARGE,
+    UnsupportedMedia("not_a_video"),
+    UnsupportedMedia("not_jpeg"),
+    UnsupportedMedia("submission_content_type"),
+    Unprocessable("upload_too_large", max_mb=UPLOAD_MAX_BYTES // (1024 * 1024)),
+    Unprocessable("frames_count", low=MIN_FRAMES, high=MAX_FRAMES),
+    Unprocessable("upload_key_invalid"),
+    Unprocessable("upload_missing"),
+)
+# What starting a challenge may be refused for.
+CHALLENGE_REFUSALS = (
+    NOT_LINKED,
+    Conflict("person_deceased"),
+    Conflict("certification_under_review"),
+    TooManyRequests("challenge_rate_limited"),
+)
+
+
 @dataclass
 class SubmissionOperation(ApiOperation):
     """The handler reads its body itself (a multipart upload or a JSON reference), so Litestar sees none
@@ -118,12 +155,7 @@ class CertificationController(Controller):
         "/challenges",
         status_code=201,
         summary="Start a certification: random actions and where to upload",
-        responses=problems(
-            NOT_LINKED,
-            Conflict("person_deceased"),
-            Conflict("certification_under_review"),
-            TooManyRequests("challenge_rate_limited"),
-        ),
+        responses=problems(*CHALLENGE_REFUSALS),
     )
     async def new_challenge(self, request: Request[Principal, Any, Any], services: Services) -> s.Challenge:
         challenges_url = str(request.url.with_replacements(path=f"{self.path}/challenges/", query=""))
@@ -135,36 +167,16 @@ class CertificationController(Controller):
         request_max_body_size=SUBMISSION_MAX_BODY,
         summary="Submit the selfie: multipart (`video`, or 5-30 `frames`) or JSON {s3_key} of a presigned upload",
         operation_class=SubmissionOperation,
-        responses=problems(
-            BadRequest("submission_parts"),
-            BadRequest("upload_empty"),
-            INVALID_BODY,
-            NOT_LINKED,
-            Forbidden("consent_required"),
-            NotFound("challenge_not_found"),
-            Conflict("challenge_used"),
-            Gone("challenge_expired"),
-            BODY_TOO_LARGE,
-            UnsupportedMedia("not_a_video"),
-            UnsupportedMedia("not_jpeg"),
-            UnsupportedMedia("submission_content_type"),
-            Unprocessable("upload_too_large", max_mb=UPLOAD_MAX_BYTES // (1024 * 1024)),
-            Unprocessable("frames_count", low=MIN_FRAMES, high=MAX_FRAMES),
-            Unprocessable("upload_key_invalid"),
-            Unprocessable("upload_missing"),
-        ),
+        responses=problems(*SUBMISSION_REFUSALS),
     )
     async def submit(
         self, challenge_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
     ) -> s.CheckAccepted:
-        if request.content_type[0] == "multipart/form-data":
-            media = await _multipart_media(request)
+        media = await read_submission(request)
+        if isinstance(media, UploadMedia):
             check_id = await services.certification.submit_upload(request.user, challenge_id, media)
-        elif is_json(request.content_type):
-            stored = read_json(await request.body(), s.StoredSubmission)
-            check_id = await services.certification.submit_stored(request.user, challenge_id, stored.s3_key)
         else:
-            raise UnsupportedMedia("submission_content_type")
+            check_id = await services.certification.submit_stored(request.user, challenge_id, media.s3_key)
         return s.CheckAccepted(check_id=check_id, status="queued")
 
     @get(

@@ -71,6 +71,8 @@ class Check(Body):
     reasons: list[ReasonOut]
     submitted_at: datetime
     decided_at: datetime | None
+    # The relative who filmed the person on their phone for this check (certification.assisted), by name.
+    assisted_by: str | None = None
 
 
 class CertificationStatus(Body):

@@ -63,6 +63,12 @@ class CheckForReview(Body):
     frame_urls: list[str]
     reference_url: str | None
     urls_expire_in: int
+    # A relative filmed the person on their own phone (certification.assisted): who, what they are to
+    # the person, and the device; none for a person's own check.
+    assisted_by_name: str | None = None
+    assisted_by_masked_national_id: str | None = None
+    assisted_relationship: str | None = None
+    assisted_device: str | None = None
 
 
 DecisionKind = Literal["approve", "reject", "home_visit"]

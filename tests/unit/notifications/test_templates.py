@@ -42,6 +42,11 @@ SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "appeal.received": {"due_date": "2026-12-19"},
     "appeal.upheld": {"eligible_until": "2027-12-04"},
     "appeal.rejected": {"outcome_reason": "the bank confirms the account was closed"},
+    "relative_consent.code": {"code": "482913", "minutes": 5, "relative_name": "Li Ming"},
+    "relative.requested": {"relative_name": "Li Ming"},
+    "relative.consented": {"relative_name": "Li Ming"},
+    "relative.ended": {"relative_name": "Li Ming"},
+    "relative.certified": {"relative_name": "Li Ming", "eligible_until": "2027-12-04"},
 }
 
 
