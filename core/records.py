@@ -68,13 +68,18 @@ def field_text(raw: dict[str, Any], key: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def national_id_key(raw: dict[str, Any]) -> str:
+    """The row's national ID as records carry it (and duplicates are told by)."""
+    return nid.normalise(field_text(raw, "national_id"))
+
+
 def validate_row(line: int, raw: dict[str, Any]) -> PersonRecord | list[RowError]:
     errors: list[RowError] = []
 
     def bad(field: str, reason: str) -> None:
         errors.append(RowError(line, field, reason))
 
-    national_id = nid.normalise(field_text(raw, "national_id"))
+    national_id = national_id_key(raw)
     id_reason = nid.validate(national_id) if national_id else "is required"
     if id_reason:
         bad("national_id", id_reason)
@@ -228,6 +233,14 @@ def person_rows(lines: Iterable[str], fmt: str, after: int = 0) -> Iterator[Pers
             yield result
 
 
+def person_ids(lines: Iterable[str], fmt: str) -> Iterator[str]:
+    """The national ID of every readable row of a person import, checked or not: a first read that
+    finds the IDs a file holds more than once without checking every row."""
+    for item in iter_rows(lines, fmt, _CSV_REQUIRED):
+        if not isinstance(item, RowError):
+            yield national_id_key(item[1])
+
+
 def parse_import(text: str, fmt: str) -> tuple[list[PersonRecord], list[RowError]]:
     """Validate a whole file; return the records to land (last row per national ID) and all errors."""
     by_id: dict[str, PersonRecord] = {}
@@ -279,3 +292,10 @@ def iso_date(text: str) -> date | None:
 
 def detect_format(filename: str) -> str:
     return "csv" if filename.lower().endswith(".csv") else "jsonl"
+
+
+def normal_bank_account(text: str) -> str | None:
+    """A bank account as stored (spaces removed), or None when it is not 12 to 30 digits: the import's
+    rule, for an account given anywhere else (an administrator's correction)."""
+    account = text.replace(" ", "")
+    return account if _ACCOUNT.fullmatch(account) else None

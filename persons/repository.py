@@ -43,7 +43,19 @@ STAGED_COLUMNS = (
     "start_month",
 )
 StagedRow = tuple[Any, ...]
-PENSION_FIELDS = ["pension.monthly_amount", "pension.bank_account", "pension.start_month"]
+# The fields a merge may change, in the order the audit log names them.
+FIELDS = [
+    "name",
+    "birth_date",
+    "phone",
+    "region",
+    "locale",
+    "reference_photo",
+    "pension.monthly_amount",
+    "pension.bank_account",
+    "pension.start_month",
+]
+PENSION_FIELDS = FIELDS[6:]
 # Person imports merge one batch at a time across the database: a batch reads who exists, then writes,
 # and another import's batch in between could create the same person twice.
 _MERGE_LOCK = 0x50E12A
@@ -51,22 +63,15 @@ _MERGE_LOCK = 0x50E12A
 
 class ImportRun(NamedTuple):
     id: uuid.UUID
-    state: str
-    lines: int
-    loaded_through: int
-    merged_through: int
-    staged: int
-
-
-_RUN = "id, state, lines, loaded_through, merged_through, staged"
+    through: int
 
 
 async def start_import(db: Db, sha256: bytes, file_name: str, lines: int, actor: str) -> tuple[ImportRun, bool]:
     """The unfinished import of this file content, or a new one; and whether it was new."""
     row = await db.fetchrow(
-        f"""INSERT INTO person_imports (file_sha256, file_name, lines, requested_by) VALUES ($1, $2, $3, $4)
-            ON CONFLICT (file_sha256) WHERE state <> 'completed' DO NOTHING
-            RETURNING {_RUN}""",
+        """INSERT INTO person_imports (file_sha256, file_name, lines, requested_by) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (file_sha256) WHERE state = 'running' DO NOTHING
+           RETURNING id, through""",
         sha256,
         file_name,
         lines,
@@ -75,125 +80,54 @@ async def start_import(db: Db, sha256: bytes, file_name: str, lines: int, actor:
     if row is not None:
         return ImportRun(*row), True
     row = await db.fetchrow(
-        f"SELECT {_RUN} FROM person_imports WHERE file_sha256 = $1 AND state <> 'completed'", sha256
+        "SELECT id, through FROM person_imports WHERE file_sha256 = $1 AND state = 'running'", sha256
     )
-    assert row is not None, "an unfinished import vanished"  # it could only have completed in between
+    if row is None:  # it completed between the two statements
+        raise Conflict("import_running", detail="another process has just imported this file")
     return ImportRun(*row), False
 
 
-async def staging_lost(db: Db, run: ImportRun) -> bool:
-    """Whether PostgreSQL emptied the unlogged staging table since (a crash truncates it)."""
-    held: int = await db.fetchval("SELECT count(*) FROM person_import_rows WHERE import_id = $1", run.id)
-    return held != run.staged
-
-
-async def restage(uow: UnitOfWork, run: ImportRun) -> ImportRun:
-    """Load again every line not merged yet: forget what was staged and reported after it."""
-    await uow.execute("DELETE FROM person_import_rows WHERE import_id = $1", run.id)
-    await uow.execute("DELETE FROM person_import_errors WHERE import_id = $1 AND line > $2", run.id, run.merged_through)
-    row = await uow.fetchrow(
-        f"""UPDATE person_imports SET state = 'loading', loaded_through = merged_through, staged = 0
-            WHERE id = $1 RETURNING {_RUN}""",
-        run.id,
-    )
-    assert row is not None
-    return ImportRun(*row)
-
-
-async def _claim(uow: UnitOfWork, run_id: uuid.UUID, column: str, expected: int) -> None:
-    """Lock the import's row, and refuse when another process has moved it on (both run the file)."""
-    at = await uow.fetchval(f"SELECT {column} FROM person_imports WHERE id = $1 FOR UPDATE", run_id)
-    if at != expected:
-        raise Conflict("import_running", detail="another process is importing this file")
-
-
-async def stage(
-    uow: UnitOfWork,
-    run_id: uuid.UUID,
-    after: int,
-    through: int,
-    rows: Sequence[StagedRow],
-    errors: Sequence[tuple[int, int, str, str]],
-) -> None:
-    """One loaded batch: its rows staged, its errors reported (line, n, field, reason), progress moved."""
-    await _claim(uow, run_id, "loaded_through", after)
-    if rows:
-        await uow.conn.copy_records_to_table("person_import_rows", records=rows, columns=STAGED_COLUMNS)
-    if errors:
-        await uow.conn.copy_records_to_table(
-            "person_import_errors",
-            records=[(run_id, *e) for e in errors],
-            columns=("import_id", "line", "n", "field", "reason"),
-        )
-    await uow.execute(
-        "UPDATE person_imports SET loaded_through = $2, staged = staged + $3 WHERE id = $1", run_id, through, len(rows)
-    )
-
-
-async def drop_superseded(uow: UnitOfWork, run: ImportRun) -> None:
-    """Loading done: of the rows for one national ID, only the file's last stays (one person, one
-    record, as across files); the import moves on to merging."""
-    await _claim(uow, run.id, "loaded_through", run.loaded_through)
-    # One hash aggregate over the whole import: sized so that a city's file does not spill to disk.
-    await uow.execute("SET LOCAL work_mem = '256MB'")
-    await uow.execute(
-        """WITH last AS (
-               SELECT national_id_hash, max(line) AS line FROM person_import_rows WHERE import_id = $1
-               GROUP BY national_id_hash HAVING count(*) > 1
-           ), gone AS (
-               DELETE FROM person_import_rows r USING last
-               WHERE r.import_id = $1 AND r.national_id_hash = last.national_id_hash AND r.line < last.line
-               RETURNING 1
-           )
-           UPDATE person_imports SET state = 'merging', staged = staged - (SELECT count(*) FROM gone)
-           WHERE id = $1""",
-        run.id,
-    )
-
-
-async def lock_merge(uow: UnitOfWork, run_id: uuid.UUID, after: int) -> None:
+async def open_batch(uow: UnitOfWork, run_id: uuid.UUID, after: int) -> None:
+    """Start a batch of the import: the merge lock, the import's row checked (another process running
+    the same file would have moved it on) and the batch's temporary tables."""
     await uow.execute("SELECT pg_advisory_xact_lock($1)", _MERGE_LOCK)
-    await _claim(uow, run_id, "merged_through", after)
-
-
-async def staged_accounts(uow: UnitOfWork, run_id: uuid.UUID, first: int, last: int) -> list[asyncpg.Record]:
-    """(line, bank_account_hash, the stored bank_account_enc) of the batch's pensions for persons who
-    have one already: the service decrypts the stored account to tell whether it changed."""
-    return await uow.fetch(
-        """SELECT s.line, s.bank_account_hash, e.bank_account_enc
-           FROM person_import_rows s
-           JOIN persons p ON p.national_id_hash = s.national_id_hash
-           JOIN pension_entitlements e ON e.person_id = p.id
-           WHERE s.import_id = $1 AND s.line BETWEEN $2 AND $3 AND s.bank_account_hash IS NOT NULL""",
-        run_id,
-        first,
-        last,
-    )
-
-
-class MergeCounts(NamedTuple):
-    created: int
-    updated: int
-    unchanged: int
-    cards: int  # persons who need a card number
-
-
-async def classify(
-    uow: UnitOfWork, run_id: uuid.UUID, first: int, last: int, moved_accounts: Sequence[int]
-) -> MergeCounts:
-    """Take the batch's staged rows (lines first..last) into pg_temp.person_merge beside what is
-    stored, with the fields each changes (for a new person, every field it sets), in the order the
-    audit log names them; `moved_accounts` are the lines whose bank account differs from the stored."""
+    at = await uow.fetchval("SELECT through FROM person_imports WHERE id = $1 AND state = 'running'", run_id)
+    if at != after:
+        raise Conflict("import_running", detail="another process is importing this file")
+    # Temporary: no WAL, no shared buffers, gone at commit.
+    await uow.execute("CREATE TEMP TABLE person_batch (LIKE person_import_rows) ON COMMIT DROP")
     await uow.execute(
         """CREATE TEMP TABLE person_merge (LIKE person_import_rows, person_id uuid NOT NULL,
-               is_new boolean NOT NULL, needs_card boolean NOT NULL, changed text[] NOT NULL) ON COMMIT DROP"""
+               is_new boolean NOT NULL, needs_card boolean NOT NULL, stored_account bytea,
+               changed text[] NOT NULL) ON COMMIT DROP"""
     )
+
+
+async def stage(uow: UnitOfWork, rows: Sequence[StagedRow], *, held_back: bool = False) -> None:
+    """COPY the batch's rows in (`held_back`: rows kept in person_import_rows to the import's end)."""
+    if rows:
+        table = "person_import_rows" if held_back else "person_batch"
+        await uow.conn.copy_records_to_table(table, records=rows, columns=STAGED_COLUMNS)
+
+
+async def take_held_back(uow: UnitOfWork, run_id: uuid.UUID) -> None:
+    """The last held-back row of each national ID into the batch; the others are dropped."""
     await uow.execute(
-        """WITH batch AS (
-               DELETE FROM person_import_rows WHERE import_id = $1 AND line BETWEEN $2 AND $3 RETURNING *
-           )
-           INSERT INTO person_merge
-           SELECT b.*, coalesce(p.id, uuidv7()), p.id IS NULL, c.person_id IS NULL,
+        """WITH held AS (DELETE FROM person_import_rows WHERE import_id = $1 RETURNING *)
+           INSERT INTO person_batch SELECT DISTINCT ON (national_id_hash) * FROM held
+           ORDER BY national_id_hash, line DESC""",
+        run_id,
+    )
+
+
+async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
+    """person_batch beside what is stored, into person_merge: the person's id (a new UUIDv7 for a new
+    person), the fields each row changes (for a new person, every field it sets), in FIELDS order.
+    A stored bank account is encrypted: returned are (line, bank_account_hash, stored_account) of the
+    pensions whose account the caller must compare, and `move_accounts` adds what it finds."""
+    await uow.execute(
+        """INSERT INTO person_merge
+           SELECT b.*, coalesce(p.id, uuidv7()), p.id IS NULL, c.person_id IS NULL, e.bank_account_enc,
                   array_remove(ARRAY[
                       CASE WHEN b.name IS DISTINCT FROM p.name THEN 'name' END,
                       CASE WHEN b.birth_date IS DISTINCT FROM p.birth_date THEN 'birth_date' END,
@@ -204,21 +138,43 @@ async def classify(
                                 AND b.reference_photo_key IS NOT NULL THEN 'reference_photo' END,
                       CASE WHEN b.monthly_amount_fen IS DISTINCT FROM e.monthly_amount_fen
                                 AND b.monthly_amount_fen IS NOT NULL THEN 'pension.monthly_amount' END,
-                      CASE WHEN (e.person_id IS NULL OR moved.line IS NOT NULL)
-                                AND b.monthly_amount_fen IS NOT NULL THEN 'pension.bank_account' END,
+                      CASE WHEN e.person_id IS NULL AND b.monthly_amount_fen IS NOT NULL
+                           THEN 'pension.bank_account' END,
                       CASE WHEN b.start_month IS DISTINCT FROM e.start_month
                                 AND b.monthly_amount_fen IS NOT NULL THEN 'pension.start_month' END
                   ], NULL)
-           FROM batch b
+           FROM person_batch b
            LEFT JOIN persons p ON p.national_id_hash = b.national_id_hash
            LEFT JOIN pension_entitlements e ON e.person_id = p.id
-           LEFT JOIN cards c ON c.person_id = p.id
-           LEFT JOIN unnest($4::int[]) AS moved (line) ON moved.line = b.line""",
-        run_id,
-        first,
-        last,
-        list(moved_accounts),
+           LEFT JOIN cards c ON c.person_id = p.id"""
     )
+    return await uow.fetch(
+        """SELECT line, bank_account_hash, stored_account FROM person_merge
+           WHERE stored_account IS NOT NULL AND bank_account_hash IS NOT NULL"""
+    )
+
+
+async def move_accounts(uow: UnitOfWork, lines: Sequence[int]) -> None:
+    """The rows at `lines` change the stored bank account."""
+    if lines:
+        await uow.execute(
+            """UPDATE person_merge m SET changed = ARRAY(
+                   SELECT f FROM unnest($2::text[]) WITH ORDINALITY AS u (f, i)
+                   WHERE f = ANY (m.changed) OR f = 'pension.bank_account' ORDER BY i)
+               WHERE m.line = ANY ($1::int[])""",
+            list(lines),
+            FIELDS,
+        )
+
+
+class MergeCounts(NamedTuple):
+    created: int
+    updated: int
+    unchanged: int
+    cards: int  # persons who need a card number
+
+
+async def merge_counts(uow: UnitOfWork) -> MergeCounts:
     row = await uow.fetchrow(
         """SELECT count(*) FILTER (WHERE is_new) AS created,
                   count(*) FILTER (WHERE NOT is_new AND changed <> '{}') AS updated,
@@ -244,9 +200,9 @@ async def card_sequence_numbers(uow: UnitOfWork, count: int) -> list[int]:
 
 
 async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str]) -> None:
-    """Land pg_temp.person_merge: new persons inserted, changed ones updated (a row without a photo
-    keeps the stored one), changed pensions upserted, a card for each person without one (in line
-    order, `card_numbers` one each). One statement: the foreign keys are checked at its end."""
+    """Land person_merge: new persons inserted, changed ones updated (a row without a photo keeps the
+    stored one), changed pensions upserted, a card for each person without one (in line order,
+    `card_numbers` one each). One statement: the foreign keys are checked at its end."""
     await uow.execute(
         """WITH new_persons AS (
                INSERT INTO persons (id, national_id_hash, national_id_enc, national_id_masked, name, birth_date,
@@ -279,10 +235,19 @@ async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str]) -> None:
     )
 
 
-async def merged(uow: UnitOfWork, run_id: uuid.UUID, through: int, counts: MergeCounts) -> None:
+async def close_batch(
+    uow: UnitOfWork, run_id: uuid.UUID, through: int, errors: Sequence[tuple[int, int, str, str]], counts: MergeCounts
+) -> None:
+    """The batch's errors (line, n, field, reason) reported and the import's progress moved on."""
+    if errors:
+        await uow.conn.copy_records_to_table(
+            "person_import_errors",
+            records=[(run_id, *e) for e in errors],
+            columns=("import_id", "line", "n", "field", "reason"),
+        )
     await uow.execute(
-        """UPDATE person_imports SET merged_through = $2, staged = staged - $3 - $4 - $5,
-               created = created + $3, updated = updated + $4, unchanged = unchanged + $5
+        """UPDATE person_imports SET through = $2, created = created + $3, updated = updated + $4,
+               unchanged = unchanged + $5
            WHERE id = $1""",
         run_id,
         through,
@@ -292,24 +257,22 @@ async def merged(uow: UnitOfWork, run_id: uuid.UUID, through: int, counts: Merge
     )
 
 
+async def complete(uow: UnitOfWork, run_id: uuid.UUID) -> dict[str, Any]:
+    row = await uow.fetchrow(
+        """UPDATE person_imports SET state = 'completed', completed_at = now() WHERE id = $1
+           RETURNING file_name, encode(file_sha256, 'hex') AS sha256, lines, created, updated, unchanged,
+                     (SELECT count(*) FROM person_import_errors WHERE import_id = $1) AS errors""",
+        run_id,
+    )
+    assert row is not None
+    return dict(row)
+
+
 class ImportTotals(NamedTuple):
     created: int
     updated: int
     unchanged: int
     errors: list[tuple[int, str, str]]  # line, field, reason
-
-
-async def complete(uow: UnitOfWork, run_id: uuid.UUID) -> asyncpg.Record:
-    row = await uow.fetchrow(
-        """UPDATE person_imports SET state = 'completed', completed_at = now()
-           WHERE id = $1 AND state = 'merging'
-           RETURNING file_name, encode(file_sha256, 'hex') AS sha256, lines, created, updated, unchanged,
-                     (SELECT count(*) FROM person_import_errors WHERE import_id = $1) AS errors""",
-        run_id,
-    )
-    if row is None:
-        raise Conflict("import_running", detail="another process is importing this file")
-    return row
 
 
 async def totals(db: Db, run_id: uuid.UUID) -> ImportTotals:

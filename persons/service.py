@@ -1,29 +1,42 @@
-"""Importing persons at the size of a city: a file streams through the pure checks into a staging
-table in batches (COPY), then merges into persons, pensions and cards batch by batch in SQL.
+"""Importing persons at the size of a city: a file streams through the pure checks in batches; each
+batch is copied (COPY) into a temporary table and merged into persons, pensions and cards with
+set-based SQL, in one transaction with the import's progress.
 
-Every batch commits with the import's progress (person_imports), so an import killed at any point
-and run again on the same file goes on after its last batch, and ends with the totals and the
-per-line report of one clean run. See docs/cards.md#importing-persons.
+An import killed at any point and run again on the same file goes on after its last batch, and ends
+with the totals and the per-line report of one clean run. A national ID the file holds more than once
+(found by a first read of the file) is held back to the end, where its last good row lands: one
+person, one record, whichever batches its rows fall in. See docs/cards.md#importing-persons.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import codecs
 import hashlib
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import asyncpg
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cards.numbers import card_number
 from certification.service import ENROLL_JOB
-from core.records import Batch, PersonRecord, RowError, RowProgress, batches, detect_format, person_rows
+from core.records import (
+    Batch,
+    PersonRecord,
+    RowError,
+    RowProgress,
+    batches,
+    detect_format,
+    person_ids,
+    person_rows,
+)
 from infra import audit, jobs
 from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id
 from infra.db import UnitOfWork, unit_of_work
@@ -32,10 +45,8 @@ from persons import repository as repo
 
 _PHOTO_TYPES = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png")}
 _MAX_PHOTO_BYTES = 10 * 1024 * 1024
-# Of the time a line takes, loading (read, check, encrypt, COPY) is about this share and the merge the
-# rest (bench.import_persons): the progress display counts a line that far when it is staged.
-LOAD_SHARE = 0.75
 _ACCOUNT_CONTEXT = "pension_entitlements.bank_account"
+_HELD_BACK = "held back (repeated national IDs)"
 
 
 @dataclass
@@ -64,6 +75,14 @@ def fingerprint(chunks: Iterator[bytes]) -> tuple[bytes, int]:
     return digest.digest(), lines + (1 if last and not last.endswith(b"\n") else 0)
 
 
+def repeated_ids(keys: Iterator[str]) -> frozenset[int]:
+    """The (process-local) hashes of the keys that occur more than once. 8 bytes a key while counting,
+    whatever the file's size; a collision only holds back a row that need not be."""
+    hashes = np.frombuffer(array.array("q", (hash(k) for k in keys)), dtype=np.int64)
+    values, counts = np.unique(hashes, return_counts=True)
+    return frozenset(int(v) for v in values[counts > 1])
+
+
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -75,6 +94,13 @@ def _open_text(path: Path, fmt: str) -> IO[str]:
     return path.open(encoding="utf-8-sig", newline="" if fmt == "csv" else None)
 
 
+def _survey(path: Path, fmt: str) -> tuple[bytes, int, frozenset[int]]:
+    """The file's content hash, its lines and the national IDs it holds more than once."""
+    sha256, lines = fingerprint(_file_chunks(path))
+    with _open_text(path, fmt) as text:
+        return sha256, lines, repeated_ids(person_ids(text, fmt))
+
+
 def account_hash(key: bytes, account: str) -> bytes:
     """A keyed hash of a bank account: a changed account is told without decrypting the new one."""
     return lookup_hash(key, f"{_ACCOUNT_CONTEXT}:{account}")
@@ -82,7 +108,8 @@ def account_hash(key: bytes, account: str) -> bytes:
 
 @dataclass
 class _Prepared:
-    rows: list[repo.StagedRow]
+    rows: list[repo.StagedRow]  # merged with their batch
+    held_back: list[repo.StagedRow]  # national IDs the file holds more than once: merged at the end
     with_photos: list[PersonRecord]  # sealed once their photo is stored (I/O, in the event loop)
     errors: list[RowError]
     through: int
@@ -90,39 +117,34 @@ class _Prepared:
 
 class PersonImporter:
     def __init__(
-        self,
-        pool: asyncpg.Pool,
-        storage: ObjectStorage,
-        cipher: FieldCipher,
-        lookup_key: bytes,
-        batch: int,
+        self, pool: asyncpg.Pool, storage: ObjectStorage, cipher: FieldCipher, lookup_key: bytes, batch: int
     ) -> None:
         self._pool = pool
         self._storage = storage
         self._cipher = cipher
         self._lookup_key = lookup_key
-        self._batch = batch  # lines per transaction, staging and merging (IMPORT_BATCH)
+        self._batch = batch  # lines per transaction (IMPORT_BATCH)
 
     async def import_file(self, path: Path, actor: str, progress: RowProgress | None = None) -> ImportReport:
         """Land every good row of a CSV or JSON-lines file; `actor` is who the audit log names. The same
         file (by content) run again while an earlier run of it is unfinished resumes that run."""
         fmt = detect_format(path.name)
-        sha256, lines = await asyncio.to_thread(fingerprint, _file_chunks(path))
+        sha256, lines, repeated = await asyncio.to_thread(_survey, path, fmt)
         run, fresh = await repo.start_import(self._pool, sha256, path.name, lines, actor)
-        resumed = not fresh and (run.loaded_through > 0 or run.state != "loading")
 
-        def show(loaded: int, merged: int) -> None:
+        def show(through: int) -> None:
             if progress:
-                progress(round(LOAD_SHARE * loaded + (1 - LOAD_SHARE) * merged), lines)
+                progress(through, lines)
 
-        if await repo.staging_lost(self._pool, run):
-            async with unit_of_work(self._pool) as uow:
-                run = await repo.restage(uow, run)
-        if run.state == "loading":
-            run = await self._load(path, fmt, run, show)
-            async with unit_of_work(self._pool) as uow:
-                await repo.drop_superseded(uow, run)
-        await self._merge(run, path.name, actor, show)
+        through = await self._batches(path, fmt, run, repeated, actor, show)
+        async with unit_of_work(self._pool) as uow:
+            # The held-back rows: the last good one of each repeated national ID.
+            await repo.open_batch(uow, run.id, through)
+            await repo.take_held_back(uow, run.id)
+            await self._merge(uow, run.id, path.name, actor, {"lines": _HELD_BACK}, [], through)
+            done = await repo.complete(uow, run.id)
+            await audit.record(uow, actor, "person.import_completed", f"person_import:{run.id}", done)
+        show(lines)
         totals = await repo.totals(self._pool, run.id)
         return ImportReport(
             totals.created,
@@ -130,54 +152,66 @@ class PersonImporter:
             totals.unchanged,
             [RowError(*e) for e in totals.errors],
             run.id,
-            resumed,
+            not fresh and run.through > 0,
         )
 
-    # -- loading -----------------------------------------------------------------------------------
-    async def _load(
-        self, path: Path, fmt: str, run: repo.ImportRun, show: Callable[[int, int], None]
-    ) -> repo.ImportRun:
-        """Check and stage every line after the last staged one; the run as loaded."""
-        through = run.loaded_through
+    async def _batches(
+        self,
+        path: Path,
+        fmt: str,
+        run: repo.ImportRun,
+        repeated: frozenset[int],
+        actor: str,
+        show: Callable[[int], None],
+    ) -> int:
+        """Check and merge every line after the last committed batch; the last line merged."""
+        through = run.through
         with await asyncio.to_thread(_open_text, path, fmt) as text:
             pending = batches(person_rows(text, fmt, after=through), self._batch)
 
             def prepare() -> _Prepared | None:
                 batch = next(pending, None)
-                return None if batch is None else self._prepare(run.id, batch)
+                return None if batch is None else self._prepare(run.id, batch, repeated)
 
             # The next batch is read, checked and encrypted in a thread while this one is copied and
-            # committed: PostgreSQL's work overlaps Python's.
+            # merged: PostgreSQL's work overlaps Python's.
             ahead = asyncio.ensure_future(asyncio.to_thread(prepare))
             try:
                 while (ready := await ahead) is not None:
                     ahead = asyncio.ensure_future(asyncio.to_thread(prepare))
-                    rows, errors = ready.rows, list(ready.errors)
+                    errors = list(ready.errors)
                     for record in ready.with_photos:
                         try:
                             photo_key = await self._store_photo(record, path.parent)
                         except ValueError as exc:
                             errors.append(RowError(record.line, "reference_photo", str(exc)))
                         else:
-                            rows.append(self._seal(run.id, record, photo_key))
+                            sealed = self._seal(run.id, record, photo_key)
+                            held = hash(record.national_id) in repeated
+                            (ready.held_back if held else ready.rows).append(sealed)
                     async with unit_of_work(self._pool) as uow:
-                        await repo.stage(uow, run.id, through, ready.through, rows, _numbered(errors))
+                        await repo.open_batch(uow, run.id, through)
+                        await repo.stage(uow, ready.held_back, held_back=True)
+                        await repo.stage(uow, ready.rows)
+                        lines = {"lines": [through + 1, ready.through]}
+                        await self._merge(uow, run.id, path.name, actor, lines, errors, ready.through)
                     through = ready.through
-                    show(through, run.merged_through)
+                    show(through)
             finally:
                 # Never leave the reader thread on a closed file, nor its exception unretrieved.
                 await asyncio.gather(ahead, return_exceptions=True)
-        return run._replace(state="merging", loaded_through=through)
+        return through
 
-    def _prepare(self, import_id: uuid.UUID, batch: Batch) -> _Prepared:
-        rows: list[repo.StagedRow] = []
-        with_photos: list[PersonRecord] = []
+    def _prepare(self, import_id: uuid.UUID, batch: Batch, repeated: frozenset[int]) -> _Prepared:
+        ready = _Prepared([], [], [], batch.errors, batch.through)
         for record in batch.records:
-            if record.reference_photo is None:
-                rows.append(self._seal(import_id, record, None))
+            if record.reference_photo is not None:
+                ready.with_photos.append(record)
+            elif hash(record.national_id) in repeated:
+                ready.held_back.append(self._seal(import_id, record, None))
             else:
-                with_photos.append(record)
-        return _Prepared(rows, with_photos, batch.errors, batch.through)
+                ready.rows.append(self._seal(import_id, record, None))
+        return ready
 
     def _seal(self, import_id: uuid.UUID, record: PersonRecord, photo_key: str | None) -> repo.StagedRow:
         """The staged row: the national ID and the account encrypted and hashed, never in clear."""
@@ -238,31 +272,32 @@ class PersonImporter:
         return key
 
     # -- merging -----------------------------------------------------------------------------------
-    async def _merge(self, run: repo.ImportRun, file_name: str, actor: str, show: Callable[[int, int], None]) -> None:
-        """Merge the staged lines batch by batch, after the last merged one; then complete the run."""
-        first = run.merged_through + 1
-        while first <= run.loaded_through:
-            last = min(first + self._batch - 1, run.loaded_through)
-            async with unit_of_work(self._pool) as uow:
-                await repo.lock_merge(uow, run.id, first - 1)
-                moved = [
-                    r["line"]
-                    for r in await repo.staged_accounts(uow, run.id, first, last)
-                    if account_hash(
-                        self._lookup_key, self._cipher.decrypt_text(r["bank_account_enc"], _ACCOUNT_CONTEXT)
-                    )
-                    != r["bank_account_hash"]
-                ]
-                counts = await repo.classify(uow, run.id, first, last, moved)
-                numbers = await repo.card_sequence_numbers(uow, counts.cards) if counts.cards else []
-                await repo.write_merge(uow, [card_number(n) for n in numbers])
-                await self._audit_batch(uow, run.id, file_name, actor, first, last, counts)
-                await repo.merged(uow, run.id, last, counts)
-            show(run.loaded_through, last)
-            first = last + 1
-        async with unit_of_work(self._pool) as uow:
-            done = await repo.complete(uow, run.id)
-            await audit.record(uow, actor, "person.import_completed", f"person_import:{run.id}", dict(done))
+    async def _merge(
+        self,
+        uow: UnitOfWork,
+        import_id: uuid.UUID,
+        file_name: str,
+        actor: str,
+        lines: Mapping[str, object],
+        errors: list[RowError],
+        through: int,
+    ) -> None:
+        """Merge person_batch (`lines` says which), report the batch's errors, move the import on."""
+        stored = await repo.classify(uow)
+        await repo.move_accounts(
+            uow,
+            [
+                r["line"]
+                for r in stored
+                if account_hash(self._lookup_key, self._cipher.decrypt_text(r["stored_account"], _ACCOUNT_CONTEXT))
+                != r["bank_account_hash"]
+            ],
+        )
+        counts = await repo.merge_counts(uow)
+        numbers = await repo.card_sequence_numbers(uow, counts.cards) if counts.cards else []
+        await repo.write_merge(uow, [card_number(n) for n in numbers])
+        await self._audit_batch(uow, import_id, file_name, actor, lines, counts)
+        await repo.close_batch(uow, import_id, through, numbered_errors(errors), counts)
 
     async def _audit_batch(
         self,
@@ -270,15 +305,14 @@ class PersonImporter:
         import_id: uuid.UUID,
         file_name: str,
         actor: str,
-        first: int,
-        last: int,
+        lines: Mapping[str, object],
         counts: repo.MergeCounts,
     ) -> None:
         """One entry for the batch (its lines and counts: the persons it created are named by it), one
         per person it changed (the fields, as a change to a bank account must be traceable to who made
         it), and the face worker told of each new reference photo."""
-        if not counts.created + counts.updated + counts.unchanged:
-            return
+        if lines.get("lines") == _HELD_BACK and not counts.created + counts.updated + counts.unchanged:
+            return  # no national ID repeated: the batches' entries say it all
         changes = await repo.merged_changes(uow)
         await audit.record_many(
             uow,
@@ -298,7 +332,7 @@ class PersonImporter:
             actor,
             "person.import_batch",
             f"person_import:{import_id}",
-            {"file": file_name, "lines": [first, last], **counts._asdict()},
+            {"file": file_name, **lines, **counts._asdict()},
         )
         for c in changes:
             if "reference_photo" in c["changed"]:
@@ -307,7 +341,7 @@ class PersonImporter:
                 await jobs.enqueue(uow, ENROLL_JOB, f"{person_id} {key}".encode(), f"enroll:{person_id}:{key}")
 
 
-def _numbered(errors: list[RowError]) -> list[tuple[int, int, str, str]]:
+def numbered_errors(errors: list[RowError]) -> list[tuple[int, int, str, str]]:
     """(line, n, field, reason): n keeps a line's errors in the order they were found."""
     out: list[tuple[int, int, str, str]] = []
     for e in sorted(errors, key=lambda e: e.line):  # stable: a line's errors keep their order

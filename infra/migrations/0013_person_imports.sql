@@ -1,31 +1,30 @@
--- Person imports at the size of a city (issue 20): a file is loaded in batches into a staging table,
--- then merged into persons, pension entitlements and cards batch by batch with set-based SQL. Every
--- batch commits with the import's progress, so an import killed at any point and run again on the same
--- file (the same content hash) goes on after the last committed batch.
+-- Person imports at the size of a city (issue 20): a file streams through the checks in batches;
+-- each batch is copied into a temporary table and merged into persons, pension entitlements and
+-- cards with set-based SQL, and commits with the import's progress, so an import killed at any point
+-- and run again on the same file (the same content hash) goes on after its last committed batch.
 --
 -- Keys for Citus (issue 23): person_imports and person_import_errors are a handful of rows per import
 -- with no person in them, kept on the coordinator like silent_passes; person_import_rows is local
--- staging (unlogged, emptied as the merge goes). Ids are UUIDv7; no sequence, no trigger.
+-- staging (rows held back until the end of their import, then deleted). Ids are UUIDv7; no sequence,
+-- no trigger.
 
 CREATE TABLE person_imports (
-    id             uuid PRIMARY KEY DEFAULT uuidv7(),
-    file_sha256    bytea NOT NULL CHECK (length(file_sha256) = 32),
-    file_name      text NOT NULL,
-    lines          int NOT NULL,                -- lines in the file, for the progress display
-    state          text NOT NULL DEFAULT 'loading' CHECK (state IN ('loading', 'merging', 'completed')),
-    loaded_through int NOT NULL DEFAULT 0,      -- the last line checked and staged (or reported)
-    merged_through int NOT NULL DEFAULT 0,      -- the last line merged
-    staged         int NOT NULL DEFAULT 0,      -- rows in person_import_rows now: fewer means a crash emptied it
-    created        int NOT NULL DEFAULT 0,
-    updated        int NOT NULL DEFAULT 0,
-    unchanged      int NOT NULL DEFAULT 0,
-    requested_by   text NOT NULL,
-    started_at     timestamptz NOT NULL DEFAULT now(),
-    completed_at   timestamptz,
+    id           uuid PRIMARY KEY DEFAULT uuidv7(),
+    file_sha256  bytea NOT NULL CHECK (length(file_sha256) = 32),
+    file_name    text NOT NULL,
+    lines        int NOT NULL,                  -- lines in the file, for the progress display
+    state        text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'completed')),
+    through      int NOT NULL DEFAULT 0,        -- the last line of the last committed batch
+    created      int NOT NULL DEFAULT 0,
+    updated      int NOT NULL DEFAULT 0,
+    unchanged    int NOT NULL DEFAULT 0,
+    requested_by text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
     CHECK ((state = 'completed') = (completed_at IS NOT NULL))
 );
 -- One unfinished import per file content: running the same file again resumes it.
-CREATE UNIQUE INDEX person_imports_unfinished_idx ON person_imports (file_sha256) WHERE state <> 'completed';
+CREATE UNIQUE INDEX person_imports_unfinished_idx ON person_imports (file_sha256) WHERE state = 'running';
 
 -- The per-line report, kept with the import so that a resumed run reports the lines of the first one.
 CREATE TABLE person_import_errors (
@@ -37,12 +36,12 @@ CREATE TABLE person_import_errors (
     PRIMARY KEY (import_id, line, n)
 );
 
--- The checked rows of the imports in progress, sealed as persons stores them (national ID and bank
--- account encrypted, keyed lookup hashes, masked copies): never a national ID or an account in clear.
--- Unlogged: no WAL for rows that live minutes; a crash of PostgreSQL empties it, and the import then
--- loads again what it had not merged yet (person_imports.staged tells).
-CREATE UNLOGGED TABLE person_import_rows (
-    import_id           uuid NOT NULL,
+-- The checked rows of national IDs that the file holds more than once, sealed as persons stores them
+-- (national ID and bank account encrypted, keyed lookup hashes, masked copies; never in clear). They
+-- are held back to the end of the import, where the last of each lands ("one person, one record", as
+-- across files); every other row merges with its batch and is never written here.
+CREATE TABLE person_import_rows (
+    import_id           uuid NOT NULL REFERENCES person_imports (id),
     line                int NOT NULL,
     national_id_hash    bytea NOT NULL,
     national_id_enc     bytea NOT NULL,
