@@ -112,9 +112,9 @@ CANDIDATES_SQL = """
 
 
 async def candidates(
-    uow: UnitOfWork, after: uuid.UUID | None, due_by: date, batch: int, since: date, on: date, sources: Sequence[str]
+    db: Db, after: uuid.UUID | None, due_by: date, batch: int, since: date, on: date, sources: Sequence[str]
 ) -> list[asyncpg.Record]:
-    return await uow.fetch(CANDIDATES_SQL, after or _NO_PERSON, due_by, batch, since, on, list(sources))
+    return await db.fetch(CANDIDATES_SQL, after or _NO_PERSON, due_by, batch, since, on, list(sources))
 
 
 # The batch's confirmations, in one statement: eligibility extended as a face pass extends it (for the

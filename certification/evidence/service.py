@@ -4,6 +4,7 @@ trail that explains each confirmation to the person, to operators and in the aud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,14 @@ SILENT_ACTOR = "system:silent-pass"
 IMPORT_CHUNK = 5_000  # feed lines per transaction
 TRAIL_LIMIT = 20  # confirmations shown
 EVENTS_LIMIT = 200  # recent events shown to operators
+
+
+@dataclass(frozen=True)
+class ReadAhead:
+    """The silent pass's next batch, being read while the current one is written."""
+
+    after: uuid.UUID
+    rows: asyncio.Future[list[asyncpg.Record]]
 
 
 @dataclass
@@ -208,28 +217,59 @@ class EvidenceService:
         return await self.view(pass_id)
 
     async def process(self, pass_id: uuid.UUID, on_batch: Callable[[int, int], Awaitable[None]] | None = None) -> None:
-        """Batches until the pass is complete; safe to run in any number of processes at once."""
-        while True:
-            async with unit_of_work(self._pool) as uow:
-                run = await repo.lock_pass(uow, pass_id)
-                if run is None:
-                    raise NotFound("silent_pass_not_found")
-                if run["state"] == "completed":
-                    return
-                scanned, confirmed = await self._batch_of(uow, run)
-                if scanned == 0:
-                    await self._completed(uow, pass_id)
-            if on_batch is not None and scanned:
-                await on_batch(scanned, confirmed)
+        """Batches until the pass is complete; safe to run in any number of processes at once.
 
-    async def _batch_of(self, uow: UnitOfWork, run: asyncpg.Record) -> tuple[int, int]:
-        """The next batch of due persons judged and the confirmed recorded, with the pass's progress:
-        all in the caller's transaction, so a crash leaves the batch wholly done or not at all."""
+        While a batch is judged and written, the next one is read on a connection of its own: on two
+        cores the database reads while Python judges. The read-ahead is used only if the batch it read
+        is still the pass's next when the pass is locked again (another executor may have taken it);
+        what it read cannot have been changed by this batch's writes (other persons), and a death
+        recorded since it was read still wins when the confirmations are written (CONFIRM_SQL)."""
+        ahead: ReadAhead | None = None
+        try:
+            while True:
+                async with unit_of_work(self._pool) as uow:
+                    run = await repo.lock_pass(uow, pass_id)
+                    if run is None:
+                        raise NotFound("silent_pass_not_found")
+                    if run["state"] == "completed":
+                        return
+                    rows = await self._next_rows(uow, run, ahead)
+                    ahead = self._read_ahead(run, rows)
+                    scanned, confirmed = await self._batch_of(uow, run, rows)
+                    if scanned == 0:
+                        await self._completed(uow, pass_id)
+                if on_batch is not None and scanned:
+                    await on_batch(scanned, confirmed)
+        finally:
+            if ahead is not None:
+                ahead.rows.cancel()
+                with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, OSError):
+                    await ahead.rows
+
+    def _candidates_args(self, run: asyncpg.Record, after: uuid.UUID | None) -> tuple[Any, ...]:
         rule = EvidenceRule.from_dict(run["rule"])
         on: date = run["run_on"]
-        rows = await repo.candidates(
-            uow, run["resume_after"], run["due_by"], self._batch, rule.since(on), on, sorted(rule.sources)
-        )
+        return (after, run["due_by"], self._batch, rule.since(on), on, sorted(rule.sources))
+
+    async def _next_rows(self, uow: UnitOfWork, run: asyncpg.Record, ahead: ReadAhead | None) -> list[asyncpg.Record]:
+        if ahead is not None and ahead.after == run["resume_after"]:
+            return await ahead.rows
+        if ahead is not None:
+            ahead.rows.cancel()
+        return await repo.candidates(uow, *self._candidates_args(run, run["resume_after"]))
+
+    def _read_ahead(self, run: asyncpg.Record, rows: list[asyncpg.Record]) -> ReadAhead | None:
+        if len(rows) < self._batch:  # the last batch: nobody after it
+            return None
+        after: uuid.UUID = rows[-1]["person_id"]
+        task = asyncio.ensure_future(repo.candidates(self._pool, *self._candidates_args(run, after)))
+        return ReadAhead(after, task)
+
+    async def _batch_of(self, uow: UnitOfWork, run: asyncpg.Record, rows: list[asyncpg.Record]) -> tuple[int, int]:
+        """The batch of due persons judged and the confirmed recorded, with the pass's progress: all in
+        the caller's transaction, so a crash leaves the batch wholly done or not at all."""
+        rule = EvidenceRule.from_dict(run["rule"])
+        on: date = run["run_on"]
         chosen: list[tuple[asyncpg.Record, tuple[Evidence, ...]]] = []
         for row in rows:
             found = zip(row["ids"] or (), row["sources"] or (), row["days"] or (), strict=True)
@@ -245,28 +285,29 @@ class EvidenceService:
             [[e.id for e in trail] for _, trail in chosen],
             [row["certified_until"] for row, _ in chosen],
         )
-        # Each confirmation in the audit log with its trail, so the log alone explains it.
-        await audit.record_many(
-            uow,
-            SILENT_ACTOR,
-            "certification.confirmed_by_data",
-            [
-                (
-                    f"person:{row['person_id']}",
-                    {
-                        "pass_id": str(run["id"]),
-                        "previous_until": row["certified_until"].isoformat() if row["certified_until"] else None,
-                        "eligible_until": confirmed[row["person_id"]].isoformat(),
-                        "evidence": [
-                            {"id": str(e.id), "source": e.source, "occurred_on": e.occurred_on.isoformat()}
-                            for e in trail
-                        ],
-                    },
-                )
-                for row, trail in chosen
-                if row["person_id"] in confirmed
-            ],
-        )
+        # The batch's confirmations in one audit entry, each with its trail, so the log alone explains
+        # every one: an entry a person would make the pass write as many audit rows as it confirms
+        # (half a million in a city), each chained and hashed one after another.
+        if confirmed:
+            await audit.record(
+                uow,
+                SILENT_ACTOR,
+                "certification.confirmed_by_data",
+                f"silent_pass:{run['id']}",
+                {
+                    "after": str(run["resume_after"]) if run["resume_after"] else None,
+                    "confirmations": [
+                        {
+                            "person": str(row["person_id"]),
+                            "previous_until": row["certified_until"].isoformat() if row["certified_until"] else None,
+                            "eligible_until": confirmed[row["person_id"]].isoformat(),
+                            "evidence": [[str(e.id), e.source, e.occurred_on.isoformat()] for e in trail],
+                        }
+                        for row, trail in chosen
+                        if row["person_id"] in confirmed
+                    ],
+                },
+            )
         last = rows[-1]["person_id"] if rows else None
         await repo.advance_pass(uow, run["id"], last, len(rows), len(confirmed))
         return len(rows), len(confirmed)

@@ -177,9 +177,11 @@ async def test_the_silent_pass_extends_eligibility_like_a_pass_and_keeps_the_tra
     (entry,) = await pool.fetch(
         "SELECT actor, subject, details FROM audit_log WHERE action = 'certification.confirmed_by_data'"
     )
-    assert (entry["actor"], entry["subject"]) == ("system:silent-pass", f"person:{alive.id}")
-    assert [e["id"] for e in entry["details"]["evidence"]] == [str(e.id) for e in confirmation.evidence]
-    assert entry["details"]["eligible_until"] == extended_until(TODAY).isoformat()
+    assert (entry["actor"], entry["subject"]) == ("system:silent-pass", f"silent_pass:{done.id}")
+    (audited,) = entry["details"]["confirmations"]
+    assert audited["person"] == str(alive.id)
+    assert [e[0] for e in audited["evidence"]] == [str(e.id) for e in confirmation.evidence]
+    assert audited["eligible_until"] == extended_until(TODAY).isoformat()
     assert (await audit.verify(pool))[1] is None
     # Run again: nobody is due any more who could be confirmed, and nobody is confirmed twice.
     again = await services.evidence.run_pass("system:test")
@@ -287,8 +289,9 @@ async def test_a_pass_that_crashes_resumes_with_no_duplicate_and_no_gap(
     tmp_path: Path,
     monkeypatch: Any,
 ) -> None:
-    people = await import_pensioners(importer, pool, tmp_path, 7)
-    lines = [line for p in people[:6] for line in _alive_lines(p)]  # the 7th has no evidence
+    # In the pass's order (person id), the last one without evidence: two batches of two confirm four.
+    people = sorted(await import_pensioners(importer, pool, tmp_path, 7), key=lambda p: p.id)
+    lines = [line for p in people[:6] for line in _alive_lines(p)]
     await services.evidence.import_file(_feed(tmp_path, "ev.csv", *lines), "system:test")
     small = EvidenceService(pool, msgspec.structs.replace(settings, silent_pass_batch=2))
     batches = 0
@@ -326,7 +329,10 @@ async def test_a_pass_that_crashes_resumes_with_no_duplicate_and_no_gap(
     assert await pool.fetchval("SELECT count(DISTINCT pass_id) FROM life_confirmations") == 1
     confirmed = {r["person_id"] for r in await pool.fetch("SELECT person_id FROM life_confirmations")}
     assert confirmed == {p.id for p in people[:6]}
-    audited = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'certification.confirmed_by_data'")
+    audited = await pool.fetchval(
+        """SELECT count(*) FROM audit_log, jsonb_array_elements(details -> 'confirmations')
+           WHERE action = 'certification.confirmed_by_data'"""
+    )
     assert audited == 6
     assert (await audit.verify(pool))[1] is None
 
