@@ -24,10 +24,12 @@ from tests.conftest import FACES
 from tests.factories import (
     SamplePerson,
     bearer,
+    console_sign_in,
     last_code,
     problem_code,
     sample_person,
     sign_in,
+    staff_member,
     video_frame,
     write_jsonl,
 )
@@ -394,9 +396,16 @@ async def test_a_relative_or_device_that_helps_too_many_elders_goes_to_review(
     other = await _relative(client, pool, importer, tmp_path, "shared-phone")
     fourth = await _linked(client, pool, other, elders[3])
     on_device = await _submit(client, other, fourth, video)
-    assert await pool.fetchval("SELECT hold_reasons FROM certification_checks WHERE id = $1", uuid.UUID(on_device)) == [
-        "assisted_limit"
-    ]
+    held_on_device = await pool.fetchval(
+        "SELECT hold_reasons FROM certification_checks WHERE id = $1", uuid.UUID(on_device)
+    )
+    assert held_on_device == ["assisted_limit"]
+    # The console's check page names the relative and the device too.
+    await console_sign_in(client, "console1", await staff_member(services, "console1", "Console One"))
+    page = await client.get(f"/console/checks/{on_device}")
+    assert page.status_code == 200, page.text
+    assert other.person.name in page.text
+    assert "shared-phone" in page.text
 
 
 async def test_a_death_record_wins_over_a_relatives_help(
