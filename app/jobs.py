@@ -18,7 +18,7 @@ from infra.config import Settings
 from liveness.analyser import FaceAnalyser
 from liveness.worker import FaceJobs
 from notifications.dispatcher import CHANNELS, DISPATCH_JOBS, Channel, Dispatcher
-from notifications.outbox import ANNOUNCE_RUN_JOB
+from notifications.outbox import ANNOUNCE_CONFIRMATIONS_JOB, ANNOUNCE_RUN_JOB
 from notifications.push import push_channel
 from notifications.service import REMIND_JOB
 from payments.disbursement.service import DISBURSE_JOB
@@ -82,6 +82,9 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
         async def announce_run(job: Job) -> None:
             await services.notifications.announce_run(_uuid_of(job))
 
+        async def announce_confirmations(job: Job) -> None:
+            await services.notifications.announce_confirmations(_uuid_of(job))
+
         async def remind(job: Job) -> None:
             await services.notifications.remind()
 
@@ -108,6 +111,7 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             PURGE_MEDIA_JOB: purge_media,
             DISBURSE_JOB: disburse,
             ANNOUNCE_RUN_JOB: announce_run,
+            ANNOUNCE_CONFIRMATIONS_JOB: announce_confirmations,
             REMIND_JOB: remind,
             SILENT_JOB: silent_pass,
             audit.ANCHOR_JOB: anchor_audit,

@@ -19,6 +19,7 @@ from notifications.rules import release_at
 from notifications.templates import KINDS, URGENT
 
 ANNOUNCE_RUN_JOB = "notifications.announce_run"
+ANNOUNCE_CONFIRMATIONS_JOB = "notifications.announce_confirmations"
 
 # One-time codes (`*.code`) are sent at once and never stored; scans and runs write their notices set-based.
 _EVENT_NOTICES = frozenset(k for k in KINDS if not k.endswith(".code"))
@@ -36,3 +37,9 @@ async def publish_event(
 
 async def queue_run_announcement(uow: UnitOfWork, run_id: uuid.UUID) -> None:
     await enqueue(uow, ANNOUNCE_RUN_JOB, str(run_id).encode(), f"{ANNOUNCE_RUN_JOB}:{run_id}")
+
+
+async def queue_confirmations_announcement(uow: UnitOfWork, pass_id: uuid.UUID) -> None:
+    """The persons a completed silent pass confirmed are told, by a job of its own: half a million
+    notices are not written inside the pass."""
+    await enqueue(uow, ANNOUNCE_CONFIRMATIONS_JOB, str(pass_id).encode(), f"{ANNOUNCE_CONFIRMATIONS_JOB}:{pass_id}")

@@ -98,6 +98,35 @@ async def announce_batch(
     return row
 
 
+# One batch of a silent pass's confirmations in person order: a notice each, in the inbox at once and
+# released at `$4` (out of quiet hours).
+ANNOUNCE_CONFIRMATIONS_SQL = f"""
+    WITH batch AS (
+        SELECT c.person_id, c.eligible_until FROM life_confirmations c
+        WHERE c.pass_id = $1 AND c.person_id > $2
+        ORDER BY c.person_id
+        LIMIT $3
+    ), notice AS (
+        INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
+        SELECT person_id, 'certification.confirmed_by_data', jsonb_build_object('eligible_until', eligible_until),
+               false, 'certification.confirmed_by_data:' || $1 || ':' || person_id, now()
+        FROM batch
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, person_id, $4::timestamptz AS release_at
+    ), routed AS ({_ROUTE} RETURNING 1)
+    SELECT (SELECT count(*) FROM batch) AS scanned, (SELECT count(*) FROM notice) AS written, last.person_id
+    FROM (SELECT NULL) one
+    LEFT JOIN LATERAL (SELECT person_id FROM batch ORDER BY person_id DESC LIMIT 1) last ON true"""
+
+
+async def announce_confirmations_batch(
+    uow: UnitOfWork, pass_id: uuid.UUID, after: uuid.UUID, batch: int, release: datetime
+) -> asyncpg.Record:
+    row = await uow.fetchrow(ANNOUNCE_CONFIRMATIONS_SQL, pass_id, after, batch, release)
+    assert row is not None
+    return row
+
+
 async def run_to_announce(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT id, pay_date FROM disbursement_runs WHERE id = $1 AND state = 'completed'", run_id)
 

@@ -107,6 +107,21 @@ class NotificationService:
         log.info("reminder scan done", extra={"on": today.isoformat(), **counts})
         return counts
 
+    async def announce_confirmations(self, pass_id: uuid.UUID, batch: int = ANNOUNCE_BATCH) -> int:
+        """A notice to each person a silent pass confirmed, batch by batch (a restart rewrites none)."""
+        release = release_at(datetime.now(UTC), urgent=False)
+        written = 0
+        after = uuid.UUID(int=0)  # below every id
+        while True:
+            async with unit_of_work(self._pool) as uow:
+                done = await repo.announce_confirmations_batch(uow, pass_id, after, batch, release)
+            written += int(done["written"])
+            if done["scanned"] < batch:
+                break
+            after = done["person_id"]
+        log.info("confirmation notices written", extra={"pass_id": str(pass_id), "notices": written})
+        return written
+
     async def announce_run(self, run_id: uuid.UUID, batch: int = ANNOUNCE_BATCH) -> int:
         """A notice per payment record of a completed run, batch by batch (a restart rewrites none)."""
         run = await repo.run_to_announce(self._pool, run_id)

@@ -33,6 +33,7 @@ KINDS: tuple[str, ...] = (
     "card_recovery.code",
     "certification.due",
     "certification.passed",
+    "certification.confirmed_by_data",
     "certification.failed",
     "certification.retry",
     "certification.needs_review",

@@ -26,6 +26,7 @@ from infra import audit, jobs
 from infra.config import Settings
 from infra.crypto import lookup_hash
 from infra.db import Db, UnitOfWork, unit_of_work
+from notifications.outbox import queue_confirmations_announcement
 from notifications.rules import LOCAL_TZ
 
 log = logging.getLogger(__name__)
@@ -317,6 +318,8 @@ class EvidenceService:
         assert done is not None
         summary = {"run_on": done["run_on"].isoformat(), "scanned": done["scanned"], "confirmed": done["confirmed"]}
         await audit.record(uow, SILENT_ACTOR, "certification.silent_pass_completed", f"silent_pass:{pass_id}", summary)
+        if done["confirmed"]:
+            await queue_confirmations_announcement(uow, pass_id)
         log.info("silent pass completed", extra={"pass_id": str(pass_id), **summary})
 
     async def view(self, pass_id: uuid.UUID) -> SilentPass:

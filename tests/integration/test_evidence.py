@@ -183,6 +183,15 @@ async def test_the_silent_pass_extends_eligibility_like_a_pass_and_keeps_the_tra
     assert [e[0] for e in audited["evidence"]] == [str(e.id) for e in confirmation.evidence]
     assert audited["eligible_until"] == extended_until(TODAY).isoformat()
     assert (await audit.verify(pool))[1] is None
+    # The confirmed person is told, by a job of its own after the pass; the job run twice tells once.
+    queued = "SELECT count(*) FROM pgqueuer WHERE entrypoint = 'notifications.announce_confirmations'"
+    assert await pool.fetchval(queued) == 1
+    assert await services.notifications.announce_confirmations(done.id) == 1
+    assert await services.notifications.announce_confirmations(done.id) == 0
+    told = await pool.fetch("SELECT person_id, kind, params FROM notifications WHERE kind LIKE 'certification.%'")
+    assert [(r["person_id"], r["params"]) for r in told] == [
+        (alive.id, {"eligible_until": extended_until(TODAY).isoformat()})
+    ]
     # Run again: nobody is due any more who could be confirmed, and nobody is confirmed twice.
     again = await services.evidence.run_pass("system:test")
     assert (again.id != done.id, again.confirmed) == (True, 0)

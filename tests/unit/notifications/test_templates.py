@@ -21,6 +21,7 @@ SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "card_recovery.code": {"code": "482913", "minutes": 5},
     "certification.due": {"due_date": "2026-12-15", "days_left": 7, "stage": 7},
     "certification.passed": {"eligible_until": "2027-12-15"},
+    "certification.confirmed_by_data": {"eligible_until": "2027-12-15"},
     "certification.failed": {},
     "certification.retry": {},
     "certification.needs_review": {},
