@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from app.progress import Counter
 from app.services import Services, open_services
 from certification.evidence.service import EvidenceImportReport
+from core.principal import ADMIN, Principal
 from core.records import RowError, RowProgress
 from infra.config import (
     APP_DATABASE,
@@ -387,6 +388,66 @@ async def cmd_bank_file(args: argparse.Namespace, services: Services) -> int:
     return 0
 
 
+async def _administrator(services: Services, username: str) -> Principal | None:
+    """`--as USERNAME`: the enabled administrator the CLI acts as where two people must sign (the audit
+    log names them); None, with the reason printed, for anyone else."""
+    from auth import repository as auth_repo
+
+    found = await auth_repo.administrator_id(services.pool, username)
+    if found is None:
+        print(f"no enabled administrator named {username}", file=sys.stderr)
+        return None
+    return Principal(role=ADMIN, subject_id=found, username=username)
+
+
+@with_services
+async def cmd_disbursement_sign(args: argparse.Namespace, services: Services) -> int:
+    """Approve or release the period's run as a named administrator (maker-checker)."""
+    from core.errors import AppError
+
+    admin = await _administrator(services, args.admin)
+    run_id = await services.disbursements.run_of_period(args.period)
+    if admin is None or run_id is None:
+        if run_id is None:
+            print(f"no disbursement run for {args.period:%Y-%m}", file=sys.stderr)
+        return 2
+    sign = services.disbursements.approve if args.action == "approve" else services.disbursements.release
+    try:
+        run = await sign(run_id, admin.actor, admin.named)
+    except AppError as exc:
+        print(f"refused: {exc.code}", file=sys.stderr)
+        return 3
+    print(json.dumps({"id": str(run["id"]), "period": f"{run['period']:%Y-%m}", "state": run["state"]}))
+    return 0
+
+
+@with_services
+async def cmd_bank_account_set(args: argparse.Namespace, services: Services) -> int:
+    from core.errors import AppError
+
+    admin = await _administrator(services, args.admin)
+    if admin is None:
+        return 2
+    try:
+        done = await services.bank_accounts.set_account(
+            admin.actor, args.national_id, args.account, args.reason, admin.named
+        )
+    except AppError as exc:
+        print(f"refused: {exc.code}", file=sys.stderr)
+        return 3
+    print(
+        json.dumps(
+            {
+                "national_id_masked": done.national_id_masked,
+                "bank_account_masked": done.bank_account_masked,
+                "changed": done.changed,
+                "returned_awaiting": done.returned_awaiting,
+            }
+        )
+    )
+    return 0
+
+
 @with_services
 async def cmd_import_bank_returns(args: argparse.Namespace, services: Services) -> int:
     try:
@@ -553,10 +614,29 @@ def parser() -> argparse.ArgumentParser:
     disburse = sub.add_parser("disburse", help="run (or finish) the monthly pension disbursement of a period")
     disburse.add_argument("--period", type=_period, required=True, metavar="YYYY-MM", help="the month paid")
     disburse.set_defaults(func=cmd_disburse)
-    bank = sub.add_parser("bank-file", help="write a completed run's payment order for the bank (CSV)")
-    bank.add_argument("--period", type=_period, required=True, metavar="YYYY-MM", help="the completed run's month")
+    bank = sub.add_parser("bank-file", help="write a released run's payment order for the bank (CSV)")
+    bank.add_argument("--period", type=_period, required=True, metavar="YYYY-MM", help="the released run's month")
     bank.add_argument("--out", help="file to write (default: standard output)")
     bank.set_defaults(func=cmd_bank_file)
+    signing = sub.add_parser("disbursement", help="sign a completed run: two administrators, never one")
+    steps = signing.add_subparsers(dest="action", required=True)
+    for action, what in (
+        ("approve", "approve the period's completed run (not by the administrator who started it)"),
+        ("release", "release the period's approved run to the bank (a second person beside the approver)"),
+    ):
+        step = steps.add_parser(action, help=what)
+        step.add_argument("--period", type=_period, required=True, metavar="YYYY-MM", help="the run's month")
+        step.add_argument("--as", dest="admin", required=True, metavar="USERNAME", help="the administrator signing")
+        step.set_defaults(func=cmd_disbursement_sign)
+    account = sub.add_parser("bank-account", help="pension bank accounts").add_subparsers(dest="action", required=True)
+    set_account = account.add_parser(
+        "set", help="set (or confirm) a pension's account; the next run pays returned payments again"
+    )
+    set_account.add_argument("national_id", help="the person's ID number")
+    set_account.add_argument("account", help="12 to 30 digits (the one on file: confirmed, e.g. reopened)")
+    set_account.add_argument("--reason", required=True, help="why; kept in the audit log")
+    set_account.add_argument("--as", dest="admin", required=True, metavar="USERNAME", help="the administrator")
+    set_account.set_defaults(func=cmd_bank_account_set)
 
     certify = sub.add_parser("certify", help="pension certification").add_subparsers(dest="action", required=True)
     silent = certify.add_parser(

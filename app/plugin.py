@@ -29,7 +29,12 @@ from app.http.family.controllers import FamilyController, RelativeLinkAdminContr
 from app.http.in_person.controllers import AppealController, InPersonAdminController, InPersonController
 from app.http.medical.controllers import MedicalAccountController, TerminalChargeController
 from app.http.notifications.controllers import DeviceController, InboxController, NotificationAdminController
-from app.http.payments.controllers import DisbursementController, PaymentController, ReturnedPaymentController
+from app.http.payments.controllers import (
+    BankAccountController,
+    DisbursementController,
+    PaymentController,
+    ReturnedPaymentController,
+)
 from app.http.problems import problem_json
 from app.http.review.controllers import ReviewController
 from app.http.system.controllers import HealthController, MetricsController
@@ -64,6 +69,7 @@ class SocialCardPlugin(InitPluginProtocol):
                 MedicalAccountController,
                 PaymentController,
                 DisbursementController,
+                BankAccountController,
                 ReturnedPaymentController,
                 DeathReversalController,
                 EvidenceAdminController,

@@ -27,6 +27,7 @@ from infra.storage import ObjectStorage
 from notifications.service import NotificationService
 from notifications.sms import SmsProvider, sms_provider
 from payments.deaths.service import DeathRecords
+from payments.disbursement.accounts import BankAccounts
 from payments.disbursement.service import DisbursementService
 from payments.ledger.service import MedicalAccountService
 from persons.service import PersonImporter
@@ -51,6 +52,7 @@ class Services:
     console: ConsoleService
     medical: MedicalAccountService
     disbursements: DisbursementService
+    bank_accounts: BankAccounts
     deaths: DeathRecords
     notifications: NotificationService
     sms: SmsProvider
@@ -78,6 +80,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         review=ReviewService(pool, storage, settings),
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=disbursements,
+        bank_accounts=BankAccounts(pool, cipher, settings.lookup_hash_key),
         console=ConsoleService(pool, settings.lookup_hash_key, disbursements),
         deaths=DeathRecords(pool, settings.lookup_hash_key),
         notifications=NotificationService(pool, settings.pension_pay_day),

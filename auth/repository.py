@@ -318,3 +318,11 @@ CONSOLE_SESSION_SQL = """
     FROM found f, operators o
     WHERE s.id = f.id AND o.id = s.principal_id
     RETURNING s.id AS session_id, f.live, o.id, o.role, o.username, o.display_name, o.locale"""
+
+
+async def administrator_id(db: Db, username: str) -> uuid.UUID | None:
+    """An enabled administrator's id by username (the CLI's `--as`, for what needs a named administrator)."""
+    found: uuid.UUID | None = await db.fetchval(
+        "SELECT id FROM operators WHERE username = $1 AND role = 'admin' AND disabled_at IS NULL", username
+    )
+    return found

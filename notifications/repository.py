@@ -56,7 +56,7 @@ async def publish(
 
 # One batch of a run's payments in (person, kind) order: a notice per payment record, shown from `$7`
 # (the pay date's morning, or now if that is past) and released at `$6` (the same, out of quiet
-# hours). Kinds sort 'back_pay' < 'monthly'.
+# hours). Kinds sort 'back_pay' < 'monthly' < 'repay'.
 ANNOUNCE_BATCH_SQL = f"""
     WITH batch AS (
         SELECT pp.id, pp.person_id, pp.kind, pp.status, pp.period, pp.amount_fen, pp.withheld_reason,
@@ -68,7 +68,7 @@ ANNOUNCE_BATCH_SQL = f"""
     ), notice AS (
         INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
         SELECT b.person_id,
-               CASE WHEN b.kind = 'back_pay' THEN 'payment.back_paid'
+               CASE WHEN b.kind = 'back_pay' THEN 'payment.back_paid' WHEN b.kind = 'repay' THEN 'payment.repaid'
                     WHEN b.status = 'paid' THEN 'payment.paid' ELSE 'payment.withheld' END,
                jsonb_strip_nulls(jsonb_build_object(
                    'payment_id', b.id, 'period', b.period, 'pay_date', $5::date, 'amount_fen', b.amount_fen,
@@ -128,7 +128,8 @@ async def announce_confirmations_batch(
 
 
 async def run_to_announce(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow("SELECT id, pay_date FROM disbursement_runs WHERE id = $1 AND state = 'completed'", run_id)
+    # The job is queued when the run is released (payments.disbursement); a run still running has no notices.
+    return await db.fetchrow("SELECT id, pay_date FROM disbursement_runs WHERE id = $1 AND state <> 'running'", run_id)
 
 
 REMIND_DUE_SQL = f"""

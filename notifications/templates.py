@@ -42,6 +42,9 @@ KINDS: tuple[str, ...] = (
     "payment.withheld",
     "payment.paid",
     "payment.back_paid",
+    "payment.repaid",
+    # Told whoever set it: an account changed by someone else is how a pension is diverted.
+    "bank_account.set",
     # The merchant is named as it was registered with its terminal; the description a terminal sends
     # with a charge is never printed: a notice is the system speaking, and a terminal's text here
     # ("Card frozen! Call ...") would be read as ours.

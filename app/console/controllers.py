@@ -41,7 +41,7 @@ from app.http.review import schemas as rs
 from app.http.review.schemas import ReviewStatus
 from app.services import Services
 from auth.service import OPERATOR_SESSION_S, ConsoleSession
-from core.errors import AppError, BadRequest, Conflict
+from core.errors import AppError, BadRequest, Conflict, NotFound
 from core.principal import ADMIN, AUDITOR, OPERATOR
 from core.text import day, message, money, number, text
 from infra.crypto import mask_phone
@@ -356,6 +356,19 @@ class OperationsPages(Controller):
     @get("/runs/{run_id:uuid}", guards=[cs.requires_console(*REVIEWERS)])
     async def run(self, run_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
         return _page(request, "run.html", run=await services.disbursements.view(run_id))
+
+    @post("/runs/{run_id:uuid}/{step:str}", guards=[cs.requires_console(ADMIN)])
+    async def sign_run(
+        self, run_id: uuid.UUID, step: str, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect:
+        """Approve or release a run (payments.disbursement.approval decides who may; a refusal is a page)."""
+        await read_form(request, TokenForm)
+        signs = {"approval": services.disbursements.approve, "release": services.disbursements.release}
+        if step not in signs:
+            raise NotFound()
+        principal = cs.session_of(request).principal
+        await signs[step](run_id, principal.actor, principal.named)
+        return _see_other(f"/console/runs/{run_id}")
 
     @get("/notifications", guards=[cs.requires_console(ADMIN)])
     async def dead_letters(self, request: Request[Any, Any, Any], services: Services, note: str = "") -> Template:

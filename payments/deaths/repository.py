@@ -75,8 +75,10 @@ async def set_entitlement_status(uow: UnitOfWork, person_id: uuid.UUID, status: 
 # What the record's date of death makes recoverable, as one statement so it is the same whether it
 # runs for a new record or after a corrected date. A payment is owed back for the months after the
 # month of death it paid: a monthly payment for such a month whole, a back-payment for the withheld
-# months after it that it covered. A payment the bank returned never reached anyone. A claim the
-# date no longer supports is cancelled; one already recovered is left for a person to settle.
+# months after it that it covered, a re-payment for the returned monthly payments and back-payments
+# of such months it paid again (a returned re-payment it paid again counts by the month it was made).
+# A payment the bank returned never reached anyone. A claim the date no longer supports is
+# cancelled; one already recovered is left for a person to settle.
 RECOMPUTE_OVERPAYMENTS_SQL = """
     WITH death AS (
         SELECT id, person_id, date_trunc('month', date_of_death)::date AS month
@@ -84,12 +86,19 @@ RECOMPUTE_OVERPAYMENTS_SQL = """
     ), due AS (
         SELECT p.id AS payment_id, death.person_id, death.id AS death_record_id,
                CASE WHEN p.kind = 'monthly' THEN p.amount_fen
+                    WHEN p.kind = 'repay' THEN
+                        (SELECT coalesce(sum(CASE WHEN r.kind <> 'back_pay' THEN
+                                                      CASE WHEN r.period > death.month THEN r.amount_fen ELSE 0 END
+                                                 ELSE (SELECT coalesce(sum(w.amount_fen), 0) FROM pension_payments w
+                                                       WHERE w.back_paid_by = r.id AND w.period > death.month)
+                                            END), 0)
+                         FROM pension_payments r WHERE r.person_id = p.person_id AND r.repaid_by = p.id)
                     ELSE (SELECT coalesce(sum(w.amount_fen), 0) FROM pension_payments w
                           WHERE w.back_paid_by = p.id AND w.period > death.month)
                END AS amount_fen
         FROM death JOIN pension_payments p ON p.person_id = death.person_id
         WHERE p.status = 'paid' AND p.bank_status <> 'returned'
-          AND (p.kind = 'back_pay' OR p.period > death.month)
+          AND (p.kind IN ('back_pay', 'repay') OR p.period > death.month)
     ), owed AS (
         SELECT * FROM due WHERE amount_fen > 0
     ), upserted AS (
@@ -147,7 +156,7 @@ async def restore_withheld_months(uow: UnitOfWork, person_id: uuid.UUID, died: d
            SELECT r.id, e.person_id, r.period, 'monthly', 'withheld', $3, e.monthly_amount_fen
            FROM disbursement_runs r JOIN pension_entitlements e ON e.person_id = $1
            WHERE r.period > date_trunc('month', $2::date)::date AND r.period >= e.start_month
-             AND (r.state = 'completed' OR r.resume_after >= e.person_id)
+             AND (r.state <> 'running' OR r.resume_after >= e.person_id)
            ON CONFLICT (person_id, period, kind) DO NOTHING
            RETURNING period""",
         person_id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -33,7 +33,8 @@ START_RUN_SQL = f"""
     RETURNING id"""
 
 _RUN_COLUMNS = """r.id, r.period, r.pay_date, r.state, r.entitlements, r.processed, r.requested_by,
-                  r.started_at, r.completed_at, r.problem, r.problem_at, r.gave_up"""
+                  r.started_at, r.completed_at, r.problem, r.problem_at, r.gave_up,
+                  r.approved_by, r.approved_at, r.released_by, r.released_at, r.reconciled_at"""
 
 
 async def start_run(db: Db, period: date, pay_on: date, actor: str) -> tuple[uuid.UUID, bool]:
@@ -146,6 +147,9 @@ async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
                    coalesce(sum(p.amount_fen) FILTER (WHERE p.status = 'withheld'), 0)::bigint AS withheld_fen,
                    count(p.id) FILTER (WHERE p.kind = 'back_pay') AS back_pay_count,
                    coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'back_pay'), 0)::bigint AS back_pay_fen,
+                   count(p.id) FILTER (WHERE p.kind = 'repay') AS repay_count,
+                   coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'repay'), 0)::bigint AS repay_fen,
+                   count(p.id) FILTER (WHERE p.bank_status = 'pending') AS unanswered_count,
                    count(p.id) FILTER (WHERE p.bank_status = 'returned') AS returned_count,
                    coalesce(sum(p.amount_fen) FILTER (WHERE p.bank_status = 'returned'), 0)::bigint AS returned_fen
             FROM disbursement_runs r LEFT JOIN pension_payments p ON p.run_id = r.id
@@ -178,9 +182,11 @@ def order_rows(conn: Any, run_id: uuid.UUID) -> Any:
 
 
 async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+    """The payments answered, locked, with the state of the run that sent them (its file released or not)."""
     rows = await uow.fetch(
-        """SELECT id, bank_status FROM pension_payments
-           WHERE id = ANY ($1::uuid[]) AND status = 'paid' ORDER BY id FOR UPDATE""",
+        """SELECT p.id, p.bank_status, p.run_id, r.state AS run_state
+           FROM pension_payments p JOIN disbursement_runs r ON r.id = p.run_id
+           WHERE p.id = ANY ($1::uuid[]) AND p.status = 'paid' ORDER BY p.id FOR UPDATE OF p""",
         references,
     )
     return {row["id"]: row for row in rows}
@@ -213,7 +219,7 @@ async def record_bank_answers(
 
 
 _PAYMENT_COLUMNS = """p.id, p.period, p.kind, p.status, p.withheld_reason, p.amount_fen, p.covers,
-                      p.bank_account_masked, p.bank_status, p.bank_return_reason, p.created_at,
+                      p.bank_account_masked, p.bank_status, p.bank_return_reason, p.repaid_by, p.created_at,
                       coalesce(o.amount_fen, 0) AS to_recover_fen"""
 _RECOVERY = "LEFT JOIN overpayments o ON o.payment_id = p.id AND o.status = 'to_recover'"
 
@@ -256,10 +262,163 @@ async def returned_payments(db: Db, after: uuid.UUID | None, limit: int) -> list
     """For operators: payments the bank sent back, oldest first."""
     return await db.fetch(
         """SELECT p.id, p.period, p.kind, p.amount_fen, p.bank_account_masked, p.bank_return_reason,
-                  p.bank_updated_at, per.national_id_masked, per.name
+                  p.bank_updated_at, p.repaid_by, per.national_id_masked, per.name
            FROM pension_payments p JOIN persons per ON per.id = p.person_id
            WHERE p.bank_status = 'returned' AND ($1::uuid IS NULL OR p.id > $1)
            ORDER BY p.id LIMIT $2""",
         after,
         limit,
     )
+
+
+# -- returned payments paid again ------------------------------------------------------------------
+# The returned payments, not paid again yet, of the persons this run pays (their monthly record is
+# paid: alive, certified, the pension active, as back-pay asks), beside the account on file; locked, so
+# a run of another month completing at the same time waits and then finds them paid again.
+RETURNED_OF_PAID_SQL = """
+    SELECT r.id, r.person_id, r.bank_account_enc AS sent_enc, r.bank_updated_at AS returned_at,
+           e.bank_account_enc AS on_file_enc, e.bank_account_masked AS on_file_masked,
+           e.bank_account_confirmed_enc AS confirmed_enc, e.bank_account_confirmed_at AS confirmed_at
+    FROM pension_payments r
+    JOIN pension_payments m ON m.person_id = r.person_id AND m.period = $2 AND m.kind = 'monthly'
+                           AND m.run_id = $1 AND m.status = 'paid'
+    JOIN pension_entitlements e ON e.person_id = r.person_id
+    WHERE r.bank_status = 'returned' AND r.repaid_by IS NULL
+    ORDER BY r.person_id, r.id
+    FOR UPDATE OF r"""
+
+
+async def returned_of_paid(uow: UnitOfWork, run: asyncpg.Record) -> list[asyncpg.Record]:
+    return await uow.fetch(RETURNED_OF_PAID_SQL, run["id"], run["period"])
+
+
+# One statement: a `repay` record per person paying the chosen returned payments (their sum, to the
+# account the decision was made on), each of them marked as paid again by it. The payments are marked
+# first and the records written from what was marked, so a payment already paid again is never paid
+# twice; the foreign key from a marked payment to its new record is checked at the statement's end.
+REPAY_SQL = """
+    WITH chosen AS (
+        SELECT * FROM unnest($3::uuid[], $4::uuid[]) AS c (id, person_id)
+    ), account AS (
+        SELECT * FROM unnest($5::uuid[], $6::bytea[], $7::text[]) AS a (person_id, enc, masked)
+    ), repay AS MATERIALIZED (
+        SELECT person_id, uuidv7() AS id FROM account
+    ), marked AS (
+        UPDATE pension_payments r SET repaid_by = rp.id
+        FROM chosen c JOIN repay rp ON rp.person_id = c.person_id
+        WHERE r.person_id = c.person_id AND r.id = c.id AND r.bank_status = 'returned' AND r.repaid_by IS NULL
+        RETURNING r.person_id, r.period, r.amount_fen, rp.id AS repay_id
+    ), written AS (
+        INSERT INTO pension_payments (id, run_id, person_id, period, kind, status, amount_fen, covers,
+                                      bank_account_enc, bank_account_masked, bank_status)
+        SELECT m.repay_id, $1, m.person_id, $2, 'repay', 'paid', sum(m.amount_fen),
+               array_agg(DISTINCT m.period ORDER BY m.period), a.enc, a.masked, 'pending'
+        FROM marked m JOIN account a ON a.person_id = m.person_id
+        GROUP BY m.repay_id, m.person_id, a.enc, a.masked
+        RETURNING amount_fen
+    )
+    SELECT (SELECT count(*) FROM marked) AS payments, (SELECT count(*) FROM written) AS records,
+           (SELECT coalesce(sum(amount_fen), 0) FROM written)::bigint AS amount_fen"""
+
+
+async def repay(
+    uow: UnitOfWork,
+    run: asyncpg.Record,
+    chosen: list[tuple[uuid.UUID, uuid.UUID]],
+    accounts: list[tuple[uuid.UUID, bytes, str]],
+) -> asyncpg.Record:
+    """`chosen`: (payment, person) to pay again; `accounts`: (person, account sealed, masked) to pay to."""
+    row = await uow.fetchrow(
+        REPAY_SQL,
+        run["id"],
+        run["period"],
+        [c[0] for c in chosen],
+        [c[1] for c in chosen],
+        [a[0] for a in accounts],
+        [a[1] for a in accounts],
+        [a[2] for a in accounts],
+    )
+    assert row is not None
+    return row
+
+
+# -- approval, release, reconciliation ------------------------------------------------------------
+async def signatures(uow: UnitOfWork, run_id: uuid.UUID) -> asyncpg.Record | None:
+    """The run's state and who signed it, locked: two approvals at once are taken in turn."""
+    return await uow.fetchrow(
+        "SELECT id, state, requested_by, approved_by, released_by FROM disbursement_runs WHERE id = $1 FOR UPDATE",
+        run_id,
+    )
+
+
+async def approve(uow: UnitOfWork, run_id: uuid.UUID, actor: str) -> None:
+    await uow.execute(
+        """UPDATE disbursement_runs SET state = 'approved', approved_by = $2, approved_at = now()
+           WHERE id = $1 AND state = 'completed'""",
+        run_id,
+        actor,
+    )
+
+
+async def release(uow: UnitOfWork, run_id: uuid.UUID, actor: str) -> None:
+    await uow.execute(
+        """UPDATE disbursement_runs SET state = 'released', released_by = $2, released_at = now()
+           WHERE id = $1 AND state = 'approved'""",
+        run_id,
+        actor,
+    )
+
+
+async def reconcile(uow: UnitOfWork, run_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Released runs the bank has now answered for whole (no paid record still pending) become
+    reconciled; those, with their counts for the audit log."""
+    return await uow.fetch(
+        """UPDATE disbursement_runs r SET state = 'reconciled', reconciled_at = now()
+           WHERE r.id = ANY ($1::uuid[]) AND r.state = 'released'
+             AND NOT EXISTS (SELECT 1 FROM pension_payments p WHERE p.run_id = r.id AND p.bank_status = 'pending')
+           RETURNING r.id, r.period,
+                     (SELECT count(*) FROM pension_payments p
+                      WHERE p.run_id = r.id AND p.bank_status = 'confirmed') AS confirmed,
+                     (SELECT count(*) FROM pension_payments p
+                      WHERE p.run_id = r.id AND p.bank_status = 'returned') AS returned""",
+        run_ids,
+    )
+
+
+# -- bank accounts ----------------------------------------------------------------------------------
+async def entitlement_of(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
+    """The person's pension with the account on file, locked until the correction commits."""
+    return await uow.fetchrow(
+        """SELECT p.id AS person_id, p.national_id_masked, e.bank_account_enc, e.bank_account_masked
+           FROM persons p JOIN pension_entitlements e ON e.person_id = p.id
+           WHERE p.national_id_hash = $1
+           FOR UPDATE OF e""",
+        national_id_hash,
+    )
+
+
+async def set_account(uow: UnitOfWork, person_id: uuid.UUID, enc: bytes, masked: str, actor: str) -> datetime:
+    """The account on file, confirmed by `actor` now (the same sealed value in both columns); when."""
+    at: datetime = await uow.fetchval(
+        """UPDATE pension_entitlements
+           SET bank_account_enc = $2, bank_account_masked = $3, bank_account_confirmed_enc = $2,
+               bank_account_confirmed_at = now(), bank_account_confirmed_by = $4, updated_at = now()
+           WHERE person_id = $1
+           RETURNING bank_account_confirmed_at""",
+        person_id,
+        enc,
+        masked,
+        actor,
+    )
+    return at
+
+
+async def awaiting_repay(uow: UnitOfWork, person_id: uuid.UUID) -> asyncpg.Record:
+    """The person's returned payments not paid again: what the next run looks at after a correction."""
+    row = await uow.fetchrow(
+        """SELECT count(*) AS payments, coalesce(sum(amount_fen), 0)::bigint AS amount_fen FROM pension_payments
+           WHERE person_id = $1 AND bank_status = 'returned' AND repaid_by IS NULL""",
+        person_id,
+    )
+    assert row is not None
+    return row

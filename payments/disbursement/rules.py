@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from core.pension import pay_date as pay_date  # re-exported
 
@@ -17,6 +17,8 @@ from core.pension import pay_date as pay_date  # re-exported
 NOT_CERTIFIED = "not_certified"  # never passed a face check
 CERTIFICATION_EXPIRED = "certification_expired"  # the last pass is more than 12 months old at the pay date
 REPORTED_DECEASED = "reported_deceased"  # a death report, later reversed, stopped the payment
+
+REPAY = "repay"  # the kind of record that pays returned payments again
 
 # Years and pay periods (API paths and bodies, the CLI, the allocation file) are read here, in ASCII
 # digits only: `\d` and int() also take full-width (２０２６), Arabic-Indic and other Unicode digits,
@@ -66,7 +68,7 @@ class PaymentFact:
     """One pension payment as the statement needs it."""
 
     period: date
-    kind: str  # monthly | back_pay
+    kind: str  # monthly | back_pay | repay
     status: str  # paid | withheld
     amount_fen: int
     withheld_reason: str | None = None
@@ -84,15 +86,19 @@ class StatementMonth:
     withheld_reasons: list[str] = field(default_factory=list)
     back_pay_fen: int = 0
     back_pay_covers: list[date] = field(default_factory=list)
+    repaid_fen: int = 0
+    repaid_covers: list[date] = field(default_factory=list)
     returned_fen: int = 0
     return_reasons: list[str] = field(default_factory=list)
     to_recover_fen: int = 0
 
 
 def statement(year: int, facts: Iterable[PaymentFact]) -> list[StatementMonth]:
-    """Twelve months of what was paid, withheld, back-paid, returned by the bank and is to be recovered.
+    """Twelve months of what was paid, withheld, back-paid, paid again after a return, returned by the
+    bank and is to be recovered.
 
-    A returned payment counts as returned, not paid: the money did not reach the person.
+    A returned payment counts as returned, not paid: the money did not reach the person. Its re-payment
+    counts in the month of the run that made it (as a back-payment does), naming the months it covers.
     """
     months = [StatementMonth(m) for m in range(1, 13)]
     for fact in facts:
@@ -109,6 +115,35 @@ def statement(year: int, facts: Iterable[PaymentFact]) -> list[StatementMonth]:
         elif fact.kind == "back_pay":
             line.back_pay_fen += fact.amount_fen
             line.back_pay_covers.extend(fact.covers)
+        elif fact.kind == REPAY:
+            line.repaid_fen += fact.amount_fen
+            line.repaid_covers.extend(fact.covers)
         else:
             line.paid_fen += fact.amount_fen
     return months
+
+
+@dataclass(frozen=True)
+class ReturnedPayment:
+    """A payment the bank returned, beside the person's account on file now (accounts in clear: the
+    service decrypts them for this decision and keeps them nowhere)."""
+
+    sent_to: str  # the account the payment was sent to
+    returned_at: datetime
+    on_file: str  # the entitlement's account now
+    confirmed: tuple[str, datetime] | None = None  # an administrator's confirmation: account, when
+
+
+def repay_due(payment: ReturnedPayment) -> bool:
+    """Whether the account was corrected since the return, so the money can go out again.
+
+    Corrected: the account on file differs from the one the bank returned the payment from (an import
+    or an administrator changed it), or an administrator confirmed the account on file after the
+    return (the same account, reopened). A confirmation the import has since overwritten counts no more.
+    """
+    if payment.on_file != payment.sent_to:
+        return True
+    if payment.confirmed is None:
+        return False
+    account, at = payment.confirmed
+    return account == payment.on_file and at > payment.returned_at

@@ -2,7 +2,9 @@
 
 A run makes exactly one record per entitlement and month, batch after batch; each batch and the
 run's progress commit together, so a run killed at any point and started again (or two executors
-of one period at once) end with the same records.
+of one period at once) end with the same records. The transaction that completes a run also pays
+again, once, the returned payments whose account has been corrected since. A completed run's payment
+order goes to the bank only once a second administrator has approved it and it has been released.
 """
 
 from __future__ import annotations
@@ -15,14 +17,21 @@ from datetime import date
 
 import asyncpg
 
-from core.errors import Conflict, NotFound
+from core.errors import NotFound
 from infra import audit, jobs
 from infra.crypto import FieldCipher, mask_name
 from infra.db import UnitOfWork, unit_of_work
 from notifications.outbox import publish_event, queue_run_announcement
-from payments.disbursement import bankfile
+from payments.disbursement import approval, bankfile
 from payments.disbursement import repository as repo
-from payments.disbursement.rules import PaymentFact, StatementMonth, pay_date, statement
+from payments.disbursement.rules import (
+    PaymentFact,
+    ReturnedPayment,
+    StatementMonth,
+    pay_date,
+    repay_due,
+    statement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,20 @@ class ReturnReport:
     returned: int = 0
     unchanged: int = 0
     errors: list[bankfile.LineError] = field(default_factory=list)
+    reconciled: list[uuid.UUID] = field(default_factory=list)  # runs the bank has now answered for whole
 
+
+# What a run's completion, approval and release record of it in the audit log.
+_TOTALS = (
+    "paid_count",
+    "paid_fen",
+    "withheld_count",
+    "withheld_fen",
+    "back_pay_count",
+    "back_pay_fen",
+    "repay_count",
+    "repay_fen",
+)
 
 # A bank answer may confirm or return a pending payment, or return a confirmed one (a recall);
 # a returned payment stays returned.
@@ -81,11 +103,12 @@ class DisbursementService:
                 run = await repo.lock_run(uow, run_id)
                 if run is None:
                     raise NotFound("disbursement_not_found")
-                if run["state"] == "completed":
+                if run["state"] != approval.RUNNING:
                     return
                 # The run ends on an empty batch, so completion never rests on batch arithmetic.
                 scanned = await repo.run_batch(uow, run, self._batch)
                 if scanned == 0:
+                    await self._repay(uow, run)
                     await self._completed(uow, run_id)
             if on_batch is not None and scanned:
                 await on_batch(scanned)
@@ -102,16 +125,36 @@ class DisbursementService:
         except Exception:
             log.warning("could not record the run's problem", extra={"run_id": str(run_id)}, exc_info=True)
 
+    async def _repay(self, uow: UnitOfWork, run: asyncpg.Record) -> None:
+        """Pay again, in this run, the returned payments of the persons it pays whose account has been
+        corrected since the return: one `repay` record per person. In the run's last transaction, after
+        every batch, so a person's monthly record tells whether they are paid; a crash before its commit
+        leaves the run running, and the next executor does it again from the start."""
+        chosen: list[tuple[uuid.UUID, uuid.UUID]] = []
+        accounts: dict[uuid.UUID, tuple[uuid.UUID, bytes, str]] = {}
+        for row in await repo.returned_of_paid(uow, run):
+            confirmed = (
+                (self._account(row["confirmed_enc"]), row["confirmed_at"]) if row["confirmed_enc"] is not None else None
+            )
+            returned = ReturnedPayment(
+                self._account(row["sent_enc"]), row["returned_at"], self._account(row["on_file_enc"]), confirmed
+            )
+            if repay_due(returned):
+                chosen.append((row["id"], row["person_id"]))
+                accounts[row["person_id"]] = (row["person_id"], row["on_file_enc"], row["on_file_masked"])
+        if chosen:
+            done = await repo.repay(uow, run, chosen, list(accounts.values()))
+            log.info("returned payments paid again", extra={"run_id": str(run["id"]), **dict(done)})
+
+    def _account(self, sealed: bytes) -> str:
+        return self._cipher.decrypt_text(sealed, ACCOUNT_CONTEXT)
+
     async def _completed(self, uow: UnitOfWork, run_id: uuid.UUID) -> None:
         totals = await repo.run_view(uow, run_id)
         assert totals is not None
-        summary = {
-            key: totals[key]
-            for key in ("paid_count", "paid_fen", "withheld_count", "withheld_fen", "back_pay_count", "back_pay_fen")
-        }
+        summary = {key: totals[key] for key in _TOTALS}
         await audit.record(uow, "system:disbursement", "disbursement.completed", f"disbursement:{run_id}", summary)
-        # One event for the run; each person is told by a job that walks the run's records.
-        await queue_run_announcement(uow, run_id)
+        # One event for the run; each person is told of their payment once the run is released.
         await publish_event(
             uow,
             "disbursement.completed",
@@ -134,16 +177,65 @@ class DisbursementService:
     async def run_of_period(self, period: date) -> uuid.UUID | None:
         return await repo.run_of_period(self._pool, period)
 
+    # -- maker-checker -------------------------------------------------------------------------------
+    async def approve(self, run_id: uuid.UUID, actor: str, named: dict[str, str] | None = None) -> asyncpg.Record:
+        """A second administrator's approval of a completed run (approval.approve says who may); the
+        totals approved are kept in the audit log. Approving again changes nothing."""
+        async with unit_of_work(self._pool) as uow:
+            run = await self._signatures(uow, run_id)
+            if approval.approve(run, actor):
+                await repo.approve(uow, run_id, actor)
+                await self._signed(uow, run_id, actor, "disbursement.approved", named)
+        return await self.view(run_id)
+
+    async def release(self, run_id: uuid.UUID, actor: str, named: dict[str, str] | None = None) -> asyncpg.Record:
+        """Release an approved run's payment order to the bank (approval.release says who may): its
+        file can be read from now on, and each person is told of their payment. Releasing again
+        changes nothing. A run with nothing for the bank to answer is reconciled at once."""
+        async with unit_of_work(self._pool) as uow:
+            run = await self._signatures(uow, run_id)
+            if approval.release(run, actor):
+                await repo.release(uow, run_id, actor)
+                await self._signed(uow, run_id, actor, "disbursement.released", named)
+                await queue_run_announcement(uow, run_id)
+                await self._reconcile(uow, [run_id])
+        return await self.view(run_id)
+
+    async def _signatures(self, uow: UnitOfWork, run_id: uuid.UUID) -> approval.Signatures:
+        row = await repo.signatures(uow, run_id)
+        if row is None:
+            raise NotFound("disbursement_not_found")
+        return approval.Signatures(row["state"], row["requested_by"], row["approved_by"], row["released_by"])
+
+    async def _signed(
+        self, uow: UnitOfWork, run_id: uuid.UUID, actor: str, action: str, named: dict[str, str] | None
+    ) -> None:
+        totals = await repo.run_view(uow, run_id)
+        assert totals is not None
+        details = {"period": str(totals["period"]), **{key: totals[key] for key in _TOTALS}, **(named or {})}
+        await audit.record(uow, actor, action, f"disbursement:{run_id}", details)
+
+    async def _reconcile(self, uow: UnitOfWork, run_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        done = await repo.reconcile(uow, run_ids)
+        for row in done:
+            await audit.record(
+                uow,
+                "system:disbursement",
+                "disbursement.reconciled",
+                f"disbursement:{row['id']}",
+                {"period": str(row["period"]), "confirmed": row["confirmed"], "returned": row["returned"]},
+            )
+        return [row["id"] for row in done]
+
     async def bank_order(self, run_id: uuid.UUID, actor: str) -> AsyncIterator[str]:
-        """The run's payment order for the bank, streamed; only a completed run has one.
+        """The run's payment order for the bank, streamed; only a released run's may be read.
 
         The file carries full account numbers, so each export is audited before the first byte.
         """
         state = await repo.run_state(self._pool, run_id)
         if state is None:
             raise NotFound("disbursement_not_found")
-        if state != "completed":
-            raise Conflict("disbursement_running")
+        approval.bank_file_available(state)
         async with unit_of_work(self._pool) as uow:
             await audit.record(uow, actor, "disbursement.bank_file_exported", f"disbursement:{run_id}", {})
         return self._order_chunks(run_id)
@@ -172,6 +264,10 @@ class DisbursementService:
                     errors.append(
                         bankfile.LineError(answer.line, f"no payment {answer.reference} was sent to the bank")
                     )
+                elif row["run_state"] not in (approval.RELEASED, approval.RECONCILED):
+                    errors.append(
+                        bankfile.LineError(answer.line, f"the payment order of {answer.reference} was not released")
+                    )
                 elif (row["bank_status"], answer.result) in _SAME:
                     unchanged += 1
                 elif (row["bank_status"], answer.result) in _ALLOWED:
@@ -187,10 +283,12 @@ class DisbursementService:
             await repo.record_bank_answers(
                 uow, [c.reference for c in changes], [c.result for c in changes], [c.reason for c in changes]
             )
+            reconciled = await self._reconcile(uow, sorted({row["run_id"] for row in states.values()}))
             report = ReturnReport(
                 confirmed=sum(c.result == "paid" for c in changes),
                 returned=sum(c.result == "returned" for c in changes),
                 unchanged=unchanged,
+                reconciled=reconciled,
             )
             await audit.record(
                 uow,

@@ -70,6 +70,10 @@ async def _return_to_bank(services: Services, pool: asyncpg.Pool, person_id: uui
     payment_id = await pool.fetchval(
         "SELECT id FROM pension_payments WHERE person_id = $1 AND period = $2 AND kind = 'monthly'", person_id, period
     )
+    # The bank answers only for an order released to it: two administrators sign the run first.
+    run_id = await pool.fetchval("SELECT run_id FROM pension_payments WHERE id = $1", payment_id)
+    await services.disbursements.approve(run_id, "admin:checker")
+    await services.disbursements.release(run_id, "admin:payer")
     report = await services.disbursements.import_returns(
         f"reference,result,reason\n{payment_id},returned,account closed\n", "system:test"
     )

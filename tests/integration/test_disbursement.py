@@ -153,6 +153,20 @@ async def test_bank_file_and_returns(
     assert r.json()["state"] == "completed"
     assert (r.json()["processed"], r.json()["paid_count"], r.json()["paid_fen"]) == (3, 3, 350000 * 3 + 3)
 
+    # Maker-checker: the file waits for a second administrator's approval, then for the release.
+    r = await client.get(f"/v1/admin/disbursements/{run['id']}/bank-file", headers=admin)
+    assert (r.status_code, r.json()["code"]) == (409, "disbursement_not_approved")
+    r = await client.post(f"/v1/admin/disbursements/{run['id']}/approval", headers=admin)
+    assert (r.status_code, r.json()["code"]) == (403, "approval_by_requester")
+    assert r.headers["content-type"] == "application/problem+json"
+    checker = await operator_headers_for(services, "checker", "Che Cker", role="admin")
+    r = await client.post(f"/v1/admin/disbursements/{run['id']}/approval", headers=checker)
+    assert (r.status_code, r.json()["state"]) == (200, "approved"), r.text
+    r = await client.get(f"/v1/admin/disbursements/{run['id']}/bank-file", headers=admin)
+    assert (r.status_code, r.json()["code"]) == (409, "disbursement_not_released")
+    r = await client.post(f"/v1/admin/disbursements/{run['id']}/release", headers=admin)
+    assert (r.status_code, r.json()["state"], r.json()["unanswered_count"]) == (200, "released", 3), r.text
+
     r = await client.get(f"/v1/admin/disbursements/{run['id']}/bank-file", headers=admin)
     assert r.status_code == 200
     lines = list(csv.reader(io.StringIO(r.text)))
@@ -178,9 +192,9 @@ async def test_bank_file_and_returns(
     good = f"reference,result,reason\n{refs[0]},paid,\n{refs[1]},paid,\n{refs[2]},returned,account closed\n"
     r = await client.post("/v1/admin/disbursements/bank-returns", content=good.encode(), headers=admin)
     assert r.status_code == 200, r.text
-    assert r.json() == {"confirmed": 2, "returned": 1, "unchanged": 0, "errors": []}
+    assert r.json() == {"confirmed": 2, "returned": 1, "unchanged": 0, "errors": [], "reconciled_runs": [run["id"]]}
     r = await client.post("/v1/admin/disbursements/bank-returns", content=good.encode(), headers=admin)
-    assert r.json() == {"confirmed": 0, "returned": 0, "unchanged": 3, "errors": []}
+    assert r.json() == {"confirmed": 0, "returned": 0, "unchanged": 3, "errors": [], "reconciled_runs": []}
     # A returned payment cannot turn into a paid one.
     flip = f"reference,result,reason\n{refs[2]},paid,\n"
     r = await client.post("/v1/admin/disbursements/bank-returns", content=flip.encode(), headers=admin)
@@ -191,6 +205,12 @@ async def test_bank_file_and_returns(
     assert r.json()["items"][0]["national_id_masked"].count("*") == 8
     r = await client.get(f"/v1/admin/disbursements/{run['id']}", headers=admin)
     assert (r.json()["returned_count"], r.json()["returned_fen"]) == (1, 350002)
+    assert (r.json()["state"], r.json()["unanswered_count"]) == ("reconciled", 0)
+    actions = [row["action"] for row in await pool.fetch("SELECT action FROM audit_log ORDER BY id")]
+    assert [a.removeprefix("disbursement.") for a in actions if a.startswith("disbursement.")] == [
+        *("started", "completed", "approved", "released", "bank_file_exported"),
+        *("reconciled", "bank_returns_imported", "bank_returns_imported"),  # the second import: all unchanged
+    ]
 
 
 async def test_staff_only_and_bad_periods(

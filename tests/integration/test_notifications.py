@@ -643,6 +643,10 @@ async def test_a_completed_run_tells_each_person_of_their_payment_once(
 
     run = await services.disbursements.run(date(2026, 10, 1), "system:test")  # paid on 15 October: past
     assert (run["state"], run["paid_count"], run["withheld_count"]) == ("completed", 1, 1)
+    assert await pool.fetchval("SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", ANNOUNCE_RUN_JOB) == 0
+    # Told once two administrators have approved and released it (payments.disbursement.approval).
+    await services.disbursements.approve(run["id"], "admin:checker")
+    await services.disbursements.release(run["id"], "admin:payer")
     jobs = await pool.fetch("SELECT entrypoint, payload FROM pgqueuer WHERE entrypoint = $1", ANNOUNCE_RUN_JOB)
     assert [bytes(j["payload"]).decode() for j in jobs] == [str(run["id"])]
     assert await pool.fetchval("SELECT count(*) FROM notifications") == 0  # the job writes them
@@ -735,8 +739,8 @@ async def test_only_administrators_see_the_dead_letters(
 async def test_the_worker_runs_a_requested_disbursement_then_its_notices(
     services: Services, settings: Settings, pool: asyncpg.Pool, importer: Any, tmp_path: Path
 ) -> None:
-    """The jobs as `socialcard worker` runs them: the run's job queues the announcement, which the
-    same worker then runs."""
+    """The jobs as `socialcard worker` runs them: the run's job, then (once the run is approved and
+    released) its announcement."""
     paid, withheld = await import_pensioners(importer, pool, tmp_path, 2)
     await _certify_until(pool, paid.id, date.today() + timedelta(days=200))
 
@@ -744,6 +748,9 @@ async def test_the_worker_runs_a_requested_disbursement_then_its_notices(
     await asyncio.wait_for(run_worker(settings, drain=True), timeout=120)
 
     assert (await services.disbursements.view(run["id"]))["state"] == "completed"
+    await services.disbursements.approve(run["id"], "admin:checker")
+    await services.disbursements.release(run["id"], "admin:test")
+    await asyncio.wait_for(run_worker(settings, drain=True), timeout=120)
     kinds = sorted((r["person_id"], r["kind"]) for r in await pool.fetch("SELECT person_id, kind FROM notifications"))
     assert kinds == sorted([(paid.id, "payment.paid"), (withheld.id, "payment.withheld")])  # each once
     assert await pool.fetchval("SELECT count(*) FROM pgqueuer WHERE entrypoint = $1", ANNOUNCE_RUN_JOB) == 0

@@ -8,6 +8,7 @@ from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, RequestBody, Schema
 from litestar.params import Parameter
@@ -19,9 +20,9 @@ from app.http.locale import request_locale
 from app.http.openapi import BODY_TOO_LARGE, NOT_LINKED, ApiOperation, problems
 from app.http.paging import Cursor, Limit
 from app.http.payments import schemas as s
-from app.http.schemas import BEARER, to_schema
+from app.http.schemas import BEARER, STAFF_REASON_REFUSALS, to_schema
 from app.services import Services
-from core.errors import BadRequest, Conflict, NotFound, Unprocessable
+from core.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from core.paging import after, page
 from core.principal import ADMIN, CARDHOLDER, OPERATOR, Principal
 from core.text import text
@@ -30,6 +31,8 @@ from payments.disbursement.rules import parse_period, parse_year
 
 BANK_RETURNS_MAX_BYTES = 256 * 1024 * 1024
 NO_RUN = NotFound("disbursement_not_found")
+RUNNING = Conflict("disbursement_running")
+NOT_APPROVED = Conflict("disbursement_not_approved")
 _CSV = "text/csv"
 
 
@@ -142,6 +145,8 @@ class PaymentController(Controller):
                 withheld_reasons=[_reason(code, locale) for code in m.withheld_reasons],
                 back_pay_fen=m.back_pay_fen,
                 back_pay_covers=[_month(c) for c in m.back_pay_covers],
+                repaid_fen=m.repaid_fen,
+                repaid_covers=[_month(c) for c in m.repaid_covers],
                 returned_fen=m.returned_fen,
                 return_reasons=m.return_reasons,
                 to_recover_fen=m.to_recover_fen,
@@ -154,6 +159,7 @@ class PaymentController(Controller):
             paid_fen=sum(m.paid_fen for m in months),
             withheld_fen=sum(m.withheld_fen for m in months),
             back_pay_fen=sum(m.back_pay_fen for m in months),
+            repaid_fen=sum(m.repaid_fen for m in months),
             returned_fen=sum(m.returned_fen for m in months),
             to_recover_fen=sum(m.to_recover_fen for m in months),
         )
@@ -193,11 +199,38 @@ class DisbursementController(Controller):
     async def get_run(self, run_id: uuid.UUID, services: Services) -> s.Disbursement:
         return _run(await services.disbursements.view(run_id))
 
+    @post(
+        "/{run_id:uuid}/approval",
+        status_code=200,
+        summary="Approve a completed run (an administrator other than the one who started it; audited)",
+        responses=problems(
+            NO_RUN,
+            RUNNING,
+            Conflict("disbursement_already_approved"),
+            Forbidden("approval_by_requester"),
+        ),
+    )
+    async def approve(
+        self, run_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
+    ) -> s.Disbursement:
+        return _run(await services.disbursements.approve(run_id, request.user.actor, request.user.named))
+
+    @post(
+        "/{run_id:uuid}/release",
+        status_code=200,
+        summary="Release an approved run's payment order to the bank (a second person beside the approver; audited)",
+        responses=problems(NO_RUN, RUNNING, NOT_APPROVED, Forbidden("release_needs_two_people")),
+    )
+    async def release(
+        self, run_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services
+    ) -> s.Disbursement:
+        return _run(await services.disbursements.release(run_id, request.user.actor, request.user.named))
+
     @get(
         "/{run_id:uuid}/bank-file",
-        summary="The run's payment order for the bank (CSV, audited)",
+        summary="A released run's payment order for the bank (CSV, audited)",
         operation_class=BankFileOperation,
-        responses=problems(NO_RUN, Conflict("disbursement_running")),
+        responses=problems(NO_RUN, RUNNING, NOT_APPROVED, Conflict("disbursement_not_released")),
     )
     async def bank_file(self, run_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> Stream:
         chunks = await services.disbursements.bank_order(run_id, request.user.actor)
@@ -234,7 +267,11 @@ class DisbursementController(Controller):
                 errors=[{"line": e.line, "reason": e.reason} for e in report.errors[:1000]],
             )
         return s.BankReturnReport(
-            confirmed=report.confirmed, returned=report.returned, unchanged=report.unchanged, errors=[]
+            confirmed=report.confirmed,
+            returned=report.returned,
+            unchanged=report.unchanged,
+            errors=[],
+            reconciled_runs=report.reconciled,
         )
 
 
@@ -256,3 +293,29 @@ class ReturnedPaymentController(Controller):
         shown, next_cursor = page(rows, limit, lambda row: (row["id"],))
         items = [to_schema(s.ReturnedPayment, row, period=_month(row["period"])) for row in shown]
         return s.ReturnedPage(items=items, next_cursor=next_cursor)
+
+
+class BankAccountController(Controller):
+    path = "/v1/admin/bank-accounts"
+    tags = ["administration"]
+    guards = [requires(ADMIN)]
+    security = BEARER
+
+    @post(
+        "/",
+        status_code=200,
+        summary="Set (or confirm) the account a pension is paid into: the next run pays returned payments again",
+        responses=problems(
+            BadRequest("national_id_invalid"),
+            BadRequest("bank_account_invalid"),
+            *STAFF_REASON_REFUSALS,
+            NotFound("pension_not_found"),
+        ),
+    )
+    async def set_account(
+        self, data: s.BankAccountRequest, request: Request[Principal, Any, Any], services: Services
+    ) -> s.BankAccountSet:
+        done = await services.bank_accounts.set_account(
+            request.user.actor, data.national_id, data.account, data.reason, request.user.named
+        )
+        return msgspec.convert(done, s.BankAccountSet, from_attributes=True)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from app.http.schemas import Body
+from app.http.schemas import Body, StaffReason
 from payments.disbursement.rules import PERIOD_PATTERN
 
 Period = Annotated[str, msgspec.Meta(pattern=PERIOD_PATTERN, examples=["2026-12"], description="YYYY-MM")]
@@ -26,18 +26,32 @@ class Disbursement(Body):
     id: uuid.UUID
     period: str
     pay_date: date
-    state: Literal["running", "completed"]
+    state: Annotated[
+        Literal["running", "completed", "approved", "released", "reconciled"],
+        msgspec.Meta(
+            description="running -> completed -> approved (by a second administrator) -> released (the bank "
+            "file may be read) -> reconciled (the bank answered for every payment)"
+        ),
+    ]
     entitlements: int
     processed: int
     requested_by: str
     started_at: datetime
     completed_at: datetime | None
+    approved_by: str | None
+    approved_at: datetime | None
+    released_by: str | None
+    released_at: datetime | None
+    reconciled_at: datetime | None
     paid_count: int
     paid_fen: int
     withheld_count: int
     withheld_fen: int
     back_pay_count: int
     back_pay_fen: int
+    repay_count: Annotated[int, msgspec.Meta(description="records paying returned payments again")]
+    repay_fen: int
+    unanswered_count: Annotated[int, msgspec.Meta(description="paid records the bank has not answered for yet")]
     returned_count: int
     returned_fen: int
     problem: RunProblem | None = None
@@ -53,6 +67,7 @@ class BankReturnReport(Body):
     returned: int
     unchanged: int
     errors: list[LineProblem]
+    reconciled_runs: Annotated[list[uuid.UUID], msgspec.Meta(description="runs the bank has now answered for whole")]
 
 
 class Reason(Body):
@@ -60,17 +75,25 @@ class Reason(Body):
     text: str
 
 
+PaymentKind = Annotated[
+    Literal["monthly", "back_pay", "repay"],
+    msgspec.Meta(description="repay: pays again payments the bank returned, once the account was corrected"),
+]
+RepaidBy = Annotated[uuid.UUID | None, msgspec.Meta(description="a returned payment: the record that paid it again")]
+
+
 class Payment(Body):
     id: uuid.UUID
     period: str
-    kind: Literal["monthly", "back_pay"]
+    kind: PaymentKind
     status: Literal["paid", "withheld"]
     amount_fen: int
     withheld_reason: Reason | None
-    covers: list[str] | None
+    covers: Annotated[list[str] | None, msgspec.Meta(description="back_pay, repay: the months it pays")]
     bank_account_masked: str | None
     bank_status: Literal["pending", "confirmed", "returned"] | None
     bank_return_reason: str | None
+    repaid_by: RepaidBy
     to_recover_fen: int
     created_at: datetime
 
@@ -87,6 +110,8 @@ class StatementMonth(Body):
     withheld_reasons: list[Reason]
     back_pay_fen: int
     back_pay_covers: list[str]
+    repaid_fen: int
+    repaid_covers: list[str]
     returned_fen: int
     return_reasons: list[str]
     to_recover_fen: int
@@ -98,6 +123,7 @@ class Statement(Body):
     paid_fen: int
     withheld_fen: int
     back_pay_fen: int
+    repaid_fen: int
     returned_fen: int
     to_recover_fen: int
 
@@ -105,11 +131,12 @@ class Statement(Body):
 class ReturnedPayment(Body):
     id: uuid.UUID
     period: str
-    kind: Literal["monthly", "back_pay"]
+    kind: PaymentKind
     amount_fen: int
     bank_account_masked: str | None
     bank_return_reason: str | None
     bank_updated_at: datetime | None
+    repaid_by: RepaidBy
     national_id_masked: str
     name: str
 
@@ -117,3 +144,28 @@ class ReturnedPayment(Body):
 class ReturnedPage(Body):
     items: list[ReturnedPayment]
     next_cursor: str | None
+
+
+class BankAccountRequest(Body):
+    national_id: Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="the person's ID number")]
+    account: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=12,
+            max_length=40,
+            examples=["6222020200112233445"],
+            description="12 to 30 digits (spaces ignored); the one on file confirms it (reopened)",
+        ),
+    ]
+    reason: StaffReason
+
+
+class BankAccountSet(Body):
+    person_id: uuid.UUID
+    national_id_masked: str
+    bank_account_masked: str
+    changed: Annotated[bool, msgspec.Meta(description="a new number; false: the number on file, confirmed")]
+    returned_awaiting: Annotated[
+        int, msgspec.Meta(description="returned payments the next run pays again if it pays the person")
+    ]
+    returned_awaiting_fen: int

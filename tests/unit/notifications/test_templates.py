@@ -35,6 +35,8 @@ SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "payment.withheld": {"period": "2026-12-01", "amount_fen": 123456, "reason": "certification_expired"},
     "payment.paid": {"period": "2026-12-01", "amount_fen": 123456, "pay_date": "2026-12-15", "account_masked": ACCOUNT},
     "payment.back_paid": {"amount_fen": 246912, "covers": ["2026-10-01", "2026-11-01"], "account_masked": ACCOUNT},
+    "payment.repaid": {"amount_fen": 123456, "covers": ["2026-11-01"], "account_masked": ACCOUNT},
+    "bank_account.set": {"account_masked": ACCOUNT},
     "medical.charged": {"amount_fen": 3580, "merchant": "City Hospital Pharmacy"},
     "medical.refunded": {"amount_fen": 3580, "merchant": "City Hospital Pharmacy"},
     "card.reported_lost": {"card_masked": CARD},

@@ -6,11 +6,12 @@ import pytest
 
 from app.console.text import label, status_label
 from core.text import keys
+from payments.disbursement.approval import STATES as RUN_STATES
 
 # The values the CHECK constraints allow: certification_checks.status, disbursement_runs.state, persons.vital_status.
 STORED = (
     *("queued", "processing", "passed", "failed", "needs_review", "retry", "home_visit"),
-    *("running", "completed"),
+    *RUN_STATES,
     *("alive", "deceased"),
 )
 
