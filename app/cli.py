@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import urllib.parse
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -39,6 +40,7 @@ from infra.config import (
 from infra.embedded import StartFailed
 from infra.logging import configure_logging, logging_dictconfig
 from infra.supervise import Part
+from payments.recovery.rules import STATES as RECOVERY_STATES
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
@@ -466,6 +468,49 @@ async def cmd_import_bank_returns(args: argparse.Namespace, services: Services) 
 
 
 @with_services
+async def cmd_recovery_recall_file(args: argparse.Namespace, services: Services) -> int:
+    made = await services.recovery.recall_file("system:cli")
+    # A one-shot command with nothing else on its loop: blocking writes cost nothing here.
+    target = open(args.out, "w", encoding="utf-8", newline="") if args.out else contextlib.nullcontext(sys.stdout)  # noqa: ASYNC230, SIM115
+    with target as out:
+        async for chunk in made.chunks:
+            out.write(chunk)
+    print(f"{made.recalls} recall(s), {made.total_fen} fen", file=sys.stderr)
+    return 0
+
+
+@with_services
+async def cmd_import_recall_answers(args: argparse.Namespace, services: Services) -> int:
+    try:
+        text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
+        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    report = await services.recovery.import_answers(text, "system:cli")
+    for e in report.errors:
+        print(f"line {e.line}: {e.reason}", file=sys.stderr)
+    print(
+        f"recovered {report.recovered}, partly {report.partly}, nothing {report.nothing}, "
+        f"unchanged {report.unchanged} ({report.recovered_fen} fen), rejected {len(report.errors)} line(s)"
+    )
+    return 3 if report.errors else 0
+
+
+@with_services
+async def cmd_recovery_list(args: argparse.Namespace, services: Services) -> int:
+    for row in await services.recovery.cases(tuple(args.state or ()), None, args.limit):
+        print(json.dumps({k: v if isinstance(v, int | bool | None) else str(v) for k, v in dict(row).items()}))
+    return 0
+
+
+@with_services
+async def cmd_supervise_scan(args: argparse.Namespace, services: Services) -> int:
+    done = await services.supervision.scan("system:cli")
+    print(json.dumps({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in dataclasses.asdict(done).items()}))
+    return 0
+
+
+@with_services
 async def cmd_operator_create(args: argparse.Namespace, services: Services) -> int:
     import pyotp
 
@@ -607,6 +652,12 @@ def parser() -> argparse.ArgumentParser:
     evidence.add_argument("--source", choices=EVIDENCE_FEEDS, help="the source of the lines that name none")
     evidence.set_defaults(func=cmd_import_evidence)
 
+    answers = imp.add_parser(
+        "recall-answers", help="the bank's answers to recalls (CSV: reference,recovered,reason), line by line"
+    )
+    answers.add_argument("file", help="the bank's file; lines it cannot apply are reported by number")
+    answers.set_defaults(func=cmd_import_recall_answers)
+
     returns = imp.add_parser("bank-returns", help="the bank's return file (CSV: reference,result,reason)")
     returns.add_argument("file", help="the bank's file; lines it cannot apply are reported by number")
     returns.set_defaults(func=cmd_import_bank_returns)
@@ -637,6 +688,23 @@ def parser() -> argparse.ArgumentParser:
     set_account.add_argument("--reason", required=True, help="why; kept in the audit log")
     set_account.add_argument("--as", dest="admin", required=True, metavar="USERNAME", help="the administrator")
     set_account.set_defaults(func=cmd_bank_account_set)
+
+    recovery = sub.add_parser("recovery", help="recovery of pensions paid after a death").add_subparsers(
+        dest="action", required=True
+    )
+    recall = recovery.add_parser(
+        "recall-file", help="recall what is outstanding on open cases; write every waiting recall (CSV, audited)"
+    )
+    recall.add_argument("--out", help="file to write (default: standard output)")
+    recall.set_defaults(func=cmd_recovery_recall_file)
+    cases = recovery.add_parser("list", help="recovery cases, oldest first, one JSON object a line")
+    cases.add_argument("--state", action="append", choices=RECOVERY_STATES, help="only this state (repeatable)")
+    cases.add_argument("--limit", type=int, default=100, help="at most this many (%(default)s)")
+    cases.set_defaults(func=cmd_recovery_list)
+    supervise = sub.add_parser("supervise", help="fund supervision").add_subparsers(dest="action", required=True)
+    supervise.add_parser("scan", help="raise supervision alerts (what the daily job does; idempotent)").set_defaults(
+        func=cmd_supervise_scan
+    )
 
     certify = sub.add_parser("certify", help="pension certification").add_subparsers(dest="action", required=True)
     silent = certify.add_parser(

@@ -22,6 +22,7 @@ from notifications.outbox import ANNOUNCE_CONFIRMATIONS_JOB, ANNOUNCE_RUN_JOB
 from notifications.push import push_channel
 from notifications.service import REMIND_JOB
 from payments.disbursement.service import DISBURSE_JOB
+from payments.supervision.service import SCAN_ACTOR, SCAN_JOB
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ SCHEDULES: dict[str, str] = {
     REMIND_JOB: "0 1 * * *",  # 09:00 in China
     # Before the reminders: a person the data confirms is not reminded to film a selfie.
     SILENT_JOB: "30 0 * * *",
+    # Fund supervision after the night's silent pass, before the operators' day (07:00 in China).
+    SCAN_JOB: "0 23 * * *",
     # The audit chain's head, signed into the object store: rows younger than this can still be cut
     # from the tail unnoticed, so the interval is that window (a count(*) of the log is its cost).
     audit.ANCHOR_JOB: "*/10 * * * *",
@@ -94,6 +97,10 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             done = await services.evidence.run_pass(SILENT_ACTOR)
             log.info("silent pass done", extra={"pass_id": str(done.id), "confirmed": done.confirmed})
 
+        async def supervision_scan(job: Job) -> None:
+            done = await services.supervision.scan(SCAN_ACTOR)
+            log.info("supervision scan done", extra={"scan_id": str(done.id), "raised": done.raised})
+
         async def anchor_audit(job: Job) -> None:
             anchor = await audit.write_anchor(services.pool, services.storage, settings.audit_chain_key)
             log.info("audit chain anchored", extra={"row": anchor.last_id if anchor else None})
@@ -114,6 +121,7 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             ANNOUNCE_CONFIRMATIONS_JOB: announce_confirmations,
             REMIND_JOB: remind,
             SILENT_JOB: silent_pass,
+            SCAN_JOB: supervision_scan,
             audit.ANCHOR_JOB: anchor_audit,
             **{DISPATCH_JOBS[channel]: dispatch(channel) for channel in CHANNELS},
         }

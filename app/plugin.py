@@ -36,7 +36,9 @@ from app.http.payments.controllers import (
     ReturnedPaymentController,
 )
 from app.http.problems import problem_json
+from app.http.recovery.controllers import RecoveryController
 from app.http.review.controllers import ReviewController
+from app.http.supervision.controllers import AlertController
 from app.http.system.controllers import HealthController, MetricsController
 from app.http.system.headers import security_headers
 from app.http.system.observability import request_id_middleware
@@ -72,6 +74,8 @@ class SocialCardPlugin(InitPluginProtocol):
                 BankAccountController,
                 ReturnedPaymentController,
                 DeathReversalController,
+                RecoveryController,
+                AlertController,
                 EvidenceAdminController,
                 EvidenceController,
                 InPersonController,

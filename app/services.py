@@ -30,6 +30,9 @@ from payments.deaths.service import DeathRecords
 from payments.disbursement.accounts import BankAccounts
 from payments.disbursement.service import DisbursementService
 from payments.ledger.service import MedicalAccountService
+from payments.recovery.service import RecoveryService
+from payments.supervision.rules import Thresholds
+from payments.supervision.service import SupervisionService
 from persons.service import PersonImporter
 from review.lookup import ConsoleService
 from review.service import ReviewService
@@ -54,6 +57,8 @@ class Services:
     disbursements: DisbursementService
     bank_accounts: BankAccounts
     deaths: DeathRecords
+    recovery: RecoveryService
+    supervision: SupervisionService
     notifications: NotificationService
     sms: SmsProvider
 
@@ -83,6 +88,10 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         bank_accounts=BankAccounts(pool, cipher, settings.lookup_hash_key),
         console=ConsoleService(pool, settings.lookup_hash_key, disbursements),
         deaths=DeathRecords(pool, settings.lookup_hash_key),
+        recovery=RecoveryService(pool, cipher),
+        supervision=SupervisionService(
+            pool, cipher, settings.lookup_hash_key, Thresholds(face_distance=settings.face_collision_distance)
+        ),
         notifications=NotificationService(pool, settings.pension_pay_day),
         sms=sms,
     )

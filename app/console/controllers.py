@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from app.console import session as cs
 from app.console.forms import (
+    AlertClosingForm,
     AppealDecisionForm,
     ClaimNextForm,
     DecisionForm,
@@ -49,6 +50,8 @@ from liveness.decision import match_band
 from liveness.model import Reason, Thresholds
 from notifications.rules import LOCAL_TZ
 from notifications.templates import render
+from payments.supervision.rules import KINDS as ALERT_KINDS
+from payments.supervision.rules import STATES as ALERT_STATES
 from review.lookup import PersonQuery
 
 REVIEWERS = (OPERATOR, ADMIN)
@@ -61,12 +64,14 @@ MENU = (
     ("/console/visits", "visits", REVIEWERS),
     ("/console/ladder", "ladder", REVIEWERS),
     ("/console/runs", "runs", REVIEWERS),
+    ("/console/alerts", "alerts", REVIEWERS),
     ("/console/notifications", "dead_letters", (ADMIN,)),
     ("/console/audit", "audit", (AUDITOR,)),
 )
 HOME = {role: next(path for path, _, roles in MENU if role in roles) for role in (OPERATOR, ADMIN, AUDITOR)}
 QUEUE_NOTES = ("decided", "queue_empty")
 VISIT_NOTES = ("done_scheduled", "done_certified", "done_decided")
+ALERTS_SHOWN = 200
 OPEN_SHOWN = 100
 RECENT_RUNS = 24
 _SIGN_IN_TOKEN_S = 30 * 60
@@ -477,6 +482,66 @@ class LadderPages(Controller):
         )
 
 
+class SupervisionPages(Controller):
+    """Fund-supervision alerts (the API's /v1/admin/alerts, as a page): filtered by kind and state, each
+    closed with a reason."""
+
+    path = "/alerts"
+    guards = [cs.requires_console(*REVIEWERS)]
+
+    @get("/")
+    async def alerts(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        kind: Annotated[str, Parameter(max_length=40)] = "",
+        in_state: Annotated[str, Parameter(query="state", max_length=10)] = "open",
+        note: str = "",
+    ) -> Template:
+        return await self._page(request, services, kind=kind, state=in_state, note=note)
+
+    @post("/{alert_id:uuid}/closing")
+    async def close(
+        self, alert_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect | Template:
+        try:
+            form = await read_form(request, AlertClosingForm)
+            await services.supervision.close(cs.session_of(request).principal, alert_id, form.reason)
+        except (BadRequest, Conflict) as exc:
+            return await self._page(request, services, kind="", state="open", error=exc, about=alert_id)
+        return _see_other("/console/alerts", note="alert_done_closed")
+
+    async def _page(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        *,
+        kind: str,
+        state: str,
+        note: str = "",
+        error: AppError | None = None,
+        about: uuid.UUID | None = None,
+    ) -> Template:
+        # An unknown filter value shows everything rather than nothing: the form only offers known ones.
+        kind = kind if kind in ALERT_KINDS else ""
+        state = state if state in ALERT_STATES else ""
+        rows = await services.supervision.alerts(kind or None, state or None, None, ALERTS_SHOWN)
+        return _page(
+            request,
+            "alerts.html",
+            status=error.status if error else 200,
+            alerts=rows,
+            kinds=ALERT_KINDS,
+            states=ALERT_STATES,
+            kind=kind,
+            state=state,
+            note=note if note == "alert_done_closed" else None,
+            error=_text(request, error.code, error.params) if error else None,
+            about=about,
+            full_path=_full_path(request),
+        )
+
+
 # -- errors: a page in the operator's language, not problem+json: a person at a browser reads it -----
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Every refusal under /console (unknown pages and methods too, from the app's handler)."""
@@ -506,6 +571,7 @@ def console_router() -> Router:
             PersonPages,
             OperationsPages,
             LadderPages,
+            SupervisionPages,
             create_static_files_router(path="/static", directories=[STATIC], name="console_static"),
         ],
         include_in_schema=False,

@@ -75,6 +75,11 @@ class AppealDecisionForm(Body):
     reason: str = ""
 
 
+class AlertClosingForm(Body):
+    csrf: str
+    reason: str = ""  # the service's rule says what is wrong with it
+
+
 async def read_form(request: Request[Any, Any, Any], form: type[F]) -> F:
     """The posted form as `form`; a field missing, unknown or out of its choices is a 400 with the field named."""
     values = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}

@@ -22,6 +22,7 @@ from infra.db import UnitOfWork, unit_of_work
 from notifications.outbox import publish_event
 from payments.deaths import repository as repo
 from payments.deaths.feed import DeathReport, parse_feed
+from payments.recovery import service as recovery
 
 
 @dataclass
@@ -93,6 +94,7 @@ class DeathRecords:
                 outcome = "recorded"
             await repo.set_vital_status(uow, person_id, report.date_of_death)
             owed = await repo.recompute_overpayments(uow, record_id)
+            await recovery.sync_case(uow, person_id, record_id, actor)
             details |= {
                 "death_record_id": str(record_id),
                 "overpayments": owed["payments"],
@@ -134,6 +136,8 @@ class DeathRecords:
                 card_status = record["card_status_before"]
                 await cards.set_status(uow, card["id"], card_status)
             entitlement_status = await repo.set_entitlement_status(uow, person_id, "active")
+            # The case first, while it still sees what was owed (for its audit entry).
+            case = await recovery.cancel_case(uow, person_id, record_id, principal.actor, reason)
             cancelled = await repo.cancel_overpayments(uow, record_id)
             months = await repo.restore_withheld_months(uow, person_id, died)
             restored = [m.isoformat() for m in months]
@@ -156,6 +160,7 @@ class DeathRecords:
                     "reason": reason,
                     "card_status": card_status,
                     "overpayments_cancelled": cancelled,
+                    "recovery_case_cancelled": case,
                     "months_restored": restored,
                 },
             )
