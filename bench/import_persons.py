@@ -7,6 +7,9 @@
   3. the product: `socialcard import persons FILE` as an administrator runs it, a process of its own,
      into the fresh migrated database: time from start to exit, and that process's peak RSS
      (`os.wait4`). Its progress lines go to stderr as they would to a log.
+Beside the wall times, the CPU seconds each phase cost the import process and the PostgreSQL server
+(all its processes, from /proc): on a machine shared with other work the wall time says how busy the
+machine was, the CPU time what the import costs.
 The import must create every person with a pension and a card, or the run fails. Figures go to
 bench-results/import.json.
 """
@@ -58,8 +61,38 @@ def write_persons(path: Path, count: int) -> None:
             f.writelines(person_line(n) for n in range(start, min(start + 10_000, count)))
 
 
-async def bare_copy(settings: Settings, path: Path) -> float:
-    """Seconds for COPY of the file into a plain text table, in a database of its own."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(stat: str, *, children: bool) -> float:
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    used = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        used += int(fields[13]) + int(fields[14])  # cutime, cstime: the exited backends it reaped
+    return used / _TICK
+
+
+def postgres_cpu_s(root: Path) -> float:
+    """CPU seconds the PostgreSQL server under `root` has used: the postmaster with the backends it
+    has reaped, and the processes still running under it."""
+    postmaster = int(next(root.rglob("postmaster.pid")).read_text().split()[0])
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        pid, ppid = int(proc.name), int(stat[stat.rindex(")") + 2 :].split()[1])
+        if pid == postmaster or ppid == postmaster:
+            total += _cpu_s(stat, children=pid == postmaster)
+    return total
+
+
+async def bare_copy(settings: Settings, root: Path, path: Path) -> tuple[float, float]:
+    """Seconds for COPY of the file into a plain text table, in a database of its own, and the CPU
+    seconds PostgreSQL spent on it."""
     admin = await asyncpg.connect(settings.migration_database_url)
     try:
         await admin.execute("CREATE DATABASE bare_copy")
@@ -70,20 +103,21 @@ async def bare_copy(settings: Settings, path: Path) -> float:
         columns = HEADER.strip().split(",")
         await conn.execute(f"CREATE TABLE persons_bare ({', '.join(f'{c} text' for c in columns)})")
         await conn.execute("CHECKPOINT")
-        t0 = time.perf_counter()
+        cpu_0, t0 = postgres_cpu_s(root), time.perf_counter()
         await conn.copy_to_table("persons_bare", source=path, format="csv", header=True)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, postgres_cpu_s(root) - cpu_0
         assert await conn.fetchval("SELECT count(*) FROM persons_bare") == sum(1 for _ in path.open()) - 1
-        return elapsed
+        return elapsed, cpu
     finally:
         await conn.close()
 
 
-def run_import(settings: Settings, path: Path) -> tuple[float, int, str]:
-    """Seconds, peak RSS in bytes and the report line of `socialcard import persons` run on the file."""
+def run_import(settings: Settings, path: Path) -> tuple[float, int, str, float]:
+    """Seconds, peak RSS in bytes, the report line and the CPU seconds of `socialcard import persons`
+    run on the file."""
     env = {**os.environ, **settings_env(settings)}
     t0 = time.perf_counter()
-    child = subprocess.Popen(  # noqa: S603 (our own command line)
+    child = subprocess.Popen(
         [sys.executable, "-m", "socialcard", "import", "persons", str(path)], env=env, stdout=subprocess.PIPE
     )
     assert child.stdout is not None
@@ -92,7 +126,8 @@ def run_import(settings: Settings, path: Path) -> tuple[float, int, str]:
     elapsed = time.perf_counter() - t0
     child.returncode = os.waitstatus_to_exitcode(status)
     assert child.returncode == 0, (child.returncode, out)
-    return elapsed, usage.ru_maxrss * 1024, out.strip()  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_maxrss * 1024, out.strip(), cpu  # ru_maxrss is in KiB on Linux
 
 
 async def landed(settings: Settings) -> dict[str, int]:
@@ -128,8 +163,10 @@ def main() -> int:
         t0 = time.perf_counter()
         write_persons(path, args.persons)
         written_s = time.perf_counter() - t0
-        bare_s = asyncio.run(bare_copy(settings, path))
-        import_s, peak_rss, report = run_import(settings, path)
+        bare_s, bare_pg = asyncio.run(bare_copy(settings, root, path))
+        pg_0 = postgres_cpu_s(root)
+        import_s, peak_rss, report, import_cpu = run_import(settings, path)
+        import_pg = postgres_cpu_s(root) - pg_0
         counts = asyncio.run(landed(settings))
         assert counts["persons"] == counts["pensions"] == counts["cards"] == args.persons, counts
         results = {
@@ -142,6 +179,12 @@ def main() -> int:
             "import_rows_per_s": round(args.persons / import_s),
             "import_to_bare_ratio": round(import_s / bare_s, 2),
             "import_peak_rss_mb": round(peak_rss / 1e6, 1),
+            "cpu_s": {
+                "bare_copy_postgres": round(bare_pg, 2),
+                "import_process": round(import_cpu, 1),
+                "import_postgres": round(import_pg, 1),
+            },
+            "load_average": os.getloadavg()[0],
             "batch": settings.import_batch,
             "report": report,
             **counts,
@@ -153,6 +196,12 @@ def main() -> int:
     print(f"  socialcard import persons    {r['import_s']:>8.2f} s   ({r['import_rows_per_s']:,} rows/s)")
     print(f"  import / bare COPY           {r['import_to_bare_ratio']:>8.2f} x   (target <= 3x, import <= 60 s)")
     print(f"  import peak RSS              {r['import_peak_rss_mb']:>8.1f} MB  (target <= 500 MB)")
+    c = r["cpu_s"]
+    print(f"  CPU, bare COPY               {c['bare_copy_postgres']:>8.2f} s PostgreSQL")
+    print(
+        f"  CPU, import                  {c['import_process']:>8.1f} s import process, {c['import_postgres']:.1f} s PostgreSQL"
+    )
+    print(f"  load average (1 min) at the end: {r['load_average']:.1f} on {os.cpu_count()} cores")
     print(f"  landed: {r['persons']:,} persons, {r['pensions']:,} pensions, {r['cards']:,} cards; {r['report']}")
     return 0
 
