@@ -1,5 +1,5 @@
 """How each pensioner was certified in a cycle (a calendar year, China time), per region: by data,
-by face, in person, and how many are still to certify. A person certified more than one way counts
+by face (on their own, or filmed by a relative: assisted), in person, and how many are still to certify. A person certified more than one way counts
 under each way, and once in `certified`."""
 
 from __future__ import annotations
@@ -22,30 +22,33 @@ REPORT_SQL = """
         WHERE p.vital_status = 'alive' AND e.status = 'active' AND ($4::text IS NULL OR p.region = $4)
     ), by_data AS (
         SELECT DISTINCT person_id FROM life_confirmations WHERE confirmed_on >= $1 AND confirmed_on < $2
-    ), by_face AS (
-        SELECT DISTINCT person_id FROM certification_checks
+    ), passed AS (
+        SELECT person_id, bool_or(assisted_by IS NULL) AS own, bool_or(assisted_by IS NOT NULL) AS assisted
+        FROM certification_checks
         WHERE status = 'passed' AND decided_at >= ($1::date AT TIME ZONE 'Asia/Shanghai')
           AND decided_at < ($2::date AT TIME ZONE 'Asia/Shanghai')
+        GROUP BY person_id
     ), in_person AS (
         SELECT DISTINCT person_id FROM in_person_certifications WHERE certified_on >= $1 AND certified_on < $2
     )
     SELECT x.region,
            count(*) AS pensioners,
            count(d.person_id) AS by_data,
-           count(f.person_id) AS by_face,
+           count(*) FILTER (WHERE f.own) AS by_face,
+           count(*) FILTER (WHERE f.assisted) AS assisted,
            count(i.person_id) AS in_person,
            count(*) FILTER (WHERE d.person_id IS NOT NULL OR f.person_id IS NOT NULL OR i.person_id IS NOT NULL)
                AS certified,
            count(*) FILTER (WHERE x.certified_until IS NULL OR x.certified_until < $3) AS lapsed
     FROM pensioner x
     LEFT JOIN by_data d ON d.person_id = x.id
-    LEFT JOIN by_face f ON f.person_id = x.id
+    LEFT JOIN passed f ON f.person_id = x.id
     LEFT JOIN in_person i ON i.person_id = x.id
     GROUP BY x.region
     ORDER BY x.region
 """
 
-COUNTS = ("pensioners", "by_data", "by_face", "in_person", "certified", "lapsed")
+COUNTS = ("pensioners", "by_data", "by_face", "assisted", "in_person", "certified", "lapsed")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class RegionCounts:
     pensioners: int
     by_data: int
     by_face: int
+    assisted: int
     in_person: int
     certified: int
     lapsed: int

@@ -89,6 +89,6 @@ async def test_an_operator_arranges_and_certifies_a_visit_and_answers_an_appeal(
     assert report.status_code == 200
     row = re.search(r'<th scope="row">110101</th>((?:<td>[^<]*</td>)+)</tr>', report.text)
     assert row is not None, report.text
-    # pensioners, by data, by face, in person, certified, still due, lapsed
-    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["1", "0", "1", "1", "1", "0", "0"]
+    # pensioners, by data, by face, assisted, in person, certified, still due, lapsed
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["1", "0", "1", "0", "1", "1", "0", "0"]
     assert (await client.get("/console/ladder?year=1999")).status_code == 400

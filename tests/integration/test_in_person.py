@@ -267,6 +267,20 @@ async def test_the_report_counts_each_way_per_region(
     )
     assert r.status_code == 201, r.text
     year = datetime.now(UTC).astimezone(LOCAL_TZ).year
+    # The cardholder's son filmed a second pass for them: counted as assisted too, certified once.
+    son = await pool.fetchval("SELECT id FROM persons WHERE phone = $1", seen.phone)
+    link = await pool.fetchval(
+        """INSERT INTO relative_links (person_id, helper_id, relationship, state, requested_by, consented_at,
+                                       consent_method, consented_by)
+           SELECT id, $2, 'child', 'active', 'test', now(), 'operator', 'test' FROM persons WHERE phone = $1
+           RETURNING id""",
+        cardholder["person"].phone,
+        son,
+    )
+    assisted = await insert_check(pool, cardholder["person"].phone, "passed", worker_outcome="passed")
+    await pool.execute(
+        "UPDATE certification_checks SET assisted_by = $2, assisted_link = $3 WHERE id = $1", assisted, son, link
+    )
 
     r = await client.get(f"/v1/admin/certification-report?year={year}", headers=operator_headers)
     assert r.status_code == 200, r.text
@@ -277,6 +291,7 @@ async def test_the_report_counts_each_way_per_region(
         "pensioners": 2,
         "by_data": 0,
         "by_face": 1,
+        "assisted": 1,
         "in_person": 1,
         "certified": 2,
         "still_due": 0,
