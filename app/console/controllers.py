@@ -542,66 +542,6 @@ class SupervisionPages(Controller):
         )
 
 
-class SupervisionPages(Controller):
-    """Fund-supervision alerts (the API's /v1/admin/alerts, as a page): filtered by kind and state, each
-    closed with a reason."""
-
-    path = "/alerts"
-    guards = [cs.requires_console(*REVIEWERS)]
-
-    @get("/")
-    async def alerts(
-        self,
-        request: Request[Any, Any, Any],
-        services: Services,
-        kind: Annotated[str, Parameter(max_length=40)] = "",
-        in_state: Annotated[str, Parameter(query="state", max_length=10)] = "open",
-        note: str = "",
-    ) -> Template:
-        return await self._page(request, services, kind=kind, state=in_state, note=note)
-
-    @post("/{alert_id:uuid}/closing")
-    async def close(
-        self, alert_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
-    ) -> Redirect | Template:
-        try:
-            form = await read_form(request, AlertClosingForm)
-            await services.supervision.close(cs.session_of(request).principal, alert_id, form.reason)
-        except (BadRequest, Conflict) as exc:
-            return await self._page(request, services, kind="", state="open", error=exc, about=alert_id)
-        return _see_other("/console/alerts", note="alert_done_closed")
-
-    async def _page(
-        self,
-        request: Request[Any, Any, Any],
-        services: Services,
-        *,
-        kind: str,
-        state: str,
-        note: str = "",
-        error: AppError | None = None,
-        about: uuid.UUID | None = None,
-    ) -> Template:
-        # An unknown filter value shows everything rather than nothing: the form only offers known ones.
-        kind = kind if kind in ALERT_KINDS else ""
-        state = state if state in ALERT_STATES else ""
-        rows = await services.supervision.alerts(kind or None, state or None, None, ALERTS_SHOWN)
-        return _page(
-            request,
-            "alerts.html",
-            status=error.status if error else 200,
-            alerts=rows,
-            kinds=ALERT_KINDS,
-            states=ALERT_STATES,
-            kind=kind,
-            state=state,
-            note=note if note == "alert_done_closed" else None,
-            error=_text(request, error.code, error.params) if error else None,
-            about=about,
-            full_path=_full_path(request),
-        )
-
-
 # -- errors: a page in the operator's language, not problem+json: a person at a browser reads it -----
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Every refusal under /console (unknown pages and methods too, from the app's handler)."""
