@@ -316,6 +316,32 @@ async def cmd_import_evidence(args: argparse.Namespace, services: Services) -> i
 
 
 @with_services
+async def cmd_certify_report(args: argparse.Namespace, services: Services) -> int:
+    """How pensioners were certified in a year, per region, as a table (or JSON lines with --json)."""
+    found = await services.ladder.report(args.year, args.region)
+    rows = [*found.regions, found.total]
+    if args.json:
+        for row in rows:
+            print(json.dumps({**dataclasses.asdict(row), "region": row.region or "total", "still_due": row.still_due}))
+        return 0
+    heads = ("region", "pensioners", "by data", "by face", "assisted", "in person", "certified", "still due", "lapsed")
+    print("".join(f"{h:>12}" for h in heads))
+    for row in rows:
+        counts = (
+            row.pensioners,
+            row.by_data,
+            row.by_face,
+            row.assisted,
+            row.in_person,
+            row.certified,
+            row.still_due,
+            row.lapsed,
+        )
+        print(f"{row.region or 'total':>12}" + "".join(f"{c:>12,}" for c in counts))
+    return 0
+
+
+@with_services
 async def cmd_certify_silent_pass(args: argparse.Namespace, services: Services) -> int:
     judged = confirmed = 0
     counter = Counter("silent pass, persons judged")
@@ -711,6 +737,11 @@ def parser() -> argparse.ArgumentParser:
         "silent-pass", help="confirm the persons due from evidence of life (resumes a pass that was cut short)"
     )
     silent.set_defaults(func=cmd_certify_silent_pass)
+    report = certify.add_parser("report", help="how pensioners were certified in a year, per region")
+    report.add_argument("--year", type=int, required=True, help="the cycle: a calendar year, China time")
+    report.add_argument("--region", help="one region code only (six digits)")
+    report.add_argument("--json", action="store_true", help="JSON lines, one per region and the total, for scripts")
+    report.set_defaults(func=cmd_certify_report)
 
     op = sub.add_parser("operator", help="operators").add_subparsers(dest="action", required=True)
     create = op.add_parser("create", help="create an operator (password from SOCIALCARD_OPERATOR_PASSWORD or prompt)")

@@ -5,15 +5,19 @@ rejected with the reason told. A death record wins over all of them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from app.services import Services
+from infra.config import Settings
 from notifications.rules import LOCAL_TZ
 from notifications.templates import render
-from tests.factories import insert_check, problem_code, sample_person, write_jsonl
+from tests.factories import insert_check, problem_code, run_cli, sample_person, write_jsonl
 
 REQUESTS = "/v1/certifications/in-person-requests"
 ADMIN_REQUESTS = "/v1/admin/in-person-requests"
@@ -252,6 +256,8 @@ async def test_the_report_counts_each_way_per_region(
     tmp_path: Any,
     cardholder: dict[str, Any],
     operator_headers: dict[str, str],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The cardholder passed a face check today; a second pensioner is seen at home; a third in another
     # region is certified by nothing this year and lapsed; a fourth is dead and not counted at all.
@@ -310,6 +316,12 @@ async def test_the_report_counts_each_way_per_region(
     assert [row["region"] for row in one["regions"]] == ["320102"]
     last_year = (await client.get(f"/v1/admin/certification-report?year={year - 1}", headers=operator_headers)).json()
     assert last_year["total"]["certified"] == 0
+    # The same from the command line, as JSON lines for scripts.
+    capsys.readouterr()
+    assert await asyncio.to_thread(run_cli, settings, "certify", "report", "--year", str(year), "--json") == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["region"] for line in lines] == ["110101", "320102", "total"]
+    assert lines[0] == found["regions"][0]
     r = await client.get("/v1/admin/certification-report?year=99999", headers=operator_headers)
     assert r.status_code == 400
     assert (
