@@ -59,3 +59,10 @@ def test_batches_hold_whole_lines_and_say_where_they_end() -> None:
 def test_a_lines_errors_are_numbered_in_the_order_found() -> None:
     errors = [RowError(7, "phone", "p"), RowError(3, "name", "n"), RowError(7, "region", "r")]
     assert numbered_errors(errors) == [(3, 0, "name", "n"), (7, 0, "phone", "p"), (7, 1, "region", "r")]
+
+
+def test_a_csv_row_after_a_blank_line_is_reported_at_its_own_line() -> None:
+    text = csv_text(csv_row(), "", csv_row(national_id=ID_B, birth_date="1980-01-01", phone="1"))
+    assert list(person_rows(text.splitlines(keepends=True), "csv"))[1:] == [
+        RowError(4, "phone", "must be an 11-digit mainland mobile number starting with 13-19")
+    ]
