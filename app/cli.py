@@ -530,6 +530,27 @@ async def cmd_recovery_list(args: argparse.Namespace, services: Services) -> int
 
 
 @with_services
+async def cmd_recovery_write_off(args: argparse.Namespace, services: Services) -> int:
+    """Ask for a write-off, or approve one: two administrators, named by `--as`, never one."""
+    from core.errors import AppError
+    from core.text import message
+
+    admin = await _administrator(services, args.admin)
+    if admin is None:
+        return 2
+    try:
+        if args.action == "write-off":
+            done = await services.recovery.ask_write_off(admin, args.case, args.reason)
+        else:
+            done = await services.recovery.approve_write_off(admin, args.case)
+    except AppError as exc:
+        print(f"refused: {message(exc.code, 'en', **exc.params)}", file=sys.stderr)
+        return 3
+    print(json.dumps({k: v if isinstance(v, int | bool | None) else str(v) for k, v in dict(done.case).items()}))
+    return 0
+
+
+@with_services
 async def cmd_supervise_scan(args: argparse.Namespace, services: Services) -> int:
     done = await services.supervision.scan("system:cli")
     print(json.dumps({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in dataclasses.asdict(done).items()}))
@@ -727,6 +748,16 @@ def parser() -> argparse.ArgumentParser:
     cases.add_argument("--state", action="append", choices=RECOVERY_STATES, help="only this state (repeatable)")
     cases.add_argument("--limit", type=int, default=100, help="at most this many (%(default)s)")
     cases.set_defaults(func=cmd_recovery_list)
+    for action, what in (
+        ("write-off", "ask to write off what a case has outstanding (another administrator approves)"),
+        ("approve-write-off", "approve the write-off another administrator asked for"),
+    ):
+        step = recovery.add_parser(action, help=what)
+        step.add_argument("case", type=uuid.UUID, help="the recovery case's id")
+        if action == "write-off":
+            step.add_argument("--reason", required=True, help="why; kept in the audit log")
+        step.add_argument("--as", dest="admin", required=True, metavar="USERNAME", help="the administrator")
+        step.set_defaults(func=cmd_recovery_write_off)
     supervise = sub.add_parser("supervise", help="fund supervision").add_subparsers(dest="action", required=True)
     supervise.add_parser("scan", help="raise supervision alerts (what the daily job does; idempotent)").set_defaults(
         func=cmd_supervise_scan

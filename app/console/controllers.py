@@ -42,7 +42,7 @@ from app.http.review import schemas as rs
 from app.http.review.schemas import ReviewStatus
 from app.services import Services
 from auth.service import OPERATOR_SESSION_S, ConsoleSession
-from core.errors import AppError, BadRequest, Conflict, NotFound
+from core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
 from core.principal import ADMIN, AUDITOR, OPERATOR
 from core.text import day, message, money, number, text
 from infra.crypto import mask_phone
@@ -50,6 +50,9 @@ from liveness.decision import match_band
 from liveness.model import Reason, Thresholds
 from notifications.rules import LOCAL_TZ
 from notifications.templates import render
+from payments.recovery.rules import CLOSED as RECOVERY_CLOSED
+from payments.recovery.rules import STATES as RECOVERY_STATES
+from payments.recovery.rules import CaseMoney
 from payments.supervision.rules import KINDS as ALERT_KINDS
 from payments.supervision.rules import STATES as ALERT_STATES
 from review.lookup import PersonQuery
@@ -65,6 +68,7 @@ MENU = (
     ("/console/ladder", "ladder", REVIEWERS),
     ("/console/runs", "runs", REVIEWERS),
     ("/console/alerts", "alerts", REVIEWERS),
+    ("/console/recoveries", "recovery", (ADMIN,)),
     ("/console/notifications", "dead_letters", (ADMIN,)),
     ("/console/audit", "audit", (AUDITOR,)),
 )
@@ -72,6 +76,8 @@ HOME = {role: next(path for path, _, roles in MENU if role in roles) for role in
 QUEUE_NOTES = ("decided", "queue_empty")
 VISIT_NOTES = ("done_scheduled", "done_certified", "done_decided")
 ALERTS_SHOWN = 200
+RECOVERY_OPEN = tuple(s for s in RECOVERY_STATES if s not in RECOVERY_CLOSED)
+RECOVERY_NOTES = ("recovery_done_asked", "recovery_done_written_off")
 OPEN_SHOWN = 100
 RECENT_RUNS = 24
 _SIGN_IN_TOKEN_S = 30 * 60
@@ -542,6 +548,72 @@ class SupervisionPages(Controller):
         )
 
 
+class RecoveryPages(Controller):
+    """Recovery cases for administrators (the API's /v1/admin/recoveries, as a page): what each owes,
+    recovered and wrote off; a write-off asked by one administrator and approved by another."""
+
+    path = "/recoveries"
+    guards = [cs.requires_console(ADMIN)]
+
+    @get("/")
+    async def cases(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        in_state: Annotated[str, Parameter(query="state", max_length=20)] = "",
+        note: str = "",
+    ) -> Template:
+        return await self._page(request, services, state=in_state, note=note)
+
+    @post("/{case_id:uuid}/write-off")
+    async def ask(self, case_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Redirect | Template:
+        try:
+            form = await read_form(request, ReasonForm)
+            await services.recovery.ask_write_off(cs.session_of(request).principal, case_id, form.reason)
+        except (BadRequest, Conflict) as exc:
+            return await self._page(request, services, state="", error=exc, about=case_id)
+        return _see_other("/console/recoveries", note="recovery_done_asked")
+
+    @post("/{case_id:uuid}/write-off/approval")
+    async def approve(
+        self, case_id: uuid.UUID, request: Request[Any, Any, Any], services: Services
+    ) -> Redirect | Template:
+        try:
+            await read_form(request, TokenForm)
+            await services.recovery.approve_write_off(cs.session_of(request).principal, case_id)
+        except (BadRequest, Conflict, Forbidden) as exc:
+            return await self._page(request, services, state="", error=exc, about=case_id)
+        return _see_other("/console/recoveries", note="recovery_done_written_off")
+
+    async def _page(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        *,
+        state: str,
+        note: str = "",
+        error: AppError | None = None,
+        about: uuid.UUID | None = None,
+    ) -> Template:
+        state = state if state in RECOVERY_STATES else ""
+        rows = await services.recovery.cases((state,) if state else RECOVERY_OPEN, None, ALERTS_SHOWN)
+        return _page(
+            request,
+            "recoveries.html",
+            status=error.status if error else 200,
+            cases=rows,
+            states=RECOVERY_STATES,
+            state=state,
+            outstanding=lambda c: (
+                CaseMoney(c["state"], c["owed_fen"], c["recovered_fen"], c["written_off_fen"]).outstanding_fen
+            ),
+            note=note if note in RECOVERY_NOTES else None,
+            error=_text(request, error.code, error.params) if error else None,
+            about=about,
+            full_path=_full_path(request),
+        )
+
+
 # -- errors: a page in the operator's language, not problem+json: a person at a browser reads it -----
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Every refusal under /console (unknown pages and methods too, from the app's handler)."""
@@ -572,6 +644,7 @@ def console_router() -> Router:
             OperationsPages,
             LadderPages,
             SupervisionPages,
+            RecoveryPages,
             create_static_files_router(path="/static", directories=[STATIC], name="console_static"),
         ],
         include_in_schema=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from app.services import Services
 from infra.config import Settings
-from tests.factories import operator_headers_for, run_cli, sample_person
+from tests.factories import console_sign_in, operator_headers_for, run_cli, sample_person, staff_member
 from tests.integration.test_deaths import DEC, MONTHLY, NOV, OCT, SEP, _feed, _import, _run
 
 ACCOUNT = "6222020200112233445"  # tests.factories: every sample pension
@@ -207,3 +208,67 @@ async def test_a_reversed_death_cancels_its_case_and_withdraws_the_recall(
     late = await _answers(client, admin_headers, f"{recall},3500.00,")
     assert late["errors"][0]["line"] == 2  # the bank is told to give it back, by a person
     assert "recovery.cancelled" in await _actions(pool, case["id"])
+
+
+async def test_the_command_line_writes_off_with_two_administrators(
+    services: Services,
+    importer: Any,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    person = sample_person()
+    await _import(importer, pool, tmp_path, person)
+    await _run(services, SEP, OCT)
+    await services.deaths.import_file(_feed(tmp_path, "d.csv", f"{person.national_id},2025-09-05"), "t")
+    case_id = str((await _cases(pool))[0]["id"])
+    for name in ("amy", "bo"):
+        await staff_member(services, name, name.title(), role="admin")
+
+    def cli(*argv: str) -> int:
+        return run_cli(settings, "recovery", *argv)
+
+    assert await asyncio.to_thread(cli, "write-off", case_id, "--reason", "no estate", "--as", "amy") == 0
+    assert await asyncio.to_thread(cli, "approve-write-off", case_id, "--as", "amy") == 3
+    assert "another administrator" in capsys.readouterr().err
+    assert await asyncio.to_thread(cli, "approve-write-off", case_id, "--as", "nobody") == 2
+    assert await asyncio.to_thread(cli, "approve-write-off", case_id, "--as", "bo") == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["state"] == "written_off"
+
+
+async def test_two_administrators_write_off_in_the_console(
+    client: Any, services: Services, importer: Any, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    person = sample_person()
+    await _import(importer, pool, tmp_path, person)
+    await _run(services, SEP, OCT)
+    await services.deaths.import_file(_feed(tmp_path, "d.csv", f"{person.national_id},2025-09-05"), "t")
+    case_id = (await _cases(pool))[0]["id"]
+    amy = await staff_member(services, "amy", "Amy", role="admin")
+    bo = await staff_member(services, "bo", "Bo", role="admin")
+
+    csrf = await console_sign_in(client, "amy", amy)
+    page = await client.get("/console/recoveries")
+    assert page.status_code == 200
+    assert "多发待追回" in page.text
+    assert person.national_id not in page.text
+    await client.post("/console/language", data={"csrf": csrf, "locale": "en"})
+    page = await client.get("/console/recoveries")
+    assert "Overpayment recovery" in page.text
+    assert f'<label for="why-{case_id}">' in page.text
+    r = await client.post(f"/console/recoveries/{case_id}/write-off", data={"csrf": csrf, "reason": "no estate left"})
+    assert r.status_code == 200  # followed to the page, with the note
+    assert "another administrator approves it" in r.text
+    r = await client.post(f"/console/recoveries/{case_id}/write-off/approval", data={"csrf": csrf})
+    assert r.status_code == 403
+    assert 'role="alert"' in r.text
+    assert "another administrator than the one who asked" in r.text
+
+    await client.post("/console/sign-out", data={"csrf": csrf})
+    csrf = await console_sign_in(client, "bo", bo)
+    r = await client.post(f"/console/recoveries/{case_id}/write-off/approval", data={"csrf": csrf})
+    assert r.status_code == 200
+    assert (await _cases(pool))[0]["state"] == "written_off"
+    shown = await client.get("/console/recoveries?state=written_off")
+    assert "no estate left" in shown.text
