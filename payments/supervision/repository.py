@@ -171,13 +171,15 @@ NO_LIFE_EVIDENCE_SQL = """
     FROM stale s JOIN money m USING (person_id)"""
 
 
-async def start_scan(uow: UnitOfWork) -> datetime | None:
+async def start_scan(uow: UnitOfWork) -> tuple[datetime | None, datetime]:
     """One scan at a time (a second waits, then finds what the first left); the previous scan's face
-    watermark; and an empty findings table for this transaction."""
+    watermark and the database's now (the checks' decision times are the database's clock, so the
+    watermark is too); and an empty findings table for this transaction."""
     await uow.execute("SELECT pg_advisory_xact_lock($1)", SCAN_LOCK)
     await uow.execute(CREATE_FINDINGS)
-    through: datetime | None = await uow.fetchval("SELECT max(faces_through) FROM supervision_scans")
-    return through
+    row = await uow.fetchrow("SELECT max(faces_through) AS through, clock_timestamp() AS now FROM supervision_scans")
+    assert row is not None  # an aggregate always gives one row
+    return row["through"], row["now"]
 
 
 async def find(uow: UnitOfWork, sql: str, *args: object) -> int:

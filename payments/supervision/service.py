@@ -11,7 +11,6 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 
@@ -53,8 +52,8 @@ class SupervisionService:
         hashed = await self._refresh_account_hashes()
         t = self._thresholds
         async with unit_of_work(self._pool) as uow:
-            previous = await repo.start_scan(uow)
-            since, until = rules.face_window(previous, datetime.now(UTC), t)
+            previous, now = await repo.start_scan(uow)
+            since, until = rules.face_window(previous, now, t)
             found = {
                 rules.SHARED_ACCOUNT: await repo.find(uow, repo.SHARED_ACCOUNT_SQL, t.account_min_persons),
                 rules.SHARED_FACE: await repo.find(uow, repo.SHARED_FACE_SQL, since, until, t.face_distance),
