@@ -127,26 +127,36 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
     pensions whose account the caller must compare, and `move_accounts` adds what it finds."""
     await uow.execute(
         """INSERT INTO person_merge
-           SELECT b.*, coalesce(p.id, uuidv7()), p.id IS NULL, c.person_id IS NULL, e.bank_account_enc,
+           SELECT b.*, coalesce(s.id, uuidv7()), s.id IS NULL, NOT coalesce(s.carded, false), s.bank_account_enc,
                   array_remove(ARRAY[
-                      CASE WHEN b.name IS DISTINCT FROM p.name THEN 'name' END,
-                      CASE WHEN b.birth_date IS DISTINCT FROM p.birth_date THEN 'birth_date' END,
-                      CASE WHEN b.phone IS DISTINCT FROM p.phone THEN 'phone' END,
-                      CASE WHEN b.region IS DISTINCT FROM p.region THEN 'region' END,
-                      CASE WHEN b.locale IS DISTINCT FROM p.locale THEN 'locale' END,
-                      CASE WHEN b.reference_photo_key IS DISTINCT FROM p.reference_photo_key
+                      CASE WHEN b.name IS DISTINCT FROM s.name THEN 'name' END,
+                      CASE WHEN b.birth_date IS DISTINCT FROM s.birth_date THEN 'birth_date' END,
+                      CASE WHEN b.phone IS DISTINCT FROM s.phone THEN 'phone' END,
+                      CASE WHEN b.region IS DISTINCT FROM s.region THEN 'region' END,
+                      CASE WHEN b.locale IS DISTINCT FROM s.locale THEN 'locale' END,
+                      CASE WHEN b.reference_photo_key IS DISTINCT FROM s.reference_photo_key
                                 AND b.reference_photo_key IS NOT NULL THEN 'reference_photo' END,
-                      CASE WHEN b.monthly_amount_fen IS DISTINCT FROM e.monthly_amount_fen
+                      CASE WHEN b.monthly_amount_fen IS DISTINCT FROM s.monthly_amount_fen
                                 AND b.monthly_amount_fen IS NOT NULL THEN 'pension.monthly_amount' END,
-                      CASE WHEN e.person_id IS NULL AND b.monthly_amount_fen IS NOT NULL
+                      CASE WHEN NOT coalesce(s.entitled, false) AND b.monthly_amount_fen IS NOT NULL
                            THEN 'pension.bank_account' END,
-                      CASE WHEN b.start_month IS DISTINCT FROM e.start_month
+                      CASE WHEN b.start_month IS DISTINCT FROM s.start_month
                                 AND b.monthly_amount_fen IS NOT NULL THEN 'pension.start_month' END
                   ], NULL)
            FROM person_batch b
-           LEFT JOIN persons p ON p.national_id_hash = b.national_id_hash
-           LEFT JOIN pension_entitlements e ON e.person_id = p.id
-           LEFT JOIN cards c ON c.person_id = p.id"""
+           -- One probe of the national ID's unique index per row: a batch is a small part of a city, and
+           -- hashing every person for each batch (the plan chosen otherwise) grows with the city.
+           -- LIMIT 1 (the hash is unique anyway) keeps the subquery from being flattened into a join.
+           LEFT JOIN LATERAL (
+               SELECT p.id, p.name, p.birth_date, p.phone, p.region, p.locale, p.reference_photo_key,
+                      e.person_id IS NOT NULL AS entitled, e.monthly_amount_fen, e.start_month,
+                      e.bank_account_enc, c.person_id IS NOT NULL AS carded
+               FROM persons p
+               LEFT JOIN pension_entitlements e ON e.person_id = p.id
+               LEFT JOIN cards c ON c.person_id = p.id
+               WHERE p.national_id_hash = b.national_id_hash
+               LIMIT 1
+           ) s ON true"""
     )
     return await uow.fetch(
         """SELECT line, bank_account_hash, stored_account FROM person_merge
