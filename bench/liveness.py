@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 import resource
 import signal
@@ -43,6 +42,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from infra.embedded import exit_on_sigterm
+from liveness.analyser import analysing_context
 from liveness.model import Action, Embedding, Media, Thresholds
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def in_fresh_process(fn: Callable[..., T], *args: object) -> T:
     """`fn(*args)` in a new spawned process, as FaceAnalyser runs the pipeline, so nothing this
     process loaded or cached reaches the figures. Leaving the pool terminates its process, so an
     interrupted bench (Ctrl-C, SIGTERM) leaves none behind."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    with analysing_context().Pool(1) as pool:
         return pool.apply(fn, args)
 
 

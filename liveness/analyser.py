@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import multiprocessing
+import multiprocessing.context
+import multiprocessing.popen_spawn_posix
+import multiprocessing.process
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +24,41 @@ from liveness.model import Action, Analysis, EarlierSubmission, Embedding, Enrol
 
 T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# The analysing process's heap on transparent huge pages (glibc 2.35 and later; older ones and
+# other C libraries ignore the setting). dlib's 68-point landmark model is ~100 MB of small leaf
+# vectors, a few thousand of them read at random for every sampled frame: with 4 KiB pages
+# nearly every read also misses the TLB. Measured on the bench's 720p clip: landmarks ~3 -> ~2 ms
+# a frame, 0.1-0.2 CPU-s less per check; the instructions are the same.
+_HUGE_PAGE_HEAP = "glibc.malloc.hugetlb=1"
+_environ_lock = threading.Lock()
+
+
+class _HugePageProcess(multiprocessing.context.SpawnProcess):
+    """A spawned process that starts with `_HUGE_PAGE_HEAP` among its glibc tunables."""
+
+    @staticmethod
+    def _Popen(process_obj: multiprocessing.process.BaseProcess) -> multiprocessing.popen_spawn_posix.Popen:
+        # glibc reads its tunables once, at the start of a process: they can only reach the child
+        # through the environment it is started with, which spawn takes from this process's.
+        with _environ_lock:
+            saved = os.environ.get("GLIBC_TUNABLES")
+            os.environ["GLIBC_TUNABLES"] = f"{saved}:{_HUGE_PAGE_HEAP}" if saved else _HUGE_PAGE_HEAP
+            try:
+                return multiprocessing.popen_spawn_posix.Popen(process_obj)
+            finally:
+                if saved is None:
+                    del os.environ["GLIBC_TUNABLES"]
+                else:
+                    os.environ["GLIBC_TUNABLES"] = saved
+
+
+class _AnalysingContext(multiprocessing.context.SpawnContext):
+    Process = _HugePageProcess
+
+
+def analysing_context() -> multiprocessing.context.SpawnContext:
+    """How analysing processes start: spawned, their heap on huge pages (`_HUGE_PAGE_HEAP`)."""
+    return _AnalysingContext()
 
 
 class AnalyserCrashed(Exception):
@@ -70,7 +109,7 @@ class FaceAnalyser:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=analysing_context(),
                 initializer=_start_child,
                 initargs=(os.getpid(),),
                 max_tasks_per_child=self._per_process,

