@@ -354,7 +354,16 @@ class PersonPages(Controller):
         session = cs.session_of(request)
         record = await services.console.person(session.principal, person_id)
         notices = [(row, render(row["kind"], session.locale, row["params"]).title) for row in record.notifications]
-        return _page(request, "person.html", record=record, notices=notices, phone=mask_phone(record.person["phone"]))
+        # What confirmed the person from data (the look is audited, as through the API).
+        trail = await services.evidence.trail_for_staff(session.principal, person_id)
+        return _page(
+            request,
+            "person.html",
+            record=record,
+            notices=notices,
+            confirmations=trail.confirmations,
+            phone=mask_phone(record.person["phone"]),
+        )
 
 
 class OperationsPages(Controller):

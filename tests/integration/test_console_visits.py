@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from app.services import Services
 from notifications.rules import LOCAL_TZ
-from tests.factories import console_sign_in, form_token, insert_check, staff_member
+from tests.factories import console_sign_in, form_token, import_pensioners, insert_check, staff_member
 
 
 async def test_an_operator_arranges_and_certifies_a_visit_and_answers_an_appeal(
@@ -92,3 +93,31 @@ async def test_an_operator_arranges_and_certifies_a_visit_and_answers_an_appeal(
     # pensioners, by data, by face, assisted, in person, certified, still due, lapsed
     assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["1", "0", "1", "0", "1", "1", "0", "0"]
     assert (await client.get("/console/ladder?year=1999")).status_code == 400
+
+
+async def test_a_persons_page_shows_what_confirmed_them_from_data(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    (person,) = await import_pensioners(importer, pool, tmp_path, 1)
+    on = datetime.now(LOCAL_TZ).date()
+    feed = tmp_path / "feed.csv"
+    feed.write_text(
+        "national_id,source,occurred_on,reference\n"
+        f"{person.national_id},hospital_visit,{on - timedelta(days=30)},H-1\n"
+        f"{person.national_id},pharmacy_purchase,{on - timedelta(days=20)},P-1\n",
+        encoding="utf-8",
+    )
+    await services.evidence.import_file(feed, "system:test")
+    assert (await services.evidence.run_pass("system:test")).confirmed == 1
+
+    await console_sign_in(client, "piet", await staff_member(services, "piet", "Piet Operator"))
+    await client.post(
+        "/console/language", data={"csrf": form_token((await client.get("/console/visits")).text), "locale": "en"}
+    )
+    page = await client.get(f"/console/persons/{person.id}")
+    assert page.status_code == 200
+    assert "Confirmed by data" in page.text
+    assert "hospital visit" in page.text
+    assert "pharmacy purchase" in page.text
+    viewed = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'person.evidence_viewed'")
+    assert viewed == 1
