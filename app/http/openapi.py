@@ -9,7 +9,7 @@ the document's example carries the real code and text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any, cast
@@ -19,12 +19,15 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Example,
+    OpenAPIFormat,
     OpenAPIHeader,
+    OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
     Parameter,
     Reference,
+    RequestBody,
     Schema,
 )
 from litestar.routes import HTTPRoute
@@ -194,6 +197,41 @@ class ApiOperation(Operation):
                 else p
                 for p in self.parameters
             ]
+
+
+def _csv(example: str, *, upload: bool) -> dict[str, OpenAPIMediaType]:
+    # An uploaded file is `binary`, so that generated clients send it as a file (bytes), as it is.
+    text = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY if upload else None)
+    return {"text/csv": OpenAPIMediaType(schema=text, example=example)}
+
+
+def csv_download(header: Sequence[str]) -> type[ApiOperation]:
+    """An operation whose answer is a CSV file with `header` (a Stream, which Litestar cannot describe):
+    the bank's payment order, the recall file."""
+
+    @dataclass
+    class CsvDownload(ApiOperation):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            ok = (self.responses or {}).get("200")
+            if isinstance(ok, OpenAPIResponse):
+                ok.content = _csv(",".join(header) + "\n", upload=False)
+
+    return CsvDownload
+
+
+def csv_upload(header: Sequence[str], example_line: str) -> type[ApiOperation]:
+    """An operation whose body is a CSV file with `header`, read by the handler itself: the bank's
+    answers to a payment order or to a recall."""
+
+    @dataclass
+    class CsvUpload(ApiOperation):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            example = ",".join(header) + "\n" + example_line + "\n"
+            self.request_body = RequestBody(required=True, content=_csv(example, upload=True))
+
+    return CsvUpload
 
 
 def _not_null(schema: Schema | Reference | None) -> Schema | Reference | None:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, RequestBody, Schema
 from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.http.auth.guards import requires
 from app.http.locale import request_locale
-from app.http.openapi import BODY_TOO_LARGE, NOT_LINKED, ApiOperation, problems
+from app.http.openapi import BODY_TOO_LARGE, NOT_LINKED, csv_download, csv_upload, problems
 from app.http.paging import Cursor, Limit
 from app.http.payments import schemas as s
 from app.http.schemas import BEARER, STAFF_REASON_REFUSALS, to_schema
@@ -33,39 +31,6 @@ BANK_RETURNS_MAX_BYTES = 256 * 1024 * 1024
 NO_RUN = NotFound("disbursement_not_found")
 RUNNING = Conflict("disbursement_running")
 NOT_APPROVED = Conflict("disbursement_not_approved")
-_CSV = "text/csv"
-
-
-def _csv(example: str, *, upload: bool = False) -> dict[str, OpenAPIMediaType]:
-    # An uploaded file is `binary`, so that generated clients send it as a file (bytes), as it is.
-    text = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY if upload else None)
-    return {_CSV: OpenAPIMediaType(schema=text, example=example)}
-
-
-@dataclass
-class BankFileOperation(ApiOperation):
-    """The payment order is a CSV download (a Stream, which Litestar cannot describe)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse):
-            ok.content = _csv(",".join(ORDER_HEADER) + "\n")
-
-
-@dataclass
-class BankReturnsOperation(ApiOperation):
-    """The bank's return file is a CSV body, read by the handler itself."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.request_body = RequestBody(
-            required=True,
-            content=_csv(
-                ",".join(RETURN_HEADER) + "\n0b3c5a9e-6f1d-4c52-9a4e-2f7d8c1b6e10,returned,account closed\n",
-                upload=True,
-            ),
-        )
 
 
 def _month(day: date) -> str:
@@ -229,7 +194,7 @@ class DisbursementController(Controller):
     @get(
         "/{run_id:uuid}/bank-file",
         summary="A released run's payment order for the bank (CSV, audited)",
-        operation_class=BankFileOperation,
+        operation_class=csv_download(ORDER_HEADER),
         responses=problems(NO_RUN, RUNNING, NOT_APPROVED, Conflict("disbursement_not_released")),
     )
     async def bank_file(self, run_id: uuid.UUID, request: Request[Principal, Any, Any], services: Services) -> Stream:
@@ -245,7 +210,7 @@ class DisbursementController(Controller):
         status_code=200,
         request_max_body_size=BANK_RETURNS_MAX_BYTES,
         summary="Import the bank's return file (CSV: reference,result,reason): all lines or none",
-        operation_class=BankReturnsOperation,
+        operation_class=csv_upload(RETURN_HEADER, "0b3c5a9e-6f1d-4c52-9a4e-2f7d8c1b6e10,returned,account closed"),
         responses=problems(
             BadRequest("bank_file_encoding"),
             BODY_TOO_LARGE,

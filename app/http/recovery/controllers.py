@@ -4,19 +4,16 @@ its answers, and write-offs that a second administrator approves."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
 from litestar import Controller, Request, get, post
-from litestar.openapi.spec import OpenAPIResponse, RequestBody
 from litestar.params import Parameter
 from litestar.response import Stream
 
 from app.http.auth.guards import requires
-from app.http.openapi import BODY_TOO_LARGE, ApiOperation, problems
+from app.http.openapi import BODY_TOO_LARGE, csv_download, csv_upload, problems
 from app.http.paging import Cursor, Limit
-from app.http.payments.controllers import _csv
 from app.http.recovery import schemas as s
 from app.http.schemas import BEARER, STAFF_REASON_REFUSALS, to_schema
 from app.services import Services
@@ -34,32 +31,6 @@ CLOSED = Conflict("recovery_case_closed", state="recovered")
 States = Annotated[
     list[s.CaseState] | None, Parameter(query="state", description="only cases in these states (default: all)")
 ]
-
-
-@dataclass
-class RecallFileOperation(ApiOperation):
-    """The recall file is a CSV download (a Stream, which Litestar cannot describe)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse):
-            ok.content = _csv(",".join(ORDER_HEADER) + "\n")
-
-
-@dataclass
-class RecallAnswersOperation(ApiOperation):
-    """The bank's answers are a CSV body, read by the handler itself."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.request_body = RequestBody(
-            required=True,
-            content=_csv(
-                ",".join(ANSWER_HEADER) + "\n0197a3c2-5e4f-7a10-8b2c-3d4e5f607182,1200.00,balance short\n",
-                upload=True,
-            ),
-        )
 
 
 def _case(row: asyncpg.Record) -> s.RecoveryCase:
@@ -96,7 +67,7 @@ class RecoveryController(Controller):
         "/recall-file",
         status_code=200,
         summary="Recall what is outstanding on every open case, and the file of all recalls the bank has not answered (CSV, audited)",
-        operation_class=RecallFileOperation,
+        operation_class=csv_download(ORDER_HEADER),
     )
     async def recall_file(self, request: Request[Principal, Any, Any], services: Services) -> Stream:
         made = await services.recovery.recall_file(request.user.actor)
@@ -111,7 +82,7 @@ class RecoveryController(Controller):
         status_code=200,
         request_max_body_size=ANSWERS_MAX_BYTES,
         summary="Import the bank's answers to recalls (CSV: reference,recovered,reason), line by line",
-        operation_class=RecallAnswersOperation,
+        operation_class=csv_upload(ANSWER_HEADER, "0197a3c2-5e4f-7a10-8b2c-3d4e5f607182,1200.00,balance short"),
         responses=problems(BadRequest("bank_file_encoding"), BODY_TOO_LARGE),
     )
     async def recall_answers(self, request: Request[Principal, Any, Any], services: Services) -> s.RecallAnswerReport:
