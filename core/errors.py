@@ -1,7 +1,7 @@
 """The exception hierarchy: what a use case refuses, by a stable `code` (app.http.problems renders it).
 
-Services raise AppError subclasses with a stable ``code``; the handlers here render the message in
-the caller's language. Nothing reaches the client as a stack trace.
+Services raise AppError subclasses with a stable ``code``; app.http.problems (the API) and the console
+render its words in the caller's language from the catalogue. Nothing reaches a client as a stack trace.
 """
 
 from __future__ import annotations

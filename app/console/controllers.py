@@ -434,7 +434,7 @@ class LadderPages(Controller):
             except ValueError:
                 raise BadRequest("invalid_body", detail="scheduled_for") from None
             await services.in_person.schedule(cs.session_of(request).principal, request_id, at, form.place)
-        except BadRequest as exc:
+        except (BadRequest, Conflict) as exc:  # a bad form, or a request or appeal closed meanwhile
             return await self._visits_page(request, services, error=exc, about=request_id)
         return _see_other("/console/visits", note="done_scheduled")
 
@@ -445,7 +445,7 @@ class LadderPages(Controller):
         try:
             form = await read_form(request, ReasonForm)
             await services.in_person.certify_request(cs.session_of(request).principal, request_id, form.reason)
-        except BadRequest as exc:
+        except (BadRequest, Conflict) as exc:  # a bad form, or a request or appeal closed meanwhile
             return await self._visits_page(request, services, error=exc, about=request_id)
         return _see_other("/console/visits", note="done_certified")
 
@@ -458,7 +458,7 @@ class LadderPages(Controller):
             await services.in_person.decide_appeal(
                 cs.session_of(request).principal, appeal_id, form.outcome, form.reason
             )
-        except BadRequest as exc:
+        except (BadRequest, Conflict) as exc:  # a bad form, or a request or appeal closed meanwhile
             return await self._visits_page(request, services, error=exc, about=appeal_id)
         return _see_other("/console/visits", note="done_decided")
 
@@ -486,7 +486,7 @@ class LadderPages(Controller):
         return _page(
             request,
             "visits.html",
-            status=400 if error else 200,
+            status=error.status if error else 200,
             requests=requests.rows,
             appeals=appeals.rows,
             now=requests.now,

@@ -74,6 +74,13 @@ async def test_an_operator_arranges_and_certifies_a_visit_and_answers_an_appeal(
     )
     assert r.status_code == 303, r.text
     assert await pool.fetchval("SELECT state FROM in_person_requests WHERE id = $1", asked["id"]) == "certified"
+    # A second operator who certifies it too is told on the same page, and nothing changes.
+    r = await client.post(
+        f"/console/visits/requests/{asked['id']}/certification", data={"csrf": csrf, "reason": "seen again"}
+    )
+    assert r.status_code == 409
+    assert "This request is closed and cannot be changed." in r.text
+    assert await pool.fetchval("SELECT count(*) FROM in_person_certifications") == 1
 
     r = await client.post(
         f"/console/visits/appeals/{appeal['id']}/decision",
