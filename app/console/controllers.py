@@ -355,7 +355,7 @@ class PersonPages(Controller):
         record = await services.console.person(session.principal, person_id)
         notices = [(row, render(row["kind"], session.locale, row["params"]).title) for row in record.notifications]
         # What confirmed the person from data (the look is audited, as through the API).
-        trail = await services.evidence.trail_for_staff(session.principal, person_id)
+        trail = await services.evidence.trail_for_staff(session.principal, person_id, with_events=False)
         return _page(
             request,
             "person.html",

@@ -333,11 +333,13 @@ class EvidenceService:
         """What confirmed the signed-in person, as they see it."""
         return await self._trail(self._pool, principal.linked_person, with_events=False)
 
-    async def trail_for_staff(self, principal: Principal, person_id: uuid.UUID) -> EvidenceTrail:
-        """A person's confirmations and recent events, for an operator: the look is audited (the events
-        say where a person was treated and shopped)."""
+    async def trail_for_staff(
+        self, principal: Principal, person_id: uuid.UUID, *, with_events: bool = True
+    ) -> EvidenceTrail:
+        """A person's confirmations, and with `with_events` their recent events, for an operator: the look
+        is audited (the evidence says where a person was treated and shopped)."""
         async with unit_of_work(self._pool) as uow:
-            trail = await self._trail(uow, person_id, with_events=True)
+            trail = await self._trail(uow, person_id, with_events=with_events)
             await audit.record(uow, principal.actor, "person.evidence_viewed", f"person:{person_id}", principal.named)
         return trail
 
