@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 REQUEST_KINDS = ("home_visit", "service_point")
 OPEN_REQUEST = ("requested", "scheduled")
@@ -15,6 +15,9 @@ APPEAL_OUTCOMES = ("upheld", "rejected")
 # themselves to answer a written request.
 APPEAL_ANSWER_DAYS = 15
 NOTE_MAX, STATEMENT_MAX, PLACE_MAX = 500, 2000, 200
+# A visit is arranged for the coming weeks; a time years away is a typing mistake (and one near the
+# end of the calendar cannot even be told in China time).
+SCHEDULE_HORIZON = timedelta(days=366)
 
 
 def overdue(due_at: datetime, now: datetime) -> bool:
@@ -31,6 +34,10 @@ def appealable_check(status: str) -> bool:
     return status == "failed"
 
 
-def schedulable(state: str, scheduled_for: datetime, now: datetime) -> bool:
-    """A request still open, given a time that has not passed."""
-    return state in OPEN_REQUEST and scheduled_for > now
+def schedule_refusal(scheduled_for: datetime, now: datetime) -> str | None:
+    """Why a visit cannot be set for `scheduled_for` (a refusal code), or None."""
+    if scheduled_for <= now:
+        return "schedule_in_past"
+    if scheduled_for > now + SCHEDULE_HORIZON:
+        return "schedule_too_far"
+    return None

@@ -119,8 +119,8 @@ class InPersonService:
                 raise NotFound("request_not_found")
             if row["state"] not in rules.OPEN_REQUEST:
                 raise Conflict("request_closed")
-            if not rules.schedulable(row["state"], at, datetime.now(UTC)):
-                raise BadRequest("schedule_in_past")
+            if (refusal := rules.schedule_refusal(at, datetime.now(UTC))) is not None:
+                raise BadRequest(refusal)
             person_id = row["person_id"]
             scheduled = await repo.schedule(uow, person_id, request_id, at, place.strip(), operator.actor)
             await audit.record(

@@ -111,6 +111,14 @@ async def test_refusals_say_why(client: Any, cardholder: dict[str, Any], operato
         f"{ADMIN_REQUESTS}/{asked['id']}/schedule", json={"scheduled_for": past, "place": "x"}, headers=operator_headers
     )
     assert (r.status_code, problem_code(r)) == (400, "schedule_in_past")
+    # The end of the calendar (found by trying it): refused, not stored to break the person's inbox later.
+    r = await client.post(
+        f"{ADMIN_REQUESTS}/{asked['id']}/schedule",
+        json={"scheduled_for": "9999-12-31T23:59:00+00:00", "place": "x"},
+        headers=operator_headers,
+    )
+    assert (r.status_code, problem_code(r)) == (400, "schedule_too_far")
+    assert (await client.get("/v1/inbox", headers=headers)).status_code == 200
     r = await client.post(
         CERTIFY,
         json={"national_id": person.national_id, "method": "home_visit", "reason": "   "},

@@ -124,7 +124,7 @@ class InPersonAdminController(Controller):
         "/in-person-requests/{request_id:uuid}/schedule",
         status_code=200,
         summary="Set (or move) the time and place of a visit or an appointment; the person is told",
-        responses=problems(NO_REQUEST, REQUEST_CLOSED, BadRequest("schedule_in_past")),
+        responses=problems(NO_REQUEST, REQUEST_CLOSED, BadRequest("schedule_in_past"), BadRequest("schedule_too_far")),
     )
     async def schedule(
         self, request_id: uuid.UUID, data: s.Schedule, request: Request[Principal, Any, Any], services: Services

@@ -21,13 +21,14 @@ def test_only_a_refused_check_can_be_appealed() -> None:
         assert not rules.appealable_check(status), status
 
 
-def test_a_visit_is_scheduled_while_open_and_in_the_future() -> None:
+def test_a_visit_is_scheduled_within_the_coming_year() -> None:
     later = NOW + timedelta(hours=1)
-    assert rules.schedulable("requested", later, NOW)
-    assert rules.schedulable("scheduled", later, NOW)  # moved
-    assert not rules.schedulable("requested", NOW - timedelta(minutes=1), NOW)
-    assert not rules.schedulable("certified", later, NOW)
-    assert not rules.schedulable("cancelled", later, NOW)
+    assert rules.schedule_refusal(later, NOW) is None
+    assert rules.schedule_refusal(NOW + timedelta(days=366), NOW) is None
+    assert rules.schedule_refusal(NOW, NOW) == "schedule_in_past"
+    assert rules.schedule_refusal(NOW - timedelta(minutes=1), NOW) == "schedule_in_past"
+    assert rules.schedule_refusal(NOW + timedelta(days=367), NOW) == "schedule_too_far"
+    assert rules.schedule_refusal(datetime(9999, 12, 31, 23, 59, tzinfo=UTC), NOW) == "schedule_too_far"
 
 
 def test_an_answer_is_overdue_after_its_day() -> None:
