@@ -31,7 +31,8 @@ import uvloop
 from bench.seed import seed_pensioners
 from bench.system import embedded_system
 from certification.evidence.rules import EvidenceRule
-from certification.evidence.service import EvidenceService, local_today
+from certification.evidence.service import EvidenceService
+from certification.rules import day_in_china
 from infra import audit
 from infra.config import Settings
 from infra.crypto import FieldCipher
@@ -152,7 +153,7 @@ async def measure(settings: Settings, pensioners: int) -> dict[str, Any]:
     admin = await asyncpg.connect(settings.migration_database_url)
     pool = await create_pool(settings.database_url, min_size=1, max_size=2, statement_timeout_s=600)
     try:
-        today = local_today()
+        today = day_in_china(datetime.now(UTC))
         t0 = time.perf_counter()
         seeded = await seed(admin, settings, pensioners, today)
         seeded["seed_s"] = round(time.perf_counter() - t0, 1)

@@ -5,11 +5,11 @@ under each way, and once in `certified`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 
-from notifications.rules import LOCAL_TZ
+from certification.rules import day_in_china
 
 # Pensioners being paid (alive, an active pension), with each way they were certified in the cycle
 # [$1, $2). Read on one snapshot; at a million pensioners it is one pass over persons and an index
@@ -87,5 +87,5 @@ class LadderReports:
         self._pool = pool
 
     async def report(self, year: int, region: str | None) -> LadderReport:
-        today = datetime.now(LOCAL_TZ).date()
+        today = day_in_china(datetime.now(UTC))
         return of_rows(year, await self._pool.fetch(REPORT_SQL, date(year, 1, 1), date(year + 1, 1, 1), today, region))

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 
 from liveness import challenge
 from liveness.model import Action
+from notifications.rules import LOCAL_TZ
 
 ELIGIBILITY_MONTHS = 12
 
@@ -26,6 +27,12 @@ def add_months(day: date, months: int) -> date:
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def day_in_china(at: datetime) -> date:
+    """The calendar day a pass, a confirmation or a feed's event belongs to: China's, as the pensioner,
+    the feeds and the QR charges count days (a pass at 06:00 in Beijing is 22:00 the day before in UTC)."""
+    return at.astimezone(LOCAL_TZ).date()
 
 
 def extended_until(passed_on: date) -> date:

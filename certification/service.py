@@ -155,7 +155,7 @@ async def settle(
     """The effects of a check's status: a pass extends eligibility; every status is an event."""
     payload: dict[str, Any] = {"check_id": str(check_id), "status": status, "reasons": reasons}
     if status == "passed":
-        until = await repo.extend_eligibility(uow, person_id, datetime.now(UTC).date())
+        until = await repo.extend_eligibility(uow, person_id, rules.day_in_china(datetime.now(UTC)))
         payload["eligible_until"] = until.isoformat()
     payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
     await publish_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
@@ -329,7 +329,7 @@ class CertificationService:
         return CertificationStatus(
             eligible_until=until,
             # Certification is due when eligibility ends; a person never certified is due now.
-            due_date=until if until is not None else datetime.now(UTC).date(),
+            due_date=until if until is not None else rules.day_in_china(datetime.now(UTC)),
             last_check=_check_view(latest) if latest is not None else None,
             attempts_left=rules.attempts_left(failures, self._settings.failures_before_review),
             consent_given=await repo.has_consent(self._pool, person_id),

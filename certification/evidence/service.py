@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import asyncpg
 from certification.evidence import repository as repo
 from certification.evidence.feed import EvidenceReport, parse_feed
 from certification.evidence.rules import Evidence, EvidenceRule, confirm
-from certification.rules import extended_until
+from certification.rules import day_in_china, extended_until
 from core.errors import NotFound
 from core.principal import Principal
 from core.records import RowError, RowProgress, detect_format
@@ -27,7 +27,6 @@ from infra.config import Settings
 from infra.crypto import lookup_hash
 from infra.db import Db, UnitOfWork, unit_of_work
 from notifications.outbox import queue_confirmations_announcement
-from notifications.rules import LOCAL_TZ
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +95,6 @@ class SilentPass:
     completed_at: datetime | None
 
 
-def local_today() -> date:
-    # China's calendar day: the feeds' dates are, and so are QR charges' (life_evidence_all).
-    return datetime.now(LOCAL_TZ).date()
-
-
 def _pass_of(row: asyncpg.Record) -> SilentPass:
     return SilentPass(**{name: row[name] for name in SilentPass.__dataclass_fields__})
 
@@ -141,7 +135,7 @@ class EvidenceService:
         source: str | None = None,
         progress: RowProgress | None = None,
     ) -> EvidenceImportReport:
-        parsed = parse_feed(text, fmt, source, local_today())
+        parsed = parse_feed(text, fmt, source, day_in_china(datetime.now(UTC)))
         report = EvidenceImportReport(unchanged=parsed.repeated, errors=list(parsed.errors))
         for start in range(0, len(parsed.reports), IMPORT_CHUNK):
             await self._land(parsed.reports[start : start + IMPORT_CHUNK], feed, actor, report)
@@ -194,7 +188,7 @@ class EvidenceService:
         return self._rule
 
     async def _start(self, actor: str, today: date | None) -> uuid.UUID:
-        on = today or local_today()
+        on = today or day_in_china(datetime.now(UTC))
         async with unit_of_work(self._pool) as uow:
             pass_id, created = await repo.start_pass(uow, on, on + self._horizon, self._rule.as_dict(), actor)
             if created:

@@ -19,6 +19,7 @@ import asyncpg
 from certification import repository as certification_repo
 from certification.in_person import repository as repo
 from certification.in_person import rules
+from certification.rules import day_in_china
 from core import national_id as nid
 from core.errors import BadRequest, Conflict, NotFound
 from core.justification import stated
@@ -247,7 +248,7 @@ class InPersonService:
         request_id: uuid.UUID | None,
     ) -> tuple[uuid.UUID, date]:
         """Eligibility extended as a face pass extends it; recorded, audited and told."""
-        today = datetime.now(LOCAL_TZ).date()
+        today = day_in_china(datetime.now(UTC))
         until = await certification_repo.extend_eligibility(uow, person_id, today)
         certification_id = await repo.insert_certification(
             uow, person_id, method, request_id, operator.actor, reason, today, until

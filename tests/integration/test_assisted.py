@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 
 from app.jobs import run_worker
 from app.services import Services
-from certification.rules import add_months
+from certification.rules import add_months, day_in_china
 from liveness.model import Analysis, Outcome
 from tests.conftest import FACES
 from tests.factories import (
@@ -334,7 +334,7 @@ async def test_the_relatives_phone_films_the_elder_and_the_worker_matches_the_el
     assert stored["hold_reasons"] == []
     assert float(stored["distance"]) < 0.469  # matched against the elder's reference
     until = await pool.fetchval("SELECT certified_until FROM persons WHERE id = $1", elder.id)
-    assert until == add_months(date.today(), 12)
+    assert until == add_months(day_in_china(datetime.now(UTC)), 12)
     assert await pool.fetchval("SELECT certified_until FROM persons WHERE id = $1", relative.id) is None
     notices = await _notices(pool, elder.id)
     assert {"certification.passed", "relative.certified"} <= set(notices)

@@ -141,6 +141,11 @@ async def test_the_api_imports_a_feed_for_administrators_only(
     assert (r.status_code, problem_code(r)) == (415, "evidence_feed_media_type")
     r = await client.post("/v1/admin/evidence?source=qr_charge", content=body, headers={**admin, **csv})
     assert r.status_code == 400
+    r = await client.post(
+        "/v1/admin/evidence?feed=a%00b", content=body, headers={**admin, **csv, "Accept-Language": "en"}
+    )
+    assert (r.status_code, problem_code(r)) == (400, "control_character")
+    assert r.json()["detail"] == "The field `feed` contains a character that is not allowed (U+0000)."
     r = await client.post("/v1/admin/evidence", content=b"\xff\xfe", headers={**admin, **csv})
     assert (r.status_code, problem_code(r)) == (400, "body_encoding")
     r = await client.post("/v1/admin/evidence", content=body, headers={**operator, **csv})

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from app.services import Services
-from certification.rules import add_months
+from certification.rules import add_months, day_in_china
 from infra.config import Settings, settings_env
 from tests.conftest import FACES
 from tests.factories import applicant, certify, finished, operator_headers_for, video_frame
@@ -78,7 +78,7 @@ async def test_live_blink_passes_and_the_card_can_be_activated(
     assert check["status"] == "passed", check
     assert check["reasons"] == []
     status = (await client.get("/v1/certifications/status", headers=who.headers)).json()
-    assert status["eligible_until"] == add_months(date.today(), 12).isoformat()
+    assert status["eligible_until"] == add_months(day_in_china(datetime.now(UTC)), 12).isoformat()
     assert status["last_check"]["status"] == "passed"
     r = await client.post("/v1/card/activation", json={"national_id": who.person.national_id}, headers=who.headers)
     assert r.status_code == 200, r.text
@@ -345,6 +345,6 @@ async def test_without_a_reference_photo_a_live_clip_goes_to_a_person(
     )
     assert (r.status_code, r.json()["status"]) == (200, "passed")
     status = (await client.get("/v1/certifications/status", headers=who.headers)).json()
-    assert status["eligible_until"] == add_months(date.today(), 12).isoformat()
+    assert status["eligible_until"] == add_months(day_in_china(datetime.now(UTC)), 12).isoformat()
     r = await client.post("/v1/card/activation", json={"national_id": who.person.national_id}, headers=who.headers)
     assert r.json()["status"] == "active"

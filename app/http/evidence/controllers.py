@@ -58,7 +58,7 @@ class EvidenceAdminController(Controller):
         if fmt is None or params.get("charset", "utf-8").lower() != "utf-8":
             raise UnsupportedMedia("evidence_feed_media_type")
         if "\x00" in feed:
-            raise BadRequest("control_character")
+            raise BadRequest("control_character", field="feed")
         try:
             text = (await request.body()).decode("utf-8-sig")
         except UnicodeDecodeError:

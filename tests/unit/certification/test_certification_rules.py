@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from hypothesis import given
@@ -127,3 +127,10 @@ def test_frame_bursts() -> None:
         with pytest.raises(AppError) as caught:
             check_frames(frames)
         assert caught.value.code == code
+
+
+def test_a_pass_counts_on_chinas_calendar_day() -> None:
+    # 06:00 in Beijing on 5 December is 22:00 UTC on the 4th: the pensioner's day is the 5th, for a face
+    # pass as for a confirmation by data or in person.
+    assert rules.day_in_china(datetime(2026, 12, 4, 22, 0, tzinfo=UTC)) == date(2026, 12, 5)
+    assert rules.day_in_china(datetime(2026, 12, 4, 15, 59, tzinfo=UTC)) == date(2026, 12, 4)
