@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,17 @@ class FieldCipher:
     def encrypt(self, plaintext: bytes, context: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
         return nonce + self._aead.encrypt(nonce, plaintext, context)
+
+    def encrypt_texts(self, texts: Sequence[str], context: str) -> list[bytes]:
+        """`encrypt_text` of each text: their random nonces drawn from the OS at once (an import seals
+        millions; a system call each was a tenth of its crypto)."""
+        nonces = os.urandom(_NONCE * len(texts))
+        aad = context.encode()
+        out: list[bytes] = []
+        for i, text in enumerate(texts):
+            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
+            out.append(nonce + self._aead.encrypt(nonce, text.encode(), aad))
+        return out
 
     def decrypt(self, blob: bytes, context: bytes) -> bytes:
         return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], context)
@@ -56,6 +68,17 @@ class TemplateRotation:
 def lookup_hash(key: bytes, value: str) -> bytes:
     """A keyed hash to find a record by a secret value without storing the value in clear."""
     return hmac.new(key, value.encode(), hashlib.sha256).digest()
+
+
+def lookup_hashes(key: bytes, values: Iterable[str]) -> list[bytes]:
+    """`lookup_hash` of each value, the key's HMAC state set up once (a fifth of the cost each)."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    out: list[bytes] = []
+    for value in values:
+        mac = keyed.copy()
+        mac.update(value.encode())
+        out.append(mac.digest())
+    return out
 
 
 def mask_national_id(national_id: str) -> str:

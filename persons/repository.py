@@ -205,8 +205,10 @@ async def merged_changes(uow: UnitOfWork) -> list[asyncpg.Record]:
 
 
 async def card_sequence_numbers(uow: UnitOfWork, count: int) -> list[int]:
-    rows = await uow.fetch("SELECT nextval('card_number_seq') AS n FROM generate_series(1, $1)", count)
-    return [r["n"] for r in rows]
+    numbers: list[int] = await uow.fetchval(
+        "SELECT array_agg(nextval('card_number_seq')) FROM generate_series(1, $1)", count
+    )
+    return numbers
 
 
 async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str]) -> None:
@@ -225,11 +227,17 @@ async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str]) -> None:
                       locale = m.locale, reference_photo_key = coalesce(m.reference_photo_key, p.reference_photo_key),
                       updated_at = now()
                FROM person_merge m WHERE p.id = m.person_id AND NOT m.is_new AND m.changed <> '{}'
-           ), pensions AS (
+           ), new_pensions AS (
+               -- A new person's pension is new: a plain insert, without the upsert's speculative one.
                INSERT INTO pension_entitlements (person_id, monthly_amount_fen, bank_account_enc,
                                                  bank_account_masked, start_month)
                SELECT person_id, monthly_amount_fen, bank_account_enc, bank_account_masked, start_month
-               FROM person_merge WHERE changed && $2::text[]
+               FROM person_merge WHERE is_new AND changed && $2::text[]
+           ), changed_pensions AS (
+               INSERT INTO pension_entitlements (person_id, monthly_amount_fen, bank_account_enc,
+                                                 bank_account_masked, start_month)
+               SELECT person_id, monthly_amount_fen, bank_account_enc, bank_account_masked, start_month
+               FROM person_merge WHERE NOT is_new AND changed && $2::text[]
                ON CONFLICT (person_id) DO UPDATE SET monthly_amount_fen = excluded.monthly_amount_fen,
                    bank_account_enc = excluded.bank_account_enc, bank_account_masked = excluded.bank_account_masked,
                    start_month = excluded.start_month, updated_at = now()

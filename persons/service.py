@@ -25,7 +25,7 @@ import asyncpg
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cards.numbers import card_number
+from cards.numbers import card_numbers
 from certification.service import ENROLL_JOB
 from core.records import (
     Batch,
@@ -38,7 +38,7 @@ from core.records import (
     person_rows,
 )
 from infra import audit, jobs
-from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_national_id
+from infra.crypto import FieldCipher, lookup_hash, lookup_hashes, mask_account, mask_national_id
 from infra.db import UnitOfWork, unit_of_work
 from infra.storage import ObjectStorage
 from persons import repository as repo
@@ -103,7 +103,11 @@ def _survey(path: Path, fmt: str) -> tuple[bytes, int, frozenset[int]]:
 
 def account_hash(key: bytes, account: str) -> bytes:
     """A keyed hash of a bank account: a changed account is told without decrypting the new one."""
-    return lookup_hash(key, f"{_ACCOUNT_CONTEXT}:{account}")
+    return lookup_hash(key, _account_text(account))
+
+
+def _account_text(account: str) -> str:
+    return f"{_ACCOUNT_CONTEXT}:{account}"
 
 
 @dataclass
@@ -173,26 +177,25 @@ class PersonImporter:
                 batch = next(pending, None)
                 return None if batch is None else self._prepare(run.id, batch, repeated)
 
-            # The next batch is read, checked and encrypted in a thread while this one is copied and
-            # merged: PostgreSQL's work overlaps Python's.
+            # The next batch is read, checked and encrypted in a thread while PostgreSQL merges this one.
+            # The thread starts once this batch is copied in: the copy is Python work on this thread,
+            # and the two would take turns at the GIL.
             ahead = asyncio.ensure_future(asyncio.to_thread(prepare))
             try:
                 while (ready := await ahead) is not None:
-                    ahead = asyncio.ensure_future(asyncio.to_thread(prepare))
                     errors = list(ready.errors)
+                    stored: list[tuple[PersonRecord, str | None]] = []
                     for record in ready.with_photos:
                         try:
-                            photo_key = await self._store_photo(record, path.parent)
+                            stored.append((record, await self._store_photo(record, path.parent)))
                         except ValueError as exc:
                             errors.append(RowError(record.line, "reference_photo", str(exc)))
-                        else:
-                            sealed = self._seal(run.id, record, photo_key)
-                            held = hash(record.national_id) in repeated
-                            (ready.held_back if held else ready.rows).append(sealed)
+                    self._sort(ready, stored, run.id, repeated)
                     async with unit_of_work(self._pool) as uow:
                         await repo.open_batch(uow, run.id, through)
                         await repo.stage(uow, ready.held_back, held_back=True)
                         await repo.stage(uow, ready.rows)
+                        ahead = asyncio.ensure_future(asyncio.to_thread(prepare))
                         lines = {"lines": [through + 1, ready.through]}
                         await self._merge(uow, run.id, path.name, actor, lines, errors, ready.through)
                     through = ready.through
@@ -204,42 +207,65 @@ class PersonImporter:
 
     def _prepare(self, import_id: uuid.UUID, batch: Batch, repeated: frozenset[int]) -> _Prepared:
         ready = _Prepared([], [], [], batch.errors, batch.through)
+        plain: list[tuple[PersonRecord, str | None]] = []
         for record in batch.records:
-            if record.reference_photo is not None:
-                ready.with_photos.append(record)
-            elif hash(record.national_id) in repeated:
-                ready.held_back.append(self._seal(import_id, record, None))
+            if record.reference_photo is None:
+                plain.append((record, None))
             else:
-                ready.rows.append(self._seal(import_id, record, None))
+                ready.with_photos.append(record)
+        self._sort(ready, plain, import_id, repeated)
         return ready
 
-    def _seal(self, import_id: uuid.UUID, record: PersonRecord, photo_key: str | None) -> repo.StagedRow:
-        """The staged row: the national ID and the account encrypted and hashed, never in clear."""
-        national_id, pension = record.national_id, record.pension
-        person = (
-            import_id,
-            record.line,
-            lookup_hash(self._lookup_key, national_id),
-            self._cipher.encrypt_text(national_id, "persons.national_id"),
-            mask_national_id(national_id),
-            record.name,
-            record.birth_date,
-            record.phone,
-            record.region,
-            record.locale,
-            photo_key,
-        )
-        if pension is None:
-            return (*person, None, None, None, None, None)
-        account = pension.bank_account
-        return (
-            *person,
-            pension.monthly_amount_fen,
-            self._cipher.encrypt_text(account, _ACCOUNT_CONTEXT),
-            mask_account(account),
-            account_hash(self._lookup_key, account),
-            pension.start_month,
-        )
+    def _sort(
+        self,
+        ready: _Prepared,
+        records: list[tuple[PersonRecord, str | None]],
+        import_id: uuid.UUID,
+        repeated: frozenset[int],
+    ) -> None:
+        """Seal the records (each with its stored photo's key) into the batch's rows or those held back."""
+        for (record, _), row in zip(records, self._seal(import_id, records), strict=True):
+            (ready.held_back if hash(record.national_id) in repeated else ready.rows).append(row)
+
+    def _seal(self, import_id: uuid.UUID, records: list[tuple[PersonRecord, str | None]]) -> list[repo.StagedRow]:
+        """The staged rows: national IDs and accounts encrypted and hashed, never in clear (each kind
+        at once: a batch's crypto is most of its Python work)."""
+        national_ids = [record.national_id for record, _ in records]
+        accounts = [record.pension.bank_account for record, _ in records if record.pension is not None]
+        id_hashes = lookup_hashes(self._lookup_key, national_ids)
+        id_blobs = self._cipher.encrypt_texts(national_ids, "persons.national_id")
+        account_blobs = iter(self._cipher.encrypt_texts(accounts, _ACCOUNT_CONTEXT))
+        account_hashes = iter(lookup_hashes(self._lookup_key, map(_account_text, accounts)))
+        rows: list[repo.StagedRow] = []
+        for (record, photo_key), id_hash, id_blob in zip(records, id_hashes, id_blobs, strict=True):
+            person = (
+                import_id,
+                record.line,
+                id_hash,
+                id_blob,
+                mask_national_id(record.national_id),
+                record.name,
+                record.birth_date,
+                record.phone,
+                record.region,
+                record.locale,
+                photo_key,
+            )
+            pension = record.pension
+            if pension is None:
+                rows.append((*person, None, None, None, None, None))
+                continue
+            rows.append(
+                (
+                    *person,
+                    pension.monthly_amount_fen,
+                    next(account_blobs),
+                    mask_account(pension.bank_account),
+                    next(account_hashes),
+                    pension.start_month,
+                )
+            )
+        return rows
 
     # -- photos ------------------------------------------------------------------------------------
     async def _store_photo(self, record: PersonRecord, base: Path) -> str | None:
@@ -295,7 +321,7 @@ class PersonImporter:
         )
         counts = await repo.merge_counts(uow)
         numbers = await repo.card_sequence_numbers(uow, counts.cards) if counts.cards else []
-        await repo.write_merge(uow, [card_number(n) for n in numbers])
+        await repo.write_merge(uow, card_numbers(numbers))
         await self._audit_batch(uow, import_id, file_name, actor, lines, counts)
         await repo.close_batch(uow, import_id, through, numbered_errors(errors), counts)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cards.numbers import card_number, luhn_check_digit
+from cards.numbers import card_number, card_numbers, luhn_check_digit
 
 
 def luhn_valid(number: str) -> bool:
@@ -39,6 +39,25 @@ def test_card_number_is_12_digits_and_luhn_valid(sequence: int) -> None:
     assert number.isdigit()
     assert number[:11] == f"{sequence:011d}"
     assert luhn_valid(number)
+
+
+def test_luhn_check_digit_of_any_length() -> None:
+    assert luhn_check_digit("") == "0"
+    for digits in ["0", "9", "18", "453957876362148", "1234567890123456789"]:
+        assert luhn_valid(digits + luhn_check_digit(digits)), digits
+
+
+def test_card_numbers_at_once_are_card_number_each() -> None:
+    sequences = [*SEQUENCES, *range(10_000_001, 10_003_001)]
+    assert card_numbers(sequences) == [card_number(n) for n in sequences]
+    assert card_numbers(sequences) == [f"{n:011d}" + luhn_check_digit(f"{n:011d}") for n in sequences]
+    assert card_numbers([]) == []
+
+
+@pytest.mark.parametrize("sequence", [-1, 100_000_000_000])
+def test_a_serial_beyond_eleven_digits_is_refused(sequence: int) -> None:
+    with pytest.raises(ValueError, match="11 digits"):
+        card_number(sequence)
 
 
 def test_card_numbers_are_distinct() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date
 
 import pytest
@@ -35,6 +36,14 @@ def test_check_character_by_hand() -> None:
     first17 = "44030419800101123"
     total = sum(int(c) * w for c, w in zip(first17, weights, strict=True))
     assert check_character(first17) == "10X98765432"[total % 11]
+
+
+def test_check_character_is_the_digit_by_digit_sum_for_any_digits() -> None:
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    rng = random.Random(11643)
+    for first17 in ["0" * 17, "9" * 17, *("".join(rng.choices("0123456789", k=17)) for _ in range(2000))]:
+        total = sum(int(c) * w for c, w in zip(first17, weights, strict=True))
+        assert check_character(first17) == "10X98765432"[total % 11], first17
 
 
 def test_published_example_is_valid() -> None:

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from infra.crypto import FieldCipher, lookup_hash, mask_account, mask_name, mask_national_id, mask_phone
+from infra.crypto import FieldCipher, lookup_hash, lookup_hashes, mask_account, mask_name, mask_national_id, mask_phone
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(32, 64))
@@ -26,6 +26,24 @@ def test_text_round_trip() -> None:
     cipher = FieldCipher(KEY)
     blob = cipher.encrypt_text("张三 110101194503072319", "persons.name")
     assert cipher.decrypt_text(blob, "persons.name") == "张三 110101194503072319"
+
+
+def test_texts_encrypted_at_once_each_with_a_nonce_of_its_own() -> None:
+    cipher = FieldCipher(KEY)
+    texts = ["110101194503072319", "110101194503072319", "", "张三"]
+    blobs = cipher.encrypt_texts(texts, "persons.national_id")
+    assert [cipher.decrypt_text(b, "persons.national_id") for b in blobs] == texts
+    assert len({b[:12] for b in blobs}) == len(texts)
+    assert [len(b) for b in blobs] == [12 + len(t.encode()) + 16 for t in texts]
+    with pytest.raises(InvalidTag):
+        cipher.decrypt_text(blobs[0], "persons.name")
+    assert cipher.encrypt_texts([], "persons.name") == []
+
+
+def test_lookup_hashes_are_lookup_hash_each() -> None:
+    values = ["110101194503072319", "", "张三", "110101194503072319"]
+    assert lookup_hashes(KEY, values) == [lookup_hash(KEY, v) for v in values]
+    assert lookup_hashes(OTHER_KEY, values[:1]) != lookup_hashes(KEY, values[:1])
 
 
 def test_ciphertext_layout_and_fresh_nonce() -> None:
