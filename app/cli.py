@@ -641,10 +641,10 @@ async def cmd_notify_remind(args: argparse.Namespace, services: Services) -> int
 
 @with_services
 async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
-    from infra import audit
+    from infra import audit, audit_checkpoints
 
     settings = services.settings
-    result = await audit.verify_with_anchors(
+    result, checkpoint = await audit_checkpoints.full_walk(
         services.pool, services.storage, settings.audit_chain_key, args.anchors if args.anchors > 0 else None
     )
     if result.broken is not None:
@@ -663,6 +663,8 @@ async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
         return 1
     legacy = f" ({result.legacy_rows} written before the chain was keyed)" if result.legacy_rows else ""
     print(f"audit chain intact: {result.rows} row(s) verified{legacy}")
+    if checkpoint is not None:
+        print(f"checkpoint recorded at row {checkpoint.last_id}: the console checks only the rows after it")
     return 0
 
 
@@ -816,7 +818,9 @@ def parser() -> argparse.ArgumentParser:
     from infra.audit import DEFAULT_ANCHORS_CHECKED
 
     verify = aud.add_parser(
-        "verify", help="recompute the keyed hash chain, compare it with the signed anchors, name what was tampered"
+        "verify",
+        help="recompute the keyed hash chain, compare it with the signed anchors, name what was tampered; "
+        "record the result as a signed checkpoint",
     )
     verify.add_argument(
         "--anchors",

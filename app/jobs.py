@@ -13,7 +13,7 @@ from pgqueuer.models import Job
 from app.services import open_services
 from certification.evidence.service import SILENT_ACTOR, SILENT_JOB
 from certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB
-from infra import audit, jobs
+from infra import audit, audit_checkpoints, jobs
 from infra.config import Settings
 from liveness.analyser import FaceAnalyser
 from liveness.worker import FaceJobs
@@ -36,6 +36,8 @@ SCHEDULES: dict[str, str] = {
     SCAN_JOB: "0 23 * * *",
     # The audit chain's head, signed into the object store: rows younger than this can still be cut
     # from the tail unnoticed, so the interval is that window (a count(*) of the log is its cost).
+    # Before it, the chain walked onward from its newest checkpoint, and in full once a day
+    # (infra.audit_checkpoints), which bounds what the console's audit page walks.
     audit.ANCHOR_JOB: "*/10 * * * *",
     # A dispatcher polls for a minute's window, then the next tick starts the next one.
     **{DISPATCH_JOBS[channel]: "* * * * *" for channel in CHANNELS},
@@ -102,8 +104,21 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             log.info("supervision scan done", extra={"scan_id": str(done.id), "raised": done.raised})
 
         async def anchor_audit(job: Job) -> None:
-            anchor = await audit.write_anchor(services.pool, services.storage, settings.audit_chain_key)
-            log.info("audit chain anchored", extra={"row": anchor.last_id if anchor else None})
+            # The walk first: a full one once a day, else onward from the newest checkpoint (the
+            # console then walks only what came since); then the head, signed into the object store.
+            key = settings.audit_chain_key
+            checkpoint = await audit_checkpoints.advance(services.pool, services.storage, key)
+            if checkpoint is not None and checkpoint.problems:
+                log.error("audit chain tampered", extra={"problems": list(checkpoint.problems)})
+            anchor = await audit.write_anchor(services.pool, services.storage, key)
+            log.info(
+                "audit chain anchored",
+                extra={
+                    "row": anchor.last_id if anchor else None,
+                    "checkpoint": checkpoint.last_id if checkpoint else None,
+                    "full_walk": checkpoint.full_walk if checkpoint else None,
+                },
+            )
 
         def dispatch(channel: Channel) -> jobs.Handler:
             async def handler(job: Job) -> None:

@@ -86,7 +86,7 @@ def build_services(settings: Settings, pool: asyncpg.Pool, storage: ObjectStorag
         medical=MedicalAccountService(pool, settings, cards),
         disbursements=disbursements,
         bank_accounts=BankAccounts(pool, cipher, settings.lookup_hash_key),
-        console=ConsoleService(pool, settings.lookup_hash_key, disbursements),
+        console=ConsoleService(pool, settings.lookup_hash_key, settings.audit_chain_key, disbursements),
         deaths=DeathRecords(pool, settings.lookup_hash_key),
         recovery=RecoveryService(pool, cipher),
         supervision=SupervisionService(

@@ -94,10 +94,11 @@ class ChainChecker:
     `keyed_from`, so `compare_with_anchors` finds that.
     """
 
-    def __init__(self, key: bytes, keyed_from: int = ALL_KEYED) -> None:
+    def __init__(self, key: bytes, keyed_from: int = ALL_KEYED, prev: bytes = GENESIS) -> None:
+        """`prev`: the hash of the row before the first one fed (a checkpoint's), GENESIS from the first row."""
         self._key = key
         self._keyed_from = keyed_from
-        self._expected_prev = GENESIS
+        self._expected_prev = prev
         self.legacy_rows = 0
 
     def check(self, row_id: int, entry: AuditEntry, prev_hash: bytes, stored_hash: bytes) -> ChainBreak | None:
@@ -340,8 +341,10 @@ async def keyed_from(db: Db) -> int:
     return ALL_KEYED if value is None else int(value)
 
 
-async def _rows(db: Db, batch: int = 5000) -> AsyncIterator[tuple[int, AuditEntry, bytes, bytes]]:
-    last_id = -(2**63)  # every row, whatever id an intruder gave it
+async def rows(db: Db, after: int = -(2**63), batch: int = 5000) -> AsyncIterator[tuple[int, AuditEntry, bytes, bytes]]:
+    """The rows with an id above `after` (by default every row, whatever id an intruder gave it), in id
+    order, as ChainChecker.check takes them."""
+    last_id = after
     while True:
         rows = await db.fetch(
             """SELECT id, at, actor, action, subject, details, prev_hash, hash
@@ -369,6 +372,7 @@ class Verification:
     broken: ChainBreak | None
     anchors: tuple[Anchor, ...]  # the anchors compared, highest id first
     findings: tuple[str, ...]  # disagreements with the anchors, and anchors that are not genuine
+    last: tuple[int, bytes] | None  # the last row read (id, stored hash); None: the log is empty
 
     @property
     def intact(self) -> bool:
@@ -381,14 +385,17 @@ async def _check(db: Db, key: bytes, anchors: Sequence[Anchor], problems: Sequen
     comparison = AnchorComparison(anchors, start)
     count = 0
     broken: ChainBreak | None = None
-    async for row in _rows(db):
+    last: tuple[int, bytes] | None = None
+    async for row in rows(db):
         count += 1
+        last = (row[0], row[3])
         comparison.see(row[0], row[3])
         if broken is None:
             broken = checker.check(*row)
             if broken is not None and not anchors:
                 break  # nothing left to learn from the rest
-    return Verification(count, checker.legacy_rows, start, broken, tuple(anchors), (*problems, *comparison.findings()))
+    findings = (*problems, *comparison.findings())
+    return Verification(count, checker.legacy_rows, start, broken, tuple(anchors), findings, last)
 
 
 async def verify(db: Db) -> tuple[int, ChainBreak | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 
 import asyncpg
 
@@ -13,9 +14,11 @@ from cards.numbers import luhn_check_digit
 from core import national_id as nid
 from core.errors import BadRequest, NotFound
 from core.principal import Principal
-from infra import audit
+from infra import audit, audit_checkpoints
+from infra.audit_checkpoints import OnwardCheck
 from infra.crypto import lookup_hash, mask_national_id, mask_phone
 from infra.db import unit_of_work
+from notifications.rules import LOCAL_TZ
 from payments.disbursement.service import DisbursementService
 from review import lookup_repository as repo
 
@@ -57,18 +60,57 @@ class PersonFile:
 
 
 @dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page narrows the log to (each given one at once); the days are calendar days in
+    China, where the console shows its times, both included."""
+
+    actor: str = ""
+    action: str = ""
+    subject: str = ""
+    first_day: date | None = None
+    last_day: date | None = None
+
+    @property
+    def since(self) -> datetime | None:
+        return _midnight_in_china(self.first_day) if self.first_day else None
+
+    @property
+    def until(self) -> datetime | None:
+        return _midnight_in_china(self.last_day + timedelta(days=1)) if self.last_day else None
+
+    @property
+    def given(self) -> dict[str, str]:
+        """The filters given, by their names in the page's query (and in the audit row of the look)."""
+        days = (("from", self.first_day), ("to", self.last_day))
+        return {
+            **{
+                name: value
+                for name, value in (("actor", self.actor), ("action", self.action), ("subject", self.subject))
+                if value
+            },
+            **{name: value.isoformat() for name, value in days if value},
+        }
+
+
+def _midnight_in_china(day: date) -> datetime:
+    return datetime.combine(day, time(), LOCAL_TZ)
+
+
+@dataclass(frozen=True)
 class AuditPage:
     rows: list[asyncpg.Record]
     next_before: int | None
-    verified_rows: int | None  # the chain is checked on the newest page only
-    broken_at: int | None
-    broken_reason: str | None
+    chain: OnwardCheck  # checked from the newest trusted checkpoint to the head, with every page
+    actions: list[str]  # every action in the log, to filter by
 
 
 class ConsoleService:
-    def __init__(self, pool: asyncpg.Pool, lookup_key: bytes, disbursements: DisbursementService) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, lookup_key: bytes, audit_key: bytes, disbursements: DisbursementService
+    ) -> None:
         self._pool = pool
         self._lookup_key = lookup_key
+        self._audit_key = audit_key
         self._disbursements = disbursements
 
     async def search(self, principal: Principal, query: PersonQuery) -> list[asyncpg.Record]:
@@ -105,20 +147,30 @@ class ConsoleService:
             await audit.record(uow, principal.actor, "person.viewed", f"person:{person_id}", principal.named)
         return found
 
-    async def audit_log(self, principal: Principal, before_id: int | None) -> AuditPage:
-        """A page of the log, newest first; with the newest, the whole chain checked from its first row
-        (reading every row, so not again for each older page)."""
-        rows = await repo.audit_page(self._pool, before_id, AUDIT_PAGE + 1)
-        count, broken = await audit.verify(self._pool) if before_id is None else (None, None)
+    async def audit_log(self, principal: Principal, shown: AuditFilter, before_id: int | None) -> AuditPage:
+        """A page of the log, newest first, narrowed by `shown`, from just below row `before_id`; with it,
+        the chain checked from its newest trusted checkpoint to the head (infra.audit_checkpoints)."""
+        at = await repo.audit_row_at(self._pool, before_id) if before_id is not None else None
+        before = (at, before_id) if at is not None and before_id is not None else None
+        rows = (
+            []  # below a row that is not there: nothing
+            if before_id is not None and before is None
+            else await repo.audit_page(
+                self._pool,
+                actor=shown.actor or None,
+                action=shown.action or None,
+                subject=shown.subject or None,
+                since=shown.since,
+                until=shown.until,
+                before=before,
+                limit=AUDIT_PAGE + 1,
+            )
+        )
+        chain = await audit_checkpoints.check_onward(self._pool, self._audit_key)
+        actions = await repo.audit_actions(self._pool)
         async with unit_of_work(self._pool) as uow:
-            seen = {"rows": count} if before_id is None else {"before": before_id}
+            seen = {"rows": chain.rows, **({"before": before_id} if before_id is not None else {}), **shown.given}
             await audit.record(uow, principal.actor, "audit.viewed", "audit_log", {**seen, **principal.named})
         more = len(rows) > AUDIT_PAGE
         rows = rows[:AUDIT_PAGE]
-        return AuditPage(
-            rows,
-            rows[-1]["id"] if more else None,
-            count,
-            broken.row_id if broken else None,
-            broken.reason if broken else None,
-        )
+        return AuditPage(rows, rows[-1]["id"] if more else None, chain, actions)

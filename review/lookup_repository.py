@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -52,14 +53,66 @@ async def notifications_of(db: Db, person_id: uuid.UUID, limit: int) -> list[asy
     )
 
 
-async def audit_page(db: Db, before_id: int | None, limit: int) -> list[asyncpg.Record]:
-    """Newest first, with the operator's name beside an operator's id."""
+async def audit_page(
+    db: Db,
+    *,
+    actor: str | None,
+    action: str | None,
+    subject: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before: tuple[datetime, int] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Newest first by (at, id), from just below `before`, with the operator's name beside an operator's
+    id. The WHERE holds only the filters given (not `$1 IS NULL OR ...`), so that each combination is a
+    statement of its own, planned on its index (audit_log_actor_idx etc., 0018): a generic plan of the
+    catch-all form cannot pick one."""
+    conditions: list[str] = []
+    args: list[object] = []
+    for condition, value in (
+        ("a.actor = ${}", actor),
+        ("a.action = ${}", action),
+        ("a.subject = ${}", subject),
+        ("a.at >= ${}", since),
+        ("a.at < ${}", until),
+    ):
+        if value is not None:
+            args.append(value)
+            conditions.append(condition.format(len(args)))
+    if before is not None:
+        args.extend(before)
+        conditions.append(f"(a.at, a.id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     return await db.fetch(
-        """SELECT a.id, a.at, a.actor, a.action, a.subject, a.details, o.display_name AS actor_name
-           FROM audit_log a
-           LEFT JOIN operators o ON split_part(a.actor, ':', 1) IN ('operator', 'auditor', 'admin')
-                AND o.id::text = split_part(a.actor, ':', 2)
-           WHERE $1::bigint IS NULL OR a.id < $1 ORDER BY a.id DESC LIMIT $2""",
-        before_id,
-        limit,
+        f"""SELECT a.id, a.at, a.actor, a.action, a.subject, a.details, o.display_name AS actor_name
+            FROM audit_log a
+            LEFT JOIN operators o ON split_part(a.actor, ':', 1) IN ('operator', 'auditor', 'admin')
+                 AND o.id::text = split_part(a.actor, ':', 2)
+            {where} ORDER BY a.at DESC, a.id DESC LIMIT ${len(args)}""",
+        *args,
     )
+
+
+async def audit_row_at(db: Db, row_id: int) -> datetime | None:
+    """When row `row_id` was written (a page's position in the log); None when there is no such row."""
+    at: datetime | None = await db.fetchval("SELECT at FROM audit_log WHERE id = $1", row_id)
+    return at
+
+
+async def audit_actions(db: Db) -> list[str]:
+    """Every action in the log, in order: one probe of audit_log_action_idx per action (a skip scan),
+    not a pass over the rows."""
+    return [
+        r["action"]
+        for r in await db.fetch(
+            """WITH RECURSIVE actions (action) AS (
+                   (SELECT action FROM audit_log ORDER BY action LIMIT 1)
+                   UNION ALL
+                   SELECT (SELECT l.action FROM audit_log l WHERE l.action > a.action ORDER BY l.action LIMIT 1)
+                   FROM actions a WHERE a.action IS NOT NULL
+               )
+               SELECT action FROM actions WHERE action IS NOT NULL"""
+        )
+    ]

@@ -1,10 +1,12 @@
 """The audit chain: tampering directly in SQL, even by the database owner who recomputes hashes, is
-found by `socialcard audit verify` with the chain key and the signed anchors in the object store."""
+found by `socialcard audit verify` with the chain key and the signed anchors in the object store; the
+console's audit page walks only from the newest signed checkpoint on, and shows what the full walk found."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,14 +18,14 @@ from pgqueuer.queries import Queries
 
 from app.jobs import SCHEDULES, run_worker
 from app.services import Services
-from infra import audit
+from infra import audit, audit_checkpoints
 from infra.config import APP_ROLE, Settings
 from infra.db import create_pool, unit_of_work
 from infra.jobs import enqueue_once
 from infra.migrate import migrate, migration_files
 from infra.storage import ObjectStorage
 from tests.conftest import Embedded
-from tests.factories import run_cli
+from tests.factories import console_sign_in, run_cli, staff_member
 
 
 @pytest.fixture
@@ -355,3 +357,150 @@ async def _apply_migrations_before(conn: asyncpg.Connection, first_not_applied: 
             path.name,
             hashlib.sha256(sql.encode()).hexdigest(),
         )
+
+
+# -- checkpoints: the console walks only from the newest one; the full walk still reads every row --------
+async def _sign_in_auditor(client: Any, services: Services) -> None:
+    await console_sign_in(client, "aud", await staff_member(services, "aud", "Ada Auditor", "auditor"))
+
+
+async def _audit_page(client: Any) -> str:
+    page = await client.get("/console/audit")
+    assert page.status_code == 200, page.text
+    return html.unescape(page.text)
+
+
+async def _checkpoints(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT last_id, row_count, full_walk, problems FROM audit_checkpoints WHERE chain = 'log' ORDER BY id"
+    )
+
+
+async def test_the_full_walk_records_a_checkpoint_and_the_page_walks_on_from_it(
+    chain: list[int], services: Services, settings: Settings, client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 0, out
+    assert f"checkpoint recorded at row {chain[-1]}" in out
+    assert [tuple(r) for r in await _checkpoints(services.pool)] == [(chain[-1], 5, True, [])]
+
+    await _sign_in_auditor(client, services)  # rows after the checkpoint
+    since = await services.pool.fetch("SELECT id FROM audit_log WHERE id > $1 ORDER BY id", chain[-1])
+    page = await _audit_page(client)
+    count = len(since)
+    assert f"本次查看校验了第{since[0]['id']}至{since[-1]['id']}条记录（共{count}条），起点是" in page
+    assert f"校验过的第{chain[-1]}条检查点" in page
+    onward = await audit_checkpoints.check_onward(services.pool, settings.audit_chain_key)  # the look too
+    assert onward.start is not None
+    assert onward.start.last_id == chain[-1]
+    assert (onward.walked, onward.rows, onward.broken) == (count + 1, 5 + count + 1, None)
+    assert "审计链完整" in page
+    assert "最近一次完整校验" in page
+    assert "完整无误" in page
+
+
+async def test_the_anchor_job_advances_the_checkpoint(chain: list[int], services: Services, settings: Settings) -> None:
+    await _run_anchor_job(settings)  # no full walk yet: a full one
+    assert [tuple(r) for r in await _checkpoints(services.pool)] == [(chain[-1], 5, True, [])]
+    async with unit_of_work(services.pool) as uow:
+        await audit.record(uow, "system:test", "test.event", "thing:5", {})
+    await _run_anchor_job(settings)  # the full walk is recent: onward from the checkpoint
+    head = await services.pool.fetchval("SELECT max(id) FROM audit_log")
+    assert [tuple(r) for r in await _checkpoints(services.pool)][1:] == [(head, 6, False, [])]
+    await _run_anchor_job(settings)  # nothing written since: no new checkpoint
+    assert len(await _checkpoints(services.pool)) == 2
+
+
+async def test_a_row_tampered_after_the_checkpoint_is_reported_on_the_page(
+    chain: list[int], services: Services, settings: Settings, client: Any
+) -> None:
+    await _sign_in_auditor(client, services)
+    _, checkpoint = await audit_checkpoints.full_walk(services.pool, services.storage, settings.audit_chain_key)
+    assert checkpoint is not None
+    await _audit_page(client)  # its audit.viewed row is after the checkpoint
+    after = await services.pool.fetchval("SELECT min(id) FROM audit_log WHERE id > $1", checkpoint.last_id)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("""UPDATE audit_log SET details = '{"n": 99}' WHERE id = $1""", after)
+    finally:
+        await conn.close()
+    page = await _audit_page(client)
+    assert f"审计链在第{after}条记录处断开：its content does not match its keyed hash" in page
+
+
+async def test_the_checkpointed_row_deleted_is_reported_on_the_page(
+    chain: list[int], services: Services, settings: Settings, client: Any
+) -> None:
+    await _sign_in_auditor(client, services)
+    _, checkpoint = await audit_checkpoints.full_walk(services.pool, services.storage, settings.audit_chain_key)
+    assert checkpoint is not None
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("DELETE FROM audit_log WHERE id = $1", checkpoint.last_id)
+    finally:
+        await conn.close()
+    page = await _audit_page(client)
+    assert f"审计链在第{checkpoint.last_id}条记录处断开：it is missing, verified at" in page
+
+
+async def test_a_row_tampered_before_the_checkpoint_is_found_by_the_full_walk(
+    chain: list[int], services: Services, settings: Settings, client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _sign_in_auditor(client, services)
+    await audit_checkpoints.full_walk(services.pool, services.storage, settings.audit_chain_key)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("""UPDATE audit_log SET details = '{"n": 99}' WHERE id = $1""", chain[1])
+    finally:
+        await conn.close()
+    # The page walks on from the checkpoint, after the row: it cannot see it (the price of the checkpoint)...
+    assert "审计链完整" in await _audit_page(client)
+    # ...the full walk does, says so, and records it for the page.
+    status, out = await _in_thread(_verify_cli, settings, capsys)
+    assert status == 1, out
+    assert f"audit chain broken at row {chain[1]}: its content does not match its keyed hash" in out
+    assert "checkpoint recorded" not in out
+    page = await _audit_page(client)
+    assert f"发现日志被篡改：row {chain[1]}: its content does not match its keyed hash" in page
+    # The broken walk is no checkpoint to start from: the first one still is.
+    onward = await audit_checkpoints.check_onward(services.pool, settings.audit_chain_key)
+    assert onward.start is not None
+    assert onward.start.full_walk
+    assert not onward.start.problems
+    assert onward.full_walk is not None
+    assert onward.full_walk.problems
+
+
+async def test_a_forged_checkpoint_is_refused(
+    chain: list[int], services: Services, settings: Settings, client: Any
+) -> None:
+    """The database owner edits a row, then writes a checkpoint past it, signed with a key of their own:
+    the page does not start from it, says so, and finds the edit."""
+    await _sign_in_auditor(client, services)
+    conn = await _superuser(settings)
+    try:
+        await conn.execute("""UPDATE audit_log SET details = '{"n": 99}' WHERE id = $1""", chain[2])
+        head = await conn.fetchrow("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        forged = audit_checkpoints.Checkpoint(
+            "log", head["id"], head["hash"], 5, await audit.keyed_from(services.pool), True, (), datetime.now(UTC)
+        )
+        await conn.execute(
+            """INSERT INTO audit_checkpoints
+                   (chain, last_id, hash, row_count, keyed_from, full_walk, problems, verified_at, mac)
+               VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $8)""",
+            forged.chain,
+            forged.last_id,
+            forged.hash,
+            forged.row_count,
+            forged.keyed_from,
+            forged.full_walk,
+            forged.verified_at,
+            audit_checkpoints.sign(bytes(32), forged),
+        )
+    finally:
+        await conn.close()
+    page = await _audit_page(client)
+    assert f"第{forged.last_id}条的检查点" in page
+    assert "没有用审计链密钥签名，已拒绝使用" in page
+    assert f"审计链在第{chain[2]}条记录处断开" in page
+    assert "尚未进行完整校验" in page  # nor is it taken for the last full walk

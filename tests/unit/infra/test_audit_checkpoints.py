@@ -1,0 +1,135 @@
+"""Checkpoints of the audit chain, checked in memory: their signature, which one a walk starts from, the
+checkpointed row's hash, and a ChainChecker fed from a checkpoint on."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import msgspec
+import pytest
+
+from infra.audit import GENESIS, AuditEntry, ChainBreak, ChainChecker, chain_hash
+from infra.audit_checkpoints import (
+    CHAIN,
+    FORGED,
+    REKEYED,
+    Checkpoint,
+    Refusal,
+    _Signed,
+    first_genuine,
+    moved,
+    sign,
+)
+
+KEY = bytes(range(32))
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def checkpoint(last_id: int = 40, **changes: object) -> Checkpoint:
+    made = Checkpoint(CHAIN, last_id, bytes([last_id % 256]) * 32, last_id, 1, True, (), T0)
+    return dataclasses.replace(made, **changes)
+
+
+def test_a_checkpoint_signed_with_the_key_is_taken() -> None:
+    c = checkpoint()
+    assert first_genuine(KEY, [(c, sign(KEY, c))], 1) == (c, [])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("chain", "shard-2"),  # one chain's checkpoint cannot pass for another's (issue 23)
+        ("last_id", 41),
+        ("hash", b"\x07" * 32),
+        ("row_count", 39),
+        ("keyed_from", 2),
+        ("full_walk", False),
+        ("problems", ("row 3: edited",)),
+        ("verified_at", T0 + timedelta(microseconds=1)),
+    ],
+)
+def test_every_field_is_signed(field: str, value: object) -> None:
+    genuine = checkpoint()
+    altered = dataclasses.replace(genuine, **{field: value})
+    assert sign(KEY, altered) != sign(KEY, genuine)
+    assert first_genuine(KEY, [(altered, sign(KEY, genuine))], None) == (None, [Refusal(altered, FORGED)])
+
+
+def test_the_time_is_signed_as_an_instant_whatever_its_zone() -> None:
+    c = checkpoint()
+    in_china = dataclasses.replace(c, verified_at=T0.astimezone(ZoneInfo("Asia/Shanghai")))
+    assert sign(KEY, in_china) == sign(KEY, c)
+
+
+def test_a_forged_newest_checkpoint_is_refused_and_the_next_genuine_one_taken() -> None:
+    forged, genuine = checkpoint(90), checkpoint(40)
+    found = [(forged, sign(bytes(32), forged)), (genuine, sign(KEY, genuine))]
+    assert first_genuine(KEY, found, 1) == (genuine, [Refusal(forged, FORGED)])
+
+
+def test_a_checkpoint_signed_like_a_row_hash_is_refused() -> None:
+    """The signing key is derived from the chain key with a label: the chain key itself does not sign."""
+    c = checkpoint()
+    body = _Signed(1, c.chain, c.last_id, c.hash.hex(), c.row_count, c.keyed_from, c.full_walk, c.problems, T0)
+    mac = hmac.new(KEY, msgspec.json.encode(body), hashlib.sha256).digest()
+    assert first_genuine(KEY, [(c, mac)], None) == (None, [Refusal(c, FORGED)])
+
+
+def test_a_checkpoint_made_with_another_boundary_is_refused_when_one_is_asked_for() -> None:
+    moved_boundary = checkpoint(keyed_from=1000)
+    found = [(moved_boundary, sign(KEY, moved_boundary))]
+    assert first_genuine(KEY, found, 1) == (None, [Refusal(moved_boundary, REKEYED)])
+    assert first_genuine(KEY, found, None) == (moved_boundary, [])  # the last full walk, whatever it used
+
+
+def test_none_found() -> None:
+    assert first_genuine(KEY, [], 1) == (None, [])
+
+
+def test_the_checkpointed_row_must_still_have_its_hash() -> None:
+    c = checkpoint()
+    assert moved(c, c.hash) is None
+    assert moved(c, b"\x09" * 32) == ChainBreak(
+        40, "its hash is not the one verified at 2026-03-01T09:00:00+00:00 (the chain was rewritten at or before it)"
+    )
+    assert moved(c, None) == ChainBreak(40, "it is missing, verified at 2026-03-01T09:00:00+00:00 (deleted)")
+
+
+def _chain(n: int) -> list[tuple[int, AuditEntry, bytes, bytes]]:
+    rows = []
+    prev = GENESIS
+    for i in range(1, n + 1):
+        entry = AuditEntry(T0 + timedelta(seconds=i), "system:test", "test.event", f"thing:{i}", {"n": i})
+        digest = chain_hash(KEY, prev, entry)
+        rows.append((i, entry, prev, digest))
+        prev = digest
+    return rows
+
+
+def test_a_checker_started_at_a_checkpoint_checks_the_rows_after_it() -> None:
+    rows = _chain(6)
+    checker = ChainChecker(KEY, 1, rows[2][3])  # the checkpoint: row 3's hash
+    assert [checker.check(*row) for row in rows[3:]] == [None, None, None]
+
+
+def test_a_checker_started_at_a_checkpoint_finds_an_edit_after_it() -> None:
+    rows = _chain(6)
+    row_id, entry, prev, digest = rows[4]
+    rows[4] = (row_id, dataclasses.replace(entry, details={"n": 99}), prev, digest)
+    checker = ChainChecker(KEY, 1, rows[2][3])
+    assert [checker.check(*row) for row in rows[3:5]][-1] == ChainBreak(
+        5, "its content does not match its keyed hash (edited, or rehashed without the chain key)"
+    )
+
+
+def test_a_checker_started_at_the_wrong_checkpoint_breaks_at_the_first_row() -> None:
+    """A row deleted just after the checkpoint: the next row does not follow it."""
+    rows = _chain(6)
+    checker = ChainChecker(KEY, 1, rows[2][3])
+    assert checker.check(*rows[4]) == ChainBreak(
+        5, "does not follow the previous row (a row was deleted or inserted before it)"
+    )
