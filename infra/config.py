@@ -99,6 +99,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     face_collision_distance: float = 0.35
     replay_lookback_days: int = 400
     review_claim_s: int = 15 * 60
+    review_sla_h: int = 24  # a check waiting longer for a person is shown as late in the console's queue
     console_idle_s: int = 30 * 60  # a console session ends after this long without a request
     # The console's public origin behind a TLS proxy (https://console.example): posts must come from it,
     # and its cookie is Secure. Unset, the request's own scheme and Host decide.
@@ -340,6 +341,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ("NOTIFY_LEASE_S", 60, 1, 3600),
         ("NOTIFY_RETRY_S", 30, 0, 3600),
         ("CONSOLE_IDLE_S", 30 * 60, 1, 24 * 3600),
+        ("REVIEW_SLA_H", 24, 1, 720),
         ("OTP_PER_CLIENT_PER_HOUR", 10, 1, 1_000_000),
         ("OTP_TOTAL_PER_HOUR", 10_000, 1, 100_000_000),
         ("OPERATOR_FAILURES_PER_CLIENT_PER_HOUR", 20, 1, 1_000_000),
@@ -435,6 +437,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "NOTIFY_LEASE_S": str(settings.notify_lease_s),
         "NOTIFY_RETRY_S": str(settings.notify_retry_s),
         "CONSOLE_IDLE_S": str(settings.console_idle_s),
+        "REVIEW_SLA_H": str(settings.review_sla_h),
         "CONSOLE_ORIGIN": settings.console_origin or "",
         "API_DOCS_UI": "1" if settings.api_docs_ui else "0",
         "OTP_PER_CLIENT_PER_HOUR": str(settings.otp_per_client_per_hour),

@@ -13,6 +13,8 @@ REVIEWABLE = ("needs_review", "home_visit")
 
 
 _FILTERS = """k.status = $1 AND ($2::text IS NULL OR $2 = ANY(k.reasons)) AND ($3::text IS NULL OR p.region = $3)"""
+# The checks an operator holds now (the queue's "mine").
+_HELD_BY = "k.claimed_by = {0} AND k.claimed_until > now()"
 
 
 async def queue(
@@ -20,6 +22,7 @@ async def queue(
     status: str,
     reason: str | None,
     region: str | None,
+    held_by: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
@@ -27,18 +30,40 @@ async def queue(
     return await db.fetch(
         f"""SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
                   o.display_name AS claimed_by_name,
-                  p.region, p.national_id_masked AS masked_national_id
+                  p.region, p.national_id_masked AS masked_national_id, p.name
            FROM certification_checks k JOIN persons p ON p.id = k.person_id
            LEFT JOIN operators o ON o.id = k.claimed_by
-           WHERE {_FILTERS} AND ($4::timestamptz IS NULL OR (k.submitted_at, k.id) > ($4, $5::uuid))
-           ORDER BY k.submitted_at, k.id LIMIT $6""",
+           WHERE {_FILTERS} AND ($4::uuid IS NULL OR {_HELD_BY.format("$4")})
+             AND ($5::timestamptz IS NULL OR (k.submitted_at, k.id) > ($5, $6::uuid))
+           ORDER BY k.submitted_at, k.id LIMIT $7""",
         status,
         reason,
         region,
+        held_by,
         after[0] if after else None,
         after[1] if after else None,
         limit,
     )
+
+
+async def queue_summary(
+    db: Db, status: str, reason: str | None, region: str | None, operator_id: uuid.UUID, late_after_h: int
+) -> asyncpg.Record:
+    """How many checks wait under these filters, since when, how many are late, how many this operator holds."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""SELECT count(*) AS waiting, min(k.submitted_at) AS oldest,
+                   count(*) FILTER (WHERE k.submitted_at < now() - make_interval(hours => $5)) AS late,
+                   count(*) FILTER (WHERE {_HELD_BY.format("$4")}) AS mine
+            FROM certification_checks k JOIN persons p ON p.id = k.person_id
+            WHERE {_FILTERS}""",
+        status,
+        reason,
+        region,
+        operator_id,
+        late_after_h,
+    )
+    assert row is not None  # an aggregate always returns its row
+    return row
 
 
 async def claim_next(

@@ -54,11 +54,28 @@ class ReviewService:
         self._settings = settings
 
     async def queue(
-        self, status: str, cursor: str | None, limit: int, *, reason: str | None = None, region: str | None = None
+        self,
+        status: str,
+        cursor: str | None,
+        limit: int,
+        *,
+        reason: str | None = None,
+        region: str | None = None,
+        held_by: uuid.UUID | None = None,
     ) -> ReviewPage:
-        rows = await repo.queue(self._pool, status, reason, region, after(cursor, datetime, uuid.UUID), limit + 1)
+        rows = await repo.queue(
+            self._pool, status, reason, region, held_by, after(cursor, datetime, uuid.UUID), limit + 1
+        )
         shown, next_cursor = page(rows, limit, lambda row: (row["submitted_at"], row["id"]))
         return ReviewPage(shown, next_cursor)
+
+    async def queue_summary(
+        self, principal: Principal, status: str, *, reason: str | None = None, region: str | None = None
+    ) -> asyncpg.Record:
+        """What the team faces under these filters: waiting, the oldest, late (past REVIEW_SLA_H), held by `principal`."""
+        return await repo.queue_summary(
+            self._pool, status, reason, region, principal.subject_id, self._settings.review_sla_h
+        )
 
     async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
         async with unit_of_work(self._pool) as uow:

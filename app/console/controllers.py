@@ -10,6 +10,7 @@ import json
 import posixpath
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +37,16 @@ from app.console.forms import (
     TokenForm,
     read_form,
 )
-from app.console.text import label, reason_label, status_label
+from app.console.text import (
+    actor_label,
+    label,
+    operator_reason,
+    reason_label,
+    score_label,
+    score_value,
+    status_label,
+    waited,
+)
 from app.http.locale import request_locale
 from app.http.problems import classify
 from app.http.review import schemas as rs
@@ -75,6 +85,7 @@ MENU = (
 )
 HOME = {role: next(path for path, _, roles in MENU if role in roles) for role in (OPERATOR, ADMIN, AUDITOR)}
 QUEUE_NOTES = ("decided", "queue_empty")
+QUEUE_SHOWN = 50
 VISIT_NOTES = ("done_scheduled", "done_certified", "done_decided")
 ALERTS_SHOWN = 200
 RECOVERY_OPEN = tuple(s for s in RECOVERY_STATES if s not in RECOVERY_CLOSED)
@@ -110,6 +121,7 @@ def _page(
 ) -> Template:
     session: ConsoleSession | None = request.state.get("console")
     locale = locale or (session.locale if session else request_locale(request))
+    now = datetime.now(UTC)
     return Template(
         template_name=name,
         status_code=status,
@@ -117,6 +129,11 @@ def _page(
             "t": lambda key, **params: label(key, locale, **params),
             "status_label": lambda status: status_label(status, locale),
             "reason_label": lambda code: reason_label(code, locale),
+            "operator_reason": lambda code: operator_reason(code, locale),
+            "score_label": lambda name: score_label(name, locale),
+            "score_value": lambda name, value: score_value(name, value, locale),
+            "actor": lambda who: actor_label(who, locale) if who else "",
+            "waited": lambda since: waited(since, now, locale),
             "money": lambda fen: money(fen, locale),
             "number": lambda count: number(count, locale),
             "day": lambda value: day(value.isoformat()[:10], locale) if value else "",
@@ -129,7 +146,7 @@ def _page(
             "path": request.url.path,
             "full_path": _full_path(request),
             "home": HOME[session.principal.role] if session else cs.PATH,
-            "now": datetime.now(UTC),
+            "now": now,
             **context,
         },
     )
@@ -220,19 +237,26 @@ class ReviewPages(Controller):
         status: ReviewStatus = "needs_review",
         reason: str = "",
         region: str = "",
+        mine: bool = False,
         cursor: str | None = None,
         note: str = "",
     ) -> Template:
-        page = rs.review_queue_of(
-            await services.review.queue(status, cursor, 50, reason=reason or None, region=region or None)
+        principal = cs.session_of(request).principal
+        filters = {"reason": reason or None, "region": region or None}
+        found = await services.review.queue(
+            status, cursor, QUEUE_SHOWN, held_by=principal.subject_id if mine else None, **filters
         )
         return _page(
             request,
             "queue.html",
-            page=page,
+            page=found,
+            summary=await services.review.queue_summary(principal, status, **filters),
+            late_after_h=services.settings.review_sla_h,
+            me=principal.subject_id,
             shown_status=status,
             reason=reason,
             region=region,
+            mine=mine,
             choices=await services.review.filter_choices(),
             note=label(note, cs.session_of(request).locale) if note in QUEUE_NOTES else None,
         )
@@ -240,22 +264,26 @@ class ReviewPages(Controller):
     @post("/queue/next")
     async def claim_next(self, request: Request[Any, Any, Any], services: Services) -> Redirect:
         form = await read_form(request, ClaimNextForm)
-        check_id = await services.review.claim_next(
-            cs.session_of(request).principal, form.reason or None, form.region or None
-        )
-        if check_id is None:
-            return _see_other("/console/queue", reason=form.reason, region=form.region, note="queue_empty")
-        return _see_other(f"/console/checks/{check_id}")
+        return await _next_check(request, services, form.reason, form.region)
 
     @post("/checks/{check_id:uuid}/claim")
     async def claim(self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Redirect:
-        await read_form(request, TokenForm)
+        form = await read_form(request, ClaimNextForm)
         await services.review.claim(cs.session_of(request).principal, check_id)
-        return _see_other(f"/console/checks/{check_id}")
+        return _see_other(f"/console/checks/{check_id}", reason=form.reason, region=form.region)
 
     @get("/checks/{check_id:uuid}")
-    async def check(self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
-        return await self._check_page(request, services, check_id)
+    async def check(
+        self,
+        check_id: uuid.UUID,
+        request: Request[Any, Any, Any],
+        services: Services,
+        reason: str = "",
+        region: str = "",
+        note: str = "",
+    ) -> Template:
+        shown = label(note, cs.session_of(request).locale) if note == "decided_next" else None
+        return await self._check_page(request, services, check_id, queue=QueueFilters(reason, region), note=shown)
 
     @post("/checks/{check_id:uuid}/decision")
     async def decide(
@@ -266,8 +294,9 @@ class ReviewPages(Controller):
             form = await read_form(request, DecisionForm)
             await services.review.decide(cs.session_of(request).principal, check_id, form.decision, form.reason)
         except BadRequest as exc:
-            return await self._check_page(request, services, check_id, form=form, error=exc, status=400)
-        return _see_other("/console/queue", note="decided")
+            queue = QueueFilters(form.queue_reason, form.queue_region) if form else QueueFilters()
+            return await self._check_page(request, services, check_id, queue=queue, form=form, error=exc, status=400)
+        return await _next_check(request, services, form.queue_reason, form.queue_region, decided=True)
 
     @post("/checks/{check_id:uuid}/media-access", status_code=200)
     async def media_access(self, check_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
@@ -286,9 +315,11 @@ class ReviewPages(Controller):
         services: Services,
         check_id: uuid.UUID,
         *,
+        queue: QueueFilters | None = None,
         reason: str | None = None,
         form: DecisionForm | None = None,
         asked: str = "",
+        note: str | None = None,
         error: AppError | None = None,
         status: int = 200,
     ) -> Template:
@@ -314,10 +345,32 @@ class ReviewPages(Controller):
             reviewable=check.status in ("needs_review", "home_visit"),
             form=form,
             asked=asked,
+            note=note,
+            queue=queue or QueueFilters(),
             error=_text(request, error.code, error.params) if error else None,
             # A language change comes back to the check, not to the post that showed it.
             full_path=f"/console/checks/{check_id}",
         )
+
+
+async def _next_check(
+    request: Request[Any, Any, Any], services: Services, reason: str, region: str, *, decided: bool = False
+) -> Redirect:
+    """Claim the oldest waiting check under the queue's filters and open it; the queue when none is left."""
+    check_id = await services.review.claim_next(cs.session_of(request).principal, reason or None, region or None)
+    if check_id is None:
+        return _see_other("/console/queue", reason=reason, region=region, note="decided" if decided else "queue_empty")
+    return _see_other(
+        f"/console/checks/{check_id}", reason=reason, region=region, note="decided_next" if decided else ""
+    )
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """The queue's filters, carried through a check's page so that the next check comes from the same queue."""
+
+    reason: str = ""
+    region: str = ""
 
 
 def _band(distance: float | None, thresholds: Thresholds) -> str:
@@ -376,7 +429,12 @@ class OperationsPages(Controller):
 
     @get("/runs/{run_id:uuid}", guards=[cs.requires_console(*REVIEWERS)])
     async def run(self, run_id: uuid.UUID, request: Request[Any, Any, Any], services: Services) -> Template:
-        return _page(request, "run.html", run=await services.disbursements.view(run_id))
+        return _page(
+            request,
+            "run.html",
+            run=await services.disbursements.view(run_id),
+            withheld_by_reason=await services.disbursements.withheld_by_reason(run_id),
+        )
 
     @post("/runs/{run_id:uuid}/{step:str}", guards=[cs.requires_console(ADMIN)])
     async def sign_run(

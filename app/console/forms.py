@@ -35,6 +35,8 @@ class LanguageForm(Body):
 
 
 class ClaimNextForm(Body):
+    """Claim the next check, or a given one, from the queue under these filters."""
+
     csrf: str
     reason: str = ""
     region: str = ""
@@ -49,6 +51,9 @@ class DecisionForm(Body):
     csrf: str
     decision: DecisionKind
     reason: str = ""  # the service's rule says what is wrong with it
+    # The queue's filters the check was opened from: the next check comes from the same queue.
+    queue_reason: str = ""
+    queue_region: str = ""
 
 
 class MediaAccessForm(Body):

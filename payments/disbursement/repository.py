@@ -159,6 +159,16 @@ async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
     )
 
 
+async def withheld_by_reason(db: Db, run_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The run's withheld payments per reason, the largest count first."""
+    return await db.fetch(
+        """SELECT withheld_reason AS reason, count(*) AS count, sum(amount_fen)::bigint AS fen
+           FROM pension_payments WHERE run_id = $1 AND status = 'withheld'
+           GROUP BY withheld_reason ORDER BY count(*) DESC, withheld_reason""",
+        run_id,
+    )
+
+
 async def run_state(db: Db, run_id: uuid.UUID) -> str | None:
     state: str | None = await db.fetchval("SELECT state FROM disbursement_runs WHERE id = $1", run_id)
     return state

@@ -170,6 +170,9 @@ class DisbursementService:
             raise NotFound("disbursement_not_found")
         return row
 
+    async def withheld_by_reason(self, run_id: uuid.UUID) -> list[asyncpg.Record]:
+        return await repo.withheld_by_reason(self._pool, run_id)
+
     async def recent_runs(self, limit: int) -> list[asyncpg.Record]:
         """The latest runs, newest period first, with their progress (no totals: those read every payment)."""
         return await repo.recent_runs(self._pool, limit)

@@ -4,11 +4,14 @@ through Debian's Chromium (`make setup` installs it; Playwright's own browser do
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pyotp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from axe_playwright_python.base import AXE_FILE_PATH
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from infra.config import Settings
 from tests.factories import serving
@@ -28,6 +31,40 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 15_000
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # tests/artifacts, ignored by git
+WIDTHS = (1280, 390)  # a desk, and a phone (the width the issue measured at)
+PASSWORD = "correct horse battery"
+# axe-core's own script, from the wheel that carries it (its Python wrapper is not used).
+_AXE = AXE_FILE_PATH.read_text(encoding="utf-8")
+_AXE_RUN = """() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
+  .filter(v => v.impact === 'serious' || v.impact === 'critical')
+  .map(v => v.id + ' (' + v.impact + '): ' + v.nodes.map(n => n.target.join(' ')).join(', ')))"""
+
+
+async def accessibility_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as shown, one line each."""
+    if not await page.evaluate("() => typeof axe !== 'undefined'"):
+        await page.evaluate(_AXE)
+    found: list[str] = await page.evaluate(_AXE_RUN)
+    return found
+
+
+async def horizontal_overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than the window (0 when it reflows)."""
+    overflow: int = await page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    return overflow
+
+
+async def operator_signs_in(page: Page, base: str, username: str, secret: str) -> None:
+    """The console's sign-in form, filled and sent by keyboard as an operator does."""
+    await page.goto(f"{base}/console")
+    await expect(page).to_have_url(re.compile(r"/console/sign-in"))
+    await page.get_by_label(re.compile("Username|用户名")).fill(username)
+    await page.get_by_label(re.compile("Password|密码")).fill(PASSWORD)
+    await page.get_by_label(re.compile("Authenticator|动态口令")).fill(pyotp.TOTP(secret).now())
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_text(re.compile("Signed in as|当前用户"))).to_be_visible()
 
 
 @pytest.fixture

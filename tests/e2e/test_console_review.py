@@ -8,34 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pyotp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from app.services import Services
 from tests.conftest import FACES
+from tests.e2e.conftest import horizontal_overflow, operator_signs_in
 from tests.factories import applicant, certify, sign_in, staff_member, video_frame
 
 pytestmark = pytest.mark.skipif(not FACES.exists(), reason="../shared/faces is not beside this clone")
 VIDEO = FACES / "video" / "live_blink__eye_blink.mp4"
-PASSWORD = "correct horse battery"
-
 # Every visible control has a label (its own, aria-label, or its text), read by the browser itself.
 UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
   .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
   .map(el => el.outerHTML)"""
-# At 200% zoom a 1280-pixel window is 640 CSS pixels wide: the page must reflow, not scroll sideways.
-OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-
-
-async def _sign_in(page: Page, base: str, username: str, secret: str) -> None:
-    await page.goto(f"{base}/console")
-    await expect(page).to_have_url(re.compile(r"/console/sign-in"))
-    await page.get_by_label(re.compile("Username|用户名")).fill(username)
-    await page.get_by_label(re.compile("Password|密码")).fill(PASSWORD)
-    await page.get_by_label(re.compile("Authenticator|动态口令")).fill(pyotp.TOTP(secret).now())
-    await page.keyboard.press("Enter")  # by keyboard, as an operator does
-    await expect(page.get_by_text(re.compile("Signed in as|当前用户"))).to_be_visible()
 
 
 async def _accessible(page: Page) -> None:
@@ -62,14 +48,14 @@ async def test_an_operator_claims_views_and_decides_a_flagged_check(
     bob = await staff_member(services, "bob", "Bob Operator")
     auditor = await staff_member(services, "audrey", "Audrey Auditor", "auditor")
 
-    await _sign_in(page, console_url, "alice", alice)
+    await operator_signs_in(page, console_url, "alice", alice)
     await expect(page.get_by_role("heading", name="审核队列")).to_be_visible()
     await page.get_by_label("语言").select_option("en")
     await page.get_by_role("button", name="切换语言").click()
     await expect(page.get_by_role("heading", name="Review queue")).to_be_visible()
     await _accessible(page)
-    row = page.locator(f'tr[data-check="{flagged["id"]}"]')
-    await expect(row).to_contain_text("This video was submitted before")  # the replay reason, at a glance
+    row = page.locator(f'[data-check="{flagged["id"]}"]')
+    await expect(row).to_contain_text("Video submitted before (replay)")  # the replay reason, at a glance
     await row.get_by_role("button", name=re.compile("^Claim")).click()
 
     # The check: frames beside the reference, served from the object store through short links.
@@ -89,16 +75,17 @@ async def test_an_operator_claims_views_and_decides_a_flagged_check(
     await _accessible(page)
     await page.screenshot(path=str(screenshots / "console-check.png"), full_page=True)
     await page.set_viewport_size({"width": 640, "height": 900})
-    assert await page.evaluate(OVERFLOW) <= 0
+    assert await horizontal_overflow(page) <= 0
     await page.set_viewport_size({"width": 1280, "height": 900})
 
     # A second operator cannot take it.
     other = await browser.new_context()
     try:
         bobs = await other.new_page()
-        await _sign_in(bobs, console_url, "bob", bob)
-        await bobs.locator(f'tr[data-check="{flagged["id"]}"]').get_by_role("button", name=re.compile("^领取")).click()
-        await expect(bobs.get_by_role("alert")).to_contain_text("Alice Operator")
+        await operator_signs_in(bobs, console_url, "bob", bob)
+        held = bobs.locator(f'[data-check="{flagged["id"]}"]')
+        await expect(held).to_contain_text("Alice Operator 正在处理")  # held: said, with no button to take it
+        assert await held.get_by_role("button").count() == 0
         await bobs.goto(f"{console_url}/console/checks/{flagged['id']}")
         assert await bobs.locator("figure img").count() == 0  # no images without the claim
     finally:
@@ -132,7 +119,7 @@ async def test_an_operator_claims_views_and_decides_a_flagged_check(
     audit_context = await browser.new_context()
     try:
         audits = await audit_context.new_page()
-        await _sign_in(audits, console_url, "audrey", auditor)
+        await operator_signs_in(audits, console_url, "audrey", auditor)
         await expect(audits.locator("#chain")).to_contain_text("审计链完整")
         decided = audits.get_by_role("row", name=re.compile("review.decided"))
         await expect(decided).to_contain_text("Alice Operator")

@@ -370,7 +370,8 @@ async def test_a_check_whose_video_is_deleted_still_shows_the_reference_photo(
 
     assert page.status_code == 200
     assert label("media_purged", "zh-CN") in page.text
-    assert re.search(r'<figure class="reference">\s*<img src="http', page.text)  # the enrolment photo is kept
+    # The enrolment photo is kept.
+    assert re.search(r'<figure class="reference">\s*<button [^>]*><img src="http', page.text)
     assert 'class="frame"' not in page.text
 
 
