@@ -438,3 +438,69 @@ async def test_the_audit_page_is_labelled_for_assistive_technology(client: Any, 
     # A table that may scroll sideways is a region the keyboard can reach.
     assert 'role="region" aria-labelledby="audit-caption" tabindex="0"' in page
     assert all(th.startswith('<th scope="col">') for th in re.findall(r"<th(?: [^>]*)?>", page))
+
+
+async def test_the_queue_counts_what_waits_and_a_decision_opens_the_next_check_of_the_same_region(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    people = await import_pensioners(importer, pool, tmp_path, 4)
+    await pool.execute("UPDATE persons SET region = '310101' WHERE id = $1", people[2].id)
+    checks = [uuid.UUID(await flagged_check(services, pool, p.person.phone)) for p in people]
+    for check, hours in zip(checks, (30, 3, 2, 1), strict=True):
+        await pool.execute(
+            "UPDATE certification_checks SET submitted_at = now() - make_interval(hours => $2) WHERE id = $1",
+            check,
+            hours,
+        )
+    await staff_member(services, "vic", "Vic Operator")
+    await pool.execute(
+        """UPDATE certification_checks SET claimed_by = (SELECT id FROM operators WHERE username = 'vic'),
+                  claimed_until = now() + interval '10 minutes' WHERE id = $1""",
+        checks[1],
+    )
+    csrf = await console_sign_in(client, "uma", await staff_member(services, "uma", "Uma Operator"))
+
+    def card(page: str, check: uuid.UUID) -> str:
+        found = re.search(rf'data-check="{check}">(.*?)</li>\s*(?:<li class="queued|</ol>)', page, re.S)
+        assert found is not None, check
+        return found.group(1)
+
+    queue = (await client.get("/console/queue")).text
+    counts = {name: re.search(rf'id="{name}-count"[^>]*>([\d,]+)<', queue) for name in ("waiting", "late", "mine")}
+    assert {name: m.group(1) for name, m in counts.items() if m} == {"waiting": "4", "late": "1", "mine": "0"}
+    assert "已超时" in card(queue, checks[0])
+    assert "Vic Operator 正在处理" in card(queue, checks[1])
+    assert "<button" not in card(queue, checks[1])  # held by a colleague: nothing to press
+    assert people[0].person.name in card(queue, checks[0])
+
+    # Claimed from the queue filtered by region, the check carries the filter; "mine" shows it alone.
+    r = await client.post(f"/console/checks/{checks[0]}/claim", data={"csrf": csrf, "region": "110101"})
+    assert r.status_code == 200
+    assert 'name="queue_region" value="110101"' in r.text
+    mine = (await client.get("/console/queue?mine=true")).text
+    assert re.findall(r'data-check="([^"]+)"', mine) == [str(checks[0])]
+    assert f"/console/checks/{checks[0]}?reason=&amp;region=" in mine  # "Continue", not "Claim"
+
+    # Deciding opens the next check of that region nobody holds (not the older one of another region).
+    r = await client.post(
+        f"/console/checks/{checks[0]}/decision",
+        data={"csrf": csrf, "decision": "reject", "reason": "not the same person", "queue_region": "110101"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/console/checks/{checks[3]}?region=110101&note=decided_next"
+    page = await client.get(r.headers["location"])
+    assert label("decided_next", "zh-CN") in page.text
+    r = await client.post(
+        f"/console/checks/{checks[3]}/decision",
+        data={"csrf": csrf, "decision": "approve", "reason": "same person", "queue_region": "110101"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/console/queue?region=110101&note=decided"
+    statuses = await pool.fetch("SELECT id, status FROM certification_checks WHERE id = ANY($1)", checks)
+    assert {row["id"]: row["status"] for row in statuses} == {
+        checks[0]: "failed",
+        checks[1]: "needs_review",
+        checks[2]: "needs_review",
+        checks[3]: "passed",
+    }
