@@ -13,10 +13,12 @@ from __future__ import annotations
 import array
 import asyncio
 import codecs
+import gc
 import hashlib
 import io
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -83,6 +85,20 @@ def repeated_ids(keys: Iterator[str]) -> frozenset[int]:
     return frozenset(int(v) for v in values[counts > 1])
 
 
+@contextmanager
+def _no_cyclic_collection() -> Iterator[None]:
+    """The batches hold a hundred thousand records and rows at a time, made of containers the cyclic
+    garbage collector walks again at each full collection, though refcounts free them all: a sixth of
+    the import's CPU. Nothing of the batches forms a cycle; collection resumes at the end."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -140,7 +156,8 @@ class PersonImporter:
             if progress:
                 progress(through, lines)
 
-        through = await self._batches(path, fmt, run, repeated, actor, show)
+        with _no_cyclic_collection():
+            through = await self._batches(path, fmt, run, repeated, actor, show)
         async with unit_of_work(self._pool) as uow:
             # The held-back rows: the last good one of each repeated national ID.
             await repo.open_batch(uow, run.id, through)
