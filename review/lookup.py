@@ -166,7 +166,9 @@ class ConsoleService:
                 limit=AUDIT_PAGE + 1,
             )
         )
-        chain = await audit_checkpoints.check_onward(self._pool, self._audit_key)
+        chain = await audit_checkpoints.check_onward(
+            self._pool, self._audit_key, record_after=audit_checkpoints.LOOK_RECORDS_AFTER
+        )
         actions = await repo.audit_actions(self._pool)
         async with unit_of_work(self._pool) as uow:
             seen = {"rows": chain.rows, **({"before": before_id} if before_id is not None else {}), **shown.given}

@@ -504,3 +504,17 @@ async def test_a_forged_checkpoint_is_refused(
     assert "没有用审计链密钥签名，已拒绝使用" in page
     assert f"审计链在第{chain[2]}条记录处断开" in page
     assert "尚未进行完整校验" in page  # nor is it taken for the last full walk
+
+
+async def test_a_look_that_walked_far_records_where_it_got_to(
+    chain: list[int], services: Services, settings: Settings
+) -> None:
+    key = settings.audit_chain_key
+    await audit_checkpoints.check_onward(services.pool, key, record_after=6)  # 5 rows: too few
+    assert await _checkpoints(services.pool) == []
+    first = await audit_checkpoints.check_onward(services.pool, key, record_after=5)
+    assert (first.start, first.walked) == (None, 5)
+    assert [tuple(r) for r in await _checkpoints(services.pool)] == [(chain[-1], 5, False, [])]
+    again = await audit_checkpoints.check_onward(services.pool, key, record_after=5)
+    assert again.start is not None
+    assert (again.start.last_id, again.walked, again.rows) == (chain[-1], 0, 5)

@@ -18,10 +18,12 @@ from infra.audit_checkpoints import (
     FORGED,
     REKEYED,
     Checkpoint,
+    OnwardCheck,
     Refusal,
     _Signed,
     first_genuine,
     moved,
+    onward_checkpoint,
     sign,
 )
 
@@ -133,3 +135,26 @@ def test_a_checker_started_at_the_wrong_checkpoint_breaks_at_the_first_row() -> 
     assert checker.check(*rows[4]) == ChainBreak(
         5, "does not follow the previous row (a row was deleted or inserted before it)"
     )
+
+
+def _onward(**changes: object) -> OnwardCheck:
+    start = checkpoint(40)
+    made = OnwardCheck(start, 1, 3, 41, (43, b"\x05" * 32), None, (), start)
+    return dataclasses.replace(made, **changes)
+
+
+def test_an_onward_walk_checkpoints_the_last_row_it_read() -> None:
+    at = T0 + timedelta(minutes=10)
+    assert onward_checkpoint(_onward(), at) == Checkpoint(CHAIN, 43, b"\x05" * 32, 43, 1, False, (), at)
+
+
+def test_an_onward_walk_that_broke_checkpoints_its_finding() -> None:
+    broken = ChainBreak(42, "its content does not match its keyed hash (edited, or rehashed without the chain key)")
+    made = onward_checkpoint(_onward(broken=broken, last=(42, b"\x06" * 32), walked=2), T0)
+    assert made is not None
+    assert (made.last_id, made.row_count, made.problems) == (42, 42, (f"row 42: {broken.reason}",))
+
+
+def test_an_onward_walk_that_read_nothing_makes_no_checkpoint() -> None:
+    assert onward_checkpoint(_onward(walked=0, first_id=None, last=(40, checkpoint(40).hash)), T0) is None
+    assert onward_checkpoint(_onward(start=None, walked=0, first_id=None, last=None), T0) is None  # an empty log
