@@ -65,6 +65,8 @@ _PENSION_FIELDS = ("monthly_amount", "bank_account", "start_month")
 def field_text(raw: dict[str, Any], key: str) -> str:
     """A field as stripped text ("" when absent): CSV gives strings, JSON lines any scalar."""
     value = raw.get(key)
+    if type(value) is str:  # a CSV field, most JSON ones: no str() call (a city's file has tens of millions)
+        return value.strip()
     return "" if value is None else str(value).strip()
 
 
@@ -129,7 +131,9 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
     if not isinstance(raw, dict):
         bad("pension", "must be an object with monthly_amount, bank_account and start_month")
         return None
-    amount_text, account, month = (field_text(raw, f) for f in _PENSION_FIELDS)
+    amount_text = field_text(raw, "monthly_amount")
+    account = field_text(raw, "bank_account")
+    month = field_text(raw, "start_month")
     if not (amount_text or account or month):
         return None
     amount: int | None = None
