@@ -4,6 +4,7 @@ audit entries per batch, and an import killed mid-way (SIGKILL) then run again o
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import signal
@@ -17,10 +18,12 @@ import asyncpg
 import pytest
 
 from app.services import Services
+from cards.numbers import card_number
 from core.records import parse_import
 from infra import audit
 from infra.config import Settings, settings_env
 from infra.crypto import FieldCipher
+from persons import repository
 from persons.service import ImportReport, PersonImporter
 from tests.factories import ROOT, sample_person, write_jsonl
 
@@ -96,6 +99,34 @@ async def test_a_second_file_updates_changed_persons_only_and_audits_each(
     assert (again.created, again.updated, again.unchanged, again.resumed) == (0, 0, 8, False)
     assert again.import_id != second.import_id
     assert await audit.verify(pool) == (await pool.fetchval("SELECT count(*) FROM audit_log"), None)
+
+
+async def test_cards_are_numbered_in_line_order_across_batches(
+    services: Services, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    people = [sample_person() for _ in range(7)]
+    await run(importer_with(services, 3), write_jsonl(tmp_path / "p.jsonl", [p.row() for p in people]))
+    rows = await pool.fetch(
+        "SELECT p.phone, c.card_number FROM cards c JOIN persons p ON p.id = c.person_id ORDER BY c.card_number"
+    )
+    assert [r["phone"] for r in rows] == [p.phone for p in people]  # numbers of 12 digits: text order is theirs
+    assert [r["card_number"] for r in rows] == [card_number(int(r["card_number"][:11])) for r in rows]
+
+
+async def test_garbage_collection_is_back_on_after_an_import_that_failed_too(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    importer = importer_with(services, 2)
+    await run(importer, write_jsonl(tmp_path / "a.jsonl", [sample_person().row() for _ in range(3)]))
+    assert gc.isenabled()
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("merge failed")
+
+    monkeypatch.setattr(repository, "write_merge", broken)
+    with pytest.raises(RuntimeError, match="merge failed"):
+        await run(importer, write_jsonl(tmp_path / "b.jsonl", [sample_person().row() for _ in range(3)]))
+    assert gc.isenabled()
 
 
 def _file_with_mistakes(path: Path, count: int) -> Path:
