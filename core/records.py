@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from core import national_id as nid
 from core.text import LOCALES
@@ -165,11 +165,15 @@ def _pension(raw: Any, bad: Any) -> Pension | None:
 _CSV_REQUIRED = ("national_id", "name", "birth_date", "phone", "region")
 
 
+T = TypeVar("T")
 Row = tuple[int, dict[str, Any]]
 Rows = list[Row]
 
 
-def _rows_from_csv(lines: Iterable[str], required: Sequence[str]) -> Iterator[Row | RowError]:
+def _rows_from_csv(
+    lines: Iterable[str], required: Sequence[str], shape: Callable[[list[str]], Callable[[list[str]], T]]
+) -> Iterator[tuple[int, T] | RowError]:
+    """The CSV rows, each as `shape(header)` makes it of the row's fields."""
     # csv.reader rather than DictReader: half the cost a row (a city's file has millions), the header
     # stripped once, and the line number of the row itself, not of a blank line before it.
     reader = csv.reader(lines)
@@ -178,13 +182,26 @@ def _rows_from_csv(lines: Iterable[str], required: Sequence[str]) -> Iterator[Ro
     if missing:
         yield from (RowError(1, name, "column is missing from the header") for name in missing)
         return
+    make = shape(header)
     for row in reader:
         if not row:  # a blank line
             continue
         if len(row) > len(header):
             yield RowError(reader.line_num, "-", "has more columns than the header")
             continue
-        yield reader.line_num, dict(zip(header, row, strict=False))  # a short row lacks its last fields
+        yield reader.line_num, make(row)
+
+
+def _as_dict(header: list[str]) -> Callable[[list[str]], dict[str, Any]]:
+    return lambda row: dict(zip(header, row, strict=False))  # a short row lacks its last fields
+
+
+def _national_id_of(header: list[str]) -> Callable[[list[str]], str]:
+    """`national_id_key` of a row's fields, without their dict (the first read of a city's file)."""
+    if header.count("national_id") > 1:  # which one the dict keeps depends on the row's length
+        return lambda row: national_id_key(dict(zip(header, row, strict=False)))
+    at = header.index("national_id")
+    return lambda row: nid.normalise(row[at]) if at < len(row) else ""
 
 
 def _rows_from_jsonl(lines: Iterable[str]) -> Iterator[Row | RowError]:
@@ -206,7 +223,7 @@ def iter_rows(lines: Iterable[str], fmt: str, csv_required: Sequence[str]) -> It
     """The (line number, fields) rows of a CSV file (whose header must name `csv_required`) or of a
     JSON-lines file, one at a time in file order, with an error in place of every line that cannot
     be read as a row. `lines` may be an open file: nothing is held beyond the current row."""
-    return _rows_from_csv(lines, csv_required) if fmt == "csv" else _rows_from_jsonl(lines)
+    return _rows_from_csv(lines, csv_required, _as_dict) if fmt == "csv" else _rows_from_jsonl(lines)
 
 
 def _lines(text: str, fmt: str) -> Iterable[str]:
@@ -250,7 +267,12 @@ def person_rows(lines: Iterable[str], fmt: str, after: int = 0) -> Iterator[Pers
 def person_ids(lines: Iterable[str], fmt: str) -> Iterator[str]:
     """The national ID of every readable row of a person import, checked or not: a first read that
     finds the IDs a file holds more than once without checking every row."""
-    for item in iter_rows(lines, fmt, _CSV_REQUIRED):
+    if fmt == "csv":
+        for row in _rows_from_csv(lines, _CSV_REQUIRED, _national_id_of):
+            if not isinstance(row, RowError):
+                yield row[1]
+        return
+    for item in _rows_from_jsonl(lines):
         if not isinstance(item, RowError):
             yield national_id_key(item[1])
 

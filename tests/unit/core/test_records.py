@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import date
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import pytest
 
 from core.national_id import check_character
-from core.records import Pension, PersonRecord, RowError, parse_import
+from core.records import (
+    Pension,
+    PersonRecord,
+    RowError,
+    national_id_key,
+    parse_import,
+    person_ids,
+    read_rows,
+)
 
 ID_A = "11010519491231002X"  # born 1949-12-31
 ID_B = "440304198001011239"  # born 1980-01-01
@@ -422,3 +431,20 @@ def test_exotic_digit_in_national_id_is_a_row_error() -> None:
     )
     assert [r.national_id for r in records] == [ID_B]
     assert [(e.line, e.field) for e in errors] == [(1, "national_id")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{HEADER}\n{csv_row()}\n\n{csv_row(national_id=' 11010519491231002x ')}\n",
+        f"{HEADER}\n{csv_row()},extra\n{ID_B},李四\n\n{ID_C}\n",  # too long, short rows, a blank line
+        f'{HEADER}\n"{ID_B}","王\n五",1980-01-01\r\n{csv_row()}\r\n',  # a quoted newline, CRLF
+        f"national_id,name,birth_date,phone,region,national_id\n{ID_A},a,b,c,d,{ID_B}\n{ID_C},a\n{ID_A},a,b,c,d\n",
+        "name,phone\n张三,13800138000\n",  # required columns missing: no row to read
+    ],
+)
+def test_the_first_read_finds_the_national_ids_the_checks_read(text: str) -> None:
+    # person_ids reads a CSV row's ID without building its dict; it must name each row's as the checks do.
+    required = ("national_id", "name", "birth_date", "phone", "region")
+    expected = [national_id_key(raw) for _, raw in read_rows(text, "csv", required)[0]]
+    assert list(person_ids(io.StringIO(text, newline=""), "csv")) == expected
