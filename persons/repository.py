@@ -41,6 +41,7 @@ STAGED_COLUMNS = (
     "bank_account_masked",
     "bank_account_hash",
     "start_month",
+    "new_person_id",  # the id the person gets if new (infra.ids: not uuidv7() a row)
 )
 StagedRow = tuple[Any, ...]
 # The fields a merge may change, in the order the audit log names them.
@@ -127,7 +128,7 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
     pensions whose account the caller must compare, and `move_accounts` adds what it finds."""
     await uow.execute(
         """INSERT INTO person_merge
-           SELECT b.*, coalesce(s.id, uuidv7()), s.id IS NULL, NOT coalesce(s.carded, false), s.bank_account_enc,
+           SELECT b.*, coalesce(s.id, b.new_person_id), s.id IS NULL, NOT coalesce(s.carded, false), s.bank_account_enc,
                   array_remove(ARRAY[
                       CASE WHEN b.name IS DISTINCT FROM s.name THEN 'name' END,
                       CASE WHEN b.birth_date IS DISTINCT FROM s.birth_date THEN 'birth_date' END,
@@ -211,10 +212,10 @@ async def card_sequence_numbers(uow: UnitOfWork, count: int) -> list[int]:
     return numbers
 
 
-async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str]) -> None:
+async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str], card_ids: Sequence[str]) -> None:
     """Land person_merge: new persons inserted, changed ones updated (a row without a photo keeps the
     stored one), changed pensions upserted, a card for each person without one (in line order,
-    `card_numbers` one each). One statement: the foreign keys are checked at its end."""
+    `card_numbers` and `card_ids` one each). One statement: the foreign keys are checked at its end."""
     await uow.execute(
         """WITH new_persons AS (
                INSERT INTO persons (id, national_id_hash, national_id_enc, national_id_masked, name, birth_date,
@@ -240,16 +241,17 @@ async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str]) -> None:
                FROM person_merge WHERE NOT is_new AND changed && $2::text[]
                ON CONFLICT (person_id) DO UPDATE SET monthly_amount_fen = excluded.monthly_amount_fen,
                    bank_account_enc = excluded.bank_account_enc, bank_account_masked = excluded.bank_account_masked,
-                   start_month = excluded.start_month, updated_at = now()
+                   start_month = excluded.start_month, updated_at = excluded.updated_at
            ), carded AS (
                SELECT person_id, row_number() OVER (ORDER BY line) AS n
                FROM person_merge WHERE needs_card AND changed <> '{}'
            )
-           INSERT INTO cards (person_id, card_number)
-           SELECT c.person_id, number.card_number
-           FROM carded c JOIN unnest($1::text[]) WITH ORDINALITY AS number (card_number, n) USING (n)""",
+           INSERT INTO cards (id, person_id, card_number)
+           SELECT number.id, c.person_id, number.card_number
+           FROM carded c JOIN unnest($1::text[], $3::uuid[]) WITH ORDINALITY AS number (card_number, id, n) USING (n)""",
         list(card_numbers),
         PENSION_FIELDS,
+        list(card_ids),
     )
 
 

@@ -42,6 +42,7 @@ from core.records import (
 from infra import audit, jobs
 from infra.crypto import FieldCipher, lookup_hash, lookup_hashes, mask_account, mask_national_id
 from infra.db import UnitOfWork, unit_of_work
+from infra.ids import uuid7_texts
 from infra.storage import ObjectStorage
 from persons import repository as repo
 
@@ -253,8 +254,9 @@ class PersonImporter:
         id_blobs = self._cipher.encrypt_texts(national_ids, "persons.national_id")
         account_blobs = iter(self._cipher.encrypt_texts(accounts, _ACCOUNT_CONTEXT))
         account_hashes = iter(lookup_hashes(self._lookup_key, map(_account_text, accounts)))
+        new_ids = uuid7_texts(len(records))
         rows: list[repo.StagedRow] = []
-        for (record, photo_key), id_hash, id_blob in zip(records, id_hashes, id_blobs, strict=True):
+        for (record, photo_key), id_hash, id_blob, new_id in zip(records, id_hashes, id_blobs, new_ids, strict=True):
             person = (
                 import_id,
                 record.line,
@@ -270,7 +272,7 @@ class PersonImporter:
             )
             pension = record.pension
             if pension is None:
-                rows.append((*person, None, None, None, None, None))
+                rows.append((*person, None, None, None, None, None, new_id))
                 continue
             rows.append(
                 (
@@ -280,6 +282,7 @@ class PersonImporter:
                     mask_account(pension.bank_account),
                     next(account_hashes),
                     pension.start_month,
+                    new_id,
                 )
             )
         return rows
@@ -338,7 +341,7 @@ class PersonImporter:
         )
         counts = await repo.merge_counts(uow)
         numbers = await repo.card_sequence_numbers(uow, counts.cards) if counts.cards else []
-        await repo.write_merge(uow, card_numbers(numbers))
+        await repo.write_merge(uow, card_numbers(numbers), uuid7_texts(len(numbers)))
         await self._audit_batch(uow, import_id, file_name, actor, lines, counts)
         await repo.close_batch(uow, import_id, through, numbered_errors(errors), counts)
 
