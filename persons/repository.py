@@ -95,12 +95,13 @@ async def open_batch(uow: UnitOfWork, run_id: uuid.UUID, after: int) -> None:
     at = await uow.fetchval("SELECT through FROM person_imports WHERE id = $1 AND state = 'running'", run_id)
     if at != after:
         raise Conflict("import_running", detail="another process is importing this file")
-    # Temporary: no WAL, no shared buffers, gone at commit.
+    # Temporary: no WAL, no shared buffers, gone at commit. The merge's own columns come first: the
+    # scans that test them alone read no further into a row.
     await uow.execute("CREATE TEMP TABLE person_batch (LIKE person_import_rows) ON COMMIT DROP")
     await uow.execute(
-        """CREATE TEMP TABLE person_merge (LIKE person_import_rows, person_id uuid NOT NULL,
-               is_new boolean NOT NULL, needs_card boolean NOT NULL, stored_account bytea,
-               changed text[] NOT NULL) ON COMMIT DROP"""
+        """CREATE TEMP TABLE person_merge (is_new boolean NOT NULL, needs_card boolean NOT NULL,
+               changed text[] NOT NULL, stored_account bytea, person_id uuid NOT NULL,
+               LIKE person_import_rows) ON COMMIT DROP"""
     )
 
 
@@ -128,7 +129,7 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
     pensions whose account the caller must compare, and `move_accounts` adds what it finds."""
     await uow.execute(
         """INSERT INTO person_merge
-           SELECT b.*, coalesce(s.id, b.new_person_id), s.id IS NULL, NOT coalesce(s.carded, false), s.bank_account_enc,
+           SELECT s.id IS NULL, NOT coalesce(s.carded, false),
                   array_remove(ARRAY[
                       CASE WHEN b.name IS DISTINCT FROM s.name THEN 'name' END,
                       CASE WHEN b.birth_date IS DISTINCT FROM s.birth_date THEN 'birth_date' END,
@@ -143,7 +144,8 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
                            THEN 'pension.bank_account' END,
                       CASE WHEN b.start_month IS DISTINCT FROM s.start_month
                                 AND b.monthly_amount_fen IS NOT NULL THEN 'pension.start_month' END
-                  ], NULL)
+                  ], NULL),
+                  s.bank_account_enc, coalesce(s.id, b.new_person_id), b.*
            FROM person_batch b
            -- One probe of the national ID's unique index per row: a batch is a small part of a city, and
            -- hashing every person for each batch (the plan chosen otherwise) grows with the city.
