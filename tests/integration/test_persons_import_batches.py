@@ -113,20 +113,24 @@ async def test_cards_are_numbered_in_line_order_across_batches(
     assert [r["card_number"] for r in rows] == [card_number(int(r["card_number"][:11])) for r in rows]
 
 
-async def test_garbage_collection_is_back_on_after_an_import_that_failed_too(
+async def test_collection_and_the_switch_interval_are_restored_after_an_import_that_failed_too(
     services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # While its batches run the import turns the cyclic collector off and shortens the GIL's switch
+    # interval (persons.service._bulk_work); the process gets both back as they were.
+    interval = sys.getswitchinterval()
     importer = importer_with(services, 2)
     await run(importer, write_jsonl(tmp_path / "a.jsonl", [sample_person().row() for _ in range(3)]))
-    assert gc.isenabled()
+    assert (gc.isenabled(), sys.getswitchinterval()) == (True, interval)
 
     async def broken(*_: object) -> None:
+        assert (gc.isenabled(), sys.getswitchinterval()) == (False, 0.0005)
         raise RuntimeError("merge failed")
 
     monkeypatch.setattr(repository, "write_merge", broken)
     with pytest.raises(RuntimeError, match="merge failed"):
         await run(importer, write_jsonl(tmp_path / "b.jsonl", [sample_person().row() for _ in range(3)]))
-    assert gc.isenabled()
+    assert (gc.isenabled(), sys.getswitchinterval()) == (True, interval)
 
 
 def _file_with_mistakes(path: Path, count: int) -> Path:
