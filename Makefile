@@ -10,7 +10,7 @@ export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 export CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast lint bench bench-liveness bench-payments bench-notify bench-memory bench-silent-pass bench-import bench-audit chaos clean-var
+.PHONY: setup run run-cluster test test-cluster test-fast lint bench bench-liveness bench-payments bench-notify bench-memory bench-silent-pass bench-import bench-audit chaos clean-var
 
 # uv in the user's own folder. Debian's python3 is externally managed (PEP 668) and refuses even a --user
 # install without --break-system-packages, which here writes only ~/.local (uv is one self-contained binary).
@@ -48,8 +48,21 @@ lint: setup
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
 
+run-cluster: setup  ## the same on a Citus cluster on this machine (coordinator :9700, workers :9701-9702), Citus built once into var/
+	$(UV) run --frozen socialcard up --cluster
+
 test: setup lint | $(CHROMIUM)  ## lint, type-check, then every test on the real embedded services (and the browser's)
 	$(UV) run --frozen pytest
+
+# The suites issue 23 names (payments, certification, notifications), on a 1+2 Citus cluster.
+CLUSTER_SUITES := $(addprefix tests/integration/test_,disbursement disbursement_crash disbursement_repay \
+	medical_charges charge_concurrency charge_notice_text deaths recovery supervision \
+	certification_api face_worker assisted evidence in_person review_api \
+	notifications notification_dispatch fcm_push cards_qr card_recovery)
+CLUSTER_SUITES := $(addsuffix .py,$(CLUSTER_SUITES))
+
+test-cluster: setup  ## those suites on a Citus cluster on this machine (coordinator and two workers; Citus built once into var/)
+	TEST_CLUSTER=1 $(UV) run --frozen pytest $(CLUSTER_SUITES)
 
 test-fast: setup  ## unit tests only (no services)
 	$(UV) run --frozen pytest tests/unit

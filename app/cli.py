@@ -88,7 +88,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     exit_on_sigterm()
     parts: list[Part] = []
     with contextlib.ExitStack() as services:
-        if "DATABASE_URL" not in os.environ:
+        if args.cluster and "DATABASE_URL" not in os.environ:
+            parts.append(_cluster(services, var_dir))
+        elif "DATABASE_URL" not in os.environ:
             postgres = services.enter_context(running_postgres(var_dir / "postgres"))
             asyncio.run(provision(postgres.url("postgres", "postgres"), APP_ROLE, APP_DATABASE))
             log.info("embedded PostgreSQL ready", extra={"socket_dir": str(postgres.socket_dir)})
@@ -129,6 +131,30 @@ def cmd_up(args: argparse.Namespace) -> int:
         status = supervise(parts)
     log.info("socialcard is down")
     return status
+
+
+def _cluster(services: contextlib.ExitStack, var_dir: Path) -> Part:
+    """Citus built once (var/citus-*), its nodes started and joined; DATABASE_URL points at the coordinator."""
+    from infra.cluster import citus_install, cluster_in, form, running_cluster, start_node
+    from infra.embedded import postgres_running
+
+    cluster = services.enter_context(running_cluster(cluster_in(var_dir, citus_install(var_dir))))
+    asyncio.run(form(cluster, APP_ROLE, APP_DATABASE))
+    os.environ["DATABASE_URL"] = cluster.url(APP_ROLE, APP_DATABASE)
+    os.environ["MIGRATION_DATABASE_URL"] = cluster.url("postgres", APP_DATABASE)
+    log.info("Citus cluster ready", extra={"nodes": [node.port for node in cluster.nodes]})
+
+    def start_again() -> None:
+        for node in cluster.nodes:
+            start_node(cluster.install, node)
+
+    return Part(
+        "cluster",
+        alive=lambda: all(postgres_running(node.pgdata) for node in cluster.nodes),
+        start=start_again,
+        stop=lambda: None,
+        grace_s=10.0,
+    )
 
 
 def _metrics_env(settings: Settings) -> dict[str, str]:
@@ -672,7 +698,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="socialcard", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start PostgreSQL, S3, migrations, API, worker and scheduler").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="start PostgreSQL, S3, migrations, API, worker and scheduler")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a Citus cluster on this machine (a coordinator and two workers) instead of one PostgreSQL",
+    )
+    up.set_defaults(func=cmd_up)
     sub.add_parser("serve", help="run the API (granian)").set_defaults(func=cmd_serve)
     w = sub.add_parser("worker", help="run background jobs")
     w.add_argument("--drain", action="store_true", help="exit when the queue is empty")

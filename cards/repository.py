@@ -39,7 +39,7 @@ async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> dateti
     """Change the status; return the activation time (set on the first activation)."""
     activated_at: datetime | None = await uow.fetchval(
         """UPDATE cards SET status = $2, status_changed_at = now(),
-               activated_at = CASE WHEN $2 = 'active' THEN coalesce(activated_at, now()) ELSE activated_at END
+               activated_at = CASE WHEN $2 = 'active' THEN coalesce(activated_at, (SELECT now())) ELSE activated_at END
            WHERE id = $1 RETURNING activated_at""",
         card_id,
         status,

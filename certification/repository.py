@@ -251,7 +251,7 @@ async def save_template(uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UU
         await uow.execute(
             """INSERT INTO face_templates (person_id, template) VALUES ($1, $2::vector)
                ON CONFLICT (person_id) WHERE check_id IS NULL
-               DO UPDATE SET template = EXCLUDED.template, created_at = now()""",
+               DO UPDATE SET template = EXCLUDED.template, created_at = EXCLUDED.created_at""",
             person_id,
             template,
         )
@@ -300,7 +300,7 @@ async def record_analysis(
         """UPDATE certification_checks SET status = $2, worker_outcome = $3, reasons = $4, scores = $5,
                actions_detected = $6, sha256 = $7, frame_hashes = $8, embedding_enc = $9, replay_of = $10,
                review_frame_keys = $11, analysed_at = now(), frame_times = $13, scene_keys = $14,
-               decided_at = CASE WHEN $12 THEN now() END, decided_by = CASE WHEN $12 THEN 'worker' END
+               decided_at = CASE WHEN $12 THEN (SELECT now()) END, decided_by = CASE WHEN $12 THEN 'worker' END
            WHERE id = $1 AND status = 'processing'""",
         check_id,
         status,

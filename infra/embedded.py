@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -424,8 +425,14 @@ def running_seaweedfs(
         s3.stop()
 
 
+class Database(Protocol):
+    """A PostgreSQL to connect to: the embedded one, or a cluster's coordinator (infra.cluster)."""
+
+    def url(self, role: str, database: str) -> str: ...
+
+
 def service_env(
-    postgres: EmbeddedPostgres, s3: EmbeddedS3, *, database: str, bucket: str, access_key: str, secret_key: str
+    postgres: Database, s3: EmbeddedS3, *, database: str, bucket: str, access_key: str, secret_key: str
 ) -> dict[str, str]:
     """The environment that points settings at these embedded services (tests and the bench)."""
     from infra.base import APP_ROLE

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
+from infra import placement
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -50,6 +52,9 @@ async def migrate(url: str, app_role: str) -> list[str]:
             applied.append(path.name)
             log.info("migration applied", extra={"migration": path.name})
         await _install_queue(conn)
+        if await placement.has_citus(conn):
+            placed = await placement.apply(conn)
+            log.info("tables placed on the cluster", extra={"placed": placed})
         await _grant(conn, app_role)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

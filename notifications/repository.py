@@ -217,7 +217,7 @@ async def claim(db: Db, channel: str, limit: int, lease_s: int) -> list[asyncpg.
 RECORD_SQL = """
     UPDATE deliveries d
     SET state = o.state, last_error = o.error, next_attempt_at = coalesce(o.next_at, d.next_attempt_at),
-        sent_at = CASE WHEN o.state = 'sent' THEN now() END
+        sent_at = CASE WHEN o.state = 'sent' THEN (SELECT now()) END
     FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::timestamptz[]) AS o (id, attempts, state, error, next_at)
     WHERE d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending'"""
 
@@ -319,7 +319,7 @@ async def retire_for_sessions(uow: UnitOfWork, session_ids: list[uuid.UUID], rea
 
 async def remove_device(db: Db, person_id: uuid.UUID, device_id: uuid.UUID) -> bool:
     status = await db.execute(
-        """UPDATE devices SET deactivated_at = coalesce(deactivated_at, now()),
+        """UPDATE devices SET deactivated_at = coalesce(deactivated_at, (SELECT now())),
                               deactivated_reason = coalesce(deactivated_reason, 'removed')
            WHERE id = $1 AND person_id = $2""",
         device_id,
@@ -358,7 +358,7 @@ async def unread_count(db: Db, person_id: uuid.UUID) -> int:
 
 async def mark_read(db: Db, person_id: uuid.UUID, notification_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
-        """UPDATE notifications SET read_at = coalesce(read_at, now())
+        """UPDATE notifications SET read_at = coalesce(read_at, (SELECT now()))
            WHERE id = $1 AND person_id = $2 AND shown_from <= now()
            RETURNING id, kind, params, shown_from, read_at, read_at = now() AS first_read""",
         notification_id,

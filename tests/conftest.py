@@ -1,6 +1,8 @@
 """Integration fixtures: the real embedded PostgreSQL and SeaweedFS, started once per session.
 
-Each test gets its own database (cloned from a migrated template) and its own bucket.
+Each test gets its own database (cloned from a migrated template) and its own bucket. With
+TEST_CLUSTER=1 (`make test-cluster`) the database is a Citus cluster on this machine instead, a
+coordinator and two workers (infra.cluster), and each test's database is cloned on every node.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncpg
 import pytest
 
 from app.services import Services, open_services
+from infra.cluster import Cluster, citus_install, cluster_in, form, running_cluster
 from infra.config import APP_ROLE, Settings, load_settings
 from infra.embedded import (
     EmbeddedPostgres,
@@ -35,13 +38,17 @@ from infra.embedded import (
 from infra.migrate import migrate
 
 TEMPLATE_DB = "socialcard_template"
+CLUSTER = os.environ.get("TEST_CLUSTER") == "1"
 TEST_S3_PORT = int(os.environ.get("TEST_S3_PORT", "28333"))  # other ports derive from it; clear of make run
+# Citus is built once into the project's own var/, as make run-cluster does, and kept between runs.
+PROJECT_VAR = Path(__file__).resolve().parents[1] / "var"
+TEST_CLUSTER_PORT = TEST_S3_PORT - 3000  # the cluster's nodes: clear of the S3 server's ports and of make run-cluster
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
 
 
 @dataclass(frozen=True)
 class Embedded:
-    postgres: EmbeddedPostgres
+    postgres: EmbeddedPostgres | Cluster
     s3: EmbeddedS3
     access_key: str
     secret_key: str
@@ -75,17 +82,27 @@ def embedded() -> Iterator[Embedded]:
         name: base64.b64encode(secrets.token_bytes(32)).decode()
         for name in ("TOKEN_SIGNING_KEY", "QR_SIGNING_KEY", "DATA_ENCRYPTION_KEY", "LOOKUP_HASH_KEY", "AUDIT_CHAIN_KEY")
     }
+    database = (
+        running_cluster(cluster_in(root, citus_install(PROJECT_VAR), port=TEST_CLUSTER_PORT))
+        if CLUSTER
+        else running_postgres(root / "pg")
+    )
     try:
         with (
-            running_postgres(root / "pg") as postgres,
+            database as postgres,
             running_seaweedfs(
                 root / "s3", access_key=access, secret_key=secret, bucket="bootstrap", s3_port=TEST_S3_PORT
             ) as s3,
         ):
 
             async def prepare() -> None:
-                await provision(postgres.url("postgres", "postgres"), APP_ROLE, TEMPLATE_DB)
+                if isinstance(postgres, Cluster):
+                    await form(postgres, APP_ROLE, TEMPLATE_DB)
+                else:
+                    await provision(postgres.url("postgres", "postgres"), APP_ROLE, TEMPLATE_DB)
                 await migrate(postgres.url("postgres", TEMPLATE_DB), APP_ROLE)
+                if isinstance(postgres, Cluster):
+                    await _seal_template(postgres)
 
             asyncio.run(prepare())
             yield Embedded(postgres, s3, access, secret, keys, root)
@@ -100,21 +117,44 @@ _counter = itertools.count()
 async def settings(embedded: Embedded) -> AsyncIterator[Settings]:
     n = f"{os.getpid()}_{next(_counter)}"
     database, bucket = f"test_{n}", f"test-{n.replace('_', '-')}"
-    admin = await asyncpg.connect(embedded.postgres.url("postgres", "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE {TEMPLATE_DB}')
-    finally:
-        await admin.close()
+    # On a cluster, every node's copy of the template: the coordinator's metadata and the workers'
+    # shards were made together, so the copies agree (Citus reaches a worker's database by the same name).
+    admins = [node.url("postgres", "postgres") for node in _nodes(embedded)]
+    for admin_url in admins:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE {TEMPLATE_DB}')
+        finally:
+            await admin.close()
     settings = load_settings(embedded.env(database, bucket))
     from infra.storage import ObjectStorage
 
     ObjectStorage(settings).ensure_bucket()
     yield settings
-    admin = await asyncpg.connect(embedded.postgres.url("postgres", "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    for admin_url in admins:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _seal_template(cluster: Cluster) -> None:
+    """Citus keeps a maintenance session in each of its databases, and a template with sessions cannot
+    be copied: the template is closed to connections and its sessions ended, on every node."""
+    for node in cluster.nodes:
+        admin = await asyncpg.connect(node.url("postgres", "postgres"))
+        try:
+            await admin.execute(f"ALTER DATABASE {TEMPLATE_DB} WITH ALLOW_CONNECTIONS false")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", TEMPLATE_DB
+            )
+        finally:
+            await admin.close()
+
+
+def _nodes(embedded: Embedded) -> tuple[EmbeddedPostgres | Any, ...]:
+    return embedded.postgres.nodes if isinstance(embedded.postgres, Cluster) else (embedded.postgres,)
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ async def advance_pass(
         """UPDATE silent_passes SET resume_after = coalesce($2, resume_after), scanned = scanned + $3,
                confirmed = confirmed + $4,
                state = CASE WHEN $3 = 0 THEN 'completed' ELSE state END,
-               completed_at = CASE WHEN $3 = 0 THEN now() END
+               completed_at = CASE WHEN $3 = 0 THEN (SELECT now()) END
            WHERE id = $1""",
         pass_id,
         last_person,

@@ -106,7 +106,7 @@ RECOMPUTE_OVERPAYMENTS_SQL = """
         SELECT payment_id, person_id, death_record_id, amount_fen FROM owed
         ON CONFLICT (payment_id) DO UPDATE SET
             death_record_id = excluded.death_record_id, amount_fen = excluded.amount_fen,
-            status = 'to_recover', updated_at = now()
+            status = 'to_recover', updated_at = excluded.updated_at
         WHERE overpayments.status <> 'recovered'
           AND (overpayments.death_record_id, overpayments.amount_fen, overpayments.status)
               IS DISTINCT FROM (excluded.death_record_id, excluded.amount_fen, 'to_recover')

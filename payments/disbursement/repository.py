@@ -114,7 +114,7 @@ async def run_batch(uow: UnitOfWork, run: asyncpg.Record, batch: int) -> int:
     await uow.execute(
         """UPDATE disbursement_runs SET resume_after = coalesce($2, resume_after), processed = processed + $3,
                state = CASE WHEN $3 = 0 THEN 'completed' ELSE state END,
-               completed_at = CASE WHEN $3 = 0 THEN now() END,
+               completed_at = CASE WHEN $3 = 0 THEN (SELECT now()) END,
                problem = NULL, problem_at = NULL, gave_up = false
            WHERE id = $1""",
         run["id"],
@@ -211,7 +211,7 @@ async def record_bank_answers(
     await lock_payment_records(uow, shared=True)
     await uow.execute(
         """UPDATE pension_payments p
-           SET bank_status = CASE a.result WHEN 'paid' THEN 'confirmed' ELSE 'returned' END,
+           SET bank_status = CASE WHEN a.result = 'paid' THEN 'confirmed' ELSE 'returned' END,
                bank_return_reason = a.reason, bank_updated_at = now()
            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a (id, result, reason)
            WHERE p.id = a.id""",

@@ -82,7 +82,7 @@ async def save_money(
 ) -> None:
     await uow.execute(
         """UPDATE recovery_cases SET state = $3, recovered_fen = $4, written_off_fen = $5, updated_at = now(),
-                  closed_at = CASE WHEN $3 IN ('recovered', 'written_off', 'cancelled') THEN now() END
+                  closed_at = CASE WHEN $3 IN ('recovered', 'written_off', 'cancelled') THEN (SELECT now()) END
            WHERE person_id = $1 AND id = $2""",
         person_id,
         case_id,
