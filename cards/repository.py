@@ -75,11 +75,12 @@ async def approve_recovery(uow: UnitOfWork, card_id: uuid.UUID, actor: str, reas
     return approved_at
 
 
-# Minting is one statement on the hot path: a row only for an active card of this person.
+# Minting is one statement on the hot path: a row only for an active card of this person. (The
+# alias: without it, Citus loses the table of a prepared INSERT ... SELECT's RETURNING.)
 MINT_QR_SQL = """
-    INSERT INTO qr_tokens (id, card_id, session_id, expires_at)
+    INSERT INTO qr_tokens AS q (id, card_id, session_id, expires_at)
     SELECT $1, c.id, $2, $3 FROM cards c WHERE c.person_id = $4 AND c.status = 'active'
-    RETURNING card_id"""
+    RETURNING q.card_id"""
 
 # One statement: exactly one concurrent consumer wins the row lock and sees consumed_at IS NULL.
 # The card must be active and the minting session still signed in at the moment of use.

@@ -275,7 +275,7 @@ REGISTER_DEVICE_SQL = """
     VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (push_token) DO UPDATE
     SET person_id = excluded.person_id, platform = excluded.platform, locale = excluded.locale,
-        app_version = excluded.app_version, session_id = excluded.session_id, registered_at = now(),
+        app_version = excluded.app_version, session_id = excluded.session_id, registered_at = excluded.registered_at,
         deactivated_at = NULL, deactivated_reason = NULL
     RETURNING id, platform, locale, app_version, registered_at"""
 

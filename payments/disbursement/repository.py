@@ -305,7 +305,7 @@ async def returned_of_paid(uow: UnitOfWork, run: asyncpg.Record) -> list[asyncpg
 # One statement: a `repay` record per person paying the chosen returned payments (their sum, to the
 # account the decision was made on), each of them marked as paid again by it. The payments are marked
 # first and the records written from what was marked, so a payment already paid again is never paid
-# twice; the foreign key from a marked payment to its new record is checked at the statement's end.
+# twice; the foreign key from a marked payment to its new record is checked at commit (migration 0020).
 REPAY_SQL = """
     WITH chosen AS (
         SELECT * FROM unnest($3::uuid[], $4::uuid[]) AS c (id, person_id)

@@ -221,7 +221,8 @@ async def test_the_console_lists_alerts_by_kind_and_closes_them_in_both_language
     await client.post("/console/language", data={"csrf": csrf, "locale": "en"})
     page = await client.get("/console/alerts?kind=shared_account&state=open")
     assert "One bank account, several pensions" in page.text
-    assert '<div class="scroll"><table>' in page.text
+    # The table scrolls inside its own named region, reachable by keyboard.
+    assert '<div class="scroll" tabindex="0" role="region" aria-label="Supervision alerts"><table>' in page.text
     assert f'<label for="close-{alert_id}">' in page.text
     assert "No alert matches." in (await client.get("/console/alerts?kind=shared_face")).text
 
