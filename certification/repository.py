@@ -364,7 +364,7 @@ async def save_enrollment(
            VALUES ($1, $2, CASE WHEN $3::bytea IS NULL THEN 'unusable' ELSE 'enrolled' END, $3, $4, $5)
            ON CONFLICT (person_id, photo_key) DO UPDATE
            SET status = excluded.status, embedding_enc = excluded.embedding_enc, reasons = excluded.reasons,
-               scores = excluded.scores, enrolled_at = now()""",
+               scores = excluded.scores, enrolled_at = excluded.enrolled_at""",
         person_id,
         photo_key,
         embedding_enc,

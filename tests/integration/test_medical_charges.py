@@ -447,8 +447,8 @@ async def test_a_claim_taken_over_is_no_longer_held_by_its_first_owner(
     assert await repo.claim_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME) is None
     fresh = await repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
     assert fresh is None  # within the grace: its request is about to hold it
-    await pool.execute("UPDATE idempotency_keys SET locked_at = locked_at - interval '61 seconds'")
     stale = first - timedelta(seconds=61)
+    await pool.execute("UPDATE idempotency_keys SET locked_at = $1", stale)
     takers = await asyncio.gather(
         *(
             repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
