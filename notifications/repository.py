@@ -360,7 +360,7 @@ async def mark_read(db: Db, person_id: uuid.UUID, notification_id: uuid.UUID) ->
     return await db.fetchrow(
         """UPDATE notifications SET read_at = coalesce(read_at, (SELECT now()))
            WHERE id = $1 AND person_id = $2 AND shown_from <= now()
-           RETURNING id, kind, params, shown_from, read_at, read_at = now() AS first_read""",
+           RETURNING id, kind, params, shown_from, read_at, read_at = (SELECT now()) AS first_read""",
         notification_id,
         person_id,
     )
