@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.embedded import database_url_for, postgres_running
+from infra.embedded import CLUSTER_COORDINATOR, database_url_for, postgres_running
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +148,10 @@ def stop_node(install: Path, node: Node) -> None:
 
 
 def cluster_in(var_dir: Path, install: Path, *, port: int = CLUSTER_PORT, workers: int = WORKERS) -> Cluster:
-    folder = var_dir / "cluster"
+    folder = var_dir / CLUSTER_COORDINATOR.parent
     return Cluster(
         install,
-        Node("coordinator", folder / "coordinator", port),
+        Node("coordinator", var_dir / CLUSTER_COORDINATOR, port),
         tuple(Node(f"worker{n}", folder / f"worker{n}", port + n) for n in range(1, workers + 1)),
     )
 

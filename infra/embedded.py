@@ -68,16 +68,24 @@ def database_url_for(socket_dir: Path, port: int, role: str, database: str) -> s
     return f"postgresql://{role}@/{database}?{query}"
 
 
+# Where make run-cluster keeps the coordinator's data (infra.cluster), under VAR_DIR.
+CLUSTER_COORDINATOR = Path("cluster") / "coordinator"
+
+
 def embedded_database_url(var_dir: Path, role: str, database: str = "socialcard") -> str:
+    """The running embedded PostgreSQL's URL (make run), or else the local cluster's coordinator (make
+    run-cluster): so the CLI in a second terminal reaches whichever the system runs on."""
     from infra.base import SettingsError
 
-    found = _postmaster_socket(var_dir / "postgres")
-    if found is None:
-        raise SettingsError(
-            f"the embedded PostgreSQL under {var_dir / 'postgres'} is not running: "
-            "start the system with `make run` (or `socialcard up`), or set DATABASE_URL"
-        )
-    return database_url_for(found[0], found[1], role, database)
+    for pgdata in (var_dir / "postgres", var_dir / CLUSTER_COORDINATOR):
+        found = _postmaster_socket(pgdata)
+        if found is not None:
+            return database_url_for(found[0], found[1], role, database)
+    raise SettingsError(
+        f"neither the embedded PostgreSQL under {var_dir / 'postgres'} nor a cluster under "
+        f"{var_dir / CLUSTER_COORDINATOR.parent} is running: start the system with `make run` "
+        "(`socialcard up`) or `make run-cluster`, or set DATABASE_URL"
+    )
 
 
 @dataclass(frozen=True)
