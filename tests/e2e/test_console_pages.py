@@ -102,12 +102,20 @@ async def test_every_page_reflows_at_390_px_and_passes_axe_in_both_languages(
     # The pages that answer with a refusal are pages too: an unknown run, a check someone must claim first.
     refusing = {MISSING_RUN: 404, seeded["unclaimed"]: 409}
 
-    for width in WIDTHS:
-        await page.set_viewport_size({"width": width, "height": 900})
-        await page.goto(f"{console_url}/console/sign-in")
-        problems.extend(f"sign-in {width}px: {v}" for v in await accessibility_violations(page))
-        if (overflow := await horizontal_overflow(page)) > 0:
-            problems.append(f"sign-in {width}px: {overflow} px sideways")
+    # Before sign-in the page speaks the browser's language (Accept-Language).
+    for locale in LANGUAGES:
+        strangers = await browser.new_context(locale=locale)
+        try:
+            stranger = await strangers.new_page()
+            for width in WIDTHS:
+                await stranger.set_viewport_size({"width": width, "height": 900})
+                await stranger.goto(f"{console_url}/console/sign-in")
+                await expect(stranger.locator("html")).to_have_attribute("lang", locale)
+                problems.extend(f"{locale} {width}px sign-in: {v}" for v in await accessibility_violations(stranger))
+                if (overflow := await horizontal_overflow(stranger)) > 0:
+                    problems.append(f"{locale} {width}px sign-in: {overflow} px sideways")
+        finally:
+            await strangers.close()
 
     await operator_signs_in(page, console_url, "kim", admin)
     await page.goto(f"{console_url}/console/queue")
