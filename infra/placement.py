@@ -99,15 +99,11 @@ PLACEMENTS: tuple[Placement, ...] = (
 )
 
 
-def by_table() -> dict[str, Placement]:
-    return {p.table: p for p in PLACEMENTS}
-
-
-def ready() -> list[Placement]:
+def ready(placements: tuple[Placement, ...] = PLACEMENTS) -> list[Placement]:
     """What `apply` places now: reference tables first (distributed ones may reference them), then
     `persons` before the tables co-located with it."""
     order = {"reference": 0, "distributed": 1}
-    chosen = [p for p in PLACEMENTS if p.place != "coordinator" and not p.blocker]
+    chosen = [p for p in placements if p.place != "coordinator" and not p.blocker]
     return sorted(chosen, key=lambda p: (order[p.place], p.table != "persons"))
 
 

@@ -13,8 +13,9 @@ REVIEWABLE = ("needs_review", "home_visit")
 
 
 _FILTERS = """k.status = $1 AND ($2::text IS NULL OR $2 = ANY(k.reasons)) AND ($3::text IS NULL OR p.region = $3)"""
-# The checks an operator holds now (the queue's "mine").
+# The checks an operator holds now (the queue's "mine"); a check waiting past the service level.
 _HELD_BY = "k.claimed_by = {0} AND k.claimed_until > now()"
+_LATE = "k.submitted_at < now() - make_interval(hours => {0})"
 
 
 async def queue(
@@ -25,11 +26,12 @@ async def queue(
     held_by: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    late_after_h: int,
 ) -> list[asyncpg.Record]:
     """Oldest first; keyset pagination on (submitted_at, id) stays correct while checks leave the queue."""
     return await db.fetch(
         f"""SELECT k.id, k.status, k.reasons, k.scores, k.submitted_at, k.claimed_by, k.claimed_until,
-                  o.display_name AS claimed_by_name,
+                  o.display_name AS claimed_by_name, {_LATE.format("$8")} AS late,
                   p.region, p.national_id_masked AS masked_national_id, p.name
            FROM certification_checks k JOIN persons p ON p.id = k.person_id
            LEFT JOIN operators o ON o.id = k.claimed_by
@@ -43,6 +45,7 @@ async def queue(
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        late_after_h,
     )
 
 
@@ -52,7 +55,7 @@ async def queue_summary(
     """How many checks wait under these filters, since when, how many are late, how many this operator holds."""
     row: asyncpg.Record | None = await db.fetchrow(
         f"""SELECT count(*) AS waiting, min(k.submitted_at) AS oldest,
-                   count(*) FILTER (WHERE k.submitted_at < now() - make_interval(hours => $5)) AS late,
+                   count(*) FILTER (WHERE {_LATE.format("$5")}) AS late,
                    count(*) FILTER (WHERE {_HELD_BY.format("$4")}) AS mine
             FROM certification_checks k JOIN persons p ON p.id = k.person_id
             WHERE {_FILTERS}""",

@@ -64,7 +64,14 @@ class ReviewService:
         held_by: uuid.UUID | None = None,
     ) -> ReviewPage:
         rows = await repo.queue(
-            self._pool, status, reason, region, held_by, after(cursor, datetime, uuid.UUID), limit + 1
+            self._pool,
+            status,
+            reason,
+            region,
+            held_by,
+            after(cursor, datetime, uuid.UUID),
+            limit + 1,
+            self._settings.review_sla_h,
         )
         shown, next_cursor = page(rows, limit, lambda row: (row["submitted_at"], row["id"]))
         return ReviewPage(shown, next_cursor)

@@ -119,42 +119,35 @@ async def settings(embedded: Embedded) -> AsyncIterator[Settings]:
     database, bucket = f"test_{n}", f"test-{n.replace('_', '-')}"
     # On a cluster, every node's copy of the template: the coordinator's metadata and the workers'
     # shards were made together, so the copies agree (Citus reaches a worker's database by the same name).
-    admins = [node.url("postgres", "postgres") for node in _nodes(embedded)]
-    for admin_url in admins:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE {TEMPLATE_DB}')
-        finally:
-            await admin.close()
+    await _on_every_node(embedded, f'CREATE DATABASE "{database}" TEMPLATE {TEMPLATE_DB}')
     settings = load_settings(embedded.env(database, bucket))
     from infra.storage import ObjectStorage
 
     ObjectStorage(settings).ensure_bucket()
     yield settings
-    for admin_url in admins:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    await _on_every_node(embedded, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 async def _seal_template(cluster: Cluster) -> None:
     """Citus keeps a maintenance session in each of its databases, and a template with sessions cannot
     be copied: the template is closed to connections and its sessions ended, on every node."""
-    for node in cluster.nodes:
+    await _on_every_node(
+        cluster,
+        f"ALTER DATABASE {TEMPLATE_DB} WITH ALLOW_CONNECTIONS false",
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{TEMPLATE_DB}'",
+    )
+
+
+async def _on_every_node(database: Embedded | Cluster, *statements: str) -> None:
+    """Run `statements` as the superuser on the embedded server, or on each node of the cluster."""
+    server = database.postgres if isinstance(database, Embedded) else database
+    for node in server.nodes if isinstance(server, Cluster) else (server,):
         admin = await asyncpg.connect(node.url("postgres", "postgres"))
         try:
-            await admin.execute(f"ALTER DATABASE {TEMPLATE_DB} WITH ALLOW_CONNECTIONS false")
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", TEMPLATE_DB
-            )
+            for statement in statements:
+                await admin.execute(statement)
         finally:
             await admin.close()
-
-
-def _nodes(embedded: Embedded) -> tuple[EmbeddedPostgres | Any, ...]:
-    return embedded.postgres.nodes if isinstance(embedded.postgres, Cluster) else (embedded.postgres,)
 
 
 @pytest.fixture
