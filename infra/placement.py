@@ -1,19 +1,24 @@
-"""Where every table lives on a Citus cluster, by design, and what still keeps a table from its place.
+"""Where every table lives on a Citus cluster, by design, and what in the schema still keeps a table
+from its place.
 
 Three places (docs/cluster.md explains the choice table by table):
 - distributed by `person_id` and co-located with `persons` (whose own column is `id`): a person's rows
   sit on one shard, so a person's request touches one node and its writes stay single-shard;
 - reference: small tables every node holds a copy of (operators, terminals), joined from any shard;
-- coordinator: tables of the system as a whole, each read or written by one process at a time (the job
-  queue, whose LISTEN/NOTIFY stays on the node it was sent on; runs; scans; the audit chain's head).
+- coordinator: tables of the system as a whole (the job queue, whose LISTEN/NOTIFY stays on the node it
+  was sent on; runs; scans; the audit chain's head).
 
-`apply` runs after the migrations whenever the database has the citus extension: it places every
-table marked ready and leaves the others on the coordinator, where they work as on one PostgreSQL.
-A table's `blocker` says, in a line, what keeps it there; the placement is finished when none is left.
+What keeps a table from its place is read off the schema itself (`violations`), against the rules
+Citus sets: every primary key and unique index of a distributed table holds its distribution column;
+its foreign keys run to reference tables or, on that column, to tables co-located with it; it has no
+triggers; no coordinator table refers to it. The person tables are tied together by their foreign keys
+to `persons`, so they are placed together, once none of them breaks a rule; until then they stay on
+the coordinator, where they work as on one PostgreSQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,85 +31,188 @@ Place = Literal["distributed", "reference", "coordinator"]
 class Placement:
     table: str
     place: Place
-    blocker: str = ""  # empty: ready to be placed
+    column: str = "person_id"  # the distribution column of a distributed table
+    # Distributed tables of one group are co-located: their shards of a value sit on one node, so
+    # they join and refer to each other on that column. A lookup by a value other than the person
+    # (a national ID's hash) is a group of its own, distributed by the value. A group is named after
+    # its first table, which the others are co-located with.
+    group: str = "persons"
 
-    @property
-    def column(self) -> str:
-        return "id" if self.table == "persons" else "person_id"
 
-
-_KEY = "a key without person_id"
+_DISTRIBUTED = (
+    "pension_entitlements",
+    "cards",
+    "qr_tokens",
+    "biometric_consents",
+    "reference_enrollments",
+    "certification_challenges",
+    "certification_checks",
+    "domain_events",
+    "pension_payments",
+    "death_records",
+    "overpayments",
+    "ledger_accounts",
+    "ledger_transfers",
+    "medical_allocations",
+    "medical_charges",
+    "medical_refunds",
+    "idempotency_keys",
+    "devices",
+    "notifications",
+    "deliveries",
+    "face_templates",
+    "card_recovery_approvals",
+    "life_evidence",
+    "life_confirmations",
+    "in_person_requests",
+    "in_person_certifications",
+    "appeals",
+    "relative_links",
+    "recovery_cases",
+    "recovery_recalls",
+    "supervision_account_hashes",
+)
+_REFERENCE = ("operators", "terminals")
+_COORDINATOR = (
+    "schema_migrations",
+    # Sign-in: a phone's account exists before it is linked to a person, and a session may be an
+    # operator's; each is read by its own key once per request or sign-in.
+    "accounts",
+    "sessions",
+    "refresh_tokens",
+    "otp_codes",
+    "otp_hourly_total",
+    "operator_sign_in_names",
+    "operator_sign_in_failures",
+    "dev_sms_messages",
+    "audit_log",
+    "audit_chain",
+    "audit_checkpoints",
+    "disbursement_runs",
+    "silent_passes",
+    "person_imports",
+    "person_import_rows",  # an import's staging rows, before they have a person
+    "person_import_errors",
+    "supervision_alerts",
+    "supervision_scans",
+)
 PLACEMENTS: tuple[Placement, ...] = (
-    # -- reference -------------------------------------------------------------------------------
-    Placement("operators", "reference"),
-    Placement("terminals", "reference"),
-    # -- distributed by person -------------------------------------------------------------------
-    Placement("persons", "distributed", "national_id_hash UNIQUE: the lookup moves to a table distributed by the hash"),
-    Placement("pension_entitlements", "distributed", "co-located with persons (waits for persons)"),
-    Placement("cards", "distributed", f"{_KEY} (card_number UNIQUE; qr_tokens reference cards(id))"),
-    Placement("accounts", "distributed", "an account exists before it is linked to a person: keyed by phone hash"),
-    Placement("sessions", "distributed", "a session is an account's or an operator's: split by principal kind"),
-    Placement("refresh_tokens", "distributed", f"{_KEY} (token_hash UNIQUE, references sessions(id))"),
-    Placement("qr_tokens", "distributed", f"{_KEY} (references cards(id) and sessions(id))"),
-    Placement("biometric_consents", "distributed", f"{_KEY} (id; references accounts(id))"),
-    Placement("reference_enrollments", "distributed", "co-located with persons (waits for persons)"),
-    Placement("certification_challenges", "distributed", f"{_KEY} (id)"),
-    Placement("certification_checks", "distributed", f"{_KEY} (id, challenge_id UNIQUE, replay_of)"),
-    Placement("domain_events", "distributed", "person_id may be empty; identity id; dedupe_key UNIQUE"),
-    Placement("pension_payments", "distributed", f"{_KEY} (id; run_id references a coordinator table)"),
-    Placement("death_records", "distributed", f"{_KEY} (id)"),
-    Placement("overpayments", "distributed", f"{_KEY} (id, payment_id UNIQUE)"),
-    Placement("ledger_accounts", "distributed", "fund and terminal accounts have no person: per-shard clearing"),
-    Placement("ledger_transfers", "distributed", "triggers apply balances; an entry between two shards"),
-    Placement("medical_allocations", "distributed", f"{_KEY} (id)"),
-    Placement("medical_charges", "distributed", f"{_KEY} (id, qr_token_id UNIQUE)"),
-    Placement("medical_refunds", "distributed", "no person_id column"),
-    Placement("idempotency_keys", "distributed", "keyed by terminal: the key moves beside the charge's person"),
-    Placement("devices", "distributed", f"{_KEY} (id, push_token UNIQUE)"),
-    Placement("notifications", "distributed", f"{_KEY} (id, dedupe_key UNIQUE)"),
-    Placement("deliveries", "distributed", "no person_id column"),
-    Placement("face_templates", "distributed", f"{_KEY} (id, check_id UNIQUE)"),
-    Placement("card_recovery_approvals", "distributed", "no person_id column"),
-    Placement("life_evidence", "distributed", "co-located with persons (waits for persons)"),
-    Placement("life_confirmations", "distributed", "co-located with persons (waits for persons)"),
-    Placement("in_person_requests", "distributed", "co-located with persons (waits for persons)"),
-    Placement("in_person_certifications", "distributed", "co-located with persons (waits for persons)"),
-    Placement("appeals", "distributed", "co-located with persons (waits for persons)"),
-    Placement("relative_links", "distributed", "co-located with persons (waits for persons)"),
-    Placement("recovery_cases", "distributed", "co-located with persons (waits for persons)"),
-    Placement("recovery_recalls", "distributed", "co-located with persons (waits for persons)"),
-    Placement("supervision_account_hashes", "distributed", "co-located with persons (waits for persons)"),
-    Placement("person_import_rows", "distributed", "a staging row has no person yet: kept per import"),
-    # -- coordinator -----------------------------------------------------------------------------
-    *(
-        Placement(table, "coordinator")
-        for table in (
-            "schema_migrations",
-            "otp_codes",
-            "otp_hourly_total",
-            "operator_sign_in_names",
-            "operator_sign_in_failures",
-            "dev_sms_messages",
-            "audit_log",
-            "audit_chain",
-            "audit_checkpoints",
-            "disbursement_runs",
-            "silent_passes",
-            "person_imports",
-            "person_import_errors",
-            "supervision_alerts",
-            "supervision_scans",
-        )
-    ),
+    *(Placement(t, "reference") for t in _REFERENCE),
+    Placement("persons", "distributed", column="id"),
+    *(Placement(t, "distributed") for t in _DISTRIBUTED),
+    *(Placement(t, "coordinator") for t in _COORDINATOR),
 )
 
 
-def ready(placements: tuple[Placement, ...] = PLACEMENTS) -> list[Placement]:
-    """What `apply` places now: reference tables first (distributed ones may reference them), then
-    `persons` before the tables co-located with it."""
-    order = {"reference": 0, "distributed": 1}
-    chosen = [p for p in placements if p.place != "coordinator" and not p.blocker]
-    return sorted(chosen, key=lambda p: (order[p.place], p.table != "persons"))
+@dataclass(frozen=True)
+class Rule:
+    """One constraint, index or trigger of the schema, as `violations` needs to judge it."""
+
+    table: str
+    kind: Literal["primary key", "unique", "foreign key", "trigger", "column"]
+    name: str  # a column's rule is named "not null" or "null"
+    columns: tuple[str, ...] = ()
+    references: str = ""
+    referenced_columns: tuple[str, ...] = ()
+
+
+def violations(schema: Iterable[Rule], placements: tuple[Placement, ...] = PLACEMENTS) -> dict[str, list[str]]:
+    """Per table, each way the schema breaks what Citus requires of the table's place (empty: none).
+    Tables the placements do not name (pgqueuer's) are the coordinator's."""
+    place: Mapping[str, Placement] = {p.table: p for p in placements}
+
+    def where(table: str) -> Place:
+        return place[table].place if table in place else "coordinator"
+
+    found: dict[str, list[str]] = {}
+    rules = list(schema)
+    keyed = {(r.table, r.columns[0]) for r in rules if r.kind == "column" and r.name == "not null"}
+    for table in {r.table for r in rules}:
+        if where(table) == "distributed" and (table, place[table].column) not in keyed:
+            found.setdefault(table, []).append(f"no {place[table].column} column that is never null")
+    for rule in rules:
+        here = where(rule.table)
+        wrong = ""
+        if here == "distributed":
+            column = place[rule.table].column
+            if rule.kind in ("primary key", "unique") and column not in rule.columns:
+                wrong = f"{rule.kind} {rule.name} ({', '.join(rule.columns)}) lacks {column}"
+            elif rule.kind == "trigger":
+                wrong = f"trigger {rule.name}"
+            elif rule.kind == "foreign key":
+                there = where(rule.references)
+                pairs = set(zip(rule.columns, rule.referenced_columns, strict=True))
+                if there == "coordinator" or (
+                    there == "distributed"
+                    and (
+                        (column, place[rule.references].column) not in pairs
+                        or place[rule.references].group != place[rule.table].group
+                    )
+                ):
+                    wrong = f"foreign key {rule.name} to {there} table {rule.references} not on {column}"
+        elif rule.kind == "foreign key" and where(rule.references) != "reference" and here == "reference":
+            wrong = f"foreign key {rule.name} from a reference table to {rule.references}"
+        elif rule.kind == "foreign key" and where(rule.references) == "distributed":
+            wrong = f"foreign key {rule.name} from a {here} table to distributed {rule.references}"
+        if wrong:
+            found.setdefault(rule.table, []).append(wrong)
+    return found
+
+
+def ready(placements: tuple[Placement, ...], broken: Mapping[str, list[str]]) -> list[Placement]:
+    """What `apply` places, in order: the reference tables that break no rule, then, once no
+    distributed table breaks one, each group's first table and the tables co-located with it."""
+    reference = [p for p in placements if p.place == "reference" and p.table not in broken]
+    distributed = [p for p in placements if p.place == "distributed"]
+    if any(p.table in broken for p in distributed):
+        distributed = []
+    return reference + sorted(distributed, key=lambda p: (p.group, p.table != p.group))
+
+
+_SCHEMA_SQL = """
+SELECT c.conrelid::regclass::text AS table_name,
+       CASE c.contype WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'unique' ELSE 'foreign key' END AS kind,
+       c.conname::text AS name,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i) AS columns,
+       coalesce(c.confrelid::regclass::text, '') AS references,
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) AS referenced
+FROM pg_constraint c
+WHERE c.connamespace = 'public'::regnamespace AND c.contype IN ('p', 'u', 'f')
+UNION ALL
+SELECT i.indrelid::regclass::text, 'unique', i.indexrelid::regclass::text,
+       ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(n, o)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
+       '', '{}'
+FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid
+WHERE r.relnamespace = 'public'::regnamespace AND i.indisunique
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+UNION ALL
+SELECT t.tgrelid::regclass::text, 'trigger', t.tgname::text, '{}', '', '{}'
+FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
+WHERE r.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
+UNION ALL
+SELECT a.attrelid::regclass::text, 'column', CASE WHEN a.attnotnull THEN 'not null' ELSE 'null' END,
+       ARRAY[a.attname::text], '', '{}'
+FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid
+WHERE r.relnamespace = 'public'::regnamespace AND r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+async def read_schema(conn: asyncpg.Connection) -> list[Rule]:
+    """The public schema's keys, unique indexes, foreign keys, triggers and columns."""
+    return [
+        Rule(
+            table=row["table_name"],
+            kind=row["kind"],
+            name=row["name"],
+            columns=tuple(row["columns"]),
+            references=row["references"],
+            referenced_columns=tuple(row["referenced"]),
+        )
+        for row in await conn.fetch(_SCHEMA_SQL)
+    ]
 
 
 async def has_citus(conn: asyncpg.Connection) -> bool:
@@ -112,16 +220,17 @@ async def has_citus(conn: asyncpg.Connection) -> bool:
 
 
 async def apply(conn: asyncpg.Connection) -> list[str]:
-    """Place every ready table not placed yet; return the tables placed. Run as the owner."""
+    """Place every table that is ready and not placed yet; return the tables placed. Run as the owner."""
     placed = {row["table_name"] for row in await conn.fetch("SELECT table_name::text AS table_name FROM citus_tables")}
+    broken = violations(await read_schema(conn))
     done: list[str] = []
-    for placement in ready():
+    for placement in ready(PLACEMENTS, broken):
         if placement.table in placed:
             continue
         if placement.place == "reference":
             await conn.execute("SELECT create_reference_table($1)", placement.table)
         else:
-            colocated = "none" if placement.table == "persons" else "persons"
+            colocated = "none" if placement.table == placement.group else placement.group
             await conn.execute(
                 "SELECT create_distributed_table($1, $2, colocate_with => $3)",
                 placement.table,

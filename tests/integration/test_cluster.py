@@ -13,7 +13,7 @@ import pytest
 from infra.base import APP_ROLE
 from infra.cluster import DEFAULT_CITUS_SOURCE, citus_install, cluster_in, form, running_cluster
 from infra.migrate import migrate, migration_files
-from infra.placement import ready
+from infra.placement import PLACEMENTS, read_schema, ready, violations
 from tests.conftest import PROJECT_VAR, TEST_CLUSTER_PORT
 
 pytestmark = pytest.mark.skipif(
@@ -40,8 +40,12 @@ async def test_a_cluster_forms_migrates_and_places_its_tables_and_does_it_again_
                 row["table_name"]: row["citus_table_type"]
                 for row in await conn.fetch("SELECT table_name::text, citus_table_type FROM citus_tables")
             }
+            expected = ready(PLACEMENTS, violations(await read_schema(conn)))
             assert {t for t, kind in placed.items() if kind == "reference"} == {
-                p.table for p in ready() if p.place == "reference"
+                p.table for p in expected if p.place == "reference"
+            }
+            assert {t for t, kind in placed.items() if kind == "distributed"} == {
+                p.table for p in expected if p.place == "distributed"
             }
             operator = await conn.fetchval(
                 """INSERT INTO operators (username, display_name, role, password_hash, totp_secret_enc)
