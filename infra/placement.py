@@ -219,23 +219,44 @@ async def has_citus(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT true FROM pg_extension WHERE extname = 'citus'"))
 
 
-async def apply(conn: asyncpg.Connection) -> list[str]:
-    """Place every table that is ready and not placed yet; return the tables placed. Run as the owner."""
-    placed = {row["table_name"] for row in await conn.fetch("SELECT table_name::text AS table_name FROM citus_tables")}
-    broken = violations(await read_schema(conn))
-    done: list[str] = []
-    for placement in ready(PLACEMENTS, broken):
-        if placement.table in placed:
-            continue
-        if placement.place == "reference":
-            await conn.execute("SELECT create_reference_table($1)", placement.table)
-        else:
-            colocated = "none" if placement.table == placement.group else placement.group
-            await conn.execute(
-                "SELECT create_distributed_table($1, $2, colocate_with => $3)",
-                placement.table,
-                placement.column,
-                colocated,
-            )
-        done.append(placement.table)
-    return done
+async def apply(conn: asyncpg.Connection, placements: tuple[Placement, ...] = PLACEMENTS) -> list[str]:
+    """Place every table that is ready and not placed yet, in one transaction; return the tables
+    placed. Run as the owner.
+
+    Citus distributes no table that a table it has not distributed yet refers to (the person tables
+    are Citus local tables until then, through their keys to the reference tables), so the foreign
+    keys among the tables distributed together are dropped first and made again once all are placed,
+    when Citus makes them on every shard."""
+    # A table Citus already manages as a local one (through a key to a reference table) is not placed.
+    placed = {(r[0], r[1]) for r in await conn.fetch("SELECT table_name::text, citus_table_type FROM citus_tables")}
+    broken = violations(await read_schema(conn), placements)
+    todo = [p for p in ready(placements, broken) if (p.table, p.place) not in placed]
+    distributed = [p.table for p in todo if p.place == "distributed"]
+    async with conn.transaction():
+        keys = await conn.fetch(_KEYS_AMONG_SQL, distributed)
+        for key in keys:
+            await conn.execute(f"ALTER TABLE {key['table_name']} DROP CONSTRAINT {key['name']}")
+        for placement in todo:
+            if placement.place == "reference":
+                await conn.execute("SELECT create_reference_table($1)", placement.table)
+            else:
+                colocated = "none" if placement.table == placement.group else placement.group
+                await conn.execute(
+                    "SELECT create_distributed_table($1, $2, colocate_with => $3)",
+                    placement.table,
+                    placement.column,
+                    colocated,
+                )
+        for key in keys:
+            await conn.execute(f"ALTER TABLE {key['table_name']} ADD CONSTRAINT {key['name']} {key['definition']}")
+    return [p.table for p in todo]
+
+
+_KEYS_AMONG_SQL = """
+SELECT conrelid::regclass::text AS table_name, quote_ident(conname) AS name,
+       pg_get_constraintdef(oid) AS definition
+FROM pg_constraint
+WHERE contype = 'f' AND connamespace = 'public'::regnamespace
+  AND (conrelid::regclass::text = ANY($1::text[]) OR confrelid::regclass::text = ANY($1::text[]))
+ORDER BY conrelid::regclass::text, conname
+"""
