@@ -83,7 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from infra.migrate import migrate
     from infra.supervise import supervise
 
-    var_dir = Path(os.environ.get("VAR_DIR", "var")).resolve()
+    var_dir = _var_dir()
     var_dir.mkdir(parents=True, exist_ok=True)
     exit_on_sigterm()
     parts: list[Part] = []
@@ -131,6 +131,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         status = supervise(parts)
     log.info("socialcard is down")
     return status
+
+
+def _var_dir() -> Path:
+    return Path(os.environ.get("VAR_DIR", "var")).resolve()
 
 
 def _cluster(services: contextlib.ExitStack, var_dir: Path) -> Part:
@@ -694,6 +698,38 @@ async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
     return 0
 
 
+def cmd_cluster_grow(args: argparse.Namespace) -> int:
+    """One more worker for `make run-cluster`'s cluster on this machine, joined, then given its
+    share of the shards while the system goes on."""
+    from infra.cluster import citus_install, cluster_in, form, grown, start_node
+    from infra.embedded import postgres_running
+
+    var_dir = _var_dir()
+    cluster = cluster_in(var_dir, citus_install(var_dir))
+    if not postgres_running(cluster.coordinator.pgdata):
+        raise SettingsError(
+            f"no cluster runs under {cluster.coordinator.pgdata.parent}: start it with `make run-cluster`"
+        )
+    bigger = grown(cluster)
+    worker = bigger.workers[-1]
+    start_node(bigger.install, worker)
+    asyncio.run(form(bigger, APP_ROLE, APP_DATABASE))
+    print(f"{worker.name} joined on 127.0.0.1:{worker.port}")
+    return _rebalance(bigger.url("postgres", APP_DATABASE))
+
+
+def cmd_cluster_rebalance(args: argparse.Namespace) -> int:
+    return _rebalance(load_settings().migration_database_url)
+
+
+def _rebalance(url: str) -> int:
+    from infra.cluster import rebalance
+
+    done = asyncio.run(rebalance(url, progress=print))
+    print(f"rebalanced: {done.moves} shard move(s) in {done.seconds:.1f} s")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="socialcard", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
@@ -845,6 +881,14 @@ def parser() -> argparse.ArgumentParser:
     remind = notify.add_parser("remind", help="run the daily reminder scan (idempotent)")
     remind.add_argument("--on", type=date.fromisoformat, metavar="YYYY-MM-DD", help="the scan's day (default today)")
     remind.set_defaults(func=cmd_notify_remind)
+
+    grow = sub.add_parser("cluster", help="a Citus cluster").add_subparsers(dest="action", required=True)
+    grow.add_parser(
+        "grow", help="add a worker to `make run-cluster`'s cluster on this machine and move its share of shards to it"
+    ).set_defaults(func=cmd_cluster_grow)
+    grow.add_parser(
+        "rebalance", help="move shards until each worker holds its share (any Citus cluster, by MIGRATION_DATABASE_URL)"
+    ).set_defaults(func=cmd_cluster_rebalance)
 
     aud = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     from infra.audit import DEFAULT_ANCHORS_CHECKED

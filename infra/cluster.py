@@ -8,13 +8,15 @@ Citus cluster by DATABASE_URL: this module only stands one up for development an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +98,9 @@ class Cluster:
 
 def _run(install: Path, program: str, *args: str) -> None:
     """A program of the Citus install, as the user the embedded server runs as (never root)."""
-    env = {**os.environ, "LD_LIBRARY_PATH": str(install / "libs")}
+    # Absolute: a server chdirs into its data folder, and loads libraries (libpqwalreceiver, which
+    # shard moves use) long after it started.
+    env = {**os.environ, "LD_LIBRARY_PATH": str((install / "libs").resolve())}
     subprocess.run(
         [str(install / "bin" / program), *args], check=True, capture_output=True, env=env, user=server_user()
     )
@@ -146,12 +150,24 @@ def stop_node(install: Path, node: Node) -> None:
 
 
 def cluster_in(var_dir: Path, install: Path, *, port: int = CLUSTER_PORT, workers: int = WORKERS) -> Cluster:
+    """The cluster kept in var_dir: `workers` workers, or more where `grown` has added some."""
     folder = var_dir / CLUSTER_COORDINATOR.parent
+    while (folder / f"worker{workers + 1}" / "PG_VERSION").exists():
+        workers += 1
     return Cluster(
         install,
         Node("coordinator", var_dir / CLUSTER_COORDINATOR, port),
         tuple(Node(f"worker{n}", folder / f"worker{n}", port + n) for n in range(1, workers + 1)),
     )
+
+
+def grown(cluster: Cluster) -> Cluster:
+    """The cluster with one more worker, in a folder and on a port beside the others (started by
+    `running_cluster` or `start_node`, joined by `form`)."""
+    n = len(cluster.workers) + 1
+    last = cluster.workers[-1] if cluster.workers else cluster.coordinator
+    worker = Node(f"worker{n}", last.pgdata.parent / f"worker{n}", cluster.coordinator.port + n)
+    return Cluster(cluster.install, cluster.coordinator, (*cluster.workers, worker))
 
 
 @contextmanager
@@ -164,6 +180,11 @@ def running_cluster(cluster: Cluster) -> Iterator[Cluster]:
             started.append(node)
         yield cluster
     finally:
+        # Workers `socialcard cluster grow` added meanwhile stop with the cluster too.
+        more = grown(cluster)
+        while postgres_running(more.workers[-1].pgdata):
+            started.append(more.workers[-1])
+            more = grown(more)
         for node in reversed(started):
             stop_node(cluster.install, node)
 
@@ -189,5 +210,47 @@ async def form(cluster: Cluster, app_role: str, database: str) -> None:
         for worker in cluster.workers:
             if worker.port not in joined:
                 await conn.execute("SELECT citus_add_node('127.0.0.1', $1)", worker.port)
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    moves: int  # shard moves the rebalancer planned and made
+    seconds: float
+
+
+async def rebalance(url: str, progress: Callable[[str], None] = lambda _: None) -> Rebalance:
+    """Move shards until every worker holds its share, while the application goes on writing: Citus
+    copies each shard by logical replication and blocks its writes only for the final switch.
+    `progress` hears each change of state. Raises ClusterError if the rebalancer fails."""
+    import asyncpg
+
+    started = time.monotonic()
+    conn = await asyncpg.connect(url)
+    try:
+        job = await conn.fetchval("SELECT citus_rebalance_start(shard_transfer_mode => 'auto')")
+        if job is None:  # nothing to move
+            return Rebalance(0, time.monotonic() - started)
+        seen = ""
+        while True:
+            row = await conn.fetchrow(
+                """SELECT state::text, (SELECT count(*) FROM pg_dist_background_task t WHERE t.job_id = $1) AS moves,
+                          (SELECT count(*) FROM pg_dist_background_task t
+                            WHERE t.job_id = $1 AND t.status = 'done') AS done
+                   FROM pg_dist_background_job WHERE job_id = $1""",
+                job,
+            )
+            assert row is not None, "Citus forgot its own rebalance job"
+            state = f"{row['state']}: {row['done']} of {row['moves']} shard moves done"
+            if state != seen:
+                progress(state)
+                seen = state
+            if row["state"] in ("finished", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.5)
+        if row["state"] != "finished":
+            raise ClusterError(f"the rebalance ended {row['state']}; see citus_rebalance_status() on the coordinator")
+        return Rebalance(int(row["moves"]), time.monotonic() - started)
     finally:
         await conn.close()

@@ -4,7 +4,10 @@ idempotent. The domain suites run on a cluster with `make test-cluster` (tests/c
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,17 @@ import asyncpg
 import pytest
 
 from infra.base import APP_ROLE
-from infra.cluster import DEFAULT_CITUS_SOURCE, Cluster, citus_install, cluster_in, form, running_cluster
+from infra.cluster import (
+    DEFAULT_CITUS_SOURCE,
+    Cluster,
+    citus_install,
+    cluster_in,
+    form,
+    grown,
+    rebalance,
+    running_cluster,
+    start_node,
+)
 from infra.migrate import migrate, migration_files
 from infra.placement import PLACEMENTS, Placement, apply, read_schema, ready, violations
 from tests.conftest import PROJECT_VAR, TEST_CLUSTER_PORT
@@ -26,11 +39,15 @@ DATABASE = "cluster_smoke"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    # Ports apart from the session's cluster (make test-cluster) and from make run-cluster's.
-    folder = tmp_path_factory.mktemp("cluster")
-    with running_cluster(cluster_in(folder, citus_install(PROJECT_VAR), port=TEST_CLUSTER_PORT + 10)) as running:
-        yield running
+def cluster() -> Iterator[Cluster]:
+    # A private folder, not pytest's rotating basetemp, which a concurrent pytest run may reap under
+    # the running nodes; ports apart from the session's cluster (make test-cluster) and make run-cluster's.
+    folder = Path(tempfile.mkdtemp(prefix="socialcard-cluster-"))
+    try:
+        with running_cluster(cluster_in(folder, citus_install(PROJECT_VAR), port=TEST_CLUSTER_PORT + 10)) as running:
+            yield running
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_a_cluster_forms_migrates_and_places_its_tables_and_does_it_again_unchanged(cluster: Cluster) -> None:
@@ -129,5 +146,56 @@ async def test_the_person_tables_wait_until_none_breaks_a_rule_then_are_distribu
             await conn.execute("INSERT INTO cards VALUES ($1, $2, NULL)", uuid.uuid4(), uuid.uuid4())
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await conn.execute("INSERT INTO cards VALUES ($1, $2, $3)", person, uuid.uuid4(), uuid.uuid4())
+    finally:
+        await conn.close()
+
+
+async def test_a_worker_added_under_load_takes_its_share_of_shards_and_no_write_is_lost_or_doubled(
+    cluster: Cluster,
+) -> None:
+    await form(cluster, APP_ROLE, "cluster_growth")
+    url = cluster.url("postgres", "cluster_growth")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE persons (id uuid PRIMARY KEY, balance bigint NOT NULL)")
+        await conn.execute("SELECT create_distributed_table('persons', 'id')")
+        await conn.execute("INSERT INTO persons SELECT gen_random_uuid(), 0 FROM generate_series(1, 20000)")
+        old = [row["id"] for row in await conn.fetch("SELECT id FROM persons LIMIT 256")]  # on every shard
+        written: list[uuid.UUID] = []
+        moving = True
+
+        async def write() -> None:  # a new person and a payment to an old one, over and over
+            writer = await asyncpg.connect(url)
+            try:
+                while moving:
+                    person = uuid.uuid4()
+                    async with writer.transaction():
+                        await writer.execute("INSERT INTO persons VALUES ($1, 100)", person)
+                        await writer.execute(
+                            "UPDATE persons SET balance = balance + 1 WHERE id = $1", old[len(written) % len(old)]
+                        )
+                    written.append(person)
+            finally:
+                await writer.close()
+
+        bigger = grown(cluster)
+        start_node(bigger.install, bigger.workers[-1])
+        await form(bigger, APP_ROLE, "cluster_growth")
+        writers = [asyncio.create_task(write()) for _ in range(2)]
+        try:
+            done = await rebalance(url)
+        finally:
+            moving = False
+            await asyncio.gather(*writers)
+
+        assert done.moves > 0
+        per_node = dict(await conn.fetch("SELECT nodeport, count(*) FROM citus_shards GROUP BY nodeport"))
+        assert set(per_node) == {w.port for w in bigger.workers}
+        assert max(per_node.values()) - min(per_node.values()) <= 1
+        assert len(written) > 100, "the writes went on while the shards moved"
+        found = await conn.fetchval("SELECT count(*) FROM persons WHERE id = ANY($1::uuid[])", written)
+        assert found == len(written) == len(set(written))
+        assert await conn.fetchval("SELECT count(*) FROM persons") == 20000 + len(written)
+        assert await conn.fetchval("SELECT sum(balance) FROM persons") == 101 * len(written)
     finally:
         await conn.close()
