@@ -25,13 +25,19 @@ _SHOWN = f"""
 
 
 async def person_by_national_id(db: Db, national_id_hash: bytes) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        "SELECT id, name, phone, locale, vital_status FROM persons WHERE national_id_hash = $1", national_id_hash
+    # The id through the national ID lookup table, then the person by id: each statement on one shard.
+    person_id = await db.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
     )
+    return None if person_id is None else await person_or_none(db, person_id)
+
+
+async def person_or_none(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT id, name, phone, locale, vital_status FROM persons WHERE id = $1", person_id)
 
 
 async def person(db: Db, person_id: uuid.UUID) -> asyncpg.Record:
-    row = await db.fetchrow("SELECT id, name, phone, locale, vital_status FROM persons WHERE id = $1", person_id)
+    row = await person_or_none(db, person_id)
     assert row is not None
     return row
 

@@ -91,8 +91,12 @@ class AssistedService:
                 )
                 if refusal is not None:
                     raise self._refusal(refusal)
+                # The relative is another person, on another shard: no foreign key keeps the link's
+                # helper_id to a person, this read in the link's transaction does (persons are never deleted).
+                helper = await repo.person_or_none(uow, helper_id)
+                if helper is None:
+                    raise Forbidden("identity_not_linked")
                 link_id = await repo.insert_link(uow, elder["id"], helper_id, relationship, principal.actor)
-                helper = await repo.person(uow, helper_id)
                 await audit.record(
                     uow,
                     principal.actor,
