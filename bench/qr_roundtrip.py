@@ -45,9 +45,12 @@ async def seed(url: str, settings: Any, holders: int) -> tuple[list[str], list[u
     try:
         for i in range(holders):
             person_id = await conn.fetchval(
-                """INSERT INTO persons (national_id_hash, national_id_enc, national_id_masked, name, birth_date,
-                                        phone, region) VALUES ($1, '\\x00', '110101********0000', $2, '1950-01-01',
-                                        $3, '110101') RETURNING id""",
+                """WITH p AS (
+                       INSERT INTO persons (national_id_hash, national_id_enc, national_id_masked, name, birth_date,
+                                            phone, region) VALUES ($1, '\\x00', '110101********0000', $2, '1950-01-01',
+                                            $3, '110101') RETURNING id, national_id_hash
+                   ), n AS (INSERT INTO person_national_ids (national_id_hash, person_id) SELECT national_id_hash, id FROM p)
+                   SELECT id FROM p""",
                 uuid.uuid4().bytes,
                 f"bench{i}",
                 f"139{i:08d}",

@@ -28,6 +28,8 @@ async def seed_pensioners(conn: Any, count: int, cipher: FieldCipher) -> int:
                       CASE WHEN g % 10 <> 0 THEN current_date + 365 END
                FROM generate_series(1, $1) g
                RETURNING id, national_id_hash, certified_until
+           ), looked_up AS (
+               INSERT INTO person_national_ids (national_id_hash, person_id) SELECT national_id_hash, id FROM seeded
            ), entitled AS (
                INSERT INTO pension_entitlements (person_id, monthly_amount_fen, bank_account_enc,
                                                  bank_account_masked, start_month)

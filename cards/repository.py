@@ -22,15 +22,25 @@ async def card_of_person(db: Db, person_id: uuid.UUID, *, lock: bool = False) ->
 
 
 async def person_for_activation(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
+    # The id through the national ID lookup table, then the person by id: each statement on one shard.
+    person_id = await uow.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
+    )
+    if person_id is None:
+        return None
     return await uow.fetchrow(
         """SELECT id, phone, vital_status, coalesce(certified_until >= current_date, false) AS certified
-           FROM persons WHERE national_id_hash = $1""",
-        national_id_hash,
+           FROM persons WHERE id = $1""",
+        person_id,
     )
 
 
-async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person_id: uuid.UUID) -> None:
+async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person: asyncpg.Record) -> None:
+    """Link the account to `person`, a row of persons this transaction has read. accounts are the
+    coordinator's and cannot refer to persons (distributed) by a foreign key: taking the row, not an
+    id, is what keeps an account from being linked to a person who does not exist."""
     # A person has one signed-in account: a new phone number takes the link over from the old one.
+    person_id = person["id"]
     await uow.execute("UPDATE accounts SET person_id = NULL WHERE person_id = $1 AND id <> $2", person_id, account_id)
     await uow.execute("UPDATE accounts SET person_id = $2 WHERE id = $1", account_id, person_id)
 

@@ -93,7 +93,7 @@ class CardService:
             card = await repo.card_of_person(uow, person["id"], lock=True)
             if card is None or card["status"] == "cancelled" or person["vital_status"] != "alive":
                 raise Conflict("card_cancelled")
-            await repo.link_account(uow, principal.subject_id, person["id"])
+            await repo.link_account(uow, principal.subject_id, person)
             view = _view(card)
             if card["status"] == "pending_activation":
                 if not person["certified"]:

@@ -19,7 +19,10 @@ async def grant_consent(
     uow: UnitOfWork, person_id: uuid.UUID, account_id: uuid.UUID | None, version: str, recorded_by: str | None = None
 ) -> datetime:
     """The standing consent's grant time; granting again keeps the first grant. Given without the
-    person's own account (to a relative, before an operator), `recorded_by` names who recorded it."""
+    person's own account (to a relative, before an operator), `recorded_by` names who recorded it.
+    `account_id` is the request's signed-in account, whose session was resolved for the request, and
+    accounts are never deleted: that keeps it an account, as no foreign key can (accounts are the
+    coordinator's, consents a person's)."""
     granted: datetime | None = await uow.fetchval(
         """INSERT INTO biometric_consents (person_id, account_id, text_version, recorded_by) VALUES ($1, $2, $3, $4)
            ON CONFLICT (person_id) WHERE withdrawn_at IS NULL DO NOTHING RETURNING granted_at""",

@@ -100,6 +100,8 @@ PLACEMENTS: tuple[Placement, ...] = (
     *(Placement(t, "reference") for t in _REFERENCE),
     Placement("persons", "distributed", column="id"),
     *(Placement(t, "distributed") for t in _DISTRIBUTED),
+    # A person by national ID: the lookup, distributed by the hash (persons' own key is its id).
+    Placement("person_national_ids", "distributed", column="national_id_hash", group="person_national_ids"),
     *(Placement(t, "coordinator") for t in _COORDINATOR),
 )
 

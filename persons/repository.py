@@ -13,12 +13,19 @@ from infra.db import Db, UnitOfWork
 
 
 async def find_by_national_id_hash(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
+    # The id through the national ID lookup table (written with each new person, write_merge), then the
+    # person by id: each statement on one shard.
+    person_id = await uow.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
+    )
+    if person_id is None:
+        return None
     return await uow.fetchrow(
         """SELECT p.id, p.name, p.birth_date, p.phone, p.region, p.locale, p.reference_photo_key,
                   e.monthly_amount_fen, e.bank_account_enc, e.start_month
            FROM persons p LEFT JOIN pension_entitlements e ON e.person_id = p.id
-           WHERE p.national_id_hash = $1""",
-        national_id_hash,
+           WHERE p.id = $1""",
+        person_id,
     )
 
 
@@ -98,6 +105,9 @@ async def open_batch(uow: UnitOfWork, run_id: uuid.UUID, after: int) -> None:
     # Temporary: no WAL, no shared buffers, gone at commit. The merge's own columns come first: the
     # scans that test them alone read no further into a row.
     await uow.execute("CREATE TEMP TABLE person_batch (LIKE person_import_rows) ON COMMIT DROP")
+    # The stored persons the batch names, by line: resolved through the national ID lookup table before
+    # persons is read by id (the two tables are distributed by different columns).
+    await uow.execute("CREATE TEMP TABLE person_found (line int NOT NULL, person_id uuid NOT NULL) ON COMMIT DROP")
     await uow.execute(
         """CREATE TEMP TABLE person_merge (is_new boolean NOT NULL, needs_card boolean NOT NULL,
                changed text[] NOT NULL, stored_account bytea, person_id uuid NOT NULL,
@@ -127,6 +137,15 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
     person), the fields each row changes (for a new person, every field it sets), in FIELDS order.
     A stored bank account is encrypted: returned are (line, bank_account_hash, stored_account) of the
     pensions whose account the caller must compare, and `move_accounts` adds what it finds."""
+    # One probe of the lookup table's key per row: a batch is a small part of a city, and hashing every
+    # national ID for each batch (the plan chosen otherwise) grows with the city. LIMIT 1 (the hash is
+    # the key anyway) keeps the subquery from being flattened into a join.
+    await uow.execute(
+        """INSERT INTO person_found
+           SELECT b.line, n.person_id FROM person_batch b
+           CROSS JOIN LATERAL (SELECT n.person_id FROM person_national_ids n
+                               WHERE n.national_id_hash = b.national_id_hash LIMIT 1) n"""
+    )
     await uow.execute(
         """INSERT INTO person_merge
            SELECT s.id IS NULL, NOT coalesce(s.carded, false),
@@ -147,9 +166,9 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
                   ], NULL),
                   s.bank_account_enc, coalesce(s.id, b.new_person_id), b.*
            FROM person_batch b
-           -- One probe of the national ID's unique index per row: a batch is a small part of a city, and
-           -- hashing every person for each batch (the plan chosen otherwise) grows with the city.
-           -- LIMIT 1 (the hash is unique anyway) keeps the subquery from being flattened into a join.
+           LEFT JOIN person_found f ON f.line = b.line
+           -- A probe of persons' key for each stored person only (a new one has no id to probe); LIMIT 1
+           -- keeps the subquery from being flattened into a join that hashes every person.
            LEFT JOIN LATERAL (
                SELECT p.id, p.name, p.birth_date, p.phone, p.region, p.locale, p.reference_photo_key,
                       e.person_id IS NOT NULL AS entitled, e.monthly_amount_fen, e.start_month,
@@ -157,7 +176,7 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
                FROM persons p
                LEFT JOIN pension_entitlements e ON e.person_id = p.id
                LEFT JOIN cards c ON c.person_id = p.id
-               WHERE p.national_id_hash = b.national_id_hash
+               WHERE p.id = f.person_id
                LIMIT 1
            ) s ON true"""
     )
@@ -215,9 +234,10 @@ async def card_sequence_numbers(uow: UnitOfWork, count: int) -> list[int]:
 
 
 async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str], card_ids: Sequence[str]) -> None:
-    """Land person_merge: new persons inserted, changed ones updated (a row without a photo keeps the
-    stored one), changed pensions upserted, a card for each person without one (in line order,
-    `card_numbers` and `card_ids` one each). One statement: the foreign keys are checked at its end."""
+    """Land person_merge: new persons inserted with their national IDs' lookup rows, changed ones updated
+    (a row without a photo keeps the stored one), changed pensions upserted, a card for each person
+    without one (in line order, `card_numbers` and `card_ids` one each). One statement: the foreign keys
+    are checked at its end. The lookup table's key keeps a national ID to one person."""
     await uow.execute(
         """WITH new_persons AS (
                INSERT INTO persons (id, national_id_hash, national_id_enc, national_id_masked, name, birth_date,
@@ -225,6 +245,9 @@ async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str], card_ids: Se
                SELECT person_id, national_id_hash, national_id_enc, national_id_masked, name, birth_date,
                       phone, region, locale, reference_photo_key
                FROM person_merge WHERE is_new
+           ), new_national_ids AS (
+               INSERT INTO person_national_ids (national_id_hash, person_id)
+               SELECT national_id_hash, person_id FROM person_merge WHERE is_new
            ), changed_persons AS (
                UPDATE persons p SET name = m.name, birth_date = m.birth_date, phone = m.phone, region = m.region,
                       locale = m.locale, reference_photo_key = coalesce(m.reference_photo_key, p.reference_photo_key),

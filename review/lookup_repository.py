@@ -17,7 +17,11 @@ _PERSON = """SELECT p.id, p.name, p.national_id_masked, p.phone, p.region, p.bir
 
 
 async def persons_by_national_id_hash(db: Db, national_id_hash: bytes) -> list[asyncpg.Record]:
-    return await db.fetch(f"{_PERSON} WHERE p.national_id_hash = $1", national_id_hash)
+    # The id through the national ID lookup table, then the person by id: each statement on one shard.
+    person_id = await db.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
+    )
+    return [] if person_id is None else await db.fetch(f"{_PERSON} WHERE p.id = $1", person_id)
 
 
 async def persons_by_phone(db: Db, phone: str) -> list[asyncpg.Record]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -13,25 +15,58 @@ _LINK = (
     "l.person_id, l.id, l.helper_id, l.relationship, l.state, l.requested_at, l.code_sent_at, l.consented_at,"
     " l.consent_method, l.ended_at, l.end_reason"
 )
-# A link as either side sees it: the elder and the relative named and masked, and when the relative
-# last helped the elder certify.
+# A link as either side sees it: the elder named and masked, and when the relative last helped the
+# elder certify (both on the elder's shard); the relative, another person, is named by `_shown`.
 _SHOWN = f"""
     SELECT {_LINK}, e.name AS elder_name, e.national_id_masked AS elder_masked_national_id,
-           h.name AS helper_name, h.national_id_masked AS helper_masked_national_id,
            (SELECT max(k.submitted_at) FROM certification_checks k
             WHERE k.person_id = l.person_id AND k.assisted_link = l.id) AS last_assisted_at
-    FROM relative_links l JOIN persons e ON e.id = l.person_id JOIN persons h ON h.id = l.helper_id
+    FROM relative_links l JOIN persons e ON e.id = l.person_id
 """
+# A link shown: _SHOWN's columns with the relative's name and masked national ID.
+Link = Mapping[str, Any]
+
+
+async def _shown(db: Db, rows: list[asyncpg.Record]) -> list[Link]:
+    """The links with their relatives named. A relative sits on their own shard, not the elder's: read
+    by id in a statement of their own rather than joined."""
+    if not rows:
+        return []
+    helpers = {
+        h["id"]: h
+        for h in await db.fetch(
+            "SELECT id, name, national_id_masked FROM persons WHERE id = ANY ($1::uuid[])",
+            list({r["helper_id"] for r in rows}),
+        )
+    }
+    return [
+        {
+            **dict(r),
+            "helper_name": helpers[r["helper_id"]]["name"],
+            "helper_masked_national_id": helpers[r["helper_id"]]["national_id_masked"],
+        }
+        for r in rows
+    ]
+
+
+async def _one(db: Db, row: asyncpg.Record | None) -> Link | None:
+    return None if row is None else (await _shown(db, [row]))[0]
 
 
 async def person_by_national_id(db: Db, national_id_hash: bytes) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        "SELECT id, name, phone, locale, vital_status FROM persons WHERE national_id_hash = $1", national_id_hash
+    # The id through the national ID lookup table, then the person by id: each statement on one shard.
+    person_id = await db.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
     )
+    return None if person_id is None else await person_or_none(db, person_id)
+
+
+async def person_or_none(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT id, name, phone, locale, vital_status FROM persons WHERE id = $1", person_id)
 
 
 async def person(db: Db, person_id: uuid.UUID) -> asyncpg.Record:
-    row = await db.fetchrow("SELECT id, name, phone, locale, vital_status FROM persons WHERE id = $1", person_id)
+    row = await person_or_none(db, person_id)
     assert row is not None
     return row
 
@@ -59,11 +94,14 @@ async def active_helpers_of(uow: UnitOfWork, person_id: uuid.UUID) -> int:
     return count
 
 
-async def open_link(uow: UnitOfWork, person_id: uuid.UUID, helper_id: uuid.UUID) -> asyncpg.Record | None:
-    return await uow.fetchrow(
-        f"{_SHOWN} WHERE l.person_id = $1 AND l.helper_id = $2 AND l.state IN ('pending', 'active')",
-        person_id,
-        helper_id,
+async def open_link(uow: UnitOfWork, person_id: uuid.UUID, helper_id: uuid.UUID) -> Link | None:
+    return await _one(
+        uow,
+        await uow.fetchrow(
+            f"{_SHOWN} WHERE l.person_id = $1 AND l.helper_id = $2 AND l.state IN ('pending', 'active')",
+            person_id,
+            helper_id,
+        ),
     )
 
 
@@ -98,17 +136,32 @@ async def code_sent(uow: UnitOfWork, person_id: uuid.UUID, link_id: uuid.UUID, a
     )
 
 
-async def link(db: Db, link_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
-    """A link by its id, shown; locked (FOR UPDATE of the link) for a change of state."""
-    return await db.fetchrow(f"{_SHOWN} WHERE l.id = $1 {'FOR UPDATE OF l' if lock else ''}", link_id)
+async def link(db: Db, link_id: uuid.UUID, *, person_id: uuid.UUID | None = None, lock: bool = False) -> Link | None:
+    """A link by its id, shown; locked (FOR UPDATE of the link) for a change of state. Without its elder
+    (`person_id`, when the caller knows it), the elder is found by the link's id first, unlocked: a lock
+    is taken on the elder's shard only (a link's elder never changes)."""
+    if person_id is None:
+        person_id = await db.fetchval("SELECT person_id FROM relative_links WHERE id = $1", link_id)
+        if person_id is None:
+            return None
+    return await _one(
+        db,
+        await db.fetchrow(
+            f"{_SHOWN} WHERE l.person_id = $1 AND l.id = $2 {'FOR UPDATE OF l' if lock else ''}", person_id, link_id
+        ),
+    )
 
 
-async def link_between(uow: UnitOfWork, person_id: uuid.UUID, helper_id: uuid.UUID) -> asyncpg.Record | None:
+async def link_between(uow: UnitOfWork, person_id: uuid.UUID, helper_id: uuid.UUID) -> Link | None:
     """The open link between an elder and a relative, locked."""
-    return await uow.fetchrow(
-        f"{_SHOWN} WHERE l.person_id = $1 AND l.helper_id = $2 AND l.state IN ('pending', 'active') FOR UPDATE OF l",
-        person_id,
-        helper_id,
+    return await _one(
+        uow,
+        await uow.fetchrow(
+            f"{_SHOWN} WHERE l.person_id = $1 AND l.helper_id = $2 AND l.state IN ('pending', 'active')"
+            " FOR UPDATE OF l",
+            person_id,
+            helper_id,
+        ),
     )
 
 
@@ -146,17 +199,23 @@ async def end(uow: UnitOfWork, person_id: uuid.UUID, link_id: uuid.UUID, reason:
     )
 
 
-async def links_as_helper(db: Db, helper_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"{_SHOWN} WHERE l.helper_id = $1 AND l.state IN ('pending', 'active') ORDER BY l.requested_at DESC",
-        helper_id,
+async def links_as_helper(db: Db, helper_id: uuid.UUID) -> list[Link]:
+    return await _shown(
+        db,
+        await db.fetch(
+            f"{_SHOWN} WHERE l.helper_id = $1 AND l.state IN ('pending', 'active') ORDER BY l.requested_at DESC",
+            helper_id,
+        ),
     )
 
 
-async def links_as_elder(db: Db, person_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"{_SHOWN} WHERE l.person_id = $1 AND l.state IN ('pending', 'active') ORDER BY l.requested_at DESC",
-        person_id,
+async def links_as_elder(db: Db, person_id: uuid.UUID) -> list[Link]:
+    return await _shown(
+        db,
+        await db.fetch(
+            f"{_SHOWN} WHERE l.person_id = $1 AND l.state IN ('pending', 'active') ORDER BY l.requested_at DESC",
+            person_id,
+        ),
     )
 
 

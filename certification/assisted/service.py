@@ -47,7 +47,7 @@ class AskedLink:
     """A link asked for, and how long the code sent to the elder's phone lives (None: no code sent,
     the link is already active)."""
 
-    link: asyncpg.Record
+    link: repo.Link
     code_expires_in: int | None
 
 
@@ -91,8 +91,12 @@ class AssistedService:
                 )
                 if refusal is not None:
                     raise self._refusal(refusal)
+                # The relative is another person, on another shard: no foreign key keeps the link's
+                # helper_id to a person, this read in the link's transaction does (persons are never deleted).
+                helper = await repo.person_or_none(uow, helper_id)
+                if helper is None:
+                    raise Forbidden("identity_not_linked")
                 link_id = await repo.insert_link(uow, elder["id"], helper_id, relationship, principal.actor)
-                helper = await repo.person(uow, helper_id)
                 await audit.record(
                     uow,
                     principal.actor,
@@ -125,11 +129,11 @@ class AssistedService:
         )
         async with unit_of_work(self._pool) as uow:
             await repo.code_sent(uow, elder["id"], link_id, sent_at)
-            link = await repo.link(uow, link_id)
+            link = await repo.link(uow, link_id, person_id=elder["id"])
         assert link is not None
         return AskedLink(link, lifetime)
 
-    async def consent_by_code(self, principal: Principal, link_id: uuid.UUID, code: str) -> asyncpg.Record:
+    async def consent_by_code(self, principal: Principal, link_id: uuid.UUID, code: str) -> repo.Link:
         """The relative types in the code the elder was sent: the elder's consent, to the link and to face
         processing for certification (the code's text says both)."""
         helper_id = principal.linked_person
@@ -144,13 +148,13 @@ class AssistedService:
             )
             return await self._consent(uow, link, "sms_code", principal.actor, None, None)
 
-    async def end_as_relative(self, principal: Principal, link_id: uuid.UUID) -> asyncpg.Record:
+    async def end_as_relative(self, principal: Principal, link_id: uuid.UUID) -> repo.Link:
         helper_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:
             link = await self._link(uow, link_id, lambda row: row["helper_id"] == helper_id)
             return await self._end(uow, link, "ended_by_relative", principal.actor, {})
 
-    async def elders(self, principal: Principal) -> list[asyncpg.Record]:
+    async def elders(self, principal: Principal) -> list[repo.Link]:
         return await repo.links_as_helper(self._pool, principal.linked_person)
 
     # -- the relative's phone certifying the elder -------------------------------------------------
@@ -205,30 +209,30 @@ class AssistedService:
         return Assistance(elder_id, helper_id, link_id, device_id, principal.session_id, admit)
 
     # -- the elder ---------------------------------------------------------------------------------
-    async def helpers(self, principal: Principal) -> list[asyncpg.Record]:
+    async def helpers(self, principal: Principal) -> list[repo.Link]:
         return await repo.links_as_elder(self._pool, principal.linked_person)
 
-    async def approve(self, principal: Principal, link_id: uuid.UUID) -> asyncpg.Record:
+    async def approve(self, principal: Principal, link_id: uuid.UUID) -> repo.Link:
         """The elder approves from their own app: consent to the link and to face processing."""
         elder_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:
-            link = await self._link(uow, link_id, lambda row: row["person_id"] == elder_id)
+            link = await self._link(uow, link_id, lambda row: row["person_id"] == elder_id, elder_id)
             if link["state"] == "active":
                 return link
             await self._consentable(uow, link)
             return await self._consent(uow, link, "elder_app", principal.actor, principal.subject_id, None)
 
-    async def revoke_as_elder(self, principal: Principal, link_id: uuid.UUID) -> asyncpg.Record:
+    async def revoke_as_elder(self, principal: Principal, link_id: uuid.UUID) -> repo.Link:
         """The elder ends a link (or declines a request) at any time."""
         elder_id = principal.linked_person
         async with unit_of_work(self._pool) as uow:
-            link = await self._link(uow, link_id, lambda row: row["person_id"] == elder_id)
+            link = await self._link(uow, link_id, lambda row: row["person_id"] == elder_id, elder_id)
             return await self._end(uow, link, "revoked_by_elder", principal.actor, {})
 
     # -- operators ---------------------------------------------------------------------------------
     async def consent_in_person(
         self, operator: Principal, elder_national_id: str, helper_national_id: str, reason: str
-    ) -> asyncpg.Record:
+    ) -> repo.Link:
         """An operator saw the elder, who consents to the relative's request (and to face processing)."""
         reason = stated(reason)
         async with unit_of_work(self._pool) as uow:
@@ -240,7 +244,7 @@ class AssistedService:
 
     async def revoke_in_person(
         self, operator: Principal, elder_national_id: str, helper_national_id: str, reason: str
-    ) -> asyncpg.Record:
+    ) -> repo.Link:
         reason = stated(reason)
         async with unit_of_work(self._pool) as uow:
             link = await self._between(uow, elder_national_id, helper_national_id)
@@ -258,7 +262,7 @@ class AssistedService:
             raise NotFound("person_not_found")
         return person
 
-    async def _between(self, uow: UnitOfWork, elder_national_id: str, helper_national_id: str) -> asyncpg.Record:
+    async def _between(self, uow: UnitOfWork, elder_national_id: str, helper_national_id: str) -> repo.Link:
         elder = await self._person(uow, elder_national_id)
         helper = await self._person(uow, helper_national_id)
         link = await repo.link_between(uow, elder["id"], helper["id"])
@@ -267,10 +271,15 @@ class AssistedService:
         return link
 
     async def _link(
-        self, uow: UnitOfWork, link_id: uuid.UUID, mine: Callable[[asyncpg.Record], bool]
-    ) -> asyncpg.Record:
-        """The caller's link, locked; `mine` says whether a row is the caller's (as relative or elder)."""
-        link = await repo.link(uow, link_id, lock=True)
+        self,
+        uow: UnitOfWork,
+        link_id: uuid.UUID,
+        mine: Callable[[repo.Link], bool],
+        elder_id: uuid.UUID | None = None,
+    ) -> repo.Link:
+        """The caller's link, locked; `mine` says whether a row is the caller's (as relative or elder);
+        `elder_id` the elder when the caller is the elder."""
+        link = await repo.link(uow, link_id, person_id=elder_id, lock=True)
         if link is None or not mine(link):
             raise LINK_NOT_FOUND
         return link
@@ -284,7 +293,7 @@ class AssistedService:
             return BadRequest(code)
         return Conflict(code)
 
-    async def _consentable(self, uow: UnitOfWork, link: asyncpg.Record) -> None:
+    async def _consentable(self, uow: UnitOfWork, link: repo.Link) -> None:
         if await certification_repo.lock_person(uow, link["person_id"]) != "alive":
             raise Conflict("person_deceased")
         refusal = rules.consent_refusal(
@@ -296,13 +305,13 @@ class AssistedService:
     async def _consent(
         self,
         uow: UnitOfWork,
-        link: asyncpg.Record,
+        link: repo.Link,
         method: str,
         actor: str,
         account_id: uuid.UUID | None,
         reason: str | None,
         named: dict[str, str] | None = None,
-    ) -> asyncpg.Record:
+    ) -> repo.Link:
         """The link becomes active; the elder's consent to face processing is recorded with it (kept if
         they had given it already), audited and told."""
         elder_id: uuid.UUID = link["person_id"]
@@ -326,13 +335,13 @@ class AssistedService:
             {"relative_name": link["helper_name"]},
             f"relative:{link['id']}:consented",
         )
-        shown = await repo.link(uow, link["id"])
+        shown = await repo.link(uow, link["id"], person_id=link["person_id"])
         assert shown is not None
         return shown
 
     async def _end(
-        self, uow: UnitOfWork, link: asyncpg.Record, reason: str, actor: str, details: dict[str, str]
-    ) -> asyncpg.Record:
+        self, uow: UnitOfWork, link: repo.Link, reason: str, actor: str, details: dict[str, str]
+    ) -> repo.Link:
         """End an open link (ending it again returns it as it is); audited, and the elder told."""
         if link["state"] not in rules.OPEN:
             return link
@@ -344,6 +353,6 @@ class AssistedService:
         await publish_event(
             uow, "relative.ended", elder_id, {"relative_name": link["helper_name"]}, f"relative:{link['id']}:ended"
         )
-        shown = await repo.link(uow, link["id"])
+        shown = await repo.link(uow, link["id"], person_id=link["person_id"])
         assert shown is not None
         return shown

@@ -15,16 +15,17 @@ from infra.db import Db, UnitOfWork
 
 _NO_PERSON = uuid.UUID(int=0)  # below every id: a pass starts after it
 
-# A chunk of feed lines: each line's person by the national ID's lookup hash, the new events landed
+# A chunk of feed lines: each line's person by the national ID's lookup hash (through the lookup table,
+# which names the person: persons itself is not read), the new events landed
 # (a source and reference already recorded is left as it is), and for every line whether its person is
 # known, whether it landed, and the day recorded before for its reference. The snapshot the statement
 # reads is from before its own insert, so `recorded_on` is the earlier day only.
 INSERT_SQL = """
     WITH line AS (
-        SELECT l.line, p.id AS person_id, l.source, l.occurred_on, l.reference
+        SELECT l.line, n.person_id, l.source, l.occurred_on, l.reference
         FROM unnest($1::int[], $2::bytea[], $3::text[], $4::date[], $5::text[])
              AS l (line, national_id_hash, source, occurred_on, reference)
-        LEFT JOIN persons p ON p.national_id_hash = l.national_id_hash
+        LEFT JOIN person_national_ids n ON n.national_id_hash = l.national_id_hash
     ), landed AS (
         INSERT INTO life_evidence (person_id, source, occurred_on, reference, feed, imported_by)
         SELECT person_id, source, occurred_on, reference, $6 || ':' || line, $7

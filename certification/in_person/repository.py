@@ -16,9 +16,13 @@ _APPEAL = (
 
 
 async def person_by_national_id_hash(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
-    return await uow.fetchrow(
-        "SELECT id, national_id_masked FROM persons WHERE national_id_hash = $1", national_id_hash
+    # The id through the national ID lookup table, then the person by id: each statement on one shard.
+    person_id = await uow.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
     )
+    if person_id is None:
+        return None
+    return await uow.fetchrow("SELECT id, national_id_masked FROM persons WHERE id = $1", person_id)
 
 
 async def person_by_id(uow: UnitOfWork, person_id: uuid.UUID) -> asyncpg.Record:

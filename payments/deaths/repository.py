@@ -19,9 +19,14 @@ from payments.disbursement.rules import REPORTED_DECEASED
 
 async def lock_person(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
     await lock_payment_records(uow, shared=False)
+    # The id through the national ID lookup table, then the person locked by id: a lock on one shard.
+    person_id = await uow.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
+    )
+    if person_id is None:
+        return None
     return await uow.fetchrow(
-        "SELECT id, birth_date, national_id_masked FROM persons WHERE national_id_hash = $1 FOR UPDATE",
-        national_id_hash,
+        "SELECT id, birth_date, national_id_masked FROM persons WHERE id = $1 FOR UPDATE", person_id
     )
 
 

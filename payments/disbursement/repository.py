@@ -398,12 +398,18 @@ async def reconcile(uow: UnitOfWork, run_ids: list[uuid.UUID]) -> list[asyncpg.R
 # -- bank accounts ----------------------------------------------------------------------------------
 async def entitlement_of(uow: UnitOfWork, national_id_hash: bytes) -> asyncpg.Record | None:
     """The person's pension with the account on file, locked until the correction commits."""
+    # The id through the national ID lookup table, then the pension locked by id: a lock on one shard.
+    person_id = await uow.fetchval(
+        "SELECT person_id FROM person_national_ids WHERE national_id_hash = $1", national_id_hash
+    )
+    if person_id is None:
+        return None
     return await uow.fetchrow(
         """SELECT p.id AS person_id, p.national_id_masked, e.bank_account_enc, e.bank_account_masked
            FROM persons p JOIN pension_entitlements e ON e.person_id = p.id
-           WHERE p.national_id_hash = $1
+           WHERE p.id = $1
            FOR UPDATE OF e""",
-        national_id_hash,
+        person_id,
     )
 
 

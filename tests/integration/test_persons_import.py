@@ -70,6 +70,26 @@ async def test_reimport_updates_the_one_person_and_audits_the_change(
     assert person.national_id not in str(details)
 
 
+async def test_a_national_id_is_found_through_its_lookup_row_which_keeps_it_to_one_person(
+    importer: Any, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # persons is distributed by id on a cluster: the national ID's uniqueness is the lookup table's key.
+    person, other = sample_person(), sample_person()
+    await importer.import_file(write_jsonl(tmp_path / "a.jsonl", [person.row(), other.row()]))
+    report = await importer.import_file(write_jsonl(tmp_path / "b.jsonl", [person.row(region="310104")]))
+    assert (report.created, report.updated) == (0, 1)
+    rows = await pool.fetch(
+        "SELECT n.person_id, p.id FROM person_national_ids n LEFT JOIN persons p ON p.national_id_hash = n.national_id_hash"
+    )
+    assert len(rows) == 2
+    assert all(r["person_id"] == r["id"] for r in rows)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await pool.execute(
+            "INSERT INTO person_national_ids (national_id_hash, person_id) SELECT national_id_hash, gen_random_uuid() "
+            "FROM persons LIMIT 1"
+        )
+
+
 async def test_duplicates_in_one_file_merge_into_one_record(importer: Any, pool: asyncpg.Pool, tmp_path: Path) -> None:
     person = sample_person()
     report = await importer.import_file(

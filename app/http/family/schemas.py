@@ -4,10 +4,10 @@ operators see them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import asyncpg
 import msgspec
 
 from app.http.schemas import Body, StaffReason, to_schema
@@ -66,5 +66,5 @@ class InPersonLinkDecision(Body):
     reason: StaffReason
 
 
-def link_of(row: asyncpg.Record) -> RelativeLink:
+def link_of(row: Mapping[str, Any]) -> RelativeLink:
     return to_schema(RelativeLink, row, elder_name=row["elder_name"] if row["consented_at"] is not None else None)
