@@ -101,6 +101,8 @@ PLACEMENTS: tuple[Placement, ...] = (
     Placement("persons", "distributed", column="id"),
     *(Placement(t, "distributed") for t in _DISTRIBUTED),
     *(Placement(t, "coordinator") for t in _COORDINATOR),
+    # A card by its number: the lookup, distributed by the number (a card's own key holds its person).
+    Placement("card_numbers", "distributed", column="card_number", group="card_numbers"),
 )
 
 

@@ -149,7 +149,7 @@ async def test_expired_token_is_refused(
     r = await client.post(VERIFY, json={"token": token}, headers=terminal_headers)
     assert r.status_code == 410
     assert r.json()["code"] == "qr_expired"
-    past = qr.encode(settings.qr_signing_key, qr.QrClaims(claims.token_id, claims.card_id, claims.expires_at - 120))
+    past = qr.encode(settings.qr_signing_key, qr.QrClaims(claims.token_id, claims.person_id, claims.expires_at - 120))
     r = await client.post(VERIFY, json={"token": past}, headers=terminal_headers)
     assert r.status_code == 410
 
@@ -174,10 +174,10 @@ async def test_any_altered_byte_is_refused(
     assert (await client.post(VERIFY, json={"token": token}, headers=terminal_headers)).status_code == 200
 
 
-async def test_token_naming_another_card_is_refused(
+async def test_token_naming_another_person_is_refused(
     client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    """Even correctly signed (a leaked key), a token whose card is not the one it was minted for fails."""
+    """Even correctly signed (a leaked key), a token whose person is not the one it was minted for fails."""
     token = await _mint(client, cardholder["headers"])
     claims = qr.decode(settings.qr_signing_key, token)
     assert claims is not None

@@ -13,8 +13,6 @@ from infra.placement import PLACEMENTS, read_schema, violations
 REWORK_LEFT = {
     "accounts",
     "biometric_consents",
-    "card_recovery_approvals",
-    "cards",
     "certification_challenges",
     "certification_checks",
     "death_records",
@@ -32,7 +30,6 @@ REWORK_LEFT = {
     "overpayments",
     "pension_payments",
     "persons",
-    "qr_tokens",
     "relative_links",
 }
 
