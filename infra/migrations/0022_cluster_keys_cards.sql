@@ -23,11 +23,10 @@ ALTER TABLE card_recovery_approvals ALTER COLUMN person_id SET NOT NULL;
 
 -- The foreign keys on cards (id) go before its key changes. A QR token's session is the coordinator's
 -- (sessions): the token is minted only under the caller's session, just resolved as live
--- (cards/service.py, mint_qr), and used only while that session is (consume_qr). The charge's key to
--- the card is the ledger's (its migration drops it too); the composite key is added once both are in.
+-- (cards/service.py, mint_qr), and used only while that session is (consume_qr).
 ALTER TABLE qr_tokens DROP CONSTRAINT qr_tokens_card_id_fkey, DROP CONSTRAINT qr_tokens_session_id_fkey;
 ALTER TABLE card_recovery_approvals DROP CONSTRAINT card_recovery_approvals_card_id_fkey;
-ALTER TABLE medical_charges DROP CONSTRAINT IF EXISTS medical_charges_card_id_fkey;
+ALTER TABLE medical_charges DROP CONSTRAINT medical_charges_card_id_fkey;
 
 ALTER TABLE cards DROP CONSTRAINT cards_pkey, ADD PRIMARY KEY (person_id, id);
 ALTER TABLE qr_tokens DROP CONSTRAINT qr_tokens_pkey, ADD PRIMARY KEY (person_id, id);
@@ -37,6 +36,11 @@ ALTER TABLE qr_tokens
     ADD CONSTRAINT qr_tokens_card_id_fkey FOREIGN KEY (person_id, card_id) REFERENCES cards (person_id, id);
 ALTER TABLE card_recovery_approvals
     ADD CONSTRAINT card_recovery_approvals_card_id_fkey FOREIGN KEY (person_id, card_id) REFERENCES cards (person_id, id);
+-- A charge's card is the charged person's. The charges are the ledger's, whose own migration drops this
+-- key by its name to rework the table, and the composite key is made again once both are in: under the
+-- same name, it keeps the guarantee until then, and that drop still finds it.
+ALTER TABLE medical_charges
+    ADD CONSTRAINT medical_charges_card_id_fkey FOREIGN KEY (person_id, card_id) REFERENCES cards (person_id, id);
 
 -- Approvals are read by the person's card and time (cards/repository.py, recovery_proof).
 DROP INDEX card_recovery_approvals_card_idx;

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from infra.migrate import migration_files
+from infra.placement import read_schema
 from tests.conftest import Embedded
 
 MIGRATION = "0022_cluster_keys_cards.sql"
@@ -66,6 +67,10 @@ async def test_the_rows_of_a_card_take_its_person(embedded: Embedded) -> None:
         approval = await conn.fetchrow("SELECT person_id, card_id FROM card_recovery_approvals")
         assert approval is not None
         assert (approval["person_id"], approval["card_id"]) == (people[2], cards[people[2]])
+        keys = {r.name: (r.columns, r.references, r.referenced_columns) for r in await read_schema(conn)}
+        for table in ("qr_tokens", "card_recovery_approvals", "medical_charges"):
+            assert keys[f"{table}_card_id_fkey"] == (("person_id", "card_id"), "cards", ("person_id", "id"))
+        assert "qr_tokens_session_id_fkey" not in keys
         # The composite key holds: a token for a card of another person is refused.
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await conn.execute(
