@@ -56,7 +56,10 @@ async def seed(url: str, settings: Any, holders: int) -> tuple[list[str], list[u
                 f"139{i:08d}",
             )
             await conn.execute(
-                "INSERT INTO cards (person_id, card_number, status) VALUES ($1, $2, 'active')", person_id, f"{i:012d}"
+                """WITH card AS (INSERT INTO cards (person_id, card_number, status) VALUES ($1, $2, 'active'))
+                   INSERT INTO card_numbers (card_number, person_id) VALUES ($2, $1)""",
+                person_id,
+                f"{i:012d}",
             )
             account_id = await conn.fetchval(
                 "INSERT INTO accounts (phone, person_id) VALUES ($1, $2) RETURNING id", f"139{i:08d}", person_id
@@ -154,11 +157,13 @@ async def bare_asyncpg(
             assert who is not None
             token_id = uuid.uuid4()
             expires = datetime.now(UTC) + timedelta(seconds=60)
-            card_id = await pool.fetchval(card_repo.MINT_QR_SQL, token_id, session_id, expires, who["person_id"])
-            assert card_id is not None
-            # verify: resolve the terminal, consume the token
+            assert await pool.fetchval(card_repo.MINT_QR_SQL, token_id, session_id, expires, who["person_id"])
+            # verify: resolve the terminal, consume the token and check its session in one transaction
             assert await pool.fetchrow(auth_repo.TERMINAL_SQL, terminal_id) is not None
-            assert await pool.fetchrow(card_repo.CONSUME_QR_SQL, token_id, card_id, terminal_id) is not None
+            async with pool.acquire() as conn, conn.transaction():
+                consumed = await conn.fetchrow(card_repo.CONSUME_QR_SQL, who["person_id"], token_id, terminal_id)
+                assert consumed is not None
+                assert await conn.fetchval(card_repo.LIVE_SESSION_SQL, consumed["session_id"])
             done.append(time.perf_counter() - t0)
 
     started = time.perf_counter()

@@ -111,8 +111,12 @@ async def seed(conn: asyncpg.Connection, settings: Settings, pensioners: int, to
         "INSERT INTO terminals (merchant, key_hash) VALUES ('Bench Pharmacy', '\\x00') RETURNING id"
     )
     await conn.execute(
-        """INSERT INTO cards (person_id, card_number, status)
-           SELECT p, 'B' || lpad(n::text, 9, '0'), 'active' FROM unnest($1::uuid[]) WITH ORDINALITY AS c (p, n)""",
+        """WITH card AS (
+               INSERT INTO cards (person_id, card_number, status)
+               SELECT p, 'B' || lpad(n::text, 9, '0'), 'active' FROM unnest($1::uuid[]) WITH ORDINALITY AS c (p, n)
+               RETURNING person_id, card_number
+           )
+           INSERT INTO card_numbers (card_number, person_id) SELECT card_number, person_id FROM card""",
         charged,
     )
     cards = {r["person_id"]: r["id"] for r in await conn.fetch("SELECT id, person_id FROM cards")}

@@ -1,7 +1,14 @@
 """The dynamic QR token: signed, short-lived, single use (the single use is kept by the database).
 
-Wire form: base64url(version | token id | card id | expiry) + "." + base64url(truncated HMAC).
+Wire form: base64url(version | token id | person id | expiry) + "." + base64url(truncated HMAC).
+The person id is what takes a terminal's lookup of the token to the person's shard (docs/cluster.md).
 A terminal's request with a forged or altered token fails the HMAC before any database lookup.
+
+Version 1 carried the card id where version 2 carries the person id, so a token is as long as before
+(73 characters, a version 5 QR code of 37 modules at level M, either way). A version 1 token, minted
+before the change and alive for a minute at most, is not looked up (its card id alone would ask every
+shard): it is told apart from a forged one (`superseded`) and answered as expired, so the holder
+refreshes the code.
 """
 
 from __future__ import annotations
@@ -16,15 +23,16 @@ from dataclasses import dataclass
 
 import segno
 
-_VERSION = 1
-_LAYOUT = struct.Struct(">B16s16sI")
+_VERSION = 2
+_SUPERSEDED = 1
+_LAYOUT = struct.Struct(">B16s16sI")  # both versions: version | token id | person (v1: card) id | expiry
 _TAG_BYTES = 16
 
 
 @dataclass(frozen=True)
 class QrClaims:
     token_id: uuid.UUID
-    card_id: uuid.UUID
+    person_id: uuid.UUID
     expires_at: int  # unix seconds
 
 
@@ -37,12 +45,12 @@ def _tag(key: bytes, body: bytes) -> bytes:
 
 
 def encode(key: bytes, claims: QrClaims) -> str:
-    body = _LAYOUT.pack(_VERSION, claims.token_id.bytes, claims.card_id.bytes, claims.expires_at)
+    body = _LAYOUT.pack(_VERSION, claims.token_id.bytes, claims.person_id.bytes, claims.expires_at)
     return f"{_b64(body)}.{_b64(_tag(key, body))}"
 
 
-def decode(key: bytes, token: str) -> QrClaims | None:
-    """The claims of a genuine token (expired or not); None when forged, altered or malformed."""
+def _open(key: bytes, token: str) -> tuple[int, bytes, bytes, int] | None:
+    """The fields of a genuine token of any version; None when forged, altered or malformed."""
     if len(token) > 128:
         return None
     head, _, tail = token.partition(".")
@@ -56,10 +64,24 @@ def decode(key: bytes, token: str) -> QrClaims | None:
         return None
     if not hmac.compare_digest(tag, _tag(key, body)):
         return None
-    version, token_id, card_id, expires_at = _LAYOUT.unpack(body)
-    if version != _VERSION:
+    version, token_id, person_id, expires_at = _LAYOUT.unpack(body)
+    return version, token_id, person_id, expires_at
+
+
+def decode(key: bytes, token: str) -> QrClaims | None:
+    """The claims of a genuine token (expired or not); None when forged, altered, malformed or of
+    another version."""
+    fields = _open(key, token)
+    if fields is None or fields[0] != _VERSION:
         return None
-    return QrClaims(uuid.UUID(bytes=token_id), uuid.UUID(bytes=card_id), expires_at)
+    _, token_id, person_id, expires_at = fields
+    return QrClaims(uuid.UUID(bytes=token_id), uuid.UUID(bytes=person_id), expires_at)
+
+
+def superseded(key: bytes, token: str) -> bool:
+    """Whether a token `decode` refuses is a genuine one of version 1 (read only on that failure path)."""
+    fields = _open(key, token)
+    return fields is not None and fields[0] == _SUPERSEDED
 
 
 def render_svg(token: str) -> str:

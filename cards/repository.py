@@ -45,12 +45,13 @@ async def link_account(uow: UnitOfWork, account_id: uuid.UUID, person: asyncpg.R
     await uow.execute("UPDATE accounts SET person_id = $2 WHERE id = $1", account_id, person_id)
 
 
-async def set_status(uow: UnitOfWork, card_id: uuid.UUID, status: str) -> datetime | None:
+async def set_status(uow: UnitOfWork, person_id: uuid.UUID, card_id: uuid.UUID, status: str) -> datetime | None:
     """Change the status; return the activation time (set on the first activation)."""
     activated_at: datetime | None = await uow.fetchval(
-        """UPDATE cards SET status = $2, status_changed_at = now(),
-               activated_at = CASE WHEN $2 = 'active' THEN coalesce(activated_at, (SELECT now())) ELSE activated_at END
-           WHERE id = $1 RETURNING activated_at""",
+        """UPDATE cards SET status = $3, status_changed_at = now(),
+               activated_at = CASE WHEN $3 = 'active' THEN coalesce(activated_at, (SELECT now())) ELSE activated_at END
+           WHERE person_id = $1 AND id = $2 RETURNING activated_at""",
+        person_id,
         card_id,
         status,
     )
@@ -65,7 +66,7 @@ async def recovery_proof(db: Db, person_id: uuid.UUID, card_id: uuid.UUID, since
                WHEN EXISTS (SELECT 1 FROM certification_checks
                             WHERE person_id = $1 AND status = 'passed' AND submitted_at > $3) THEN 'face_check'
                WHEN EXISTS (SELECT 1 FROM card_recovery_approvals
-                            WHERE card_id = $2 AND approved_at > $3) THEN 'operator'
+                            WHERE person_id = $1 AND card_id = $2 AND approved_at > $3) THEN 'operator'
            END""",
         person_id,
         card_id,
@@ -74,10 +75,13 @@ async def recovery_proof(db: Db, person_id: uuid.UUID, card_id: uuid.UUID, since
     return proof
 
 
-async def approve_recovery(uow: UnitOfWork, card_id: uuid.UUID, actor: str, reason: str) -> datetime:
+async def approve_recovery(
+    uow: UnitOfWork, person_id: uuid.UUID, card_id: uuid.UUID, actor: str, reason: str
+) -> datetime:
     approved_at: datetime = await uow.fetchval(
-        """INSERT INTO card_recovery_approvals (card_id, approved_by, reason) VALUES ($1, $2, $3)
+        """INSERT INTO card_recovery_approvals (person_id, card_id, approved_by, reason) VALUES ($1, $2, $3, $4)
            RETURNING approved_at""",
+        person_id,
         card_id,
         actor,
         reason,
@@ -86,28 +90,36 @@ async def approve_recovery(uow: UnitOfWork, card_id: uuid.UUID, actor: str, reas
 
 
 # Minting is one statement on the hot path: a row only for an active card of this person. (The
-# alias: without it, Citus loses the table of a prepared INSERT ... SELECT's RETURNING.)
+# alias: without it, Citus loses the table of a prepared INSERT ... SELECT's RETURNING.) The session
+# has no foreign key (sessions are the coordinator's): it is the caller's, resolved as live for this
+# request (auth.repository.ACCOUNT_SESSION_SQL), and CONSUME_QR_SQL's caller checks it again at use.
 MINT_QR_SQL = """
-    INSERT INTO qr_tokens AS q (id, card_id, session_id, expires_at)
-    SELECT $1, c.id, $2, $3 FROM cards c WHERE c.person_id = $4 AND c.status = 'active'
+    INSERT INTO qr_tokens AS q (id, person_id, card_id, session_id, expires_at)
+    SELECT $1, c.person_id, c.id, $2, $3 FROM cards c WHERE c.person_id = $4 AND c.status = 'active'
     RETURNING q.card_id"""
 
-# One statement: exactly one concurrent consumer wins the row lock and sees consumed_at IS NULL.
-# The card must be active and the minting session still signed in at the moment of use.
+# One statement, on the person's shard (every table is held to person $1): exactly one concurrent
+# consumer wins the row lock and sees consumed_at IS NULL. The card must be active at the moment of use.
 CONSUME_QR_SQL = """
     WITH consumed AS (
         UPDATE qr_tokens q SET consumed_at = now(), consumed_by = $3
-        WHERE q.id = $1 AND q.card_id = $2 AND q.consumed_at IS NULL AND q.expires_at > now()
-          AND EXISTS (SELECT 1 FROM cards c WHERE c.id = q.card_id AND c.status = 'active')
-          AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = q.session_id AND s.revoked_at IS NULL)
-        RETURNING q.id, q.card_id
+        WHERE q.person_id = $1 AND q.id = $2 AND q.consumed_at IS NULL AND q.expires_at > now()
+          AND EXISTS (SELECT 1 FROM cards c
+                      WHERE c.person_id = q.person_id AND c.id = q.card_id AND c.status = 'active')
+        RETURNING q.id, q.person_id, q.card_id, q.session_id
     )
-    SELECT consumed.id AS qr_token_id, c.id AS card_id, p.id AS person_id,
+    SELECT consumed.id AS qr_token_id, consumed.session_id, c.id AS card_id, p.id AS person_id,
            c.card_number, c.status, p.name, p.national_id_masked
-    FROM consumed JOIN cards c ON c.id = consumed.card_id JOIN persons p ON p.id = c.person_id"""
+    FROM consumed JOIN cards c ON c.person_id = consumed.person_id AND c.id = consumed.card_id
+    JOIN persons p ON p.id = consumed.person_id
+    WHERE c.person_id = $1 AND p.id = $1"""
+
+# The minting session still signed in, read in the consumption's transaction (sessions are the
+# coordinator's, so not in CONSUME_QR_SQL, which stays on the person's shard).
+LIVE_SESSION_SQL = "SELECT true FROM sessions WHERE id = $1 AND revoked_at IS NULL"
 
 # Only on the failure path: why the token was refused.
 QR_REFUSAL_SQL = """
     SELECT q.consumed_at IS NOT NULL AS used, q.expires_at <= now() AS expired
     FROM qr_tokens q
-    WHERE q.id = $1 AND q.card_id = $2"""
+    WHERE q.person_id = $1 AND q.id = $2"""

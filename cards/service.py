@@ -100,7 +100,7 @@ class CardService:
                     # A face check passed within the last 12 months (a pass sets certified_until).
                     # Keep the link: it is what lets this account take the face check next.
                     raise CommitThenRaise(Conflict("certification_required"))
-                activated_at = await repo.set_status(uow, card["id"], "active")
+                activated_at = await repo.set_status(uow, card["person_id"], card["id"], "active")
                 await audit.record(uow, principal.actor, "card.activated", f"card:{card['id']}", {})
                 view = replace(view, status="active", activated_at=activated_at)
         return view
@@ -109,7 +109,7 @@ class CardService:
     async def _move(
         uow: UnitOfWork, card: asyncpg.Record, to: str, action: str, actor: str, details: dict[str, str]
     ) -> CardView:
-        activated_at = await repo.set_status(uow, card["id"], to)
+        activated_at = await repo.set_status(uow, card["person_id"], card["id"], to)
         await audit.record(uow, actor, action, f"card:{card['id']}", {"from": card["status"], "to": to, **details})
         # Told at once: a loss the holder did not report is someone else holding their account.
         await publish_event(
@@ -195,7 +195,7 @@ class CardService:
             if person is None:
                 raise NotFound("person_not_found")
             card = self._require_lost(await repo.card_of_person(uow, person["id"], lock=True))
-            approved_at = await repo.approve_recovery(uow, card["id"], operator.actor, reason)
+            approved_at = await repo.approve_recovery(uow, card["person_id"], card["id"], operator.actor, reason)
             await audit.record(
                 uow,
                 operator.actor,
@@ -206,6 +206,8 @@ class CardService:
         return RecoveryApproval(_view(card), approved_at)
 
     async def mint_qr(self, principal: Principal, *, render_svg: bool = True) -> MintedQr:
+        # The token is minted under the caller's session, which resolving the principal found live:
+        # what the foreign key to sessions kept before they became the coordinator's.
         if principal.session_id is None or not principal.device_id:
             raise Forbidden("device_required")
         person_id = self._person_of(principal)
@@ -217,27 +219,35 @@ class CardService:
             if card is None:
                 raise NotFound("card_not_activated")
             raise Conflict("card_not_active", card_status=card["status"])
-        claims = qr.QrClaims(token_id, card_id, int(expires_at.timestamp()))
+        claims = qr.QrClaims(token_id, person_id, int(expires_at.timestamp()))
         token = qr.encode(self._settings.qr_signing_key, claims)
         return MintedQr(token, expires_at, qr.render_svg(token) if render_svg else None)
 
     async def verify_qr(self, terminal: Principal, token: str) -> VerifiedQr:
-        row = await self.consume_qr(self._pool, terminal, token)
+        async with unit_of_work(self._pool) as uow:  # a refusal after the consumption undoes it
+            row = await self.consume_qr(uow, terminal, token)
         return VerifiedQr(row["card_number"], row["status"], row["name"], row["national_id_masked"])
 
-    async def consume_qr(self, db: Db, terminal: Principal, token: str) -> asyncpg.Record:
+    async def consume_qr(self, uow: UnitOfWork, terminal: Principal, token: str) -> asyncpg.Record:
         """Use up a QR token for `terminal`; the token, its card and holder (qr_token_id, card_id,
-        person_id, card_number, status, name, national_id_masked). `db` is the pool, or the caller's
-        unit of work: a charge refused after this step rolls the consumption back with it."""
-        claims = qr.decode(self._settings.qr_signing_key, token)
+        person_id, card_number, status, name, national_id_masked). In the caller's unit of work: a
+        refusal after this step (here, a minting session since ended; a charge's) rolls it back."""
+        key = self._settings.qr_signing_key
+        claims = qr.decode(key, token)
         if claims is None:
+            if qr.superseded(key, token):
+                # Genuine, minted before version 2 (a minute at most before it): the holder refreshes it.
+                raise Gone("qr_expired")
             raise BadRequest("qr_invalid")  # forged or altered: refused before any database lookup
         if claims.expires_at <= datetime.now(UTC).timestamp():
             raise Gone("qr_expired")
-        row = await db.fetchrow(repo.CONSUME_QR_SQL, claims.token_id, claims.card_id, terminal.subject_id)
+        row = await uow.fetchrow(repo.CONSUME_QR_SQL, claims.person_id, claims.token_id, terminal.subject_id)
         if row is not None:
+            # The minting session signed out or ended by a loss report: the code went with it.
+            if not await uow.fetchval(repo.LIVE_SESSION_SQL, row["session_id"]):
+                raise Conflict("qr_card_unusable")
             return row
-        why = await db.fetchrow(repo.QR_REFUSAL_SQL, claims.token_id, claims.card_id)
+        why = await uow.fetchrow(repo.QR_REFUSAL_SQL, claims.person_id, claims.token_id)
         if why is None:
             raise BadRequest("qr_invalid")
         if why["used"]:

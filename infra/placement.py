@@ -103,6 +103,8 @@ PLACEMENTS: tuple[Placement, ...] = (
     # A person by national ID: the lookup, distributed by the hash (persons' own key is its id).
     Placement("person_national_ids", "distributed", column="national_id_hash", group="person_national_ids"),
     *(Placement(t, "coordinator") for t in _COORDINATOR),
+    # A card by its number: the lookup, distributed by the number (a card's own key holds its person).
+    Placement("card_numbers", "distributed", column="card_number", group="card_numbers"),
 )
 
 

@@ -270,10 +270,14 @@ async def write_merge(uow: UnitOfWork, card_numbers: Sequence[str], card_ids: Se
            ), carded AS (
                SELECT person_id, row_number() OVER (ORDER BY line) AS n
                FROM person_merge WHERE needs_card AND changed <> '{}'
+           ), new_cards AS (
+               INSERT INTO cards (id, person_id, card_number)
+               SELECT number.id, c.person_id, number.card_number
+               FROM carded c JOIN unnest($1::text[], $3::uuid[]) WITH ORDINALITY AS number (card_number, id, n) USING (n)
+               RETURNING person_id, card_number
            )
-           INSERT INTO cards (id, person_id, card_number)
-           SELECT number.id, c.person_id, number.card_number
-           FROM carded c JOIN unnest($1::text[], $3::uuid[]) WITH ORDINALITY AS number (card_number, id, n) USING (n)""",
+           -- A card number's lookup row, with its card: its key keeps the number to one card.
+           INSERT INTO card_numbers (card_number, person_id) SELECT card_number, person_id FROM new_cards""",
         list(card_numbers),
         PENSION_FIELDS,
         list(card_ids),

@@ -29,7 +29,9 @@ async def persons_by_phone(db: Db, phone: str) -> list[asyncpg.Record]:
 
 
 async def persons_by_card_number(db: Db, card_number: str) -> list[asyncpg.Record]:
-    return await db.fetch(f"{_PERSON} WHERE c.card_number = $1", card_number)
+    # The person through the card number lookup table, then the person by id: each statement on one shard.
+    person_id = await db.fetchval("SELECT person_id FROM card_numbers WHERE card_number = $1", card_number)
+    return [] if person_id is None else await db.fetch(f"{_PERSON} WHERE p.id = $1", person_id)
 
 
 async def person(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:

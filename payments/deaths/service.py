@@ -108,7 +108,7 @@ class DeathRecords:
         card = await cards.card_of_person(uow, person_id, lock=True)
         record_id = await repo.create_record(uow, person_id, died, source, card["status"] if card else None)
         if card is not None and card["status"] != "cancelled":
-            await cards.set_status(uow, card["id"], "cancelled")
+            await cards.set_status(uow, person_id, card["id"], "cancelled")
         await repo.set_entitlement_status(uow, person_id, "stopped")
         return record_id
 
@@ -134,7 +134,7 @@ class DeathRecords:
             card_status = card["status"] if card else None
             if card is not None and record["card_status_before"] not in (None, card_status):
                 card_status = record["card_status_before"]
-                await cards.set_status(uow, card["id"], card_status)
+                await cards.set_status(uow, person_id, card["id"], card_status)
             entitlement_status = await repo.set_entitlement_status(uow, person_id, "active")
             # The case first, while it still sees what was owed (for its audit entry).
             case = await recovery.cancel_case(uow, person_id, record_id, principal.actor, reason)

@@ -238,7 +238,7 @@ async def charge_for_refund(uow: UnitOfWork, charge_id: uuid.UUID, merchant: str
         """SELECT c.id, c.person_id, c.terminal_id, c.amount_fen, c.refunded_fen, c.description,
                   k.card_number, p.national_id_masked
            FROM medical_charges c JOIN terminals t ON t.id = c.terminal_id
-           JOIN cards k ON k.id = c.card_id JOIN persons p ON p.id = c.person_id
+           JOIN cards k ON k.person_id = c.person_id AND k.id = c.card_id JOIN persons p ON p.id = c.person_id
            WHERE c.id = $1 AND t.merchant = $2
            FOR UPDATE OF c""",
         charge_id,

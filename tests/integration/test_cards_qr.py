@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import string
+import struct
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,7 +153,7 @@ async def test_expired_token_is_refused(
     r = await client.post(VERIFY, json={"token": token}, headers=terminal_headers)
     assert r.status_code == 410
     assert r.json()["code"] == "qr_expired"
-    past = qr.encode(settings.qr_signing_key, qr.QrClaims(claims.token_id, claims.card_id, claims.expires_at - 120))
+    past = qr.encode(settings.qr_signing_key, qr.QrClaims(claims.token_id, claims.person_id, claims.expires_at - 120))
     r = await client.post(VERIFY, json={"token": past}, headers=terminal_headers)
     assert r.status_code == 410
 
@@ -174,10 +178,10 @@ async def test_any_altered_byte_is_refused(
     assert (await client.post(VERIFY, json={"token": token}, headers=terminal_headers)).status_code == 200
 
 
-async def test_token_naming_another_card_is_refused(
+async def test_token_naming_another_person_is_refused(
     client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    """Even correctly signed (a leaked key), a token whose card is not the one it was minted for fails."""
+    """Even correctly signed (a leaked key), a token whose person is not the one it was minted for fails."""
     token = await _mint(client, cardholder["headers"])
     claims = qr.decode(settings.qr_signing_key, token)
     assert claims is not None
@@ -188,12 +192,40 @@ async def test_token_naming_another_card_is_refused(
 
 
 async def test_signing_out_the_device_voids_its_codes(
-    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str]
+    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
     token = await _mint(client, cardholder["headers"])
     assert (await client.post("/v1/auth/logout", headers=cardholder["headers"])).status_code == 204
-    r = await client.post(VERIFY, json={"token": token}, headers=terminal_headers)
-    assert r.status_code == 409
+    for _ in range(2):  # refused each time: the refusal does not use the code up
+        r = await client.post(VERIFY, json={"token": token}, headers=terminal_headers)
+        assert r.status_code == 409
+        assert r.json()["code"] == "qr_card_unusable"
+    assert await pool.fetchval("SELECT count(*) FROM qr_tokens WHERE consumed_at IS NOT NULL") == 0
+
+
+async def test_a_code_minted_before_version_2_is_answered_as_expired(
+    client: Any, cardholder: dict[str, Any], terminal_headers: dict[str, str], pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A version 1 code (its card where the person is now), still alive: the holder is asked to refresh it."""
+    token = await _mint(client, cardholder["headers"])
+    claims = qr.decode(settings.qr_signing_key, token)
+    assert claims is not None
+    card_id = await pool.fetchval("SELECT card_id FROM qr_tokens WHERE id = $1", claims.token_id)
+    body = struct.pack(">B16s16sI", 1, claims.token_id.bytes, card_id.bytes, claims.expires_at)
+    tag = hmac.new(settings.qr_signing_key, b"qr" + body, hashlib.sha256).digest()[:16]
+    old = ".".join(base64.urlsafe_b64encode(b).rstrip(b"=").decode() for b in (body, tag))
+    r = await client.post(VERIFY, json={"token": old}, headers=terminal_headers)
+    assert r.status_code == 410
+    assert r.json()["code"] == "qr_expired"
+    assert (await client.post(VERIFY, json={"token": token}, headers=terminal_headers)).status_code == 200
+
+
+async def test_a_card_number_leads_to_its_person(cardholder: dict[str, Any], pool: asyncpg.Pool) -> None:
+    """The import writes each card's number into the lookup table, with the card."""
+    row = await pool.fetchrow("SELECT person_id, card_number FROM cards")
+    assert row["card_number"] == cardholder["card"]["card_number"]
+    numbers = await pool.fetch("SELECT card_number, person_id FROM card_numbers")
+    assert [(r["card_number"], r["person_id"]) for r in numbers] == [(row["card_number"], row["person_id"])]
 
 
 async def test_support_token_cannot_mint_payment_codes(

@@ -305,7 +305,7 @@ async def test_unusable_codes_are_refused_like_verification_refuses_them(
     # A well-signed token that was never minted.
     claims = qr.decode(settings.qr_signing_key, token)
     assert claims is not None
-    unknown = qr.encode(settings.qr_signing_key, qr.QrClaims(uuid.uuid4(), claims.card_id, claims.expires_at))
+    unknown = qr.encode(settings.qr_signing_key, qr.QrClaims(uuid.uuid4(), claims.person_id, claims.expires_at))
     r = await post_charge(client, terminal_headers, unknown, 100)
     assert (r.status_code, problem_code(r)) == (400, "qr_invalid")
     # Used by a verification first.

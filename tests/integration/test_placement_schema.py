@@ -11,8 +11,6 @@ import asyncpg
 from infra.placement import PLACEMENTS, read_schema, violations
 
 REWORK_LEFT = {
-    "card_recovery_approvals",
-    "cards",
     "certification_challenges",
     "certification_checks",
     "death_records",
@@ -29,7 +27,6 @@ REWORK_LEFT = {
     "notifications",
     "overpayments",
     "pension_payments",
-    "qr_tokens",
 }
 
 

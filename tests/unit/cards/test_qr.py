@@ -9,8 +9,9 @@ import struct
 import uuid
 
 import pytest
+import segno
 
-from cards.qr import QrClaims, decode, encode, render_svg
+from cards.qr import QrClaims, decode, encode, render_svg, superseded
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -89,15 +90,42 @@ def test_extra_segment_is_rejected() -> None:
     assert decode(KEY, token + ".") is None
 
 
-def test_wrong_version_with_genuine_mac_is_rejected() -> None:
-    claims = CLAIMS[1]
-    body = struct.pack(">B16s16sI", 2, claims.token_id.bytes, claims.card_id.bytes, claims.expires_at)
-    tag = hmac.new(KEY, b"qr" + body, hashlib.sha256).digest()[:16]
+def _signed(version: int, claims: QrClaims, key: bytes = KEY) -> str:
+    body = struct.pack(">B16s16sI", version, claims.token_id.bytes, claims.person_id.bytes, claims.expires_at)
+    tag = hmac.new(key, b"qr" + body, hashlib.sha256).digest()[:16]
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    assert decode(KEY, f"{b64(body)}.{b64(tag)}") is None
+    return f"{b64(body)}.{b64(tag)}"
+
+
+def test_the_layout_is_version_2() -> None:
+    assert encode(KEY, CLAIMS[1]) == _signed(2, CLAIMS[1])
+
+
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_wrong_version_with_genuine_mac_is_rejected(version: int) -> None:
+    token = _signed(version, CLAIMS[1])
+    assert decode(KEY, token) is None
+    assert not superseded(KEY, token)
+
+
+def test_a_genuine_version_1_token_is_superseded_not_decoded() -> None:
+    """Version 1 carried the card id where the person id is now: refused, but told apart from a forgery."""
+    token = _signed(1, CLAIMS[1])
+    assert decode(KEY, token) is None
+    assert superseded(KEY, token)
+    assert not superseded(OTHER_KEY, token)  # a forged one is not
+    assert not superseded(KEY, token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert not superseded(KEY, encode(KEY, CLAIMS[1]))  # nor a current one
+
+
+def test_the_code_is_no_larger_than_version_1s() -> None:
+    """The person id took the card id's place: a version 5 QR code (37 modules a side) at level M."""
+    for version, token in ((1, _signed(1, CLAIMS[2])), (2, encode(KEY, CLAIMS[2]))):
+        code = segno.make(token, error="m", mode="byte", mask=0)
+        assert (len(token), code.version, code.symbol_size(border=0)) == (73, 5, (37, 37)), version
 
 
 def test_decode_does_not_check_expiry() -> None:
