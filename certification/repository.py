@@ -441,32 +441,25 @@ async def unowned_media(
     to name them). `persons`, one per key: the person whose folder holds it (rules.folder_person), so
     only their shards are read; a key outside any person's folder is looked for in every check.
     Looked up through certification_checks_named_media_idx (0010_orphan_media.sql)."""
-    known = None if None in persons else list(set(persons))
-    named = {
-        row["key"]
-        for row in await db.fetch(
-            """SELECT DISTINCT m.key FROM certification_checks k
-               CROSS JOIN LATERAL unnest(k.media_keys || k.review_frame_keys) AS m (key)
-               WHERE ($1::uuid[] IS NULL OR k.person_id = ANY($1::uuid[])) AND k.media_purged_at IS NULL
-                 AND (k.media_keys || k.review_frame_keys) && $2::text[] AND m.key = ANY($2::text[])""",
-            known,
-            keys,
-        )
-    }
+    named_sql = """SELECT DISTINCT m.key FROM certification_checks k
+                   CROSS JOIN LATERAL unnest(k.media_keys || k.review_frame_keys) AS m (key)
+                   WHERE k.media_purged_at IS NULL AND (k.media_keys || k.review_frame_keys) && $1::text[]
+                     AND m.key = ANY($1::text[])"""
+    if None in persons:
+        rows = await db.fetch(named_sql, keys)
+    else:
+        rows = await db.fetch(named_sql + " AND k.person_id = ANY($2::uuid[])", keys, list(set(persons)))
+    named = {row["key"] for row in rows}
     folders = [(p, c) for p, c in zip(persons, review_checks, strict=True) if p is not None and c is not None]
-    busy = (
-        {
-            row["id"]
-            for row in await db.fetch(
-                """SELECT id FROM certification_checks
+    busy: set[uuid.UUID] = set()
+    if folders:
+        rows = await db.fetch(
+            """SELECT id FROM certification_checks
                WHERE person_id = ANY($1::uuid[]) AND id = ANY($2::uuid[]) AND status IN ('queued', 'processing')""",
-                list({p for p, _ in folders}),
-                list({c for _, c in folders}),
-            )
-        }
-        if folders
-        else set()
-    )
+            list({p for p, _ in folders}),
+            list({c for _, c in folders}),
+        )
+        busy = {row["id"] for row in rows}
     return [
         key
         for key, check in zip(keys, review_checks, strict=True)

@@ -162,8 +162,13 @@ async def person_of_check(db: Db, check_id: uuid.UUID) -> uuid.UUID | None:
 async def check_for_review(
     db: Db, person_id: uuid.UUID, check_id: uuid.UUID, *, lock: bool = False
 ) -> dict[str, Any] | None:
+    if lock:
+        # The check's row alone, on its person's shard: the read below joins reference tables.
+        await db.execute(
+            "SELECT 1 FROM certification_checks WHERE person_id = $1 AND id = $2 FOR UPDATE", person_id, check_id
+        )
     row = await db.fetchrow(
-        f"""SELECT k.id, k.person_id, k.status, k.actions AS challenged_actions, k.reasons, k.scores,
+        """SELECT k.id, k.person_id, k.status, k.actions AS challenged_actions, k.reasons, k.scores,
                    k.actions_detected AS detected_actions, k.submitted_at, k.replay_of, k.claimed_by,
                    k.claimed_until, k.claimed_until > now() AS claim_live, k.review_frame_keys,
                    k.media_purged_at, k.worker_outcome, p.reference_photo_key, p.region,
@@ -173,7 +178,7 @@ async def check_for_review(
             FROM certification_checks k JOIN persons p ON p.id = k.person_id
             LEFT JOIN operators o ON o.id = k.claimed_by
             LEFT JOIN relative_links l ON l.person_id = k.person_id AND l.id = k.assisted_link
-            WHERE k.person_id = $1 AND k.id = $2 {"FOR UPDATE OF k" if lock else ""}""",
+            WHERE k.person_id = $1 AND k.id = $2""",
         person_id,
         check_id,
     )
