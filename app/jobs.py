@@ -12,7 +12,7 @@ from pgqueuer.models import Job
 
 from app.services import open_services
 from certification.evidence.service import SILENT_ACTOR, SILENT_JOB
-from certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB
+from certification.service import CERTIFY_JOB, ENROLL_JOB, PURGE_MEDIA_JOB, certify_job
 from infra import audit, audit_checkpoints, jobs
 from infra.config import Settings
 from liveness.analyser import FaceAnalyser
@@ -63,7 +63,8 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             log.info("expired rows purged", extra={"removed": await jobs.purge_expired(services.pool)})
 
         async def certify(job: Job) -> None:
-            await face.certify(_uuid_of(job))
+            person_id, check_id = certify_job(job.payload or b"")
+            await face.certify(check_id, person_id)
 
         async def enroll(job: Job) -> None:
             person_id, _, photo_key = (job.payload or b"").decode().partition(" ")

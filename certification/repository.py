@@ -89,7 +89,8 @@ async def challenge_for_submission(
     """The person's challenge, locked, with whether it was already used."""
     return await uow.fetchrow(
         """SELECT c.id, c.actions, c.upload_prefix, c.expires_at, c.expires_at < now() AS expired, c.assisted_by,
-                  EXISTS (SELECT 1 FROM certification_checks k WHERE k.challenge_id = c.id) AS used
+                  EXISTS (SELECT 1 FROM certification_checks k
+                          WHERE k.person_id = c.person_id AND k.challenge_id = c.id) AS used
            FROM certification_challenges c WHERE c.id = $1 AND c.person_id = $2 FOR UPDATE""",
         challenge_id,
         person_id,
@@ -132,40 +133,68 @@ async def create_check(
     return check_id
 
 
-async def hold_reasons(db: Db, check_id: uuid.UUID) -> list[str]:
-    held: list[str] = await db.fetchval("SELECT hold_reasons FROM certification_checks WHERE id = $1", check_id)
+async def hold_reasons(db: Db, person_id: uuid.UUID, check_id: uuid.UUID) -> list[str]:
+    held: list[str] = await db.fetchval(
+        "SELECT hold_reasons FROM certification_checks WHERE person_id = $1 AND id = $2", person_id, check_id
+    )
     return held
 
 
-async def assisted_by(db: Db, check_id: uuid.UUID) -> asyncpg.Record | None:
-    """The relative who submitted a check for its person (their id and name), or None."""
-    return await db.fetchrow(
-        """SELECT h.id, h.name FROM certification_checks k JOIN persons h ON h.id = k.assisted_by
-           WHERE k.id = $1""",
-        check_id,
+async def person_of_check(db: Db, check_id: uuid.UUID) -> uuid.UUID | None:
+    """The person of a check known only by its id (an operator's link, a job queued before its payload
+    named the person): on a cluster a read of every shard (certification_checks_id_idx), never a lock."""
+    person_id: uuid.UUID | None = await db.fetchval(
+        "SELECT person_id FROM certification_checks WHERE id = $1", check_id
     )
+    return person_id
+
+
+async def helper(db: Db, helper_id: uuid.UUID) -> asyncpg.Record | None:
+    """A relative who helped, by their person id: another person, read on their own shard."""
+    return await db.fetchrow("SELECT id, name, national_id_masked FROM persons WHERE id = $1", helper_id)
+
+
+async def assisted_by(db: Db, person_id: uuid.UUID, check_id: uuid.UUID) -> asyncpg.Record | None:
+    """The relative who submitted a check for its person (their id and name), or None."""
+    helper_id: uuid.UUID | None = await db.fetchval(
+        "SELECT assisted_by FROM certification_checks WHERE person_id = $1 AND id = $2", person_id, check_id
+    )
+    return await helper(db, helper_id) if helper_id is not None else None
 
 
 # What the pensioner is shown of a check (schemas.Check), and the language to show it in; a check a
-# relative submitted names them.
-CHECK_COLUMNS = (
-    "k.id, k.status, k.actions, k.reasons, k.submitted_at, k.decided_at, p.locale,"
-    " (SELECT h.name FROM persons h WHERE h.id = k.assisted_by) AS assisted_by"
-)
+# relative submitted names them (`_named`: the relative is another person, read on their own shard).
+CHECK_COLUMNS = "k.id, k.status, k.actions, k.reasons, k.submitted_at, k.decided_at, p.locale, k.assisted_by"
 CHECKS = "certification_checks k JOIN persons p ON p.id = k.person_id"
 
 
-async def check_of_person(db: Db, check_id: uuid.UUID, person_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"SELECT {CHECK_COLUMNS} FROM {CHECKS} WHERE k.id = $1 AND k.person_id = $2", check_id, person_id
+async def _named(db: Db, row: asyncpg.Record | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    shown = dict(row)
+    if row["assisted_by"] is not None:
+        helped_by = await helper(db, row["assisted_by"])
+        shown["assisted_by"] = helped_by["name"] if helped_by is not None else None
+    return shown
+
+
+async def check_of_person(db: Db, check_id: uuid.UUID, person_id: uuid.UUID) -> dict[str, Any] | None:
+    return await _named(
+        db,
+        await db.fetchrow(
+            f"SELECT {CHECK_COLUMNS} FROM {CHECKS} WHERE k.person_id = $1 AND k.id = $2", person_id, check_id
+        ),
     )
 
 
-async def latest_check(db: Db, person_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"""SELECT {CHECK_COLUMNS} FROM {CHECKS} WHERE k.person_id = $1
-            ORDER BY k.submitted_at DESC LIMIT 1""",
-        person_id,
+async def latest_check(db: Db, person_id: uuid.UUID) -> dict[str, Any] | None:
+    return await _named(
+        db,
+        await db.fetchrow(
+            f"""SELECT {CHECK_COLUMNS} FROM {CHECKS} WHERE k.person_id = $1
+                ORDER BY k.submitted_at DESC LIMIT 1""",
+            person_id,
+        ),
     )
 
 
@@ -199,27 +228,30 @@ async def lock_person(uow: UnitOfWork, person_id: uuid.UUID) -> str | None:
     return status
 
 
-async def start_analysis(uow: UnitOfWork, check_id: uuid.UUID) -> asyncpg.Record | None:
+async def start_analysis(uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UUID) -> asyncpg.Record | None:
     """Take a check for analysis; None when it was already decided (a retried job does nothing)."""
     return await uow.fetchrow(
         """UPDATE certification_checks k SET status = 'processing', analysis_attempts = analysis_attempts + 1
            FROM persons p
-           WHERE k.id = $1 AND k.status IN ('queued', 'processing') AND p.id = k.person_id
+           WHERE k.person_id = $1 AND k.id = $2 AND k.status IN ('queued', 'processing') AND p.id = k.person_id
            RETURNING k.id, k.person_id, k.actions, k.media_kind, k.media_keys, k.analysis_attempts,
                      k.request_id, p.reference_photo_key""",
+        person_id,
         check_id,
     )
 
 
-async def requeue(uow: UnitOfWork, check_id: uuid.UUID) -> bool:
+async def requeue(uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UUID) -> bool:
     status = await uow.execute(
-        "UPDATE certification_checks SET status = 'queued' WHERE id = $1 AND status = 'processing'", check_id
+        "UPDATE certification_checks SET status = 'queued' WHERE person_id = $1 AND id = $2 AND status = 'processing'",
+        person_id,
+        check_id,
     )
     return status == "UPDATE 1"
 
 
 # What liveness.replay compares an upload with.
-EARLIER = "id, sha256, embedding_enc, frame_hashes, frame_times, actions_detected"
+EARLIER = "id, person_id, sha256, embedding_enc, frame_hashes, frame_times, actions_detected"
 
 
 async def earlier_submissions(db: Db, person_id: uuid.UUID, check_id: uuid.UUID) -> list[asyncpg.Record]:
@@ -261,7 +293,7 @@ async def save_template(uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UU
     else:
         await uow.execute(
             """INSERT INTO face_templates (person_id, check_id, template) VALUES ($1, $2, $3::vector)
-               ON CONFLICT (check_id) DO NOTHING""",
+               ON CONFLICT (person_id, check_id) DO NOTHING""",
             person_id,
             check_id,
             template,
@@ -282,6 +314,7 @@ async def nearest_other_face(db: Db, person_id: uuid.UUID, template: str, since:
 
 async def record_analysis(
     uow: UnitOfWork,
+    person_id: uuid.UUID,
     check_id: uuid.UUID,
     *,
     status: str,
@@ -294,17 +327,20 @@ async def record_analysis(
     frame_times: list[float],
     scene_keys: list[int],
     embedding_enc: bytes | None,
-    replay_of: uuid.UUID | None,
+    replay_of: tuple[uuid.UUID, uuid.UUID] | None,
     review_frame_keys: list[str],
     final: bool,
 ) -> bool:
-    """Write the worker's result once: only a check still being processed takes it."""
+    """Write the worker's result once: only a check still being processed takes it. `replay_of`: the
+    person and the id of the check this one copies (maybe another person's)."""
+    replayed_person, replayed = replay_of or (None, None)
     status_text = await uow.execute(
         """UPDATE certification_checks SET status = $2, worker_outcome = $3, reasons = $4, scores = $5,
                actions_detected = $6, sha256 = $7, frame_hashes = $8, embedding_enc = $9, replay_of = $10,
                review_frame_keys = $11, analysed_at = now(), frame_times = $13, scene_keys = $14,
-               decided_at = CASE WHEN $12 THEN (SELECT now()) END, decided_by = CASE WHEN $12 THEN 'worker' END
-           WHERE id = $1 AND status = 'processing'""",
+               decided_at = CASE WHEN $12 THEN (SELECT now()) END, decided_by = CASE WHEN $12 THEN 'worker' END,
+               replay_of_person = $15
+           WHERE person_id = $16 AND id = $1 AND status = 'processing'""",
         check_id,
         status,
         worker_outcome,
@@ -314,11 +350,13 @@ async def record_analysis(
         sha256,
         frame_hashes,
         embedding_enc,
-        replay_of,
+        replayed,
         review_frame_keys,
         final,
         frame_times,
         scene_keys,
+        replayed_person,
+        person_id,
     )
     return status_text == "UPDATE 1"
 
@@ -379,7 +417,7 @@ async def save_enrollment(
 # -- retention -----------------------------------------------------------------------------------
 async def media_to_purge(db: Db, retention_days: int, batch: int) -> list[asyncpg.Record]:
     return await db.fetch(
-        """SELECT id, media_keys, review_frame_keys FROM certification_checks
+        """SELECT person_id, id, media_keys, review_frame_keys FROM certification_checks
            WHERE media_purged_at IS NULL AND decided_at < now() - make_interval(days => $1)
            ORDER BY decided_at LIMIT $2""",
         retention_days,
@@ -387,23 +425,46 @@ async def media_to_purge(db: Db, retention_days: int, batch: int) -> list[asyncp
     )
 
 
-async def mark_purged(db: Db, check_ids: list[uuid.UUID]) -> None:
-    await db.execute("UPDATE certification_checks SET media_purged_at = now() WHERE id = ANY($1::uuid[])", check_ids)
+async def mark_purged(db: Db, checks: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    """Mark each check (person_id, id) purged: a statement per check, each on its person's shard (a
+    nightly batch; an interrupted run marks the rest next time)."""
+    for person_id, check_id in checks:
+        await db.execute(
+            "UPDATE certification_checks SET media_purged_at = now() WHERE person_id = $1 AND id = $2",
+            person_id,
+            check_id,
+        )
 
 
-async def unowned_media(db: Db, keys: list[str], review_checks: list[uuid.UUID | None]) -> list[str]:
+async def unowned_media(
+    db: Db, keys: list[str], persons: list[uuid.UUID | None], review_checks: list[uuid.UUID | None]
+) -> list[str]:
     """Those of `keys` no check whose media is not yet purged names, except review frames in the
     folder of a check still queued or processing (`review_checks`, one per key: its worker is about
-    to name them). Looked up through certification_checks_named_media_idx (0010_orphan_media.sql)."""
-    rows = await db.fetch(
-        """SELECT o.key FROM unnest($1::text[], $2::uuid[]) AS o (key, review_check)
-           WHERE NOT EXISTS (
-                     SELECT 1 FROM certification_checks k
-                     WHERE k.media_purged_at IS NULL AND (k.media_keys || k.review_frame_keys) @> ARRAY[o.key])
-             AND NOT EXISTS (
-                     SELECT 1 FROM certification_checks k
-                     WHERE k.id = o.review_check AND k.status IN ('queued', 'processing'))""",
-        keys,
-        review_checks,
-    )
-    return [row["key"] for row in rows]
+    to name them). `persons`, one per key: the person whose folder holds it (rules.folder_person), so
+    only their shards are read; a key outside any person's folder is looked for in every check.
+    Looked up through certification_checks_named_media_idx (0010_orphan_media.sql)."""
+    named_sql = """SELECT DISTINCT m.key FROM certification_checks k
+                   CROSS JOIN LATERAL unnest(k.media_keys || k.review_frame_keys) AS m (key)
+                   WHERE k.media_purged_at IS NULL AND (k.media_keys || k.review_frame_keys) && $1::text[]
+                     AND m.key = ANY($1::text[])"""
+    if None in persons:
+        rows = await db.fetch(named_sql, keys)
+    else:
+        rows = await db.fetch(named_sql + " AND k.person_id = ANY($2::uuid[])", keys, list(set(persons)))
+    named = {row["key"] for row in rows}
+    folders = [(p, c) for p, c in zip(persons, review_checks, strict=True) if p is not None and c is not None]
+    busy: set[uuid.UUID] = set()
+    if folders:
+        rows = await db.fetch(
+            """SELECT id FROM certification_checks
+               WHERE person_id = ANY($1::uuid[]) AND id = ANY($2::uuid[]) AND status IN ('queued', 'processing')""",
+            list({p for p, _ in folders}),
+            list({c for _, c in folders}),
+        )
+        busy = {row["id"] for row in rows}
+    return [
+        key
+        for key, check in zip(keys, review_checks, strict=True)
+        if key not in named and (check is None or check not in busy)
+    ]

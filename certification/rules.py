@@ -109,6 +109,17 @@ def review_folder_check(key: str) -> uuid.UUID | None:
         return None
 
 
+def folder_person(key: str) -> uuid.UUID | None:
+    """The person whose folder holds `key` (uploads/<person>/... or reviews/<person>/...), or None."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] + "/" not in BIOMETRIC_PREFIXES:
+        return None
+    try:
+        return uuid.UUID(parts[1])
+    except ValueError:
+        return None
+
+
 def past_grace(last_modified: datetime, now: datetime) -> bool:
     """Whether an object written at `last_modified` may be swept, if no check names it."""
     return last_modified <= now - ORPHAN_GRACE

@@ -7,7 +7,7 @@ import asyncio
 import math
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -34,6 +34,20 @@ from liveness.port import WorkItem
 from notifications.outbox import publish_event
 
 CERTIFY_JOB = "liveness.certify"
+
+
+def certify_payload(person_id: uuid.UUID, check_id: uuid.UUID) -> bytes:
+    """A certify job's payload: the person, so that the worker reads and writes their shard only, then
+    the check. A job queued before the person was named carries the check alone (certify_job)."""
+    return f"{person_id} {check_id}".encode()
+
+
+def certify_job(payload: bytes) -> tuple[uuid.UUID | None, uuid.UUID]:
+    """The (person, check) of a certify job's payload; the person None in a job of the old form."""
+    first, _, second = payload.decode().partition(" ")
+    return (uuid.UUID(first), uuid.UUID(second)) if second else (None, uuid.UUID(first))
+
+
 ENROLL_JOB = "liveness.enroll"
 PURGE_MEDIA_JOB = "liveness.purge_media"
 CHALLENGES_PER_HOUR = 10
@@ -118,7 +132,7 @@ def _subject(principal: Principal, assistance: Assistance | None) -> uuid.UUID:
 class CheckView:
     """A check as its person sees it: the stored row and the reasons explained in their language."""
 
-    row: asyncpg.Record
+    row: Mapping[str, Any]
     reasons: list[Explanation]
 
 
@@ -143,7 +157,7 @@ class CertificationStatus:
     consent_given: bool
 
 
-def _check_view(row: asyncpg.Record) -> CheckView:
+def _check_view(row: Mapping[str, Any]) -> CheckView:
     # A pass needs no explanation; the reasons stay with the check for reviewers.
     shown = () if row["status"] == "passed" else row["reasons"]
     return CheckView(row, [explain(code, row["locale"]) for code in shown])
@@ -159,7 +173,7 @@ async def settle(
         payload["eligible_until"] = until.isoformat()
     payload["decided_by"] = "worker" if decided_by == "worker" else "reviewer"
     await publish_event(uow, f"certification.{status}", person_id, payload, f"certification:{check_id}:{status}")
-    if status == "passed" and (helper := await repo.assisted_by(uow, check_id)) is not None:
+    if status == "passed" and (helper := await repo.assisted_by(uow, person_id, check_id)) is not None:
         # Told apart from the pass itself: the elder learns who certified them, and can object.
         await publish_event(
             uow,
@@ -309,7 +323,7 @@ class CertificationService:
                 assisted,
                 holds,
             )
-            await jobs.enqueue(uow, CERTIFY_JOB, str(check_id).encode(), f"certify:{check_id}")
+            await jobs.enqueue(uow, CERTIFY_JOB, certify_payload(person_id, check_id), f"certify:{check_id}")
         return check_id
 
     async def check(self, principal: Principal, check_id: uuid.UUID) -> CheckView:
@@ -336,9 +350,12 @@ class CertificationService:
         )
 
     # -- the worker's side -----------------------------------------------------------------------
-    async def start_analysis(self, check_id: uuid.UUID) -> WorkItem | None:
+    async def start_analysis(self, check_id: uuid.UUID, person_id: uuid.UUID | None = None) -> WorkItem | None:
+        """Take a check for analysis. A job queued before its payload named the person finds it first."""
+        if person_id is None and (person_id := await repo.person_of_check(self._pool, check_id)) is None:
+            return None
         async with unit_of_work(self._pool) as uow:
-            row = await repo.start_analysis(uow, check_id)
+            row = await repo.start_analysis(uow, person_id, check_id)
         if row is None:
             return None
         return WorkItem(
@@ -440,6 +457,7 @@ class CertificationService:
             frame_hashes=tuple(_unsigned64(h) for h in row["frame_hashes"]),
             frame_times=tuple(row["frame_times"]),
             events=tuple(_detected(event) for event in row["actions_detected"]),
+            person_id=str(row["person_id"]),
         )
 
     async def store_review_frames(self, item: WorkItem, frames: tuple[bytes, ...]) -> list[str]:
@@ -460,12 +478,13 @@ class CertificationService:
             await repo.lock_person(uow, item.person_id)
             failures = await repo.failures_since(uow, item.person_id, datetime.now(UTC) - FAILURE_WINDOW)
             reasons = [str(r) for r in analysis.reasons]
-            holds = await repo.hold_reasons(uow, item.check_id)
+            holds = await repo.hold_reasons(uow, item.person_id, item.check_id)
             verdict = rules.final_status(
                 str(analysis.outcome), reasons, failures, self._settings.failures_before_review, holds
             )
             written = await repo.record_analysis(
                 uow,
+                item.person_id,
                 item.check_id,
                 status=verdict.status,
                 worker_outcome=str(analysis.outcome),
@@ -477,7 +496,11 @@ class CertificationService:
                 frame_times=[round(t, 3) for t in analysis.frame_times],
                 scene_keys=replay.index_keys(analysis.frame_hashes),
                 embedding_enc=sealed,
-                replay_of=uuid.UUID(analysis.replay_of) if analysis.replay_of else None,
+                replay_of=(
+                    (uuid.UUID(analysis.replay_of_person or str(item.person_id)), uuid.UUID(analysis.replay_of))
+                    if analysis.replay_of
+                    else None
+                ),
                 review_frame_keys=review_frame_keys,
                 final=verdict.status in FINAL,
             )
@@ -492,9 +515,13 @@ class CertificationService:
     async def retry_later(self, item: WorkItem, delay: timedelta) -> None:
         """Hand a check whose analysis broke back to the queue, to be tried again after `delay`."""
         async with unit_of_work(self._pool) as uow:
-            if await repo.requeue(uow, item.check_id):
+            if await repo.requeue(uow, item.person_id, item.check_id):
                 await jobs.enqueue(
-                    uow, CERTIFY_JOB, str(item.check_id).encode(), f"certify:{item.check_id}:{item.attempts}", delay
+                    uow,
+                    CERTIFY_JOB,
+                    certify_payload(item.person_id, item.check_id),
+                    f"certify:{item.check_id}:{item.attempts}",
+                    delay,
                 )
 
     async def give_up(self, item: WorkItem) -> str | None:
@@ -513,7 +540,7 @@ class CertificationService:
         while rows := await repo.media_to_purge(self._pool, self._settings.media_retention_days, batch):
             keys = [key for row in rows for key in (*row["media_keys"], *row["review_frame_keys"])]
             await asyncio.to_thread(self._storage.delete, keys)
-            await repo.mark_purged(self._pool, [row["id"] for row in rows])
+            await repo.mark_purged(self._pool, [(row["person_id"], row["id"]) for row in rows])
             purged += len(rows)
         return purged
 
@@ -539,7 +566,9 @@ class CertificationService:
                 old = [o.key for o in objects if rules.past_grace(o.last_modified, now)]
                 if not old:
                     continue
-                orphans = await repo.unowned_media(self._pool, old, [rules.review_folder_check(k) for k in old])
+                orphans = await repo.unowned_media(
+                    self._pool, old, [rules.folder_person(k) for k in old], [rules.review_folder_check(k) for k in old]
+                )
                 if orphans:
                     await asyncio.to_thread(self._storage.delete, orphans)
                     removed += len(orphans)

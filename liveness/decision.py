@@ -129,6 +129,7 @@ def reconsider(analysis: Analysis, others: Sequence[EarlierSubmission], collided
         reasons=_unique([*found, *analysis.reasons]),
         scores=scores,
         replay_of=analysis.replay_of or copied.of,
+        replay_of_person=analysis.replay_of_person if analysis.replay_of else copied.person,
     )
 
 

@@ -135,6 +135,7 @@ class EarlierSubmission:
     frame_hashes: tuple[int, ...]  # scene hashes (replay.scene_hash)
     frame_times: tuple[float, ...] = ()  # of each hashed frame
     events: tuple[DetectedAction, ...] = ()  # the actions it showed
+    person_id: str | None = None  # whose it is, when it may be another person's (replay candidates)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class Analysis:
     frame_times: tuple[float, ...] = ()
     embedding: Embedding | None = None  # mean of the matched frames' embeddings
     replay_of: str | None = None  # check id of the earlier submission this one copies
+    replay_of_person: str | None = None  # its person, when another's (None: the same person)
     review_frames: tuple[bytes, ...] = field(default=(), repr=False)  # JPEGs for the reviewer
 
 

@@ -142,6 +142,7 @@ class Replay:
     mirrored: bool = False
     offset_s: float | None = None  # where this upload starts in the earlier one
     shared_events: float = 0.0  # the actions that lined up (see MIN_SHARED_EVENTS)
+    person: str | None = None  # the earlier submission's person, when it named one
 
 
 def find_replay(
@@ -154,7 +155,7 @@ def find_replay(
     """The earlier submission this upload copies, if any (see the module docstring)."""
     for submission in earlier:
         if submission.sha256 == sha256:
-            return Replay(submission.check_id)
+            return Replay(submission.check_id, person=submission.person_id)
     for submission in earlier:
         for flipped in (False, True):
             # Every offset at which enough actions line up, most first: the scene decides among them
@@ -162,7 +163,7 @@ def find_replay(
             for offset, shared in _alignments(events, submission.events, flipped):
                 distance = scene_distance(frame_times, frame_hashes, submission, offset, flipped)
                 if distance is not None and distance <= SCENE_BITS:
-                    return Replay(submission.check_id, flipped, round(offset, 3), shared)
+                    return Replay(submission.check_id, flipped, round(offset, 3), shared, submission.person_id)
     return Replay(None)
 
 

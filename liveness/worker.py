@@ -45,8 +45,9 @@ class FaceJobs:
             return known.embedding
         return await self.enroll(item.person_id, item.reference_photo_key)
 
-    async def certify(self, check_id: uuid.UUID) -> None:
-        item = await self._cert.start_analysis(check_id)
+    async def certify(self, check_id: uuid.UUID, person_id: uuid.UUID | None = None) -> None:
+        """Analyse a check; `person_id`, its person, as the job names it (None in a job queued before)."""
+        item = await self._cert.start_analysis(check_id, person_id)
         if item is None:
             log.info("check already decided", extra={"check_id": str(check_id)})
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -69,30 +70,52 @@ async def queue_summary(
     return row
 
 
-async def claim_next(
-    uow: UnitOfWork, operator_id: uuid.UUID, reason: str | None, region: str | None, claim_s: int
-) -> uuid.UUID | None:
-    """Claim the oldest waiting check nobody holds; two operators asking at once get different checks.
-    The operator's other claims on waiting checks are let go: one moves on to the next, not onto a pile."""
+async def release_claims(uow: UnitOfWork, operator_id: uuid.UUID) -> None:
+    """Let go of the operator's live claims on checks waiting for review (on a cluster, every shard's)."""
     await uow.execute(
         """UPDATE certification_checks SET claimed_by = NULL, claimed_until = NULL
            WHERE claimed_by = $1 AND status = 'needs_review' AND claimed_until > now()""",
         operator_id,
     )
-    claimed: uuid.UUID | None = await uow.fetchval(
-        f"""UPDATE certification_checks SET claimed_by = $4, claimed_until = now() + make_interval(secs => $5)
-            WHERE id = (
-                SELECT k.id FROM certification_checks k JOIN persons p ON p.id = k.person_id
-                WHERE {_FILTERS} AND (k.claimed_by IS NULL OR k.claimed_until < now())
-                ORDER BY k.submitted_at, k.id LIMIT 1 FOR UPDATE OF k SKIP LOCKED)
-            RETURNING id""",
+
+
+async def claim_candidates(
+    db: Db, reason: str | None, region: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[asyncpg.Record]:
+    """Waiting checks nobody holds, oldest first, after `after` (submitted_at, id): a plain read, no
+    lock (a cluster refuses FOR UPDATE across shards); `claim_candidate` then takes one."""
+    return await db.fetch(
+        f"""SELECT k.person_id, k.id, k.submitted_at
+            FROM certification_checks k JOIN persons p ON p.id = k.person_id
+            WHERE {_FILTERS} AND (k.claimed_by IS NULL OR k.claimed_until < now())
+              AND ($4::timestamptz IS NULL OR (k.submitted_at, k.id) > ($4, $5::uuid))
+            ORDER BY k.submitted_at, k.id LIMIT $6""",
         "needs_review",
         reason,
         region,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def claim_candidate(
+    uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UUID, operator_id: uuid.UUID, claim_s: int
+) -> bool:
+    """Claim a candidate if it still waits and nobody holds it. An operator claiming it at the same
+    moment holds the row until their commit; this statement then reads the row as they left it and
+    takes nothing, so two operators never get one check."""
+    claimed = await uow.fetchval(
+        """UPDATE certification_checks SET claimed_by = $3, claimed_until = now() + make_interval(secs => $4)
+           WHERE person_id = $1 AND id = $2 AND status = 'needs_review'
+             AND (claimed_by IS NULL OR claimed_until < now())
+           RETURNING id""",
+        person_id,
+        check_id,
         operator_id,
         claim_s,
     )
-    return claimed
+    return claimed is not None
 
 
 async def filter_choices(db: Db) -> asyncpg.Record:
@@ -109,13 +132,16 @@ async def filter_choices(db: Db) -> asyncpg.Record:
     return row
 
 
-async def claim(uow: UnitOfWork, check_id: uuid.UUID, operator_id: uuid.UUID, claim_s: int) -> datetime | None:
+async def claim(
+    uow: UnitOfWork, person_id: uuid.UUID, check_id: uuid.UUID, operator_id: uuid.UUID, claim_s: int
+) -> datetime | None:
     """Claim (or extend one's own claim); None when another operator holds a live claim."""
     until: datetime | None = await uow.fetchval(
-        """UPDATE certification_checks SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
-           WHERE id = $1 AND status = ANY($4::text[])
-             AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until < now())
+        """UPDATE certification_checks SET claimed_by = $3, claimed_until = now() + make_interval(secs => $4)
+           WHERE person_id = $1 AND id = $2 AND status = ANY($5::text[])
+             AND (claimed_by IS NULL OR claimed_by = $3 OR claimed_until < now())
            RETURNING claimed_until""",
+        person_id,
         check_id,
         operator_id,
         claim_s,
@@ -124,27 +150,55 @@ async def claim(uow: UnitOfWork, check_id: uuid.UUID, operator_id: uuid.UUID, cl
     return until
 
 
-async def check_for_review(db: Db, check_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"""SELECT k.id, k.person_id, k.status, k.actions AS challenged_actions, k.reasons, k.scores,
+async def person_of_check(db: Db, check_id: uuid.UUID) -> uuid.UUID | None:
+    """The person of a check an operator knows by its id alone: on a cluster a read of every shard
+    (certification_checks_id_idx), never a lock; what follows reads and locks on that person's."""
+    person_id: uuid.UUID | None = await db.fetchval(
+        "SELECT person_id FROM certification_checks WHERE id = $1", check_id
+    )
+    return person_id
+
+
+async def check_for_review(
+    db: Db, person_id: uuid.UUID, check_id: uuid.UUID, *, lock: bool = False
+) -> dict[str, Any] | None:
+    if lock:
+        # The check's row alone, on its person's shard: the read below joins reference tables.
+        await db.execute(
+            "SELECT 1 FROM certification_checks WHERE person_id = $1 AND id = $2 FOR UPDATE", person_id, check_id
+        )
+    row = await db.fetchrow(
+        """SELECT k.id, k.person_id, k.status, k.actions AS challenged_actions, k.reasons, k.scores,
                    k.actions_detected AS detected_actions, k.submitted_at, k.replay_of, k.claimed_by,
                    k.claimed_until, k.claimed_until > now() AS claim_live, k.review_frame_keys,
                    k.media_purged_at, k.worker_outcome, p.reference_photo_key, p.region,
                    p.national_id_masked AS masked_national_id, p.name,
-                   o.display_name AS claimed_by_name,
-                   h.name AS assisted_by_name, h.national_id_masked AS assisted_by_masked_national_id,
+                   o.display_name AS claimed_by_name, k.assisted_by,
                    l.relationship AS assisted_relationship, k.assisted_device
             FROM certification_checks k JOIN persons p ON p.id = k.person_id
             LEFT JOIN operators o ON o.id = k.claimed_by
-            LEFT JOIN persons h ON h.id = k.assisted_by
             LEFT JOIN relative_links l ON l.person_id = k.person_id AND l.id = k.assisted_link
-            WHERE k.id = $1 {"FOR UPDATE OF k" if lock else ""}""",
+            WHERE k.person_id = $1 AND k.id = $2""",
+        person_id,
         check_id,
     )
+    if row is None:
+        return None
+    # The relative who helped is another person, on their own shard: read apart.
+    helper = (
+        await db.fetchrow("SELECT name, national_id_masked FROM persons WHERE id = $1", row["assisted_by"])
+        if row["assisted_by"] is not None
+        else None
+    )
+    return dict(row) | {
+        "assisted_by_name": helper["name"] if helper else None,
+        "assisted_by_masked_national_id": helper["national_id_masked"] if helper else None,
+    }
 
 
 async def record_decision(
     uow: UnitOfWork,
+    person_id: uuid.UUID,
     check_id: uuid.UUID,
     status: str,
     decision: str,
@@ -156,11 +210,12 @@ async def record_decision(
         """UPDATE certification_checks
            SET status = $2, review_decision = $3, review_reason = $4, reasons = $5, decided_at = now(),
                decided_by = $6, claimed_by = NULL, claimed_until = NULL
-           WHERE id = $1""",
+           WHERE person_id = $7 AND id = $1""",
         check_id,
         status,
         decision,
         reason,
         reasons,
         decided_by,
+        person_id,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -29,6 +31,11 @@ DECISIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+# How many waiting checks claim_next reads at a time: enough that a few operators claiming at once
+# still find one free in the first read.
+CLAIM_CANDIDATES = 10
+
+
 @dataclass(frozen=True)
 class ReviewPage:
     rows: list[asyncpg.Record]
@@ -39,7 +46,7 @@ class ReviewPage:
 class ReviewView:
     """A check for an operator: its row, and its images only where they may be shown."""
 
-    row: asyncpg.Record
+    row: Mapping[str, Any]
     frame_urls: list[str]
     reference_url: str | None
     urls_expire_in: int
@@ -84,11 +91,19 @@ class ReviewService:
             self._pool, status, reason, region, principal.subject_id, self._settings.review_sla_h
         )
 
+    async def _person(self, check_id: uuid.UUID) -> uuid.UUID:
+        """The person of a check the operator names by its id (its row is on their shard)."""
+        person_id = await repo.person_of_check(self._pool, check_id)
+        if person_id is None:
+            raise NotFound("check_not_found")
+        return person_id
+
     async def claim(self, principal: Principal, check_id: uuid.UUID) -> datetime:
+        person_id = await self._person(check_id)
         async with unit_of_work(self._pool) as uow:
-            until = await repo.claim(uow, check_id, principal.subject_id, self._settings.review_claim_s)
+            until = await repo.claim(uow, person_id, check_id, principal.subject_id, self._settings.review_claim_s)
             if until is None:
-                row = await repo.check_for_review(uow, check_id)
+                row = await repo.check_for_review(uow, person_id, check_id)
                 if row is None:
                     raise NotFound("check_not_found")
                 if row["status"] not in repo.REVIEWABLE:
@@ -98,12 +113,25 @@ class ReviewService:
         return until
 
     async def claim_next(self, principal: Principal, reason: str | None, region: str | None) -> uuid.UUID | None:
-        """Claim the oldest waiting check that nobody holds (None when there is none)."""
+        """Claim the oldest waiting check that nobody holds (None when there is none); two operators
+        asking at once get different checks. The operator's other claims on waiting checks are let
+        go: one moves on to the next, not onto a pile.
+
+        The candidates are read without a lock, oldest first, and claimed one by one on their
+        person's shard; a candidate another operator took meanwhile is passed over for the next."""
         async with unit_of_work(self._pool) as uow:
-            check_id = await repo.claim_next(uow, principal.subject_id, reason, region, self._settings.review_claim_s)
-            if check_id is not None:
-                await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
-        return check_id
+            await repo.release_claims(uow, principal.subject_id)
+            passed: tuple[datetime, uuid.UUID] | None = None  # the last candidate passed over
+            while candidates := await repo.claim_candidates(uow, reason, region, passed, CLAIM_CANDIDATES):
+                for candidate in candidates:
+                    check_id: uuid.UUID = candidate["id"]
+                    if await repo.claim_candidate(
+                        uow, candidate["person_id"], check_id, principal.subject_id, self._settings.review_claim_s
+                    ):
+                        await audit.record(uow, principal.actor, "review.claimed", f"check:{check_id}", principal.named)
+                        return check_id
+                passed = (candidates[-1]["submitted_at"], candidates[-1]["id"])
+        return None
 
     async def filter_choices(self) -> asyncpg.Record:
         return await repo.filter_choices(self._pool)
@@ -117,8 +145,9 @@ class ReviewService:
         if reason is not None:
             reason = stated(reason)
         ttl = self._settings.presigned_url_ttl_s
+        person_id = await self._person(check_id)
         async with unit_of_work(self._pool) as uow:
-            row = await repo.check_for_review(uow, check_id)
+            row = await repo.check_for_review(uow, person_id, check_id)
             if row is None:
                 raise NotFound("check_not_found")
             under_review = row["status"] in repo.REVIEWABLE
@@ -155,8 +184,9 @@ class ReviewService:
     async def decide(self, principal: Principal, check_id: uuid.UUID, decision: str, reason: str) -> str:
         reason = stated(reason)
         status, shown_reason = DECISIONS[decision]
+        person_id = await self._person(check_id)
         async with unit_of_work(self._pool) as uow:
-            row = await repo.check_for_review(uow, check_id, lock=True)
+            row = await repo.check_for_review(uow, person_id, check_id, lock=True)
             if row is None:
                 raise NotFound("check_not_found")
             if row["status"] not in repo.REVIEWABLE:
@@ -164,7 +194,7 @@ class ReviewService:
             if row["claimed_by"] != principal.subject_id or not row["claim_live"]:
                 raise Conflict("claim_required")
             reasons = [*row["reasons"], shown_reason] if shown_reason else list(row["reasons"])
-            await repo.record_decision(uow, check_id, status, decision, reason, reasons, principal.actor)
+            await repo.record_decision(uow, person_id, check_id, status, decision, reason, reasons, principal.actor)
             await settle(uow, row["person_id"], check_id, status, reasons, principal.actor)
             await audit.record(
                 uow,

@@ -47,7 +47,7 @@ SHARED_ACCOUNT_SQL = """
 SHARED_FACE_SQL = """
     WITH probe AS (
         SELECT c.id AS check_id, c.person_id, c.submitted_at, t.template
-        FROM certification_checks c JOIN face_templates t ON t.check_id = c.id
+        FROM certification_checks c JOIN face_templates t ON t.person_id = c.person_id AND t.check_id = c.id
         WHERE c.status = 'passed' AND c.decided_at > $1 AND c.decided_at <= $2
     ), hit AS (
         SELECT probe.check_id, probe.person_id, probe.submitted_at,
@@ -61,7 +61,8 @@ SHARED_FACE_SQL = """
         ) n
         WHERE n.distance <= $3
           AND (n.check_id IS NULL
-               OR EXISTS (SELECT 1 FROM certification_checks oc WHERE oc.id = n.check_id AND oc.status = 'passed'))
+               OR EXISTS (SELECT 1 FROM certification_checks oc
+                           WHERE oc.person_id = n.person_id AND oc.id = n.check_id AND oc.status = 'passed'))
     ), pair AS (
         SELECT least(person_id, other_id) AS a, greatest(person_id, other_id) AS b, * FROM hit
     )

@@ -93,6 +93,10 @@ async def test_submission_queues_a_check_once_per_challenge(
     check_id = r.json()["check_id"]
     assert r.json()["status"] == "queued"
     assert await pool.fetchval("SELECT count(*) FROM pgqueuer WHERE entrypoint = 'liveness.certify'") == 1
+    # The job names the check's person: the worker reads and writes that person's shard only.
+    person_id = await pool.fetchval("SELECT person_id FROM certification_checks WHERE id = $1", uuid.UUID(check_id))
+    payload = await pool.fetchval("SELECT payload FROM pgqueuer WHERE entrypoint = 'liveness.certify'")
+    assert payload == f"{person_id} {check_id}".encode()
     r = await client.get(f"/v1/certifications/checks/{check_id}", headers=who.headers)
     assert r.json()["status"] == "queued"
     assert r.json()["actions"] == challenge["actions"]

@@ -117,8 +117,19 @@ async def test_one_live_clip_certifies_one_person_only(
         check = await certify(client, pool, again, mirrored, copy)
         assert check["status"] == "needs_review", check
         assert {"replayed_media", "face_collision"} <= codes(check), check
-    replays = await pool.fetch("SELECT person_id, replay_of FROM certification_checks WHERE replay_of IS NOT NULL")
+    replays = await pool.fetch(
+        "SELECT person_id, replay_of, replay_of_person FROM certification_checks WHERE replay_of IS NOT NULL"
+    )
     assert len(replays) == 2
+    # The copied recording is another person's: no foreign key across persons, its person beside it.
+    for replay in replays:
+        assert replay["replay_of_person"] != replay["person_id"]
+        copied = await pool.fetchval(
+            "SELECT true FROM certification_checks WHERE person_id = $1 AND id = $2",
+            replay["replay_of_person"],
+            replay["replay_of"],
+        )
+        assert copied, replay
 
 
 async def test_a_clip_cut_from_two_recordings_does_not_pass(
@@ -218,8 +229,10 @@ async def test_the_same_upload_twice_goes_to_review_as_replayed_media(
     second = await certify(client, pool, who, ["blink"], video.read_bytes())
     assert second["status"] == "needs_review", second
     assert "replayed_media" in codes(second)
-    replay_of = await pool.fetchval("SELECT replay_of FROM certification_checks WHERE id = $1", uuid.UUID(second["id"]))
-    assert str(replay_of) == first["id"]
+    replay = await pool.fetchrow(
+        "SELECT person_id, replay_of, replay_of_person FROM certification_checks WHERE id = $1", uuid.UUID(second["id"])
+    )
+    assert (str(replay["replay_of"]), replay["replay_of_person"]) == (first["id"], replay["person_id"])
 
     # The review queue: oldest first, one operator at a time, every look audited, a reason required.
     alice = await operator_headers_for(services, "alice", "Alice Operator")

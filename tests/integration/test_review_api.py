@@ -3,13 +3,15 @@ here: the end-to-end tests with the real worker are in test_face_worker.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from app.services import Services
-from tests.factories import applicant, flagged_check, operator_headers_for
+from core.principal import OPERATOR, Principal
+from tests.factories import applicant, flagged_check, operator_headers_for, staff_member
 
 
 async def test_the_queue_pages_oldest_first(
@@ -52,3 +54,29 @@ async def test_the_queue_pages_oldest_first(
         f"/v1/review/checks/{flagged[1]}/decision", json={"decision": "approve", "reason": " a "}, headers=operator
     )
     assert (r.status_code, r.json()["code"]) == (400, "reason_required")
+
+
+async def test_operators_claiming_at_once_each_get_a_different_check(
+    client: Any, services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    """The claim reads candidates without a lock (a cluster refuses FOR UPDATE across shards), then
+    claims one on its person's shard: an operator who loses a check to another moves on to the next."""
+    waiting = set()
+    for _ in range(3):
+        who = await applicant(client, pool, importer, tmp_path)
+        waiting.add(await flagged_check(services, pool, who.person.phone))
+    operators = []
+    for n in range(5):
+        await staff_member(services, f"op{n}", f"Operator {n}")
+        operator_id = await pool.fetchval("SELECT id FROM operators WHERE username = $1", f"op{n}")
+        operators.append(Principal(role=OPERATOR, subject_id=operator_id, username=f"op{n}"))
+
+    claimed = await asyncio.gather(*(services.review.claim_next(op, None, None) for op in operators))
+
+    got = [str(check) for check in claimed if check is not None]
+    assert sorted(got) == sorted(waiting)  # every check claimed once, by one operator
+    assert claimed.count(None) == 2
+    holders = await pool.fetch("SELECT id, claimed_by FROM certification_checks")
+    assert {str(r["id"]): r["claimed_by"] for r in holders} == {
+        str(check): op.subject_id for op, check in zip(operators, claimed, strict=True) if check is not None
+    }

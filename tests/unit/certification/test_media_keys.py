@@ -26,6 +26,14 @@ def test_a_review_frame_names_its_check_folder() -> None:
     assert rules.review_folder_check(rules.review_frame_key(PERSON, CHECK, 0)) == CHECK
 
 
+def test_every_biometric_key_names_its_persons_folder() -> None:
+    """The sweep reads only the shards of the persons whose folders it found objects in."""
+    assert rules.folder_person(rules.review_frame_key(PERSON, CHECK, 0)) == PERSON
+    assert rules.folder_person(rules.upload_prefix(PERSON, CHALLENGE) + "video") == PERSON
+    assert rules.folder_person("uploads/not-a-person/x/video") is None
+    assert rules.folder_person(f"elsewhere/{PERSON}/x") is None
+
+
 @pytest.mark.parametrize(
     "key",
     [

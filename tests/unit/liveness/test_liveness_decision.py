@@ -85,13 +85,18 @@ def test_reconsider_sends_a_copy_of_another_persons_recording_or_face_to_review(
     assert reconsider(passed, [], collided=False) is passed
     collided = reconsider(passed, [], collided=True)
     assert (collided.outcome, collided.reasons) == (Outcome.NEEDS_REVIEW, (Reason.FACE_COLLISION,))
-    other = EarlierSubmission("c9", "s", None, (1, 2, 3), (0.0, 1.0, 2.0), passed.actions)
+    other = EarlierSubmission("c9", "s", None, (1, 2, 3), (0.0, 1.0, 2.0), passed.actions, person_id="p9")
     copied = reconsider(_analysis(Outcome.FAILED, (Reason.NO_MOTION,)), [other], collided=False)
-    assert (copied.outcome, copied.reasons, copied.replay_of) == (
+    # The copied recording is another person's: its person is kept beside it, to read it on their shard.
+    assert (copied.outcome, copied.reasons, copied.replay_of, copied.replay_of_person) == (
         Outcome.NEEDS_REVIEW,
         (Reason.REPLAYED_MEDIA, Reason.NO_MOTION),
         "c9",
+        "p9",
     )
+    # A copy of the person's own earlier recording, found first, stays theirs.
+    own = dataclasses.replace(passed, replay_of="c1")
+    assert (reconsider(own, [other], collided=False).replay_of_person, own.replay_of) == (None, "c1")
 
 
 def test_one_second_face_is_not_enough_to_fail() -> None:
