@@ -104,7 +104,7 @@ RECOMPUTE_OVERPAYMENTS_SQL = """
                           WHERE w.person_id = p.person_id AND w.back_paid_by = p.id AND w.period > death.month)
                END AS amount_fen
         FROM death JOIN pension_payments p ON p.person_id = death.person_id
-        WHERE p.status = 'paid' AND p.bank_status <> 'returned'
+        WHERE p.person_id = $1 AND p.status = 'paid' AND p.bank_status <> 'returned'
           AND (p.kind IN ('back_pay', 'repay') OR p.period > death.month)
     ), owed AS (
         SELECT * FROM due WHERE amount_fen > 0

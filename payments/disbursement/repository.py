@@ -25,10 +25,12 @@ async def lock_payment_records(uow: UnitOfWork, *, shared: bool) -> None:
     await uow.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}($1)", PAYMENT_RECORDS_LOCK)
 
 
-START_RUN_SQL = f"""
+# The run is the coordinator's and the entitlements are on the shards: counted first, then written
+# (Citus inserts into a coordinator table from no distributed SELECT in the same statement).
+DUE_COUNT_SQL = f"SELECT count(*) FROM pension_entitlements e JOIN persons p ON p.id = e.person_id WHERE {_DUE}"
+START_RUN_SQL = """
     INSERT INTO disbursement_runs (period, pay_date, entitlements, requested_by)
-    SELECT $1, $2, count(*), $3
-    FROM pension_entitlements e JOIN persons p ON p.id = e.person_id WHERE {_DUE}
+    VALUES ($1, $2, $3, $4)
     ON CONFLICT (period) DO NOTHING
     RETURNING id"""
 
@@ -39,7 +41,8 @@ _RUN_COLUMNS = """r.id, r.period, r.pay_date, r.state, r.entitlements, r.process
 
 async def start_run(db: Db, period: date, pay_on: date, actor: str) -> tuple[uuid.UUID, bool]:
     """The run of this period: created now (True) or the one already there (False)."""
-    created: uuid.UUID | None = await db.fetchval(START_RUN_SQL, period, pay_on, actor)
+    due: int = await db.fetchval(DUE_COUNT_SQL, period)
+    created: uuid.UUID | None = await db.fetchval(START_RUN_SQL, period, pay_on, due, actor)
     if created is not None:
         return created, True
     existing: uuid.UUID = await db.fetchval("SELECT id FROM disbursement_runs WHERE period = $1", period)
