@@ -43,43 +43,52 @@ BEGIN
 END
 $$;
 
--- The single-column keys go first: the primary keys they depend on are replaced.
-ALTER TABLE overpayments
-    DROP CONSTRAINT overpayments_payment_id_fkey,
-    DROP CONSTRAINT overpayments_death_record_id_fkey,
-    DROP CONSTRAINT overpayments_payment_id_key;
-ALTER TABLE pension_payments
-    DROP CONSTRAINT pension_payments_run_id_fkey,
-    DROP CONSTRAINT pension_payments_back_paid_by_fkey,
-    DROP CONSTRAINT pension_payments_repaid_by_fkey;
+-- The keys, in one block. On a cluster whose reference tables are placed, these tables are Citus local
+-- tables, and Citus sends an ALTER TABLE to their shard as the text it was given: a migration file run
+-- as one multi-statement query would reach the shard whole and be refused. In a block each statement
+-- is its own text. One constraint is added per statement: Citus refuses an ADD CONSTRAINT beside other
+-- subcommands.
+DO $$
+BEGIN
+    -- The single-column keys go first: the primary keys they depend on are replaced.
+    ALTER TABLE overpayments
+        DROP CONSTRAINT overpayments_payment_id_fkey,
+        DROP CONSTRAINT overpayments_death_record_id_fkey,
+        DROP CONSTRAINT overpayments_payment_id_key;
+    ALTER TABLE pension_payments
+        DROP CONSTRAINT pension_payments_run_id_fkey,
+        DROP CONSTRAINT pension_payments_back_paid_by_fkey,
+        DROP CONSTRAINT pension_payments_repaid_by_fkey;
 
-ALTER TABLE pension_payments DROP CONSTRAINT pension_payments_pkey, ADD PRIMARY KEY (person_id, id);
--- The bank's answers name a payment by its id alone (the reference in the payment order it was sent
--- in): found on every shard by this index, the primary key leading with person_id.
-CREATE INDEX pension_payments_id_idx ON pension_payments (id);
-ALTER TABLE death_records DROP CONSTRAINT death_records_pkey, ADD PRIMARY KEY (person_id, id);
-ALTER TABLE overpayments DROP CONSTRAINT overpayments_pkey, ADD PRIMARY KEY (person_id, id);
+    ALTER TABLE pension_payments DROP CONSTRAINT pension_payments_pkey;
+    ALTER TABLE pension_payments ADD PRIMARY KEY (person_id, id);
+    -- The bank's answers name a payment by its id alone (the reference in the payment order it was sent
+    -- in): found on every shard by this index, the primary key leading with person_id.
+    CREATE INDEX pension_payments_id_idx ON pension_payments (id);
+    ALTER TABLE death_records DROP CONSTRAINT death_records_pkey;
+    ALTER TABLE death_records ADD PRIMARY KEY (person_id, id);
+    ALTER TABLE overpayments DROP CONSTRAINT overpayments_pkey;
+    ALTER TABLE overpayments ADD PRIMARY KEY (person_id, id);
 
--- The repay mark stays checked at commit (0020): Citus runs the parts of the statement that writes a
--- re-payment and marks what it pays one after another.
-ALTER TABLE pension_payments
-    ADD CONSTRAINT pension_payments_back_paid_by_fkey
-        FOREIGN KEY (person_id, back_paid_by) REFERENCES pension_payments (person_id, id),
-    ADD CONSTRAINT pension_payments_repaid_by_fkey
+    ALTER TABLE pension_payments ADD CONSTRAINT pension_payments_back_paid_by_fkey
+        FOREIGN KEY (person_id, back_paid_by) REFERENCES pension_payments (person_id, id);
+    -- The repay mark stays checked at commit (0020): Citus runs the parts of the statement that writes a
+    -- re-payment and marks what it pays one after another.
+    ALTER TABLE pension_payments ADD CONSTRAINT pension_payments_repaid_by_fkey
         FOREIGN KEY (person_id, repaid_by) REFERENCES pension_payments (person_id, id) DEFERRABLE INITIALLY DEFERRED;
 
--- One overpayment per payment, as before: a payment is one person's.
-ALTER TABLE overpayments
-    ADD CONSTRAINT overpayments_payment_key UNIQUE (person_id, payment_id),
-    ADD CONSTRAINT overpayments_payment_id_fkey
-        FOREIGN KEY (person_id, payment_id) REFERENCES pension_payments (person_id, id),
-    ADD CONSTRAINT overpayments_death_record_id_fkey
+    -- One overpayment per payment, as before: a payment is one person's.
+    ALTER TABLE overpayments ADD CONSTRAINT overpayments_payment_key UNIQUE (person_id, payment_id);
+    ALTER TABLE overpayments ADD CONSTRAINT overpayments_payment_id_fkey
+        FOREIGN KEY (person_id, payment_id) REFERENCES pension_payments (person_id, id);
+    ALTER TABLE overpayments ADD CONSTRAINT overpayments_death_record_id_fkey
         FOREIGN KEY (person_id, death_record_id) REFERENCES death_records (person_id, id);
--- A death record's claims: recomputed, cancelled and settled by (person, record).
-DROP INDEX overpayments_person_idx;
-CREATE INDEX overpayments_death_idx ON overpayments (person_id, death_record_id);
+    -- A death record's claims: recomputed, cancelled and settled by (person, record).
+    DROP INDEX overpayments_person_idx;
+    CREATE INDEX overpayments_death_idx ON overpayments (person_id, death_record_id);
 
--- A recovery case's death record, now that both are keyed by person (0017 left it without a key).
-ALTER TABLE recovery_cases
-    ADD CONSTRAINT recovery_cases_death_record_id_fkey
+    -- A recovery case's death record, now that both are keyed by person (0017 left it without a key).
+    ALTER TABLE recovery_cases ADD CONSTRAINT recovery_cases_death_record_id_fkey
         FOREIGN KEY (person_id, death_record_id) REFERENCES death_records (person_id, id);
+END
+$$;
