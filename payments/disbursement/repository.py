@@ -420,9 +420,11 @@ async def release(uow: UnitOfWork, run_id: uuid.UUID, actor: str) -> None:
 async def reconcile(uow: UnitOfWork, run_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
     """Released runs the bank has now answered for whole (no paid record still pending) become
     reconciled; those, with their counts for the audit log. The counts are read first and the runs
-    written after (Citus joins no coordinator table with a distributed one), under the bank answers'
-    lock, so no answer lands in between; a released run gets no new pending payment."""
-    await lock_bank_answers(uow)
+    written after (Citus joins no coordinator table with a distributed one). No answer lands in between:
+    an import of answers calls this under the bank answers' lock, and a release before any answer for
+    the run can be taken (its file is not released until this commits). A released run gets no new
+    pending payment. Not the lock here: a release holds its run's row, which an import's reconciliation
+    writes."""
     counts = {
         row["run_id"]: row
         for row in await uow.fetch(
