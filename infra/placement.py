@@ -88,6 +88,9 @@ _COORDINATOR = (
     "audit_log",
     "audit_chain",
     "audit_checkpoints",
+    # A run's row is written by every batch (progress, problems) in the batch's transaction: kept here,
+    # not copied to every node; pension_payments.run_id has no foreign key to it (the run code keeps
+    # it), and the payments' statements take a run's facts as parameters instead of joining it.
     "disbursement_runs",
     "silent_passes",
     "person_imports",

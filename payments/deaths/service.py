@@ -86,14 +86,14 @@ class DeathRecords:
             }
             if standing is not None:
                 record_id: uuid.UUID = standing["id"]
-                await repo.change_date(uow, record_id, report.date_of_death, source)
+                await repo.change_date(uow, person_id, record_id, report.date_of_death, source)
                 details["previous_date_of_death"] = standing["date_of_death"].isoformat()
                 outcome = "updated"
             else:
                 record_id = await self._stop(uow, person_id, report.date_of_death, source)
                 outcome = "recorded"
             await repo.set_vital_status(uow, person_id, report.date_of_death)
-            owed = await repo.recompute_overpayments(uow, record_id)
+            owed = await repo.recompute_overpayments(uow, person_id, record_id)
             await recovery.sync_case(uow, person_id, record_id, actor)
             details |= {
                 "death_record_id": str(record_id),
@@ -128,7 +128,7 @@ class DeathRecords:
                 raise Conflict("not_deceased")
             record_id: uuid.UUID = record["id"]
             died: date = record["date_of_death"]
-            await repo.reverse_record(uow, record_id, principal.actor, reason)
+            await repo.reverse_record(uow, person_id, record_id, principal.actor, reason)
             await repo.set_vital_status(uow, person_id, None)
             card = await cards.card_of_person(uow, person_id, lock=True)
             card_status = card["status"] if card else None
@@ -138,7 +138,7 @@ class DeathRecords:
             entitlement_status = await repo.set_entitlement_status(uow, person_id, "active")
             # The case first, while it still sees what was owed (for its audit entry).
             case = await recovery.cancel_case(uow, person_id, record_id, principal.actor, reason)
-            cancelled = await repo.cancel_overpayments(uow, record_id)
+            cancelled = await repo.cancel_overpayments(uow, person_id, record_id)
             months = await repo.restore_withheld_months(uow, person_id, died)
             restored = [m.isoformat() for m in months]
             await publish_event(

@@ -25,10 +25,12 @@ async def lock_payment_records(uow: UnitOfWork, *, shared: bool) -> None:
     await uow.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}($1)", PAYMENT_RECORDS_LOCK)
 
 
-START_RUN_SQL = f"""
+# The run is the coordinator's and the entitlements are on the shards: counted first, then written
+# (Citus inserts into a coordinator table from no distributed SELECT in the same statement).
+DUE_COUNT_SQL = f"SELECT count(*) FROM pension_entitlements e JOIN persons p ON p.id = e.person_id WHERE {_DUE}"
+START_RUN_SQL = """
     INSERT INTO disbursement_runs (period, pay_date, entitlements, requested_by)
-    SELECT $1, $2, count(*), $3
-    FROM pension_entitlements e JOIN persons p ON p.id = e.person_id WHERE {_DUE}
+    VALUES ($1, $2, $3, $4)
     ON CONFLICT (period) DO NOTHING
     RETURNING id"""
 
@@ -39,7 +41,8 @@ _RUN_COLUMNS = """r.id, r.period, r.pay_date, r.state, r.entitlements, r.process
 
 async def start_run(db: Db, period: date, pay_on: date, actor: str) -> tuple[uuid.UUID, bool]:
     """The run of this period: created now (True) or the one already there (False)."""
-    created: uuid.UUID | None = await db.fetchval(START_RUN_SQL, period, pay_on, actor)
+    due: int = await db.fetchval(DUE_COUNT_SQL, period)
+    created: uuid.UUID | None = await db.fetchval(START_RUN_SQL, period, pay_on, due, actor)
     if created is not None:
         return created, True
     existing: uuid.UUID = await db.fetchval("SELECT id FROM disbursement_runs WHERE period = $1", period)
@@ -138,25 +141,30 @@ async def recent_runs(db: Db, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(f"SELECT {_RUN_COLUMNS} FROM disbursement_runs r ORDER BY r.period DESC LIMIT $1", limit)
 
 
-async def run_view(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"""SELECT {_RUN_COLUMNS},
-                   count(p.id) FILTER (WHERE p.kind = 'monthly' AND p.status = 'paid') AS paid_count,
-                   coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'monthly' AND p.status = 'paid'), 0)::bigint AS paid_fen,
-                   count(p.id) FILTER (WHERE p.status = 'withheld') AS withheld_count,
-                   coalesce(sum(p.amount_fen) FILTER (WHERE p.status = 'withheld'), 0)::bigint AS withheld_fen,
-                   count(p.id) FILTER (WHERE p.kind = 'back_pay') AS back_pay_count,
-                   coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'back_pay'), 0)::bigint AS back_pay_fen,
-                   count(p.id) FILTER (WHERE p.kind = 'repay') AS repay_count,
-                   coalesce(sum(p.amount_fen) FILTER (WHERE p.kind = 'repay'), 0)::bigint AS repay_fen,
-                   count(p.id) FILTER (WHERE p.bank_status = 'pending') AS unanswered_count,
-                   count(p.id) FILTER (WHERE p.bank_status = 'returned') AS returned_count,
-                   coalesce(sum(p.amount_fen) FILTER (WHERE p.bank_status = 'returned'), 0)::bigint AS returned_fen
-            FROM disbursement_runs r LEFT JOIN pension_payments p ON p.run_id = r.id
-            WHERE r.id = $1
-            GROUP BY r.id""",
-        run_id,
-    )
+_TOTALS_SQL = """
+    SELECT count(*) FILTER (WHERE kind = 'monthly' AND status = 'paid') AS paid_count,
+           coalesce(sum(amount_fen) FILTER (WHERE kind = 'monthly' AND status = 'paid'), 0)::bigint AS paid_fen,
+           count(*) FILTER (WHERE status = 'withheld') AS withheld_count,
+           coalesce(sum(amount_fen) FILTER (WHERE status = 'withheld'), 0)::bigint AS withheld_fen,
+           count(*) FILTER (WHERE kind = 'back_pay') AS back_pay_count,
+           coalesce(sum(amount_fen) FILTER (WHERE kind = 'back_pay'), 0)::bigint AS back_pay_fen,
+           count(*) FILTER (WHERE kind = 'repay') AS repay_count,
+           coalesce(sum(amount_fen) FILTER (WHERE kind = 'repay'), 0)::bigint AS repay_fen,
+           count(*) FILTER (WHERE bank_status = 'pending') AS unanswered_count,
+           count(*) FILTER (WHERE bank_status = 'returned') AS returned_count,
+           coalesce(sum(amount_fen) FILTER (WHERE bank_status = 'returned'), 0)::bigint AS returned_fen
+    FROM pension_payments WHERE run_id = $1"""
+
+
+async def run_view(db: Db, run_id: uuid.UUID) -> dict[str, Any] | None:
+    """The run with the totals of its payments. Two statements: the run is the coordinator's and its
+    payments are spread over the shards, and Citus joins no coordinator table with a distributed one."""
+    run = await db.fetchrow(f"SELECT {_RUN_COLUMNS} FROM disbursement_runs r WHERE r.id = $1", run_id)
+    if run is None:
+        return None
+    totals = await db.fetchrow(_TOTALS_SQL, run_id)
+    assert totals is not None  # an aggregate always gives one row
+    return {**dict(run), **dict(totals)}
 
 
 async def withheld_by_reason(db: Db, run_id: uuid.UUID) -> list[asyncpg.Record]:
@@ -191,19 +199,40 @@ def order_rows(conn: Any, run_id: uuid.UUID) -> Any:
     )
 
 
-async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
-    """The payments answered, locked, with the state of the run that sent them (its file released or not)."""
+# Imports of the bank's answers take turns: each reads the payments' states, judges every line, then
+# writes. An advisory lock rather than the rows' locks: the answers name payments of many persons, and
+# Citus takes `FOR UPDATE` only within one shard. The bank's answers are written nowhere else.
+BANK_ANSWERS_LOCK = 0x62_61_6E_6B  # "bank"
+
+
+async def lock_bank_answers(uow: UnitOfWork) -> None:
+    await uow.execute("SELECT pg_advisory_xact_lock($1)", BANK_ANSWERS_LOCK)
+
+
+async def bank_states(uow: UnitOfWork, references: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The payments answered, with the state of the run that sent them (its file released or not).
+    The bank's reference is the payment's id alone: read on every shard (pension_payments_id_idx)."""
+    await lock_bank_answers(uow)
     rows = await uow.fetch(
-        """SELECT p.id, p.bank_status, p.run_id, r.state AS run_state
-           FROM pension_payments p JOIN disbursement_runs r ON r.id = p.run_id
-           WHERE p.id = ANY ($1::uuid[]) AND p.status = 'paid' ORDER BY p.id FOR UPDATE OF p""",
+        """SELECT p.person_id, p.id, p.bank_status, p.run_id FROM pension_payments p
+           WHERE p.id = ANY ($1::uuid[]) AND p.status = 'paid'""",
         references,
     )
-    return {row["id"]: row for row in rows}
+    runs = {
+        row["id"]: row["state"]
+        for row in await uow.fetch(
+            "SELECT id, state FROM disbursement_runs WHERE id = ANY ($1::uuid[])", list({r["run_id"] for r in rows})
+        )
+    }
+    return {row["id"]: {**dict(row), "run_state": runs[row["run_id"]]} for row in rows}
 
 
 async def record_bank_answers(
-    uow: UnitOfWork, ids: list[uuid.UUID], results: list[str], reasons: list[str | None]
+    uow: UnitOfWork,
+    person_ids: list[uuid.UUID],
+    ids: list[uuid.UUID],
+    results: list[str],
+    reasons: list[str | None],
 ) -> None:
     """The bank's answers; a returned payment never reached the person, so nothing of it is to recover.
     Shared with batches, exclusive for a death's overpayment sweep: a sweep that read a payment as sent
@@ -213,16 +242,19 @@ async def record_bank_answers(
         """UPDATE pension_payments p
            SET bank_status = CASE WHEN a.result = 'paid' THEN 'confirmed' ELSE 'returned' END,
                bank_return_reason = a.reason, bank_updated_at = now()
-           FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a (id, result, reason)
-           WHERE p.id = a.id""",
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS a (person_id, id, result, reason)
+           WHERE p.person_id = a.person_id AND p.id = a.id""",
+        person_ids,
         ids,
         results,
         reasons,
     )
     await uow.execute(
-        """UPDATE overpayments SET status = 'cancelled', updated_at = now()
-           WHERE status = 'to_recover' AND payment_id IN (
-               SELECT a.id FROM unnest($1::uuid[], $2::text[]) AS a (id, result) WHERE a.result = 'returned')""",
+        """UPDATE overpayments o SET status = 'cancelled', updated_at = now()
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS a (person_id, id, result)
+           WHERE o.person_id = a.person_id AND o.payment_id = a.id AND a.result = 'returned'
+             AND o.status = 'to_recover'""",
+        person_ids,
         ids,
         results,
     )
@@ -231,7 +263,8 @@ async def record_bank_answers(
 _PAYMENT_COLUMNS = """p.id, p.period, p.kind, p.status, p.withheld_reason, p.amount_fen, p.covers,
                       p.bank_account_masked, p.bank_status, p.bank_return_reason, p.repaid_by, p.created_at,
                       coalesce(o.amount_fen, 0) AS to_recover_fen"""
-_RECOVERY = "LEFT JOIN overpayments o ON o.payment_id = p.id AND o.status = 'to_recover'"
+_RECOVERY = """LEFT JOIN overpayments o ON o.person_id = p.person_id AND o.payment_id = p.id
+                                      AND o.status = 'to_recover'"""
 
 
 async def payments_page(
@@ -282,9 +315,14 @@ async def returned_payments(db: Db, after: uuid.UUID | None, limit: int) -> list
 
 
 # -- returned payments paid again ------------------------------------------------------------------
+# Completions of runs take turns at paying returned payments again: one reads what is owed and decides,
+# then marks and pays; a run of another month completing at the same time waits, then finds them paid
+# again. An advisory lock rather than the payments' row locks: they are many persons', and Citus takes
+# `FOR UPDATE` only within one shard. REPAY_SQL marks only payments not marked yet besides.
+REPAY_LOCK = 0x72_65_70_61  # "repa"
+
 # The returned payments, not paid again yet, of the persons this run pays (their monthly record is
-# paid: alive, certified, the pension active, as back-pay asks), beside the account on file; locked, so
-# a run of another month completing at the same time waits and then finds them paid again.
+# paid: alive, certified, the pension active, as back-pay asks), beside the account on file.
 RETURNED_OF_PAID_SQL = """
     SELECT r.id, r.person_id, r.bank_account_enc AS sent_enc, r.bank_updated_at AS returned_at,
            e.bank_account_enc AS on_file_enc, e.bank_account_masked AS on_file_masked,
@@ -294,11 +332,11 @@ RETURNED_OF_PAID_SQL = """
                            AND m.run_id = $1 AND m.status = 'paid'
     JOIN pension_entitlements e ON e.person_id = r.person_id
     WHERE r.bank_status = 'returned' AND r.repaid_by IS NULL
-    ORDER BY r.person_id, r.id
-    FOR UPDATE OF r"""
+    ORDER BY r.person_id, r.id"""
 
 
 async def returned_of_paid(uow: UnitOfWork, run: asyncpg.Record) -> list[asyncpg.Record]:
+    await uow.execute("SELECT pg_advisory_xact_lock($1)", REPAY_LOCK)
     return await uow.fetch(RETURNED_OF_PAID_SQL, run["id"], run["period"])
 
 
@@ -379,20 +417,40 @@ async def release(uow: UnitOfWork, run_id: uuid.UUID, actor: str) -> None:
     )
 
 
-async def reconcile(uow: UnitOfWork, run_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+async def reconcile(uow: UnitOfWork, run_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
     """Released runs the bank has now answered for whole (no paid record still pending) become
-    reconciled; those, with their counts for the audit log."""
-    return await uow.fetch(
-        """UPDATE disbursement_runs r SET state = 'reconciled', reconciled_at = now()
-           WHERE r.id = ANY ($1::uuid[]) AND r.state = 'released'
-             AND NOT EXISTS (SELECT 1 FROM pension_payments p WHERE p.run_id = r.id AND p.bank_status = 'pending')
-           RETURNING r.id, r.period,
-                     (SELECT count(*) FROM pension_payments p
-                      WHERE p.run_id = r.id AND p.bank_status = 'confirmed') AS confirmed,
-                     (SELECT count(*) FROM pension_payments p
-                      WHERE p.run_id = r.id AND p.bank_status = 'returned') AS returned""",
-        run_ids,
+    reconciled; those, with their counts for the audit log. The counts are read first and the runs
+    written after (Citus joins no coordinator table with a distributed one). No answer lands in between:
+    an import of answers calls this under the bank answers' lock, and a release before any answer for
+    the run can be taken (its file is not released until this commits). A released run gets no new
+    pending payment. Not the lock here: a release holds its run's row, which an import's reconciliation
+    writes."""
+    counts = {
+        row["run_id"]: row
+        for row in await uow.fetch(
+            """SELECT run_id, count(*) FILTER (WHERE bank_status = 'pending') AS pending,
+                      count(*) FILTER (WHERE bank_status = 'confirmed') AS confirmed,
+                      count(*) FILTER (WHERE bank_status = 'returned') AS returned
+               FROM pension_payments WHERE run_id = ANY ($1::uuid[]) GROUP BY run_id""",
+            run_ids,
+        )
+    }
+    answered = [run_id for run_id in run_ids if run_id not in counts or counts[run_id]["pending"] == 0]
+    done = await uow.fetch(
+        """UPDATE disbursement_runs SET state = 'reconciled', reconciled_at = now()
+           WHERE id = ANY ($1::uuid[]) AND state = 'released'
+           RETURNING id, period""",
+        answered,
     )
+    return [
+        {
+            "id": row["id"],
+            "period": row["period"],
+            "confirmed": counts[row["id"]]["confirmed"] if row["id"] in counts else 0,
+            "returned": counts[row["id"]]["returned"] if row["id"] in counts else 0,
+        }
+        for row in done
+    ]
 
 
 # -- bank accounts ----------------------------------------------------------------------------------

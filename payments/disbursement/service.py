@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import asyncpg
 
@@ -80,7 +81,7 @@ class DisbursementService:
             await audit.record(uow, actor, "disbursement.started", f"disbursement:{run_id}", {"period": str(period)})
         return run_id
 
-    async def request(self, period: date, actor: str) -> asyncpg.Record:
+    async def request(self, period: date, actor: str) -> dict[str, Any]:
         """Start (or find) the period's run and queue it for a worker; the API's entry point."""
         async with unit_of_work(self._pool) as uow:
             run_id = await self._start(uow, period, actor)
@@ -89,7 +90,7 @@ class DisbursementService:
 
     async def run(
         self, period: date, actor: str, on_batch: Callable[[int], Awaitable[None]] | None = None
-    ) -> asyncpg.Record:
+    ) -> dict[str, Any]:
         """Start (or find) the period's run and carry it to completion here; the CLI's entry point."""
         async with unit_of_work(self._pool) as uow:
             run_id = await self._start(uow, period, actor)
@@ -164,7 +165,7 @@ class DisbursementService:
         )
         log.info("disbursement run completed", extra={"run_id": str(run_id), **summary})
 
-    async def view(self, run_id: uuid.UUID) -> asyncpg.Record:
+    async def view(self, run_id: uuid.UUID) -> dict[str, Any]:
         row = await repo.run_view(self._pool, run_id)
         if row is None:
             raise NotFound("disbursement_not_found")
@@ -181,7 +182,7 @@ class DisbursementService:
         return await repo.run_of_period(self._pool, period)
 
     # -- maker-checker -------------------------------------------------------------------------------
-    async def approve(self, run_id: uuid.UUID, actor: str, named: dict[str, str] | None = None) -> asyncpg.Record:
+    async def approve(self, run_id: uuid.UUID, actor: str, named: dict[str, str] | None = None) -> dict[str, Any]:
         """A second administrator's approval of a completed run (approval.approve says who may); the
         totals approved are kept in the audit log. Approving again changes nothing."""
         async with unit_of_work(self._pool) as uow:
@@ -191,7 +192,7 @@ class DisbursementService:
                 await self._signed(uow, run_id, actor, "disbursement.approved", named)
         return await self.view(run_id)
 
-    async def release(self, run_id: uuid.UUID, actor: str, named: dict[str, str] | None = None) -> asyncpg.Record:
+    async def release(self, run_id: uuid.UUID, actor: str, named: dict[str, str] | None = None) -> dict[str, Any]:
         """Release an approved run's payment order to the bank (approval.release says who may): its
         file can be read from now on, and each person is told of their payment. Releasing again
         changes nothing. A run with nothing for the bank to answer is reconciled at once."""
@@ -284,7 +285,11 @@ class DisbursementService:
             if errors:
                 return ReturnReport(errors=errors)  # leaving the block commits nothing: no change was made
             await repo.record_bank_answers(
-                uow, [c.reference for c in changes], [c.result for c in changes], [c.reason for c in changes]
+                uow,
+                [states[c.reference]["person_id"] for c in changes],
+                [c.reference for c in changes],
+                [c.result for c in changes],
+                [c.reason for c in changes],
             )
             reconciled = await self._reconcile(uow, sorted({row["run_id"] for row in states.values()}))
             report = ReturnReport(

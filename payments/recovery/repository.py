@@ -25,7 +25,7 @@ _CASE = f"""c.id, c.person_id, c.death_record_id, c.state, c.recovered_fen, c.wr
                       AND r.answered_at IS NULL AND r.cancelled_at IS NULL) AS recall_waiting"""
 _SHOWN = f"""{_CASE}, p.name, p.national_id_masked, d.date_of_death"""
 _JOINS = """JOIN persons p ON p.id = c.person_id
-            LEFT JOIN death_records d ON d.id = c.death_record_id"""
+            LEFT JOIN death_records d ON d.person_id = c.person_id AND d.id = c.death_record_id"""
 
 
 async def owed_for(uow: UnitOfWork, person_id: uuid.UUID, death_record_id: uuid.UUID) -> int:
@@ -49,16 +49,26 @@ async def open_case(uow: UnitOfWork, person_id: uuid.UUID, death_record_id: uuid
     return created
 
 
+async def _locked(uow: UnitOfWork, condition: str, *args: object) -> asyncpg.Record | None:
+    """The case on `condition` (its person named), locked. The row is locked alone, then read: Citus
+    routes no `FOR UPDATE` over a query with the case's subqueries, even on one shard."""
+    if await uow.fetchval(f"SELECT c.id FROM recovery_cases c WHERE {condition} FOR UPDATE", *args) is None:
+        return None
+    return await uow.fetchrow(f"SELECT {_CASE} FROM recovery_cases c WHERE {condition}", *args)
+
+
 async def case_of_death(uow: UnitOfWork, person_id: uuid.UUID, death_record_id: uuid.UUID) -> asyncpg.Record | None:
-    return await uow.fetchrow(
-        f"SELECT {_CASE} FROM recovery_cases c WHERE c.person_id = $1 AND c.death_record_id = $2 FOR UPDATE OF c",
-        person_id,
-        death_record_id,
-    )
+    return await _locked(uow, "c.person_id = $1 AND c.death_record_id = $2", person_id, death_record_id)
 
 
-async def lock_case(uow: UnitOfWork, case_id: uuid.UUID) -> asyncpg.Record | None:
-    return await uow.fetchrow(f"SELECT {_CASE} FROM recovery_cases c WHERE c.id = $1 FOR UPDATE OF c", case_id)
+async def lock_case(uow: UnitOfWork, case_id: uuid.UUID, person_id: uuid.UUID | None = None) -> asyncpg.Record | None:
+    """The case, locked. An operator names a case by its id alone: its person is read first (on every
+    shard, recovery_cases_id_idx), as Citus takes `FOR UPDATE` only within one shard."""
+    if person_id is None:
+        person_id = await uow.fetchval("SELECT person_id FROM recovery_cases WHERE id = $1", case_id)
+        if person_id is None:
+            return None
+    return await _locked(uow, "c.person_id = $1 AND c.id = $2", person_id, case_id)
 
 
 async def case_view(db: Db, case_id: uuid.UUID) -> asyncpg.Record | None:
@@ -123,20 +133,29 @@ async def approve_write_off(uow: UnitOfWork, person_id: uuid.UUID, case_id: uuid
 
 # -- recalls ----------------------------------------------------------------------------------------
 async def recallable_cases(uow: UnitOfWork) -> list[asyncpg.Record]:
-    """Open cases no recall waits for, locked, each with the account its latest overpayment went to."""
+    """Open cases no recall waits for, locked, each with the account its latest overpayment went to.
+    The cases are many persons': they are locked by an UPDATE that changes nothing (Citus takes
+    `SELECT … FOR UPDATE` only within one shard, an UPDATE on every shard), then read."""
+    locked = await uow.fetch(
+        """UPDATE recovery_cases c SET state = c.state
+           WHERE c.state IN ('opened', 'recovered_partly')
+             AND NOT EXISTS (SELECT 1 FROM recovery_recalls r
+                             WHERE r.person_id = c.person_id AND r.case_id = c.id
+                               AND r.answered_at IS NULL AND r.cancelled_at IS NULL)
+           RETURNING c.person_id, c.id"""
+    )
     return await uow.fetch(
         f"""SELECT {_CASE},
-                   (SELECT pp.bank_account_enc FROM overpayments o JOIN pension_payments pp ON pp.id = o.payment_id
+                   (SELECT pp.bank_account_enc FROM overpayments o
+                    JOIN pension_payments pp ON pp.person_id = o.person_id AND pp.id = o.payment_id
                     WHERE o.person_id = c.person_id AND o.death_record_id = c.death_record_id
                       AND o.status <> 'cancelled'
                     ORDER BY pp.period DESC, pp.kind LIMIT 1) AS bank_account_enc
-            FROM recovery_cases c
-            WHERE c.state IN ('opened', 'recovered_partly')
-              AND NOT EXISTS (SELECT 1 FROM recovery_recalls r
-                              WHERE r.person_id = c.person_id AND r.case_id = c.id
-                                AND r.answered_at IS NULL AND r.cancelled_at IS NULL)
-            ORDER BY c.id
-            FOR UPDATE OF c"""
+            FROM recovery_cases c JOIN unnest($1::uuid[], $2::uuid[]) AS k (person_id, id)
+                 ON c.person_id = k.person_id AND c.id = k.id
+            ORDER BY c.id""",
+        [row["person_id"] for row in locked],
+        [row["id"] for row in locked],
     )
 
 
@@ -187,9 +206,15 @@ async def waiting_totals(db: Db) -> asyncpg.Record:
 
 
 async def lock_recall(uow: UnitOfWork, recall_id: uuid.UUID) -> asyncpg.Record | None:
+    """The recall, locked. The bank's answer names it by its id alone: its person is read first (on
+    every shard, recovery_recalls_id_idx), as Citus takes `FOR UPDATE` only within one shard."""
+    person_id = await uow.fetchval("SELECT person_id FROM recovery_recalls WHERE id = $1", recall_id)
+    if person_id is None:
+        return None
     return await uow.fetchrow(
         """SELECT person_id, id, case_id, amount_fen, recovered_fen, answered_at, cancelled_at
-           FROM recovery_recalls WHERE id = $1 FOR UPDATE""",
+           FROM recovery_recalls WHERE person_id = $1 AND id = $2 FOR UPDATE""",
+        person_id,
         recall_id,
     )
 

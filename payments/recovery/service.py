@@ -198,7 +198,7 @@ class RecoveryService:
                 raise Conflict("recall_withdrawn")
             if answer.recovered_fen > recall["amount_fen"]:
                 raise Conflict("recovery_exceeds_recall", asked=yuan(recall["amount_fen"]))
-            case = await repo.lock_case(uow, recall["case_id"])
+            case = await repo.lock_case(uow, recall["case_id"], recall["person_id"])
             assert case is not None  # a recall is made for a case, and cases are never deleted
             money = rules.after_recovery(_money(case), answer.recovered_fen)
             await repo.answer_recall(uow, recall["person_id"], recall["id"], answer.recovered_fen, answer.reason)

@@ -130,11 +130,14 @@ AFTER_DEATH_SQL = """
 # Each person's latest payment in the last `$1` months of runs, against their latest evidence of life
 # up to its pay date (a passed face check, a certification in person, any evidence-of-life event:
 # feeds and QR charges): stale when older than `$1` months, or none at all. The evidence adds up the
-# payments made after the evidence went stale.
+# payments made after the evidence went stale. The runs (`$2`…`$4`: id, period, pay date) are passed in,
+# read beforehand by `find_no_life_evidence`: they are the coordinator's, and Citus joins no
+# coordinator table with a distributed one.
 NO_LIFE_EVIDENCE_SQL = """
     WITH paid AS (
         SELECT DISTINCT ON (p.person_id) p.person_id, r.pay_date
-        FROM pension_payments p JOIN disbursement_runs r ON r.id = p.run_id
+        FROM pension_payments p JOIN unnest($2::uuid[], $3::date[], $4::date[]) AS r (id, period, pay_date)
+             ON r.id = p.run_id
         WHERE p.status = 'paid' AND p.bank_status <> 'returned'
           AND r.period >= date_trunc('month', now() - make_interval(months => $1))
         ORDER BY p.person_id, r.pay_date DESC
@@ -159,7 +162,7 @@ NO_LIFE_EVIDENCE_SQL = """
                min(p.period) AS first_period, max(p.period) AS last_period
         FROM stale s
         JOIN pension_payments p ON p.person_id = s.person_id AND p.status = 'paid' AND p.bank_status <> 'returned'
-        JOIN disbursement_runs r ON r.id = p.run_id
+        JOIN unnest($2::uuid[], $3::date[], $4::date[]) AS r (id, period, pay_date) ON r.id = p.run_id
         WHERE s.on_day IS NULL OR r.pay_date > s.on_day + make_interval(months => $1)
         GROUP BY s.person_id
     )
@@ -186,6 +189,18 @@ async def start_scan(uow: UnitOfWork) -> tuple[datetime | None, datetime]:
 async def find(uow: UnitOfWork, sql: str, *args: object) -> int:
     status = await uow.execute(sql, *args)
     return int(status.split()[-1])
+
+
+async def find_no_life_evidence(uow: UnitOfWork, months: int) -> int:
+    runs = await uow.fetch("SELECT id, period, pay_date FROM disbursement_runs")
+    return await find(
+        uow,
+        NO_LIFE_EVIDENCE_SQL,
+        months,
+        [r["id"] for r in runs],
+        [r["period"] for r in runs],
+        [r["pay_date"] for r in runs],
+    )
 
 
 # A closed alert whose finding now names something its closing did not see: open again.

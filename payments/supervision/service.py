@@ -61,7 +61,7 @@ class SupervisionService:
                     uow, repo.SHARED_DEVICE_SQL, t.device_window_days, t.device_min_persons
                 ),
                 rules.AFTER_DEATH: await repo.find(uow, repo.AFTER_DEATH_SQL),
-                rules.NO_LIFE_EVIDENCE: await repo.find(uow, repo.NO_LIFE_EVIDENCE_SQL, t.evidence_max_age_months),
+                rules.NO_LIFE_EVIDENCE: await repo.find_no_life_evidence(uow, t.evidence_max_age_months),
             }
             reopened_rows, upserted = await repo.upsert(uow)
             raised = Counter(row["kind"] for row in upserted if row["raised"])

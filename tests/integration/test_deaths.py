@@ -485,7 +485,7 @@ async def test_recording_a_death_waits_for_payment_writers_who_do_not_wait_for_e
             assert await deaths_repository.lock_person(uow, b"no such person") is None
 
     async with unit_of_work(pool) as answers:
-        await disbursement_repository.record_bank_answers(answers, [], [], [])
+        await disbursement_repository.record_bank_answers(answers, [], [], [], [])
         async with unit_of_work(pool) as batch:  # a second shared holder gets in at once
             await asyncio.wait_for(disbursement_repository.lock_payment_records(batch, shared=True), 2)
         death = asyncio.create_task(record_death())

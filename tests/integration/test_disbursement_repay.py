@@ -318,3 +318,36 @@ async def test_the_console_run_page_signs_with_the_rule(
     r = await client.post(f"{page}/release", data={"csrf": csrf})
     assert r.status_code == 200
     assert (await services.disbursements.view(run["id"]))["state"] == "released"
+
+
+async def test_a_payment_names_only_payments_and_death_records_of_its_own_person(
+    services: Services, pool: asyncpg.Pool, importer: Any, tmp_path: Path
+) -> None:
+    """The keys between a person's payments, death records and overpayments hold person_id (issue 23,
+    migration 0024): a mark or a claim naming another person's row is refused, as on a cluster's shard."""
+    person_id, other_id = await _import(importer, pool, tmp_path, sample_person(), sample_person())
+    await _paid_and_released(services, NOV)
+    await _return(services, pool, person_id, NOV, "monthly")
+    mine = await pool.fetchval("SELECT id FROM pension_payments WHERE person_id = $1", person_id)
+    theirs = await pool.fetchval("SELECT id FROM pension_payments WHERE person_id = $1", other_id)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):  # checked at commit (0020), here the statement's
+        await pool.execute("UPDATE pension_payments SET repaid_by = $2 WHERE id = $1", mine, theirs)
+    died = await pool.fetchval(
+        "INSERT INTO death_records (person_id, date_of_death, source) VALUES ($1, $2, 'test') RETURNING id",
+        other_id,
+        date(2026, 10, 15),
+    )
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await pool.execute(
+            "INSERT INTO overpayments (payment_id, person_id, death_record_id, amount_fen) VALUES ($1, $2, $3, 1)",
+            mine,
+            other_id,
+            died,
+        )
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await pool.execute(
+            "INSERT INTO overpayments (payment_id, person_id, death_record_id, amount_fen) VALUES ($1, $2, $3, 1)",
+            mine,
+            person_id,
+            died,
+        )

@@ -11,7 +11,6 @@ import asyncpg
 from infra.placement import PLACEMENTS, read_schema, violations
 
 REWORK_LEFT = {
-    "death_records",
     "deliveries",
     "devices",
     "domain_events",
@@ -22,8 +21,6 @@ REWORK_LEFT = {
     "medical_charges",
     "medical_refunds",
     "notifications",
-    "overpayments",
-    "pension_payments",
 }
 
 

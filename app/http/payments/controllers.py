@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Any
 
@@ -130,7 +131,7 @@ class PaymentController(Controller):
         )
 
 
-def _run(row: asyncpg.Record) -> s.Disbursement:
+def _run(row: asyncpg.Record | Mapping[str, Any]) -> s.Disbursement:
     problem = (
         s.RunProblem(message=row["problem"], at=row["problem_at"], retrying=not row["gave_up"])
         if row["problem"] is not None
