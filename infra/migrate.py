@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +23,43 @@ _LOCK_KEY = 0x50C1A1CA  # one advisory lock for all migrators of this schema
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
     return sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def statements(sql: str) -> list[str]:
+    """A migration's statements, one by one. Citus passes a DDL command's text on to the shards of
+    a table it manages, and refuses a text holding several commands; so a migration that runs on a
+    cluster whose tables are placed already sends each statement on its own (all in one transaction).
+
+    Splits on semicolons outside quotes, quoted names, comments and dollar-quoted bodies."""
+    found: list[str] = []
+    start = i = 0
+    while i < len(sql):
+        if sql.startswith("--", i):
+            i = _after(sql, "\n", i + 2)
+        elif sql.startswith("/*", i):
+            i = _after(sql, "*/", i + 2)
+        elif sql[i] in "'\"":
+            i = _after(sql, sql[i], i + 1)  # a doubled quote inside is two quoted runs back to back
+        elif sql[i] == "$" and (tag := re.match(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$", sql[i:])):
+            i = _after(sql, tag.group(), i + len(tag.group()))
+        elif sql[i] == ";":
+            found.append(sql[start : i + 1])
+            start = i = i + 1
+        else:
+            i += 1
+    found.append(sql[start:])
+    return [s.strip() for s in found if _code(s)]
+
+
+def _after(sql: str, end: str, i: int) -> int:
+    at = sql.find(end, i)
+    return len(sql) if at < 0 else at + len(end)
+
+
+def _code(statement: str) -> bool:
+    """Whether anything but comments and blanks is left."""
+    text = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.S)
+    return bool(text.strip(" \t\r\n;"))
 
 
 async def migrate(url: str, app_role: str) -> list[str]:
@@ -45,7 +83,8 @@ async def migrate(url: str, app_role: str) -> list[str]:
                     raise RuntimeError(f"migration {path.name} was changed after it was applied")
                 continue
             async with conn.transaction():
-                await conn.execute(sql)
+                for statement in statements(sql):
+                    await conn.execute(statement)
                 await conn.execute(
                     "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", path.name, checksum
                 )

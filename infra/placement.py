@@ -182,7 +182,7 @@ SELECT c.conrelid::regclass::text AS table_name,
        c.conname::text AS name,
        ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i)
              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i) AS columns,
-       coalesce(c.confrelid::regclass::text, '') AS references,
+       CASE WHEN c.contype = 'f' THEN c.confrelid::regclass::text ELSE '' END AS references,
        ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i)
              JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) AS referenced
 FROM pg_constraint c

@@ -28,9 +28,13 @@ ALTER TABLE qr_tokens DROP CONSTRAINT qr_tokens_card_id_fkey, DROP CONSTRAINT qr
 ALTER TABLE card_recovery_approvals DROP CONSTRAINT card_recovery_approvals_card_id_fkey;
 ALTER TABLE medical_charges DROP CONSTRAINT medical_charges_card_id_fkey;
 
-ALTER TABLE cards DROP CONSTRAINT cards_pkey, ADD PRIMARY KEY (person_id, id);
-ALTER TABLE qr_tokens DROP CONSTRAINT qr_tokens_pkey, ADD PRIMARY KEY (person_id, id);
-ALTER TABLE card_recovery_approvals DROP CONSTRAINT card_recovery_approvals_pkey, ADD PRIMARY KEY (person_id, id);
+-- One subcommand a statement: on a placed cluster Citus takes no ADD beside another.
+ALTER TABLE cards DROP CONSTRAINT cards_pkey;
+ALTER TABLE cards ADD PRIMARY KEY (person_id, id);
+ALTER TABLE qr_tokens DROP CONSTRAINT qr_tokens_pkey;
+ALTER TABLE qr_tokens ADD PRIMARY KEY (person_id, id);
+ALTER TABLE card_recovery_approvals DROP CONSTRAINT card_recovery_approvals_pkey;
+ALTER TABLE card_recovery_approvals ADD PRIMARY KEY (person_id, id);
 
 ALTER TABLE qr_tokens
     ADD CONSTRAINT qr_tokens_card_id_fkey FOREIGN KEY (person_id, card_id) REFERENCES cards (person_id, id);
