@@ -88,6 +88,10 @@ _COORDINATOR = (
     "audit_log",
     "audit_chain",
     "audit_checkpoints",
+    # The ledger's system side: the fund and merchant accounts, and the settlements carried into them
+    # from the persons' clearing accounts; written by the one settlement job, read by reconciliation.
+    "ledger_system_accounts",
+    "ledger_settlements",
     "disbursement_runs",
     "silent_passes",
     "person_imports",
@@ -100,6 +104,8 @@ PLACEMENTS: tuple[Placement, ...] = (
     *(Placement(t, "reference") for t in _REFERENCE),
     Placement("persons", "distributed", column="id"),
     *(Placement(t, "distributed") for t in _DISTRIBUTED),
+    # A refund names its charge alone: this finds the charge's person.
+    Placement("medical_charge_persons", "distributed", column="charge_id", group="medical_charge_persons"),
     *(Placement(t, "coordinator") for t in _COORDINATOR),
 )
 
