@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from app.services import Services
-from infra.config import Settings
+from infra.config import APP_ROLE, Settings
 from payments.ledger import rules
 from tests.factories import (
     concurrent_client,
@@ -566,3 +566,53 @@ async def test_concurrent_refunds_never_exceed_the_charge(
     assert statuses == [201, 201, 201, 409, 409, 409], [a.text for a in answers]
     assert await pool.fetchval("SELECT refunded_fen FROM medical_charges") == 900
     assert await ledger_violations(pool) == []
+
+
+async def test_entries_and_settlements_are_append_only_for_the_application(
+    client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], services: Services, pool: asyncpg.Pool
+) -> None:
+    """No trigger guards them (Citus allows none on distributed tables): the application's role has no
+    right to change or remove an entry or a settlement; a correction is a new entry."""
+    r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 100)
+    assert r.status_code == 201, r.text
+    assert await services.medical.settle() == 2
+    assert await pool.fetchval("SELECT current_user") == APP_ROLE
+    for sql in (
+        "UPDATE ledger_transfers SET amount_fen = amount_fen + 1",
+        "DELETE FROM ledger_transfers",
+        "TRUNCATE ledger_transfers CASCADE",
+        "UPDATE ledger_settlements SET amount_fen = amount_fen + 1",
+        "DELETE FROM ledger_settlements",
+        "TRUNCATE ledger_settlements",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute(sql)
+    assert await ledger_violations(pool) == []
+    assert await services.medical.reconcile() == []
+
+
+async def test_reconciliation_names_a_balance_moved_without_its_entry_and_a_settlement_gone_astray(
+    client: Any,
+    funded: dict[str, Any],
+    terminal_headers: dict[str, str],
+    services: Services,
+    settings: Settings,
+    pool: asyncpg.Pool,
+) -> None:
+    r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 700)
+    assert r.status_code == 201, r.text
+    await services.medical.settle()
+    assert await services.medical.reconcile() == []
+    person_id = await person_id_of(pool, funded["person"].phone)
+    # What only the owner could do behind the application's back.
+    owner = await asyncpg.connect(settings.migration_database_url)
+    try:
+        await owner.execute(
+            "UPDATE ledger_accounts SET balance_fen = balance_fen + 5 WHERE person_id = $1 AND kind = 'medical'",
+            person_id,
+        )
+        await owner.execute("UPDATE ledger_system_accounts SET balance_fen = balance_fen - 3 WHERE kind = 'merchant'")
+    finally:
+        await owner.close()
+    found = {(m.place, m.off_fen) for m in await services.medical.reconcile()}
+    assert found == {("account", 5), ("person", 5), ("shard", 5), ("system", -3), ("total", 2)}
