@@ -19,6 +19,7 @@ person, shard and in total.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from payments.disbursement.rules import yuan
 from payments.ledger import repository as repo
 from payments.ledger import rules
 from persons.repository import find_by_national_id_hash
+
+log = logging.getLogger(__name__)
 
 SETTLE_JOB = "ledger.settle"
 SETTLE_BATCH = 1_000  # clearing accounts carried per transaction

@@ -616,3 +616,46 @@ async def test_reconciliation_names_a_balance_moved_without_its_entry_and_a_sett
         await owner.close()
     found = {(m.place, m.off_fen) for m in await services.medical.reconcile()}
     assert found == {("account", 5), ("person", 5), ("shard", 5), ("system", -3), ("total", 2)}
+
+
+async def test_a_settlement_cut_short_or_run_twice_at_once_carries_each_fen_once(
+    client: Any,
+    funded: dict[str, Any],
+    terminal_headers: dict[str, str],
+    services: Services,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from payments.ledger import repository as repo
+
+    tills = [terminal_headers, *[await _terminal(services, f"Clinic {n}") for n in range(3)]]
+    for n, till in enumerate(tills):
+        r = await post_charge(client, till, await mint_qr(client, funded["headers"]), 100 + n)
+        assert r.status_code == 201, r.text
+    # Five clearing accounts (the fund's and four terminals'), one per batch; the third batch dies
+    # after its carry, before its commit.
+    carry, batches = repo.carry, 0
+
+    async def dying(uow: Any, accounts: Any) -> int:
+        nonlocal batches
+        batches += 1
+        carried = await carry(uow, accounts)
+        if batches == 3:
+            raise ConnectionResetError("the settlement's process died")
+        return carried
+
+    monkeypatch.setattr(repo, "carry", dying)
+    with pytest.raises(ConnectionResetError):
+        await services.medical.settle(batch=1)
+    monkeypatch.setattr(repo, "carry", carry)
+    assert await pool.fetchval("SELECT count(*) FROM ledger_settlements") == 2
+    # Two settlements at once (two workers) and the batch settlement again: the rest, once.
+    done = await asyncio.gather(services.medical.settle(batch=2), services.medical.settle(batch=2))
+    assert sum(done) == 3
+    assert await services.medical.settle() == 0
+    merchants = await pool.fetch("SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'merchant'")
+    assert sorted(m["balance_fen"] for m in merchants) == [100, 101, 102, 103]
+    assert await pool.fetchval("SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'fund'") == -10_000
+    assert await pool.fetchval("SELECT count(*) FROM ledger_settlements") == 5
+    assert await ledger_violations(pool) == []
+    assert await services.medical.reconcile() == []
