@@ -113,20 +113,17 @@ ALTER TABLE ledger_accounts DROP CONSTRAINT ledger_accounts_pkey;
 ALTER TABLE ledger_accounts ADD PRIMARY KEY (person_id, id);
 
 -- Transfer ids: UUIDv7 instead of an identity (a cross-node sequence on Citus). The existing ones
--- are made in their old order, older than any new one, so the statement's running balance, summed
--- in id order, reads as before.
-ALTER TABLE ledger_transfers ADD COLUMN uid uuid;
-UPDATE ledger_transfers t SET uid = (
-        lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1), 12, '0')
-        || '70008' || lpad(to_hex(n.rn), 15, '0'))::uuid
-FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM ledger_transfers) n
-WHERE n.id = t.id;
+-- keep their order, all older than any new one (the millisecond before this migration's, then the
+-- old number), so the statement's running balance, summed in id order, reads as before. The column
+-- changes type in place: Citus cannot convert a table with a dropped column.
 DROP INDEX ledger_transfers_debit_idx;
 DROP INDEX ledger_transfers_credit_idx;
 ALTER TABLE ledger_transfers DROP CONSTRAINT ledger_transfers_pkey;
-ALTER TABLE ledger_transfers DROP COLUMN id;
-ALTER TABLE ledger_transfers RENAME COLUMN uid TO id;
-ALTER TABLE ledger_transfers ALTER COLUMN id SET DEFAULT uuidv7(), ALTER COLUMN id SET NOT NULL;
+ALTER TABLE ledger_transfers ALTER COLUMN id DROP IDENTITY;
+ALTER TABLE ledger_transfers ALTER COLUMN id TYPE uuid USING (
+    lpad(to_hex(floor(extract(epoch FROM now()) * 1000)::bigint - 1), 12, '0') || '70008' || lpad(to_hex(id), 15, '0')
+)::uuid;
+ALTER TABLE ledger_transfers ALTER COLUMN id SET DEFAULT uuidv7();
 ALTER TABLE ledger_transfers ALTER COLUMN person_id SET NOT NULL;
 ALTER TABLE ledger_transfers
     ADD PRIMARY KEY (person_id, id),
