@@ -22,6 +22,7 @@ from notifications.outbox import ANNOUNCE_CONFIRMATIONS_JOB, ANNOUNCE_RUN_JOB
 from notifications.push import push_channel
 from notifications.service import REMIND_JOB
 from payments.disbursement.service import DISBURSE_JOB
+from payments.ledger.service import SETTLE_JOB
 from payments.supervision.service import SCAN_ACTOR, SCAN_JOB
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ SCHEDULES: dict[str, str] = {
     # Before it, the chain walked onward from its newest checkpoint, and in full once a day
     # (infra.audit_checkpoints), which bounds what the console's audit page walks.
     audit.ANCHOR_JOB: "*/10 * * * *",
+    # The persons' clearing accounts carried into the fund's and the merchants' accounts, then the
+    # ledger reconciled: hourly, so a merchant's account is never more than an hour behind.
+    SETTLE_JOB: "5 * * * *",
     # A dispatcher polls for a minute's window, then the next tick starts the next one.
     **{DISPATCH_JOBS[channel]: "* * * * *" for channel in CHANNELS},
 }
@@ -121,6 +125,13 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
                 },
             )
 
+        async def settle_ledger(job: Job) -> None:
+            carried = await services.medical.settle()
+            mismatches = await services.medical.reconcile()
+            if mismatches:
+                log.error("ledger does not reconcile", extra={"mismatches": [repr(m) for m in mismatches]})
+            log.info("ledger settled", extra={"accounts": carried, "reconciled": not mismatches})
+
         def dispatch(channel: Channel) -> jobs.Handler:
             async def handler(job: Job) -> None:
                 await dispatcher.run(channel, window_s=DISPATCH_WINDOW_S, stop=stopping)
@@ -139,6 +150,7 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             SILENT_JOB: silent_pass,
             SCAN_JOB: supervision_scan,
             audit.ANCHOR_JOB: anchor_audit,
+            SETTLE_JOB: settle_ledger,
             **{DISPATCH_JOBS[channel]: dispatch(channel) for channel in CHANNELS},
         }
         await jobs.run_worker(settings, handlers, drain=drain, stopping=stopping)

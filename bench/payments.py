@@ -117,12 +117,18 @@ async def disbursement(settings: Settings, pensioners: int) -> dict[str, Any]:
 
 
 async def _fund_everyone(conn: asyncpg.Connection) -> None:
-    """A medical account for every cardholder, with an allocation that no benchmark can spend."""
-    await conn.execute("INSERT INTO ledger_accounts (kind, person_id) SELECT 'medical', person_id FROM cards")
+    """A medical account for every cardholder, with an allocation that no benchmark can spend (from
+    the person's fund clearing account, balances applied as the application's transfer does)."""
     await conn.execute(
-        """INSERT INTO ledger_transfers (debit_account, credit_account, amount_fen, kind, reference)
-           SELECT (SELECT id FROM ledger_accounts WHERE kind = 'fund'), a.id, 1000000000, 'allocation', uuidv7()
-           FROM ledger_accounts a WHERE a.kind = 'medical'"""
+        """INSERT INTO ledger_accounts (kind, person_id, balance_fen)
+           SELECT k.kind, c.person_id, CASE WHEN k.kind = 'medical' THEN 1000000000 ELSE -1000000000 END
+           FROM cards c, (VALUES ('medical'), ('fund_clearing')) k (kind)"""
+    )
+    await conn.execute(
+        """INSERT INTO ledger_transfers (person_id, debit_account, credit_account, amount_fen, kind, reference)
+           SELECT f.person_id, f.id, m.id, 1000000000, 'allocation', uuidv7()
+           FROM ledger_accounts f JOIN ledger_accounts m ON m.person_id = f.person_id AND m.kind = 'medical'
+           WHERE f.kind = 'fund_clearing'"""
     )
 
 

@@ -228,10 +228,8 @@ class CardService:
             row = await self.consume_qr(uow, terminal, token)
         return VerifiedQr(row["card_number"], row["status"], row["name"], row["national_id_masked"])
 
-    async def consume_qr(self, uow: UnitOfWork, terminal: Principal, token: str) -> asyncpg.Record:
-        """Use up a QR token for `terminal`; the token, its card and holder (qr_token_id, card_id,
-        person_id, card_number, status, name, national_id_masked). In the caller's unit of work: a
-        refusal after this step (here, a minting session since ended; a charge's) rolls it back."""
+    def token_claims(self, token: str) -> qr.QrClaims:
+        """A genuine token's claims, expired or not (whose code it is, before any database lookup)."""
         key = self._settings.qr_signing_key
         claims = qr.decode(key, token)
         if claims is None:
@@ -239,6 +237,13 @@ class CardService:
                 # Genuine, minted before version 2 (a minute at most before it): the holder refreshes it.
                 raise Gone("qr_expired")
             raise BadRequest("qr_invalid")  # forged or altered: refused before any database lookup
+        return claims
+
+    async def consume_qr(self, uow: UnitOfWork, terminal: Principal, token: str) -> asyncpg.Record:
+        """Use up a QR token for `terminal`; the token, its card and holder (qr_token_id, card_id,
+        person_id, card_number, status, name, national_id_masked). In the caller's unit of work: a
+        refusal after this step (here, a minting session since ended; a charge's) rolls it back."""
+        claims = self.token_claims(token)
         if claims.expires_at <= datetime.now(UTC).timestamp():
             raise Gone("qr_expired")
         row = await uow.fetchrow(repo.CONSUME_QR_SQL, claims.person_id, claims.token_id, terminal.subject_id)

@@ -122,6 +122,8 @@ async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};
         REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};
+        -- The ledger's entries and settlements are append-only: a correction is a new entry.
+        REVOKE UPDATE, DELETE, TRUNCATE ON ledger_transfers, ledger_settlements FROM {role};
         REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {role};
         """
     )

@@ -88,6 +88,10 @@ _COORDINATOR = (
     "audit_log",
     "audit_chain",
     "audit_checkpoints",
+    # The ledger's system side: the fund and merchant accounts, and the settlements carried into them
+    # from the persons' clearing accounts; written by the one settlement job, read by reconciliation.
+    "ledger_system_accounts",
+    "ledger_settlements",
     # A run's row is written by every batch (progress, problems) in the batch's transaction: kept here,
     # not copied to every node; pension_payments.run_id has no foreign key to it (the run code keeps
     # it), and the payments' statements take a run's facts as parameters instead of joining it.
@@ -103,11 +107,13 @@ PLACEMENTS: tuple[Placement, ...] = (
     *(Placement(t, "reference") for t in _REFERENCE),
     Placement("persons", "distributed", column="id"),
     *(Placement(t, "distributed") for t in _DISTRIBUTED),
+    # A refund names its charge alone: this finds the charge's person.
+    Placement("medical_charge_persons", "distributed", column="charge_id", group="medical_charge_persons"),
     # A person by national ID: the lookup, distributed by the hash (persons' own key is its id).
     Placement("person_national_ids", "distributed", column="national_id_hash", group="person_national_ids"),
-    *(Placement(t, "coordinator") for t in _COORDINATOR),
     # A card by its number: the lookup, distributed by the number (a card's own key holds its person).
     Placement("card_numbers", "distributed", column="card_number", group="card_numbers"),
+    *(Placement(t, "coordinator") for t in _COORDINATOR),
 )
 
 

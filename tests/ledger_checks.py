@@ -16,7 +16,8 @@ from tests.factories import SamplePerson, write_jsonl
 async def ledger_violations(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
     """Every broken invariant, described; [] when the ledger is sound."""
     found: list[str] = []
-    # Each balance is the replay of its transfers (credits - debits); medical and merchant never below 0.
+    # Each balance is the replay of its transfers (credits - debits); medical and merchant clearing
+    # never below 0, fund clearing never above (it only hands out).
     for row in await db.fetch(
         """SELECT a.id, a.kind, a.balance_fen,
                   coalesce((SELECT sum(amount_fen) FROM ledger_transfers WHERE credit_account = a.id), 0)
@@ -25,32 +26,71 @@ async def ledger_violations(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
     ):
         if row["balance_fen"] != row["replayed"]:
             found.append(f"{row['kind']} {row['id']}: balance {row['balance_fen']} != replay {row['replayed']}")
-        if row["kind"] != "fund" and row["balance_fen"] < 0:
-            found.append(f"{row['kind']} {row['id']}: negative balance {row['balance_fen']}")
-    # Double entry: what left some account arrived in another, so all balances sum to zero.
-    total = await db.fetchval("SELECT coalesce(sum(balance_fen), 0) FROM ledger_accounts")
+        if (row["balance_fen"] > 0) if row["kind"] == "fund_clearing" else (row["balance_fen"] < 0):
+            found.append(f"{row['kind']} {row['id']}: balance {row['balance_fen']} on the wrong side of 0")
+    # An entry never leaves its person (its shard): both its accounts are the transfer's person's.
+    for row in await db.fetch(
+        """SELECT t.id FROM ledger_transfers t
+           JOIN ledger_accounts d ON d.id = t.debit_account JOIN ledger_accounts c ON c.id = t.credit_account
+           WHERE d.person_id <> t.person_id OR c.person_id <> t.person_id"""
+    ):
+        found.append(f"transfer {row['id']} spans persons")
+    # Double entry within each person: what left one of the person's accounts arrived in another.
+    for row in await db.fetch(
+        "SELECT person_id, sum(balance_fen) AS total FROM ledger_accounts GROUP BY person_id HAVING sum(balance_fen) <> 0"
+    ):
+        found.append(f"person {row['person_id']}: balances sum to {row['total']}, not 0 (debits != credits)")
+    # Settlement: a clearing account's settled total is what was carried from it, a system account's
+    # balance is what was carried into it, and the whole ledger sums to 0.
+    for row in await db.fetch(
+        """SELECT a.id, a.settled_fen, coalesce(sum(l.amount_fen), 0) AS carried
+           FROM ledger_accounts a LEFT JOIN ledger_settlements l ON l.clearing_account = a.id
+           GROUP BY a.person_id, a.id HAVING a.settled_fen <> coalesce(sum(l.amount_fen), 0)"""
+    ):
+        found.append(f"clearing {row['id']}: settled {row['settled_fen']} != carried {row['carried']}")
+    for row in await db.fetch(
+        """SELECT s.id, s.kind, s.balance_fen, coalesce(sum(l.amount_fen), 0) AS carried
+           FROM ledger_system_accounts s LEFT JOIN ledger_settlements l ON l.system_account = s.id
+           GROUP BY s.id HAVING s.balance_fen <> coalesce(sum(l.amount_fen), 0)"""
+    ):
+        found.append(f"system {row['kind']} {row['id']}: balance {row['balance_fen']} != carried {row['carried']}")
+    total = await db.fetchval(
+        """SELECT coalesce((SELECT sum(balance_fen) FILTER (WHERE kind = 'medical')
+                                 + sum(balance_fen - settled_fen) FILTER (WHERE kind <> 'medical')
+                            FROM ledger_accounts), 0)
+                + coalesce((SELECT sum(balance_fen) FROM ledger_system_accounts), 0)"""
+    )
     if total != 0:
-        found.append(f"balances sum to {total}, not 0 (debits != credits)")
+        found.append(f"medical, unsettled clearing and system balances sum to {total}, not 0")
     # A charge's refunded total is the sum of its refunds.
     for row in await db.fetch(
         """SELECT c.id, c.refunded_fen, coalesce(sum(r.amount_fen), 0) AS refunds
-           FROM medical_charges c LEFT JOIN medical_refunds r ON r.charge_id = c.id
-           GROUP BY c.id HAVING c.refunded_fen <> coalesce(sum(r.amount_fen), 0)"""
+           FROM medical_charges c LEFT JOIN medical_refunds r ON r.person_id = c.person_id AND r.charge_id = c.id
+           GROUP BY c.person_id, c.id HAVING c.refunded_fen <> coalesce(sum(r.amount_fen), 0)"""
     ):
         found.append(f"charge {row['id']}: refunded_fen {row['refunded_fen']} != refunds {row['refunds']}")
-    # Every allocation, charge and refund moved its amount exactly once.
+    # Every allocation, charge and refund moved its amount exactly once, within its person.
     for row in await db.fetch(
         """WITH carried AS (
-               SELECT 'allocation' AS kind, id, amount_fen FROM medical_allocations
-               UNION ALL SELECT 'charge', id, amount_fen FROM medical_charges
-               UNION ALL SELECT 'refund', id, amount_fen FROM medical_refunds)
+               SELECT 'allocation' AS kind, person_id, id, amount_fen FROM medical_allocations
+               UNION ALL SELECT 'charge', person_id, id, amount_fen FROM medical_charges
+               UNION ALL SELECT 'refund', person_id, id, amount_fen FROM medical_refunds)
            SELECT c.kind, c.id, count(t.id) AS transfers, coalesce(sum(t.amount_fen), 0) AS moved, c.amount_fen
            FROM carried c LEFT JOIN ledger_transfers t ON t.reference = c.id AND t.kind = c.kind
-           GROUP BY c.kind, c.id, c.amount_fen HAVING count(t.id) <> 1 OR coalesce(sum(t.amount_fen), 0) <> c.amount_fen"""
+           GROUP BY c.kind, c.id, c.amount_fen, c.person_id
+           HAVING count(t.id) <> 1 OR coalesce(sum(t.amount_fen), 0) <> c.amount_fen
+               OR bool_or(t.person_id <> c.person_id)"""
     ):
         found.append(
             f"{row['kind']} {row['id']}: {row['transfers']} transfer(s) moving {row['moved']} of {row['amount_fen']}"
         )
+    # Every charge can be found by its id alone (its refunds name nothing else).
+    for row in await db.fetch(
+        """SELECT c.id FROM medical_charges c
+           LEFT JOIN medical_charge_persons p ON p.charge_id = c.id AND p.person_id = c.person_id
+           WHERE p.charge_id IS NULL"""
+    ):
+        found.append(f"charge {row['id']}: not in medical_charge_persons")
     return found
 
 

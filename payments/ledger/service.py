@@ -6,12 +6,20 @@ claimed in a short statement of its own, then one transaction on the same connec
 claim (locks its row), does the work, stores the answer and releases the claim, so a retry replays
 the answer and a crash leaves nothing half done. A claim that no transaction holds any more is one
 whose request died (its connection closed): a retry takes it over after a grace of seconds
-(rules.CLAIM_GRACE), well within the QR code's minute.
+(rules.CLAIM_GRACE), well within the QR code's minute. A key is kept with the person the request is
+for (the QR code's card holder, the refunded charge's person), so that the key, the accounts and the
+charge sit on one shard on Citus.
+
+Every transfer stays within its person: the other side is the person's clearing account (for the
+fund, or for the charging terminal). `settle` carries the clearing accounts' totals into the
+system's fund and merchant accounts in batches; `reconcile` checks that the sums agree per account,
+person, shard and in total.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +32,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from cards.service import CardService
-from core.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
+from core.errors import AppError, BadRequest, Conflict, NotFound, PaymentRequired, Unprocessable
 from core.paging import after, page
 from core.principal import Principal
 from core.records import RowError, RowProgress, detect_format
@@ -37,6 +45,11 @@ from payments.disbursement.rules import yuan
 from payments.ledger import repository as repo
 from payments.ledger import rules
 from persons.repository import find_by_national_id_hash
+
+log = logging.getLogger(__name__)
+
+SETTLE_JOB = "ledger.settle"
+SETTLE_BATCH = 1_000  # clearing accounts carried per transaction
 
 # A receipt as the terminal gets it, in JSON types: stored with the key and replayed from there.
 # Its fields are app.http.medical.schemas.ChargeReceipt's and RefundReceipt's.
@@ -56,6 +69,16 @@ class Statement:
     balance_fen: int
     entries: list[asyncpg.Record]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Sums of the ledger that should agree and do not (reconcile)."""
+
+    place: str  # 'account', 'person', 'shard', 'system' or 'total'
+    name: str
+    off_fen: int
+    rule: str
 
 
 @dataclass
@@ -82,10 +105,17 @@ class MedicalAccountService:
     async def charge(
         self, terminal: Principal, request: Idempotency, qr_token: str, amount_fen: int, description: str
     ) -> Receipt:
+        # The person first (the code carries it), for the key's shard. Only the signature is checked
+        # here: whether the code is still good is the work's question, so that a retry after the
+        # code's minute still finds its answer.
+        person_id = self._cards.token_claims(qr_token).person_id
+
         async def work(uow: UnitOfWork) -> Receipt:
             holder = await self._cards.consume_qr(uow, terminal, qr_token)
-            accounts = await repo.lock_accounts(uow, holder["person_id"], terminal.subject_id)
-            medical, merchant = accounts["medical"], accounts["merchant"]
+            if holder["person_id"] != person_id:  # a card is one person's for good: never expected
+                raise BadRequest("qr_invalid")
+            accounts = await repo.lock_accounts(uow, person_id, terminal.subject_id)
+            medical, merchant = accounts["medical"], accounts["merchant_clearing"]
             if medical["balance_fen"] < amount_fen:
                 # Raised inside the work's savepoint: the QR token's consumption is undone with it,
                 # so the cardholder can pay a smaller amount (or otherwise) with the same code.
@@ -105,23 +135,28 @@ class MedicalAccountService:
                 "created_at": charge["created_at"],
             }
 
-        return await self._once(terminal, request, work)
+        return await self._once(terminal, person_id, request, work)
 
     async def refund(self, terminal: Principal, request: Idempotency, charge_id: uuid.UUID, amount_fen: int) -> Receipt:
+        person_id = await repo.charge_person(self._pool, charge_id)
+        if person_id is None:
+            raise NotFound("charge_not_found")
+
         async def work(uow: UnitOfWork) -> Receipt:
             # Another merchant's charge is as good as unknown: no probing of charge ids.
-            charge = await repo.charge_for_refund(uow, charge_id, terminal.merchant or "")
+            charge = await repo.charge_for_refund(uow, person_id, charge_id, terminal.merchant or "")
             if charge is None:
                 raise NotFound("charge_not_found")
             left = rules.refundable_fen(charge["amount_fen"], charge["refunded_fen"])
             if amount_fen > left:
                 raise Conflict("refund_exceeds_charge", refundable=yuan(left))
-            # The money went to the charging terminal's account; it comes back from there.
-            accounts = await repo.lock_accounts(uow, charge["person_id"], charge["terminal_id"])
-            refund = await repo.insert_refund(uow, charge_id, terminal.subject_id, amount_fen)
-            await repo.transfer(
-                uow, accounts["merchant"]["id"], accounts["medical"]["id"], amount_fen, "refund", refund["id"]
-            )
+            # The money went to the person's clearing account for the charging terminal; it comes back
+            # from there (after a settlement, that account goes below what it carried, and the next
+            # settlement takes the difference back from the terminal's merchant account).
+            accounts = await repo.lock_accounts(uow, person_id, charge["terminal_id"])
+            refund = await repo.insert_refund(uow, person_id, charge_id, terminal.subject_id, amount_fen)
+            clearing, medical = accounts["merchant_clearing"]["id"], accounts["medical"]["id"]
+            await repo.transfer(uow, person_id, clearing, medical, amount_fen, "refund", refund["id"])
             event = {
                 "refund_id": str(refund["id"]),
                 "charge_id": str(charge_id),
@@ -138,10 +173,14 @@ class MedicalAccountService:
                 "created_at": refund["created_at"],
             }
 
-        return await self._once(terminal, request, work)
+        return await self._once(terminal, person_id, request, work)
 
     async def _once(
-        self, terminal: Principal, request: Idempotency, work: Callable[[UnitOfWork], Awaitable[Receipt]]
+        self,
+        terminal: Principal,
+        person_id: uuid.UUID,
+        request: Idempotency,
+        work: Callable[[UnitOfWork], Awaitable[Receipt]],
     ) -> Receipt:
         """Run `work` once per key: a new key runs it; a key answered before replays its answer (a
         receipt, or the business refusal: insufficient balance, used code...), whatever happened
@@ -151,11 +190,11 @@ class MedicalAccountService:
         # One connection for the claim and the work, so that the claim is held (its row locked) two
         # round trips after it is made, never after a wait for the pool.
         async with self._pool.acquire() as conn:
-            claimed = await self._claim(conn, terminal_id, request)
+            claimed = await self._claim(conn, person_id, terminal_id, request)
             if not isinstance(claimed, datetime):
                 return claimed
             try:
-                return await self._work(conn, terminal_id, request, claimed, work)
+                return await self._work(conn, person_id, terminal_id, request, claimed, work)
             except AppError:
                 raise
             except Exception as exc:
@@ -163,12 +202,13 @@ class MedicalAccountService:
         # Nothing was stored (the transaction rolled back): let a retry run now rather than once the
         # claim counts as dead, on another connection (this one may be what failed). A cancelled
         # request is left to CLAIM_GRACE.
-        await repo.release_key(self._pool, terminal_id, request.key, claimed)
+        await repo.release_key(self._pool, person_id, terminal_id, request.key, claimed)
         raise failed
 
     async def _work(
         self,
         conn: PoolConnectionProxy[Any],
+        person_id: uuid.UUID,
         terminal_id: uuid.UUID,
         request: Idempotency,
         claimed: datetime,
@@ -181,7 +221,7 @@ class MedicalAccountService:
         uow = UnitOfWork(conn)
         refused: AppError | None = None
         try:
-            if not await repo.hold_key(uow, terminal_id, request.key, claimed, rules.HELD_IDLE_LIMIT):
+            if not await repo.hold_key(uow, person_id, terminal_id, request.key, claimed, rules.HELD_IDLE_LIMIT):
                 # We were taken for dead and another request took the key over: it answers.
                 raise Conflict("request_in_flight")
             try:
@@ -190,11 +230,11 @@ class MedicalAccountService:
             except AppError as refusal:
                 refused = refusal
                 stored = {"code": refusal.code, "params": refusal.params}
-                await repo.answer_key(uow, terminal_id, request.key, refusal.status, stored)
+                await repo.answer_key(uow, person_id, terminal_id, request.key, refusal.status, stored)
             else:
                 # Sent as a replay reads it back (JSON types), so first answer and replays are the same bytes.
                 response: Receipt = msgspec.to_builtins(receipt)
-                await repo.answer_key(uow, terminal_id, request.key, 201, response)
+                await repo.answer_key(uow, person_id, terminal_id, request.key, 201, response)
         except BaseException:
             await transaction.rollback()
             raise
@@ -203,14 +243,16 @@ class MedicalAccountService:
             raise refused from None
         return response
 
-    async def _claim(self, db: Db, terminal_id: uuid.UUID, request: Idempotency) -> datetime | Receipt:
+    async def _claim(
+        self, db: Db, person_id: uuid.UUID, terminal_id: uuid.UUID, request: Idempotency
+    ) -> datetime | Receipt:
         """Our claim on the key (its lock time), or the stored answer to replay (a refusal is raised)."""
         lifetime = rules.KEY_LIFETIME
         for _ in range(3):  # a round is lost only to a concurrent request (a takeover, a purge): look again
-            locked_at = await repo.claim_key(db, terminal_id, request.key, request.request_hash, lifetime)
+            locked_at = await repo.claim_key(db, person_id, terminal_id, request.key, request.request_hash, lifetime)
             if locked_at is not None:
                 return locked_at
-            row = await repo.stored_key(db, terminal_id, request.key)
+            row = await repo.stored_key(db, person_id, terminal_id, request.key)
             if row is None:
                 continue
             stored = rules.StoredKey(
@@ -227,7 +269,7 @@ class MedicalAccountService:
                     raise _refusal(row["status_code"], answer["code"], answer["params"])
                 return answer
             locked_at = await repo.take_over_key(
-                db, terminal_id, request.key, request.request_hash, lifetime, rules.CLAIM_GRACE
+                db, person_id, terminal_id, request.key, request.request_hash, lifetime, rules.CLAIM_GRACE
             )
             if locked_at is not None:
                 return locked_at
@@ -237,7 +279,7 @@ class MedicalAccountService:
     async def statement(self, principal: Principal, cursor: str | None, limit: int) -> Statement:
         """The balance and a page of entries, newest first, read in one snapshot so they agree."""
         person_id = principal.linked_person
-        start = after(cursor, int)
+        start = after(cursor, uuid.UUID)
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             db = UnitOfWork(conn)
             balance = await repo.medical_balance(db, person_id)
@@ -279,9 +321,8 @@ class MedicalAccountService:
                 # Never silently different from the file: a correction is a transfer of its own.
                 return RowError(row.line, "amount_fen", f"{row.year} was already allocated {before} fen")
             accounts = await repo.lock_accounts(uow, person["id"], None)
-            await repo.transfer(
-                uow, accounts["fund"]["id"], accounts["medical"]["id"], row.amount_fen, "allocation", allocation_id
-            )
+            fund, medical = accounts["fund_clearing"]["id"], accounts["medical"]["id"]
+            await repo.transfer(uow, person["id"], fund, medical, row.amount_fen, "allocation", allocation_id)
             await audit.record(
                 uow,
                 actor,
@@ -290,3 +331,38 @@ class MedicalAccountService:
                 {"year": row.year, "amount_fen": row.amount_fen, "line": row.line},
             )
         return True
+
+    # -- settlement ------------------------------------------------------------------------------
+    async def settle(self, batch: int = SETTLE_BATCH) -> int:
+        """Carry every clearing account's balance into the system's fund and merchant accounts, a
+        batch of accounts per transaction; the number of accounts carried. Exact and idempotent: a
+        carry moves an account's settled total from the value it read to the balance it read
+        (compare-and-set), so a settlement killed at any point, run twice or run while charges go
+        on carries each fen once; what moved since is carried by the next one."""
+        carried = 0
+        start: tuple[uuid.UUID, uuid.UUID] | None = None
+        while True:
+            async with unit_of_work(self._pool) as uow:
+                await repo.lock_system_side(uow)
+                accounts = await repo.unsettled(uow, start, batch)
+                if not accounts:
+                    return carried
+                carried += await repo.carry(uow, accounts)
+            start = (accounts[-1]["person_id"], accounts[-1]["id"])
+
+    async def reconcile(self) -> list[Mismatch]:
+        """Every sum of the ledger that does not agree: an account against the replay of its
+        transfers, a person's and a shard's balances against 0, a person's settled totals and a
+        system account against the settlements, and the whole (medical balances, what the clearing
+        accounts hold unsettled and the system accounts) against 0. [] when the ledger balances."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            shard = "0"
+            if await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+            ) and await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM citus_tables WHERE table_name = 'ledger_accounts'::regclass"
+                " AND citus_table_type = 'distributed')"
+            ):
+                shard = "get_shard_id_for_distribution_column('ledger_accounts', person_id)"
+            rows = await conn.fetch(repo.RECONCILE_SQL.format(shard=shard))
+        return [Mismatch(r["place"], r["name"], r["off_fen"], r["rule"]) for r in rows]

@@ -39,6 +39,17 @@ async def test_1000_concurrent_charges_over_100_codes(
 
     # What is tested is who wins a code, not overload: on a machine whose cores are busy, a thousand
     # requests can wait longer than the 3 s a request waits for a connection (then 503, nothing done).
+    # The batch settlement runs all the while, carrying the clearing accounts as the charges land.
+    racing = asyncio.Event()
+
+    async def settle_meanwhile() -> int:
+        rounds = 0
+        while not racing.is_set():
+            await services.medical.settle()
+            rounds += 1
+        return rounds
+
+    settling = asyncio.create_task(settle_meanwhile())
     async with concurrent_client(msgspec.structs.replace(settings, db_acquire_timeout_s=60)) as live:
         answers = await asyncio.gather(
             *(
@@ -51,6 +62,8 @@ async def test_1000_concurrent_charges_over_100_codes(
             )
         )
 
+    racing.set()
+    assert await settling >= 1
     statuses = [a.status_code for a in answers]
     assert statuses.count(201) == CODES, sorted(set(statuses))
     refused = [a for a in answers if a.status_code != 201]
@@ -64,8 +77,18 @@ async def test_1000_concurrent_charges_over_100_codes(
     charged = sum(amount for _, amount in won)
     assert await pool.fetchval("SELECT sum(amount_fen) FROM ledger_transfers WHERE kind = 'charge'") == charged
     assert await pool.fetchval("SELECT count(*) FROM medical_charges") == CODES
-    assert await pool.fetchval("SELECT sum(balance_fen) FROM ledger_accounts WHERE kind = 'merchant'") == charged
+    assert (
+        await pool.fetchval("SELECT sum(balance_fen) FROM ledger_accounts WHERE kind = 'merchant_clearing'") == charged
+    )
     person_id = await person_id_of(pool, cardholder["person"].phone)
     assert await medical_balance(pool, person_id) == FUNDS - charged
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE locked_at IS NOT NULL") == 0
     assert await ledger_violations(pool) == []
+    # What the settlement carried while they raced, and after: each fen once, into the four
+    # terminals' merchant accounts.
+    await services.medical.settle()
+    merchants = "SELECT sum(balance_fen) FROM ledger_system_accounts WHERE kind = 'merchant'"
+    assert await pool.fetchval(merchants) == charged
+    assert await pool.fetchval("SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'fund'") == -FUNDS
+    assert await ledger_violations(pool) == []
+    assert await services.medical.reconcile() == []

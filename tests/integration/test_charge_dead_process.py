@@ -146,8 +146,9 @@ async def test_a_claim_whose_process_died_before_holding_it_is_taken_over_after_
     terminal_id = await pool.fetchval("SELECT id FROM terminals WHERE merchant = 'Test Pharmacy'")
     # The first attempt's process claims the key on its own connection and dies before its transaction.
     doomed = await asyncpg.connect(settings.database_url)
+    person_id = await person_id_of(pool, funded["person"].phone)
     claimed = await repo.claim_key(
-        doomed, terminal_id, "till-3/0003", rules.request_hash("POST", CHARGES, body), rules.KEY_LIFETIME
+        doomed, person_id, terminal_id, "till-3/0003", rules.request_hash("POST", CHARGES, body), rules.KEY_LIFETIME
     )
     assert claimed is not None
     await pool.execute("SELECT pg_terminate_backend($1)", doomed.get_server_pid())

@@ -1,6 +1,7 @@
 """A Hypothesis state machine against the real API and database: random charges, refunds, retries
-with reused keys (same and different bodies) and concurrent duplicates, with the ledger's invariants
-and a model of the cardholder's balance checked after every step.
+with reused keys (same and different bodies), concurrent duplicates and batch settlements, with the
+ledger's invariants, its reconciliation and a model of the cardholder's balance checked after every
+step.
 
 Hypothesis drives the machine synchronously in a worker thread; each step runs its requests on the
 test's event loop (where the app and its pool live) and waits for them.
@@ -225,10 +226,16 @@ class LedgerMachine(RuleBasedStateMachine):
             for (_, body), r in zip(sends, answers, strict=True)
         )
 
+    @rule()
+    def settle(self) -> None:
+        """The batch settlement, between any two steps: it moves no cardholder's money."""
+        self.world.run(self.world.services.medical.settle())
+
     # -- invariants ------------------------------------------------------------------------------
     @invariant()
     def ledger_is_sound(self) -> None:
         assert self.world.run(ledger_violations(self.world.pool)) == []
+        assert self.world.run(self.world.services.medical.reconcile()) == []
 
     @invariant()
     def the_model_agrees(self) -> None:

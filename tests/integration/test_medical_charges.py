@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from app.services import Services
-from infra.config import Settings
+from infra.config import APP_ROLE, Settings
 from payments.ledger import rules
 from tests.factories import (
     concurrent_client,
@@ -89,7 +89,12 @@ async def test_allocation_import_lands_good_rows_reports_bad_ones_and_is_a_no_op
     bob_id = await person_id_of(pool, bob.phone)
     assert await medical_balance(pool, alice_id) == 250_000
     assert await medical_balance(pool, bob_id) == 150_000
-    assert await pool.fetchval("SELECT balance_fen FROM ledger_accounts WHERE kind = 'fund'") == -400_000
+    # Each allocation came from the person's own fund clearing account (the entry stays on the
+    # person's shard); the settlement carries those into the system's fund, once.
+    assert await pool.fetchval("SELECT sum(balance_fen) FROM ledger_accounts WHERE kind = 'fund_clearing'") == -400_000
+    assert await services.medical.settle() == 2
+    assert await services.medical.settle() == 0
+    assert await pool.fetchval("SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'fund'") == -400_000
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'medical.allocated'") == 3
 
     # The same file again changes nothing; a different amount for a year already allocated is refused.
@@ -108,6 +113,7 @@ async def test_allocation_import_lands_good_rows_reports_bad_ones_and_is_a_no_op
     assert await pool.fetchval("SELECT count(*) FROM ledger_transfers") == 3
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'medical.allocated'") == 3
     assert await ledger_violations(pool) == []
+    assert await services.medical.reconcile() == []
 
 
 # -- charges -----------------------------------------------------------------------------------------
@@ -388,10 +394,11 @@ async def test_a_request_in_flight_is_refused_and_an_abandoned_one_taken_over(
     # A first attempt claimed the key an hour ago and is still working: its transaction holds the row.
     async with pool.acquire() as first_attempt:
         await first_attempt.execute(
-            """INSERT INTO idempotency_keys (terminal_id, key, request_hash, locked_at, expires_at)
-               VALUES ($1, 'k', $2, now() - interval '1 hour', now() + interval '1 day')""",
+            """INSERT INTO idempotency_keys (person_id, terminal_id, key, request_hash, locked_at, expires_at)
+               VALUES ($3, $1, 'k', $2, now() - interval '1 hour', now() + interval '1 day')""",
             terminal_id,
             fingerprint,
+            await person_id_of(pool, funded["person"].phone),
         )
         async with first_attempt.transaction():
             await first_attempt.execute("SELECT 1 FROM idempotency_keys WHERE key = 'k' FOR UPDATE")
@@ -441,25 +448,28 @@ async def test_a_claim_taken_over_is_no_longer_held_by_its_first_owner(
     from payments.ledger import repository as repo
 
     terminal_id = await _terminal_id(pool, "Test Pharmacy")
+    person_id = await person_id_of(pool, funded["person"].phone)
     fingerprint = rules.request_hash("POST", CHARGES, {"amount_fen": 1})
-    first = await repo.claim_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME)
+    first = await repo.claim_key(pool, person_id, terminal_id, "k", fingerprint, rules.KEY_LIFETIME)
     assert first is not None
-    assert await repo.claim_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME) is None
-    fresh = await repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
+    assert await repo.claim_key(pool, person_id, terminal_id, "k", fingerprint, rules.KEY_LIFETIME) is None
+    fresh = await repo.take_over_key(
+        pool, person_id, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE
+    )
     assert fresh is None  # within the grace: its request is about to hold it
     stale = first - timedelta(seconds=61)
     await pool.execute("UPDATE idempotency_keys SET locked_at = $1", stale)
     takers = await asyncio.gather(
         *(
-            repo.take_over_key(pool, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
+            repo.take_over_key(pool, person_id, terminal_id, "k", fingerprint, rules.KEY_LIFETIME, rules.CLAIM_GRACE)
             for _ in range(3)
         )
     )
     winners = [t for t in takers if t is not None]
     assert len(winners) == 1
     async with unit_of_work(pool) as uow:
-        assert not await repo.hold_key(uow, terminal_id, "k", stale, rules.HELD_IDLE_LIMIT)
-        assert await repo.hold_key(uow, terminal_id, "k", winners[0], rules.HELD_IDLE_LIMIT)
+        assert not await repo.hold_key(uow, person_id, terminal_id, "k", stale, rules.HELD_IDLE_LIMIT)
+        assert await repo.hold_key(uow, person_id, terminal_id, "k", winners[0], rules.HELD_IDLE_LIMIT)
 
 
 async def test_an_expired_key_names_a_new_request(
@@ -499,6 +509,9 @@ async def test_refunds_up_to_the_charge_and_not_one_fen_more(
     r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 1_000)
     charge_id = r.json()["charge_id"]
     same_merchant = await _terminal(services, "Test Pharmacy")
+    merchant_sql = "SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'merchant'"
+    assert await services.medical.settle() == 2  # the fund's and the merchant's clearing
+    assert await pool.fetchval(merchant_sql) == 1_000
     other_merchant = await _terminal(services, "Other Clinic")
 
     r = await _refund(client, terminal_headers, charge_id, 400, key="refund-1")
@@ -519,6 +532,9 @@ async def test_refunds_up_to_the_charge_and_not_one_fen_more(
     r = await _refund(client, terminal_headers, str(uuid.uuid4()), 1)
     assert (r.status_code, problem_code(r)) == (404, "charge_not_found")
 
+    # Settled in between: the next settlement takes the refund back from the merchant's account.
+    assert await services.medical.settle() == 1
+    assert await pool.fetchval(merchant_sql) == 600
     r = await _refund(client, same_merchant, charge_id, 600)  # another till of the same pharmacy
     assert r.status_code == 201, r.text
     assert r.json()["refundable_fen"] == 0
@@ -529,8 +545,10 @@ async def test_refunds_up_to_the_charge_and_not_one_fen_more(
 
     assert await pool.fetchval("SELECT refunded_fen FROM medical_charges") == 1_000
     assert await medical_balance(pool, await person_id_of(pool, funded["person"].phone)) == 10_000
-    merchant = await pool.fetchval("SELECT balance_fen FROM ledger_accounts WHERE kind = 'merchant'")
-    assert merchant == 0
+    assert await pool.fetchval("SELECT balance_fen FROM ledger_accounts WHERE kind = 'merchant_clearing'") == 0
+    assert await services.medical.settle() == 1
+    assert await pool.fetchval(merchant_sql) == 0
+    assert await services.medical.reconcile() == []
     events = await pool.fetch("SELECT payload FROM domain_events WHERE kind = 'medical.refunded' ORDER BY id")
     assert [e["payload"]["amount_fen"] for e in events] == [400, 600]
     assert all(e["payload"]["charge_id"] == charge_id for e in events)
@@ -548,3 +566,96 @@ async def test_concurrent_refunds_never_exceed_the_charge(
     assert statuses == [201, 201, 201, 409, 409, 409], [a.text for a in answers]
     assert await pool.fetchval("SELECT refunded_fen FROM medical_charges") == 900
     assert await ledger_violations(pool) == []
+
+
+async def test_entries_and_settlements_are_append_only_for_the_application(
+    client: Any, funded: dict[str, Any], terminal_headers: dict[str, str], services: Services, pool: asyncpg.Pool
+) -> None:
+    """No trigger guards them (Citus allows none on distributed tables): the application's role has no
+    right to change or remove an entry or a settlement; a correction is a new entry."""
+    r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 100)
+    assert r.status_code == 201, r.text
+    assert await services.medical.settle() == 2
+    assert await pool.fetchval("SELECT current_user") == APP_ROLE
+    for sql in (
+        "UPDATE ledger_transfers SET amount_fen = amount_fen + 1",
+        "DELETE FROM ledger_transfers",
+        "TRUNCATE ledger_transfers CASCADE",
+        "UPDATE ledger_settlements SET amount_fen = amount_fen + 1",
+        "DELETE FROM ledger_settlements",
+        "TRUNCATE ledger_settlements",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute(sql)
+    assert await ledger_violations(pool) == []
+    assert await services.medical.reconcile() == []
+
+
+async def test_reconciliation_names_a_balance_moved_without_its_entry_and_a_settlement_gone_astray(
+    client: Any,
+    funded: dict[str, Any],
+    terminal_headers: dict[str, str],
+    services: Services,
+    settings: Settings,
+    pool: asyncpg.Pool,
+) -> None:
+    r = await post_charge(client, terminal_headers, await mint_qr(client, funded["headers"]), 700)
+    assert r.status_code == 201, r.text
+    await services.medical.settle()
+    assert await services.medical.reconcile() == []
+    person_id = await person_id_of(pool, funded["person"].phone)
+    # What only the owner could do behind the application's back.
+    owner = await asyncpg.connect(settings.migration_database_url)
+    try:
+        await owner.execute(
+            "UPDATE ledger_accounts SET balance_fen = balance_fen + 5 WHERE person_id = $1 AND kind = 'medical'",
+            person_id,
+        )
+        await owner.execute("UPDATE ledger_system_accounts SET balance_fen = balance_fen - 3 WHERE kind = 'merchant'")
+    finally:
+        await owner.close()
+    found = {(m.place, m.off_fen) for m in await services.medical.reconcile()}
+    assert found == {("account", 5), ("person", 5), ("shard", 5), ("system", -3), ("total", 2)}
+
+
+async def test_a_settlement_cut_short_or_run_twice_at_once_carries_each_fen_once(
+    client: Any,
+    funded: dict[str, Any],
+    terminal_headers: dict[str, str],
+    services: Services,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from payments.ledger import repository as repo
+
+    tills = [terminal_headers, *[await _terminal(services, f"Clinic {n}") for n in range(3)]]
+    for n, till in enumerate(tills):
+        r = await post_charge(client, till, await mint_qr(client, funded["headers"]), 100 + n)
+        assert r.status_code == 201, r.text
+    # Five clearing accounts (the fund's and four terminals'), one per batch; the third batch dies
+    # after its carry, before its commit.
+    carry, batches = repo.carry, 0
+
+    async def dying(uow: Any, accounts: Any) -> int:
+        nonlocal batches
+        batches += 1
+        carried = await carry(uow, accounts)
+        if batches == 3:
+            raise ConnectionResetError("the settlement's process died")
+        return carried
+
+    monkeypatch.setattr(repo, "carry", dying)
+    with pytest.raises(ConnectionResetError):
+        await services.medical.settle(batch=1)
+    monkeypatch.setattr(repo, "carry", carry)
+    assert await pool.fetchval("SELECT count(*) FROM ledger_settlements") == 2
+    # Two settlements at once (two workers) and the batch settlement again: the rest, once.
+    done = await asyncio.gather(services.medical.settle(batch=2), services.medical.settle(batch=2))
+    assert sum(done) == 3
+    assert await services.medical.settle() == 0
+    merchants = await pool.fetch("SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'merchant'")
+    assert sorted(m["balance_fen"] for m in merchants) == [100, 101, 102, 103]
+    assert await pool.fetchval("SELECT balance_fen FROM ledger_system_accounts WHERE kind = 'fund'") == -10_000
+    assert await pool.fetchval("SELECT count(*) FROM ledger_settlements") == 5
+    assert await ledger_violations(pool) == []
+    assert await services.medical.reconcile() == []

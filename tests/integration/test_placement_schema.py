@@ -14,12 +14,6 @@ REWORK_LEFT = {
     "deliveries",
     "devices",
     "domain_events",
-    "idempotency_keys",
-    "ledger_accounts",
-    "ledger_transfers",
-    "medical_allocations",
-    "medical_charges",
-    "medical_refunds",
     "notifications",
 }
 

@@ -66,7 +66,7 @@ class RefundReceipt(Body):
 
 
 class AccountEntry(Body):
-    id: int
+    id: uuid.UUID
     kind: Literal["allocation", "charge", "refund"]
     amount_fen: int  # + money in (allocations, refunds), - money out (charges)
     balance_after_fen: int
