@@ -121,9 +121,11 @@ async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
         GRANT USAGE ON SCHEMA public TO {role};
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};
-        REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};
-        -- The ledger's entries and settlements are append-only: a correction is a new entry.
-        REVOKE UPDATE, DELETE, TRUNCATE ON ledger_transfers, ledger_settlements FROM {role};
         REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {role};
         """
     )
+    # Append-only: the audit log, and the ledger's entries and settlements (a correction is a new
+    # entry). Each as far as the migrations applied have made it.
+    for table in ("audit_log", "ledger_transfers", "ledger_settlements"):
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            await conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}")
