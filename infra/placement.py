@@ -95,12 +95,15 @@ _COORDINATOR = (
     "person_import_errors",
     "supervision_alerts",
     "supervision_scans",
+    "system_events",  # the outbox's events of no person (a disbursement run's completion)
 )
 PLACEMENTS: tuple[Placement, ...] = (
     *(Placement(t, "reference") for t in _REFERENCE),
     Placement("persons", "distributed", column="id"),
     *(Placement(t, "distributed") for t in _DISTRIBUTED),
     *(Placement(t, "coordinator") for t in _COORDINATOR),
+    # A push token names one app install across all persons: its owner, looked up by the token.
+    Placement("push_tokens", "distributed", column="push_token", group="push_tokens"),
 )
 
 
