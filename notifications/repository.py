@@ -380,10 +380,11 @@ async def retire_for_sessions(uow: UnitOfWork, person_id: uuid.UUID, session_ids
 
 
 async def remove_device(db: Db, person_id: uuid.UUID, device_id: uuid.UUID) -> bool:
+    """False if the person has no such device: one whose token moved to someone else is theirs now."""
     status = await db.execute(
         """UPDATE devices SET deactivated_at = coalesce(deactivated_at, (SELECT now())),
                               deactivated_reason = coalesce(deactivated_reason, 'removed')
-           WHERE person_id = $1 AND id = $2""",
+           WHERE person_id = $1 AND id = $2 AND deactivated_reason IS DISTINCT FROM 'moved'""",
         person_id,
         device_id,
     )
