@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -23,14 +23,12 @@ from infra.db import Db, UnitOfWork
 from infra.ids import uuid7_texts
 from notifications.rules import ReminderWindow
 
-_ACTIVE = "d.person_id = n.person_id AND d.deactivated_at IS NULL"
-
-_ROUTE = f"""
+# A row per active device, or one with no device (the SMS). An outer join rather than NOT EXISTS: Citus
+# refuses a correlated subquery beside a CTE.
+_ROUTE = """
     INSERT INTO deliveries (person_id, notification_id, channel, device_id, next_attempt_at)
-    SELECT n.person_id, n.id, 'push', d.id, n.release_at FROM notice n JOIN devices d ON {_ACTIVE}
-    UNION ALL
-    SELECT n.person_id, n.id, 'sms', NULL, n.release_at FROM notice n
-    WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE {_ACTIVE})"""
+    SELECT n.person_id, n.id, CASE WHEN d.id IS NULL THEN 'sms' ELSE 'push' END, d.id, n.release_at
+    FROM notice n LEFT JOIN devices d ON d.person_id = n.person_id AND d.deactivated_at IS NULL"""
 
 PUBLISH_SQL = f"""
     WITH event AS (
@@ -210,11 +208,10 @@ async def warn_withheld(uow: UnitOfWork, period: date, pay_on: date, release: da
 _CLAIMED = """
     WITH claimed AS (
         UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $3)
-        WHERE (d.person_id, d.id) IN (
-                SELECT person_id, id FROM deliveries
-                WHERE channel = $1 AND state = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at LIMIT $2)
-          AND d.state = 'pending' AND d.next_attempt_at <= now()
+        FROM (SELECT person_id, id FROM deliveries
+              WHERE channel = $1 AND state = 'pending' AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $2) due
+        WHERE d.person_id = due.person_id AND d.id = due.id AND d.state = 'pending' AND d.next_attempt_at <= now()
         RETURNING d.person_id, d.id, d.notification_id, d.device_id, d.attempts
     )
     SELECT c.person_id, c.id, c.attempts, c.notification_id, c.device_id, n.kind, n.params, n.urgent"""
@@ -235,11 +232,12 @@ async def claim(db: Db, channel: str, limit: int, lease_s: int) -> list[asyncpg.
 
 
 # An outcome counts only for the claim that sent it: a dispatcher that outlived its lease does not
-# overwrite what the next claim recorded.
+# overwrite what the next claim recorded. The time it was sent is a parameter: Citus refuses a stable
+# function in a CASE of a write across shards, even as a subquery.
 RECORD_SQL = """
     UPDATE deliveries d
     SET state = o.state, last_error = o.error, next_attempt_at = coalesce(o.next_at, d.next_attempt_at),
-        sent_at = CASE WHEN o.state = 'sent' THEN (SELECT now()) END
+        sent_at = CASE WHEN o.state = 'sent' THEN $7::timestamptz END
     FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[])
          AS o (person_id, id, attempts, state, error, next_at)
     WHERE d.person_id = o.person_id AND d.id = o.id AND d.attempts = o.attempts AND d.state = 'pending'"""
@@ -289,6 +287,7 @@ async def record(
         [o.state for o in outcomes],
         [o.error for o in outcomes],
         [o.next_at for o in outcomes],
+        datetime.now(UTC),
     )
     if gone:
         await uow.execute(DEACTIVATE_SQL, [g[0] for g in gone], [g[1] for g in gone], [g[2] for g in gone])
