@@ -171,12 +171,15 @@ async def set_operator_locale(uow: UnitOfWork, operator_id: uuid.UUID, locale: s
 
 
 async def revoke_session(uow: UnitOfWork, session_id: uuid.UUID, reason: str) -> None:
-    await uow.execute(
-        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+    # The person of an account's session: their devices are retired on their shard.
+    person_id: uuid.UUID | None = await uow.fetchval(
+        """UPDATE sessions s SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL
+           RETURNING (SELECT a.person_id FROM accounts a WHERE s.principal_kind = 'account' AND a.id = s.principal_id)""",
         session_id,
         reason,
     )
-    await devices.retire_for_sessions(uow, [session_id], reason)
+    if person_id is not None:
+        await devices.retire_for_sessions(uow, person_id, [session_id], reason)
 
 
 async def revoke_person_sessions(uow: UnitOfWork, person_id: uuid.UUID, keep: uuid.UUID | None, reason: str) -> int:
@@ -193,7 +196,7 @@ async def revoke_person_sessions(uow: UnitOfWork, person_id: uuid.UUID, keep: uu
         keep,
         reason,
     )
-    await devices.retire_for_sessions(uow, [r["id"] for r in rows], reason)
+    await devices.retire_for_sessions(uow, person_id, [r["id"] for r in rows], reason)
     return len(rows)
 
 

@@ -65,15 +65,17 @@ SEED_SQL = """
     WITH devices_made AS (
         INSERT INTO devices (person_id, push_token, platform, locale, app_version)
         SELECT id, 'bench-' || id, 'android', 'zh-CN', '3.2.1' FROM persons
-        RETURNING id, person_id
+        RETURNING id, person_id, push_token
+    ), tokens AS (
+        INSERT INTO push_tokens (push_token, person_id, device_id) SELECT push_token, person_id, id FROM devices_made
     ), notices AS (
         INSERT INTO notifications (person_id, kind, params, urgent, dedupe_key, shown_from)
         SELECT person_id, 'payment.paid', $1::jsonb, false, 'bench:' || person_id, now()
         FROM devices_made
         RETURNING id, person_id
     )
-    INSERT INTO deliveries (notification_id, channel, device_id, next_attempt_at)
-    SELECT n.id, 'push', d.id, now() - interval '1 hour' FROM notices n JOIN devices_made d USING (person_id)"""
+    INSERT INTO deliveries (person_id, notification_id, channel, device_id, next_attempt_at)
+    SELECT n.person_id, n.id, 'push', d.id, now() - interval '1 hour' FROM notices n JOIN devices_made d USING (person_id)"""
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ _COORDINATOR = (
     "person_import_errors",
     "supervision_alerts",
     "supervision_scans",
+    "system_events",  # the outbox's events of no person (a disbursement run's completion)
 )
 PLACEMENTS: tuple[Placement, ...] = (
     *(Placement(t, "reference") for t in _REFERENCE),
@@ -114,6 +115,8 @@ PLACEMENTS: tuple[Placement, ...] = (
     # A card by its number: the lookup, distributed by the number (a card's own key holds its person).
     Placement("card_numbers", "distributed", column="card_number", group="card_numbers"),
     *(Placement(t, "coordinator") for t in _COORDINATOR),
+    # A push token names one app install across all persons: its owner, looked up by the token.
+    Placement("push_tokens", "distributed", column="push_token", group="push_tokens"),
 )
 
 

@@ -3,7 +3,8 @@
 At least once: a claim is a lease, so a dispatcher killed between sending and recording leaves
 its deliveries due again when the lease ends, and the next dispatcher sends them again (the
 notice, and so the inbox entry, is one row whatever happens to its deliveries). Any number of
-dispatchers may run; SKIP LOCKED gives each its own deliveries.
+dispatchers may run; a claim takes only deliveries still due when it writes them, so each goes to
+one of them (notifications.repository.CLAIM_SQL).
 """
 
 from __future__ import annotations
@@ -95,14 +96,14 @@ class Dispatcher:
         """Again later, backing off, or dead once the attempts are used up."""
         attempts: int = row["attempts"]
         if attempts >= self._settings.notify_max_attempts:
-            return Outcome(row["id"], attempts, "dead", error)
+            return Outcome(row["person_id"], row["id"], attempts, "dead", error)
         later = now + retry_delay(attempts, self._settings.notify_retry_s, retry_after)
-        return Outcome(row["id"], attempts, "pending", error, release_at(later, urgent=row["urgent"]))
+        return Outcome(row["person_id"], row["id"], attempts, "pending", error, release_at(later, urgent=row["urgent"]))
 
     def _exhausted(self, row: asyncpg.Record) -> Outcome | None:
         """A delivery claimed again after its last attempt: its dispatchers died before recording it."""
         if row["attempts"] > self._settings.notify_max_attempts:
-            return Outcome(row["id"], row["attempts"], "dead", "no outcome recorded")
+            return Outcome(row["person_id"], row["id"], row["attempts"], "dead", "no outcome recorded")
         return None
 
     @staticmethod
@@ -111,7 +112,7 @@ class Dispatcher:
         try:
             return write(row["kind"], locale, row["params"])
         except KeyError as missing:
-            return Outcome(row["id"], row["attempts"], "dead", f"template: {missing}")
+            return Outcome(row["person_id"], row["id"], row["attempts"], "dead", f"template: {missing}")
 
     async def _send_push(self, rows: Sequence[asyncpg.Record]) -> None:
         now = datetime.now(UTC)
@@ -123,7 +124,7 @@ class Dispatcher:
             if exhausted is not None:
                 outcomes.append(exhausted)
             elif row["device_gone"]:
-                outcomes.append(Outcome(row["id"], row["attempts"], "cancelled", "device_removed"))
+                outcomes.append(Outcome(row["person_id"], row["id"], row["attempts"], "cancelled", "device_removed"))
                 gone.append((row, "device_removed"))
             else:
                 text = self._written(row, render, row["device_locale"])
@@ -136,20 +137,20 @@ class Dispatcher:
         results: list[PushOutcome] = await self._push.send([m for _, m in sending]) if sending else []
         for (row, _), result in zip(sending, results, strict=True):
             if result.state == "delivered":
-                outcomes.append(Outcome(row["id"], row["attempts"], "sent"))
+                outcomes.append(Outcome(row["person_id"], row["id"], row["attempts"], "sent"))
             elif result.state == "token_gone":
-                outcomes.append(Outcome(row["id"], row["attempts"], "cancelled", result.error))
+                outcomes.append(Outcome(row["person_id"], row["id"], row["attempts"], "cancelled", result.error))
                 gone.append((row, result.error or "token_gone"))
             elif result.state == "retry":
                 outcomes.append(self._after_failure(row, result.error or "retry", result.retry_after, now))
             else:
-                outcomes.append(Outcome(row["id"], row["attempts"], "dead", result.error))
+                outcomes.append(Outcome(row["person_id"], row["id"], row["attempts"], "dead", result.error))
         async with unit_of_work(self._pool) as uow:
             await repo.record(
                 uow,
                 outcomes,
-                [(row["device_id"], error) for row, error in gone if not row["device_gone"]],
-                [row["notification_id"] for row, _ in gone],
+                [(row["person_id"], row["device_id"], error) for row, error in gone if not row["device_gone"]],
+                [(row["person_id"], row["notification_id"]) for row, _ in gone],
                 now,
             )
         count_outcomes("push", outcomes)
@@ -174,7 +175,7 @@ class Dispatcher:
                 except SmsNotSent as refused:
                     outcomes.append(self._after_failure(row, str(refused), refused.retry_after, now))
                     continue
-                outcomes.append(Outcome(row["id"], row["attempts"], "sent"))
+                outcomes.append(Outcome(row["person_id"], row["id"], row["attempts"], "sent"))
             await repo.record(uow, outcomes, [], [], now)
         count_outcomes("sms", outcomes)
 

@@ -28,8 +28,13 @@ _EVENT_NOTICES = frozenset(k for k in KINDS if not k.endswith(".code"))
 async def publish_event(
     uow: UnitOfWork, kind: str, person_id: uuid.UUID | None, payload: dict[str, Any], dedupe_key: str
 ) -> None:
+    """A person's event (and their notice, for a kind they are told of), or with no person the
+    system's event, which nobody is told of. The dedupe key is unique within the person."""
+    if person_id is None:
+        await repo.publish_system(uow, kind, payload, dedupe_key)
+        return
     notice = None
-    if kind in _EVENT_NOTICES and person_id is not None:
+    if kind in _EVENT_NOTICES:
         urgent = kind in URGENT
         notice = (urgent, release_at(datetime.now(UTC), urgent=urgent))
     await repo.publish(uow, kind, person_id, payload, dedupe_key, notice)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, Unauthorized
 from core.pension import pay_date
 from infra import audit, metrics
 from infra.db import unit_of_work
@@ -39,6 +39,10 @@ class NotificationService:
     ) -> asyncpg.Record:
         """Push goes to the phone while the sign-in that registered it lasts."""
         async with unit_of_work(self._pool) as uow:
+            # The session is the coordinator's (sign-in), so no foreign key holds a device to it: this
+            # check does, and refuses a sign-in that ended meanwhile (its devices were retired with it).
+            if session_id is not None and not await repo.session_current(uow, session_id):
+                raise Unauthorized("token_invalid")
             device = await repo.register_device(uow, person_id, session_id, token, platform, locale, app_version)
             await repo.deactivate_surplus_devices(uow, person_id, ACTIVE_DEVICES)
         return device
@@ -72,11 +76,13 @@ class NotificationService:
 
     async def retry(self, actor: str, delivery_id: uuid.UUID) -> asyncpg.Record:
         async with unit_of_work(self._pool) as uow:
-            retried = await repo.retry_dead(uow, delivery_id)
+            current = await repo.delivery(uow, delivery_id)
+            if current is None:
+                raise NotFound("delivery_not_found")
+            retried = await repo.retry_dead(uow, current["person_id"], delivery_id)
             if retried is None:
                 current = await repo.delivery(uow, delivery_id)
-                if current is None:
-                    raise NotFound("delivery_not_found")
+                assert current is not None
                 raise Conflict("delivery_not_dead", state=current["state"])
             await audit.record(
                 uow,

@@ -52,8 +52,8 @@ async def notifications_of(db: Db, person_id: uuid.UUID, limit: int) -> list[asy
         """SELECT n.id, n.kind, n.params, n.created_at, n.shown_from, n.read_at,
                   coalesce(array_agg(d.channel || ':' || d.state ORDER BY d.channel, d.state)
                            FILTER (WHERE d.id IS NOT NULL), '{}') AS deliveries
-           FROM notifications n LEFT JOIN deliveries d ON d.notification_id = n.id
-           WHERE n.person_id = $1 GROUP BY n.id ORDER BY n.created_at DESC, n.id DESC LIMIT $2""",
+           FROM notifications n LEFT JOIN deliveries d ON d.person_id = n.person_id AND d.notification_id = n.id
+           WHERE n.person_id = $1 GROUP BY n.person_id, n.id ORDER BY n.created_at DESC, n.id DESC LIMIT $2""",
         person_id,
         limit,
     )

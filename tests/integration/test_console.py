@@ -262,14 +262,12 @@ async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_l
     run = await services.disbursements.run(date(2026, 12, 1), "system:test")
     # The run's announcement wrote notices; one push is made a dead letter.
     await services.notifications.announce_run(run["id"])
-    await pool.execute(
-        "INSERT INTO devices (person_id, push_token, platform, locale, app_version) VALUES ($1, 'token-1', 'android', 'en', '1.0')",
-        paid.id,
-    )
+    await services.notifications.register_device(paid.id, None, "token-1", "android", "en", "1.0")
     notice = await pool.fetchval("SELECT id FROM notifications WHERE person_id = $1", paid.id)
     dead = await pool.fetchval(
-        """INSERT INTO deliveries (notification_id, channel, device_id, state, attempts, last_error, next_attempt_at)
-           SELECT $1, 'push', id, 'dead', 6, 'UNAVAILABLE', now() FROM devices RETURNING id""",
+        """INSERT INTO deliveries (person_id, notification_id, channel, device_id, state, attempts, last_error,
+                                   next_attempt_at)
+           SELECT person_id, $1, 'push', id, 'dead', 6, 'UNAVAILABLE', now() FROM devices RETURNING id""",
         notice,
     )
 

@@ -79,7 +79,7 @@ async def test_a_run_pays_the_certified_and_withholds_the_rest_with_a_reason(
     assert again["id"] == run["id"]
     assert await pool.fetchval("SELECT count(*) FROM pension_payments") == 3
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'disbursement.completed'") == 1
-    event = await pool.fetchrow("SELECT payload FROM domain_events WHERE kind = 'disbursement.completed'")
+    event = await pool.fetchrow("SELECT payload FROM system_events WHERE kind = 'disbursement.completed'")
     assert event is not None
     assert event["payload"] == {"run_id": str(run["id"]), "period": "2026-12-01"}
 

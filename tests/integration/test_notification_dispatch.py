@@ -59,7 +59,8 @@ async def notify(pool: asyncpg.Pool, person: Pensioner, key: str | None = None) 
 
 async def deliveries(pool: asyncpg.Pool, notice: uuid.UUID) -> list[asyncpg.Record]:
     return await pool.fetch(
-        """SELECT d.*, v.push_token FROM deliveries d LEFT JOIN devices v ON v.id = d.device_id
+        """SELECT d.*, v.push_token FROM deliveries d
+           LEFT JOIN devices v ON v.person_id = d.person_id AND v.id = d.device_id
            WHERE notification_id = $1 ORDER BY channel, v.push_token""",
         notice,
     )
@@ -86,6 +87,47 @@ async def test_a_thousand_notices_go_out_in_claims_of_500_each_once(
     message = fcm.received[0].message
     assert message["android"]["priority"] == "high"  # a card-loss notice is urgent
     assert message["notification"]["title"]
+
+
+async def test_dispatchers_at_once_send_each_notice_once(
+    services: Services, importer: Any, fcm_settings: Settings, fcm: FcmServer, tmp_path: Path
+) -> None:
+    # Each claims by UPDATE, not SELECT … FOR UPDATE SKIP LOCKED (which Citus refuses across shards):
+    # rows two claims both found go to the one that wrote them first.
+    people = await import_pensioners(importer, services.pool, tmp_path, 7)
+    for n, person in enumerate(people):
+        await device(services, person, f"token-{n}")
+    notices = [await notify(services.pool, people[n % 7]) for n in range(600)]
+    pushes = [push_channel(fcm_settings) for _ in range(3)]
+    try:
+        dispatchers = [Dispatcher(services.pool, fcm_settings, p, services.sms, push_batch=40) for p in pushes]
+        handled = await asyncio.gather(*(d.run("push", window_s=1.0, poll_s=0.05) for d in dispatchers))
+    finally:
+        for push in pushes:
+            await push.aclose()
+    assert sum(handled) == 600
+    assert sent_notices(fcm) == collections.Counter({str(n): 1 for n in notices})
+    assert await services.pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'sent' AND attempts = 1") == 600
+
+
+async def test_a_push_pending_when_its_token_moved_to_someone_else_goes_by_sms(
+    services: Services, importer: Any, dispatcher: Dispatcher, fcm: FcmServer, tmp_path: Path
+) -> None:
+    first, second = await import_pensioners(importer, services.pool, tmp_path, 2)
+    await device(services, first, "shared-phone")
+    notice = await notify(services.pool, first)
+    moved = await device(services, second, "shared-phone")  # the phone signed in by someone else
+
+    assert await dispatcher.dispatch("push") == 1
+    assert len(fcm.received) == 0  # the first person's notice does not reach the second's phone
+    push, sms = await deliveries(services.pool, notice)
+    assert (push["channel"], push["device_id"], push["state"]) == ("push", moved, "cancelled")
+    assert (sms["channel"], sms["state"]) == ("sms", "pending")
+    owner = await services.pool.fetchrow(
+        "SELECT person_id, device_id FROM push_tokens WHERE push_token = 'shared-phone'"
+    )
+    assert owner is not None
+    assert (owner["person_id"], owner["device_id"]) == (second.id, moved)
 
 
 async def test_dead_tokens_are_deactivated_and_a_person_left_without_a_device_gets_the_sms(

@@ -16,6 +16,7 @@ import pytest
 
 from app.jobs import run_worker
 from app.services import Services
+from core.errors import Unauthorized
 from infra.config import Settings
 from infra.crypto import mask_account
 from infra.db import unit_of_work
@@ -124,14 +125,20 @@ async def test_a_device_is_registered_moved_removed_and_reactivated(
     assert row is not None
     assert (row["person_id"], row["push_token"], row["deactivated_at"]) == (first_id, "fcm-token-a", None)
 
-    # The same app install signed in by someone else: the token (and its row) moves with it.
+    # The same app install signed in by someone else: the token (and the device's id) moves with it;
+    # the first person's row stays, retired, for the deliveries that name it.
     moved = await _register(client, second["headers"], "fcm-token-a", platform="ios", locale="en", app_version="3.3.0")
     assert moved["id"] == device["id"]
     assert (moved["platform"], moved["locale"], moved["app_version"]) == ("ios", "en", "3.3.0")
     active = "SELECT count(*) FROM devices WHERE person_id = $1 AND deactivated_at IS NULL"
     assert await pool.fetchval(active, first_id) == 0
     assert await pool.fetchval(active, second_id) == 1
-    assert await pool.fetchval("SELECT count(*) FROM devices") == 1
+    left = await pool.fetchrow("SELECT deactivated_reason FROM devices WHERE person_id = $1", first_id)
+    assert left is not None
+    assert left["deactivated_reason"] == "moved"
+    owner = await pool.fetchrow("SELECT person_id, device_id FROM push_tokens WHERE push_token = 'fcm-token-a'")
+    assert owner is not None
+    assert (owner["person_id"], str(owner["device_id"])) == (second_id, device["id"])
 
     # Only its owner can remove it; someone else's device is as good as unknown.
     r = await client.delete(f"{DEVICES}/{device['id']}", headers=first["headers"])
@@ -145,7 +152,9 @@ async def test_a_device_is_registered_moved_removed_and_reactivated(
     r = await client.delete(f"{DEVICES}/{device['id']}", headers=second["headers"])
     assert r.status_code == 204, r.text
     gone = await pool.fetchrow(
-        "SELECT deactivated_at, deactivated_reason FROM devices WHERE id = $1", uuid.UUID(device["id"])
+        "SELECT deactivated_at, deactivated_reason FROM devices WHERE person_id = $1 AND id = $2",
+        second_id,
+        uuid.UUID(device["id"]),
     )
     assert gone is not None
     assert gone["deactivated_at"] is not None
@@ -154,7 +163,9 @@ async def test_a_device_is_registered_moved_removed_and_reactivated(
     r = await client.delete(f"{DEVICES}/{device['id']}", headers=second["headers"])
     assert r.status_code == 204  # removing again is no error, and keeps the first removal's time
     assert (
-        await pool.fetchval("SELECT deactivated_at FROM devices WHERE id = $1", uuid.UUID(device["id"]))
+        await pool.fetchval(
+            "SELECT deactivated_at FROM devices WHERE person_id = $1 AND id = $2", second_id, uuid.UUID(device["id"])
+        )
         == (gone["deactivated_at"])
     )
 
@@ -162,10 +173,12 @@ async def test_a_device_is_registered_moved_removed_and_reactivated(
     again = await _register(client, first["headers"], "fcm-token-a")
     assert again["id"] == device["id"]
     row = await pool.fetchrow(
-        "SELECT person_id, deactivated_at, deactivated_reason FROM devices WHERE id = $1", uuid.UUID(device["id"])
+        "SELECT person_id, deactivated_at, deactivated_reason FROM devices WHERE id = $1 AND deactivated_at IS NULL",
+        uuid.UUID(device["id"]),
     )
     assert row is not None
     assert (row["person_id"], row["deactivated_at"], row["deactivated_reason"]) == (first_id, None, None)
+    assert await pool.fetchval("SELECT person_id FROM push_tokens WHERE push_token = 'fcm-token-a'") == first_id
 
 
 async def test_bad_registrations_are_refused(
@@ -473,14 +486,19 @@ async def test_events_a_person_is_told_about_write_a_notice_and_others_only_the_
         assert release_at(before, urgent=False) <= delivery["next_attempt_at"] <= release_at(after, urgent=False)
         assert await pool.fetchval("SELECT count(*) FROM domain_events WHERE dedupe_key = $1", f"test:{kind}") == 1
     for kind, payload in EVENT_ONLY.items():
-        who = None if kind == "disbursement.completed" else person_id
-        await _publish(pool, kind, who, payload, f"test:{kind}")
+        if kind == "disbursement.completed":  # no person's: the system's event
+            await _publish(pool, kind, None, payload, f"test:{kind}")
+            assert await pool.fetchval("SELECT payload FROM system_events WHERE kind = $1", kind) == payload
+            continue
+        await _publish(pool, kind, person_id, payload, f"test:{kind}")
         event = await pool.fetchrow("SELECT person_id, payload FROM domain_events WHERE kind = $1", kind)
         assert event is not None
-        assert (event["person_id"], event["payload"]) == (who, payload)
-    # A kind with a template but no person: only the event.
+        assert (event["person_id"], event["payload"]) == (person_id, payload)
+    # A kind with a template but no person: only the system's event.
     await _publish(pool, "certification.failed", None, {}, "test:nobody")
-    assert await pool.fetchval("SELECT count(*) FROM domain_events WHERE dedupe_key = 'test:nobody'") == 1
+    await _publish(pool, "certification.failed", None, {}, "test:nobody")
+    assert await pool.fetchval("SELECT count(*) FROM system_events WHERE dedupe_key = 'test:nobody'") == 1
+    assert await pool.fetchval("SELECT count(*) FROM domain_events WHERE dedupe_key = 'test:nobody'") == 0
     assert await pool.fetchval("SELECT count(*) FROM notifications WHERE dedupe_key = 'test:nobody'") == 0
     assert sorted(n["kind"] for n in await _notices(pool, person_id)) == sorted(NOTIFIED)
     assert await pool.fetchval("SELECT count(*) FROM notifications") == len(NOTIFIED)
@@ -524,6 +542,29 @@ async def test_a_removed_phone_is_not_pushed_to(client: Any, pool: asyncpg.Pool,
     assert [(d["channel"], str(d["device_id"])) for d in await _deliveries(pool, notice["id"])] == [
         ("push", kept["id"])
     ]
+
+
+async def test_a_phone_is_not_registered_under_a_sign_in_that_ended(
+    client: Any, pool: asyncpg.Pool, services: Services, holder: dict[str, Any]
+) -> None:
+    # The session is a coordinator table on a cluster: no foreign key holds a device to it, the
+    # registration checks it, under a lock that a logout waits for.
+    person_id = await person_id_of(pool, holder["person"].phone)
+    device = await _register(client, holder["headers"], "fcm-token-session")
+    session_id = await pool.fetchval(
+        "SELECT session_id FROM devices WHERE person_id = $1 AND id = $2", person_id, uuid.UUID(device["id"])
+    )
+    assert session_id is not None
+    assert (await client.post("/v1/auth/logout", headers=holder["headers"])).status_code == 204
+    assert await pool.fetchval("SELECT deactivated_reason FROM devices WHERE person_id = $1", person_id) == "logout"
+    with pytest.raises(Unauthorized):
+        await services.notifications.register_device(person_id, session_id, "fcm-token-late", "android", "en", "3.2.1")
+    with pytest.raises(Unauthorized):
+        await services.notifications.register_device(
+            person_id, uuid.uuid4(), "fcm-token-late", "android", "en", "3.2.1"
+        )
+    assert await pool.fetchval("SELECT count(*) FROM devices WHERE push_token = 'fcm-token-late'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM push_tokens WHERE push_token = 'fcm-token-late'") == 0
 
 
 # -- the reminder scan -------------------------------------------------------------------------------
