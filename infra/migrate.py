@@ -75,7 +75,7 @@ async def _install_queue(conn: asyncpg.Connection) -> None:
 
 async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
     if app_role == await conn.fetchval("SELECT current_user"):
-        return  # single-role deployment: the owner is the app; the audit triggers still refuse edits
+        return  # single-role deployment: the owner is the app; the keyed chains and anchors find its edits
     role = '"' + app_role.replace('"', '""') + '"'
     await conn.execute(
         f"""
@@ -83,6 +83,7 @@ async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};
         REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};
+        REVOKE INSERT, DELETE, TRUNCATE ON audit_heads FROM {role};
         REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {role};
         """
     )
