@@ -419,9 +419,9 @@ def full_walk_checkpoints(found: audit.Verification, at: datetime) -> list[Check
     made: list[Checkpoint] = []
     for c in found.chains:
         broken = (f"row {c.broken.row}: {c.broken.reason}",) if c.broken else ()
+        if c.last is None and not (broken or c.findings):
+            continue  # an empty chain nothing was found of (the whole log's findings go with the others)
         problems = (*broken, *c.findings, *found.problems)
-        if c.last is None and not problems:
-            continue
         seq, digest = c.last if c.last is not None else (0, audit.GENESIS)
         made.append(Checkpoint(chain_name(c.chain), seq, digest, c.rows, found.keyed_from, True, problems, at))
     return made
