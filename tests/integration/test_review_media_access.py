@@ -38,7 +38,7 @@ def _expires_in(url: str) -> int:
 
 async def _looks(pool: asyncpg.Pool, check: str) -> list[tuple[str, dict[str, Any]]]:
     rows = await pool.fetch(
-        "SELECT action, details FROM audit_log WHERE subject = $1 AND action LIKE 'biometric.%' ORDER BY id",
+        "SELECT action, details FROM audit_log WHERE subject = $1 AND action LIKE 'biometric.%' ORDER BY at, chain, seq",
         f"check:{check}",
     )
     return [(r["action"], r["details"]) for r in rows]
