@@ -181,7 +181,7 @@ async def test_the_console_shows_a_decided_check_without_images_and_asks_for_a_r
 
     asked = await pool.fetch(
         """SELECT details->>'operator' AS who, details->>'reason' AS reason FROM audit_log
-           WHERE subject = $1 AND action = 'biometric.viewed' AND details ? 'reason' ORDER BY id""",
+           WHERE subject = $1 AND action = 'biometric.viewed' AND details ? 'reason' ORDER BY at, seq""",
         f"check:{check}",
     )
     assert [(r["who"], r["reason"]) for r in asked] == [
