@@ -50,6 +50,7 @@ FULL_WALK_EVERY = timedelta(days=1)  # how often the anchor job walks every row,
 # however busy the log.
 LOOK_RECORDS_AFTER = 1_000
 _READ = 20  # checkpoints read, newest first, to find a genuine one past forged ones
+_FIRST_READ = 2  # per chain at first: the newest is genuine unless someone forged one
 FORGED = "forged"  # its signature does not match: written without the chain key, or altered
 REKEYED = "rekeyed"  # verified with another keyed_from than audit_chain now holds: the boundary moved
 
@@ -152,8 +153,10 @@ def moved(checkpoint: Checkpoint, stored: bytes | None) -> audit.ChainBreak | No
 _COLUMNS = "chain, last_id, hash, row_count, keyed_from, full_walk, problems, verified_at, mac"
 
 
-async def _read(db: Db, chains: Sequence[int], where: str, order: str) -> dict[int, list[tuple[Checkpoint, bytes]]]:
-    """Per chain, its `_READ` best checkpoints by `order` (one index probe per name: the table is the
+async def _read(
+    db: Db, chains: Sequence[int], where: str, order: str, limit: int = _READ
+) -> dict[int, list[tuple[Checkpoint, bytes]]]:
+    """Per chain, its `limit` best checkpoints by `order` (one index probe per name: the table is the
     coordinator's, so the lateral join is plain PostgreSQL on either setup)."""
     names = [n for c in chains for n in _names(c)]
     rows = await db.fetch(
@@ -162,7 +165,7 @@ async def _read(db: Db, chains: Sequence[int], where: str, order: str) -> dict[i
             CROSS JOIN LATERAL (SELECT id, {_COLUMNS} FROM audit_checkpoints
                                 WHERE chain = k.name AND {where} ORDER BY {order} LIMIT $2) AS c""",
         names,
-        _READ,
+        limit,
     )
     by_last = order.startswith("last_id")
     found: dict[int, list[tuple[Checkpoint, bytes]]] = {c: [] for c in chains}
@@ -183,7 +186,7 @@ async def _read(db: Db, chains: Sequence[int], where: str, order: str) -> dict[i
     for chain, items in ranked.items():
         # Chain 0's own and its 'log' ones, best first together.
         items.sort(key=lambda item: item[0], reverse=True)  # type: ignore[arg-type, return-value]
-        found[chain] = [(c, mac) for _, c, mac in items[:_READ]]
+        found[chain] = [(c, mac) for _, c, mac in items[:limit]]
     return found
 
 
@@ -224,17 +227,29 @@ class FullWalk:
     problems: tuple[str, ...]  # what any of them found; none: every chain held
 
 
+async def _genuine(
+    db: Db, key: bytes, where: str, order: str, keyed_from: int | None
+) -> tuple[dict[int, Checkpoint], list[Refusal]]:
+    """Per chain, the first genuine checkpoint by `order` (see first_genuine), and those refused. A few
+    per chain first; the chains whose few were all refused, read again further."""
+    chains = range(audit.CHAINS)
+    found = await _read(db, chains, where, order, _FIRST_READ)
+    deeper = [c for c in chains if len(found[c]) == _FIRST_READ and first_genuine(key, found[c], keyed_from)[0] is None]
+    if deeper:
+        found |= await _read(db, deeper, where, order)
+    taken: dict[int, Checkpoint] = {}
+    refused: list[Refusal] = []
+    for chain in chains:
+        checkpoint, passed = first_genuine(key, found[chain], keyed_from)
+        refused.extend(passed)
+        if checkpoint is not None:
+            taken[chain] = checkpoint
+    return taken, refused
+
+
 async def last_full_walks(db: Db, key: bytes) -> tuple[dict[int, Checkpoint], list[Refusal]]:
     """Per chain, its newest genuine full walk, whatever it found; and the forged ones newer than it."""
-    found = await _read(db, range(audit.CHAINS), "full_walk", "verified_at DESC, id DESC")
-    walks: dict[int, Checkpoint] = {}
-    refused: list[Refusal] = []
-    for chain, candidates in found.items():
-        walk, passed = first_genuine(key, candidates, None)
-        refused.extend(passed)
-        if walk is not None:
-            walks[chain] = walk
-    return walks, refused
+    return await _genuine(db, key, "full_walk", "verified_at DESC, id DESC", None)
 
 
 def summary(walks: dict[int, Checkpoint]) -> FullWalk | None:
@@ -369,15 +384,8 @@ async def _rows_after(db: Db, after: dict[int, int], batch: int = 2000) -> dict[
 async def _walk_onward(db: Db, key: bytes) -> OnwardCheck:
     keyed_from = await audit.keyed_from(db)
     chains = range(audit.CHAINS)
-    held = await _read(db, chains, "problems = '{}'", "last_id DESC, id DESC")
+    starts, refused = await _genuine(db, key, "problems = '{}'", "last_id DESC, id DESC", keyed_from)
     walks, refused_full = await last_full_walks(db, key)
-    refused: list[Refusal] = []
-    starts: dict[int, Checkpoint] = {}
-    for chain in chains:
-        start, passed = first_genuine(key, held[chain], keyed_from)
-        refused.extend(passed)
-        if start is not None:
-            starts[chain] = start
     refusals = tuple(dict.fromkeys((*refused, *refused_full)))  # a forged full walk may show in both reads
     stored: dict[tuple[int, int], bytes] = {}
     if starts:
