@@ -387,26 +387,19 @@ async def _walk_onward(db: Db, key: bytes) -> OnwardCheck:
     starts, refused = await _genuine(db, key, "problems = '{}'", "last_id DESC, id DESC", keyed_from)
     walks, refused_full = await last_full_walks(db, key)
     refusals = tuple(dict.fromkeys((*refused, *refused_full)))  # a forged full walk may show in both reads
-    stored: dict[tuple[int, int], bytes] = {}
-    if starts:
-        pairs = ", ".join(f"(${2 * i + 1}::smallint, ${2 * i + 2}::bigint)" for i in range(len(starts)))
-        args = [v for c, s in starts.items() for v in (c, s.last_id)]
-        for r in await db.fetch(f"SELECT chain, seq, hash FROM audit_log WHERE (chain, seq) IN ({pairs})", *args):
-            stored[(r["chain"], r["seq"])] = r["hash"]
+    # From each checkpointed row itself (seq >= its seq), so that one statement both confirms its hash
+    # and reads on; from the first row where a chain has no checkpoint.
+    after = {c: starts[c].last_id - 1 if c in starts else -(2**63) for c in chains}
     result: dict[int, ChainOnward] = {}
-    after: dict[int, int] = {}
-    for chain in chains:
-        start = starts.get(chain)
-        if start is None:
-            after[chain] = -(2**63)
-            continue
-        broken = moved(start, stored.get((chain, start.last_id)))
-        if broken is not None:
-            result[chain] = ChainOnward(chain, start, 0, None, (start.last_id, start.hash), broken)
-        else:
-            after[chain] = start.last_id
     for chain, found in (await _rows_after(db, after)).items():
         start = starts.get(chain)
+        if start is not None:
+            at_start = found[0][3] if found and found[0][0] == start.last_id else None
+            broken = moved(start, at_start)
+            if broken is not None:
+                result[chain] = ChainOnward(chain, start, 0, None, (start.last_id, start.hash), broken)
+                continue
+            found = found[1:]
         checker = audit.ChainChecker(key, keyed_from, start.hash if start else audit.GENESIS, chain)
         last = (start.last_id, start.hash) if start else None
         walked = 0
