@@ -674,17 +674,18 @@ async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
     from infra import audit, audit_checkpoints
 
     settings = services.settings
-    result, checkpoint = await audit_checkpoints.full_walk(
+    result, checkpoints = await audit_checkpoints.full_walk(
         services.pool, services.storage, settings.audit_chain_key, args.anchors if args.anchors > 0 else None
     )
-    if result.broken is not None:
-        print(f"audit chain broken at row {result.broken.row_id}: {result.broken.reason}")
+    for broken in result.breaks:  # each chain is walked on its own: every broken chain is named
+        print(f"audit chain broken at row {broken.row}: {broken.reason}")
     for finding in result.findings:
         print(f"audit log tampered: {finding}")
     if result.anchors:
         top = result.anchors[0]
         print(
-            f"compared with {len(result.anchors)} anchor(s), the highest of row {top.last_id} at {top.at:%Y-%m-%d %H:%M}"
+            f"compared with {len(result.anchors)} anchor(s), the newest of {top.at:%Y-%m-%d %H:%M}: "
+            f"{top.count} row(s) in {len(top.heads)} chain(s)"
         )
     elif not result.findings:
         # Not tampering in itself (a new log, the job not run yet), but the tail is unprotected until it is.
@@ -692,9 +693,10 @@ async def cmd_audit_verify(args: argparse.Namespace, services: Services) -> int:
     if not result.intact:
         return 1
     legacy = f" ({result.legacy_rows} written before the chain was keyed)" if result.legacy_rows else ""
-    print(f"audit chain intact: {result.rows} row(s) verified{legacy}")
-    if checkpoint is not None:
-        print(f"checkpoint recorded at row {checkpoint.last_id}: the console checks only the rows after it")
+    used = sum(1 for c in result.chains if c.rows)
+    print(f"audit chain intact: {result.rows} row(s) verified in {used} of {audit.CHAINS} chain(s){legacy}")
+    if checkpoints:
+        print(f"checkpoints recorded for {len(checkpoints)} chain(s): the console checks only the rows after them")
     return 0
 
 
@@ -895,15 +897,15 @@ def parser() -> argparse.ArgumentParser:
 
     verify = aud.add_parser(
         "verify",
-        help="recompute the keyed hash chain, compare it with the signed anchors, name what was tampered; "
-        "record the result as a signed checkpoint",
+        help="recompute every keyed hash chain, compare each with its head in the signed anchors, name what "
+        "was tampered; record the result as a signed checkpoint per chain",
     )
     verify.add_argument(
         "--anchors",
         type=int,
         default=DEFAULT_ANCHORS_CHECKED,
         metavar="N",
-        help="compare with the N highest anchors (0: every anchor; default %(default)s)",
+        help="compare with the N newest anchors (0: every anchor; default %(default)s)",
     )
     verify.set_defaults(func=cmd_audit_verify)
     return p

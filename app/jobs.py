@@ -109,19 +109,21 @@ async def run_worker(settings: Settings, *, drain: bool = False) -> None:
             log.info("supervision scan done", extra={"scan_id": str(done.id), "raised": done.raised})
 
         async def anchor_audit(job: Job) -> None:
-            # The walk first: a full one once a day, else onward from the newest checkpoint (the
-            # console then walks only what came since); then the head, signed into the object store.
+            # The walk first: a full one once a day, else each chain onward from its newest checkpoint
+            # (the console then walks only what came since); then every chain's head, signed together.
             key = settings.audit_chain_key
-            checkpoint = await audit_checkpoints.advance(services.pool, services.storage, key)
-            if checkpoint is not None and checkpoint.problems:
-                log.error("audit chain tampered", extra={"problems": list(checkpoint.problems)})
+            checkpoints = await audit_checkpoints.advance(services.pool, services.storage, key)
+            problems = list(dict.fromkeys(p for c in checkpoints for p in c.problems))
+            if problems:
+                log.error("audit chain tampered", extra={"problems": problems})
             anchor = await audit.write_anchor(services.pool, services.storage, key)
             log.info(
                 "audit chain anchored",
                 extra={
-                    "row": anchor.last_id if anchor else None,
-                    "checkpoint": checkpoint.last_id if checkpoint else None,
-                    "full_walk": checkpoint.full_walk if checkpoint else None,
+                    "rows": anchor.count if anchor else None,
+                    "chains": len(anchor.heads) if anchor else None,
+                    "checkpoints": len(checkpoints),
+                    "full_walk": checkpoints[0].full_walk if checkpoints else None,
                 },
             )
 

@@ -114,7 +114,7 @@ async def _install_queue(conn: asyncpg.Connection) -> None:
 
 async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
     if app_role == await conn.fetchval("SELECT current_user"):
-        return  # single-role deployment: the owner is the app; the audit triggers still refuse edits
+        return  # single-role deployment: the owner is the app; the keyed chains and anchors find its edits
     role = '"' + app_role.replace('"', '""') + '"'
     await conn.execute(
         f"""
@@ -125,7 +125,13 @@ async def _grant(conn: asyncpg.Connection, app_role: str) -> None:
         """
     )
     # Append-only: the audit log, and the ledger's entries and settlements (a correction is a new
-    # entry). Each as far as the migrations applied have made it.
-    for table in ("audit_log", "ledger_transfers", "ledger_settlements"):
+    # entry); the audit chains' heads are moved on, never added or removed. Each as far as the
+    # migrations applied have made it.
+    for table, refused in (
+        ("audit_log", "UPDATE, DELETE, TRUNCATE"),
+        ("audit_heads", "INSERT, DELETE, TRUNCATE"),
+        ("ledger_transfers", "UPDATE, DELETE, TRUNCATE"),
+        ("ledger_settlements", "UPDATE, DELETE, TRUNCATE"),
+    ):
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
-            await conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}")
+            await conn.execute(f"REVOKE {refused} ON {table} FROM {role}")

@@ -6,7 +6,8 @@ Three places (docs/cluster.md explains the choice table by table):
   sit on one shard, so a person's request touches one node and its writes stay single-shard;
 - reference: small tables every node holds a copy of (operators, terminals), joined from any shard;
 - coordinator: tables of the system as a whole (the job queue, whose LISTEN/NOTIFY stays on the node it
-  was sent on; runs; scans; the audit chain's head).
+  was sent on; runs; scans; the audit log's boundary and checkpoints);
+- the audit log's own group, distributed by `chain`: each chain's rows and its head on one shard.
 
 What keeps a table from its place is read off the schema itself (`violations`), against the rules
 Citus sets: every primary key and unique index of a distributed table holds its distribution column;
@@ -85,8 +86,7 @@ _COORDINATOR = (
     "operator_sign_in_names",
     "operator_sign_in_failures",
     "dev_sms_messages",
-    "audit_log",
-    "audit_chain",
+    "audit_chain",  # the keyed boundary and the number of chains: one row, fixed at migration
     "audit_checkpoints",
     # The ledger's system side: the fund and merchant accounts, and the settlements carried into them
     # from the persons' clearing accounts; written by the one settlement job, read by reconciliation.
@@ -114,9 +114,15 @@ PLACEMENTS: tuple[Placement, ...] = (
     Placement("person_national_ids", "distributed", column="national_id_hash", group="person_national_ids"),
     # A card by its number: the lookup, distributed by the number (a card's own key holds its person).
     Placement("card_numbers", "distributed", column="card_number", group="card_numbers"),
-    *(Placement(t, "coordinator") for t in _COORDINATOR),
+    # The audit log in chains (0027), in a group of its own. The heads are co-located with the rows, not
+    # on the coordinator: a writer locks its chain's head FOR UPDATE (Citus allows that only in a
+    # single-shard query) and appends to the chain in the same shard, and no head is a coordinator
+    # row every audited transaction of the cluster would write.
+    Placement("audit_log", "distributed", column="chain", group="audit_log"),
+    Placement("audit_heads", "distributed", column="chain", group="audit_log"),
     # A push token names one app install across all persons: its owner, looked up by the token.
     Placement("push_tokens", "distributed", column="push_token", group="push_tokens"),
+    *(Placement(t, "coordinator") for t in _COORDINATOR),
 )
 
 

@@ -99,7 +99,7 @@ def _midnight_in_china(day: date) -> datetime:
 @dataclass(frozen=True)
 class AuditPage:
     rows: list[asyncpg.Record]
-    next_before: int | None
+    next_before: str | None  # the last row shown, chain/seq, when there are older ones
     chain: OnwardCheck  # checked from the newest trusted checkpoint to the head, with every page
     actions: list[str]  # every action in the log, to filter by
 
@@ -147,14 +147,17 @@ class ConsoleService:
             await audit.record(uow, principal.actor, "person.viewed", f"person:{person_id}", principal.named)
         return found
 
-    async def audit_log(self, principal: Principal, shown: AuditFilter, before_id: int | None) -> AuditPage:
-        """A page of the log, newest first, narrowed by `shown`, from just below row `before_id`; with it,
-        the chain checked from its newest trusted checkpoint to the head (infra.audit_checkpoints)."""
-        at = await repo.audit_row_at(self._pool, before_id) if before_id is not None else None
-        before = (at, before_id) if at is not None and before_id is not None else None
+    async def audit_log(
+        self, principal: Principal, shown: AuditFilter, before_row: tuple[int, int] | None
+    ) -> AuditPage:
+        """A page of the log, newest first across the chains, narrowed by `shown`, from just below row
+        `before_row` (chain, seq); with it, every chain checked from its newest trusted checkpoint to its
+        head (infra.audit_checkpoints)."""
+        at = await repo.audit_row_at(self._pool, *before_row) if before_row is not None else None
+        before = (at, *before_row) if at is not None and before_row is not None else None
         rows = (
             []  # below a row that is not there: nothing
-            if before_id is not None and before is None
+            if before_row is not None and before is None
             else await repo.audit_page(
                 self._pool,
                 actor=shown.actor or None,
@@ -171,8 +174,10 @@ class ConsoleService:
         )
         actions = await repo.audit_actions(self._pool)
         async with unit_of_work(self._pool) as uow:
-            seen = {"rows": chain.rows, **({"before": before_id} if before_id is not None else {}), **shown.given}
+            shown_before = {"before": audit.row_name(*before_row)} if before_row is not None else {}
+            seen = {"rows": chain.rows, **shown_before, **shown.given}
             await audit.record(uow, principal.actor, "audit.viewed", "audit_log", {**seen, **principal.named})
         more = len(rows) > AUDIT_PAGE
         rows = rows[:AUDIT_PAGE]
-        return AuditPage(rows, rows[-1]["id"] if more else None, chain, actions)
+        last = audit.row_name(rows[-1]["chain"], rows[-1]["seq"]) if more else None
+        return AuditPage(rows, last, chain, actions)

@@ -67,10 +67,10 @@ async def audit_page(
     subject: str | None,
     since: datetime | None,
     until: datetime | None,
-    before: tuple[datetime, int] | None,
+    before: tuple[datetime, int, int] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Newest first by (at, id), from just below `before`, with the operator's name beside an operator's
+    """Newest first by (at, chain, seq) across the chains, from just below `before`, with the operator's name beside an operator's
     id. The WHERE holds only the filters given (not `$1 IS NULL OR ...`), so that each combination is a
     statement of its own, planned on its index (audit_log_actor_idx etc., 0018): a generic plan of the
     catch-all form cannot pick one."""
@@ -88,22 +88,22 @@ async def audit_page(
             conditions.append(condition.format(len(args)))
     if before is not None:
         args.extend(before)
-        conditions.append(f"(a.at, a.id) < (${len(args) - 1}, ${len(args)})")
+        conditions.append(f"(a.at, a.chain, a.seq) < (${len(args) - 2}, ${len(args) - 1}, ${len(args)})")
     args.append(limit)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     return await db.fetch(
-        f"""SELECT a.id, a.at, a.actor, a.action, a.subject, a.details, o.display_name AS actor_name
+        f"""SELECT a.chain, a.seq, a.at, a.actor, a.action, a.subject, a.details, o.display_name AS actor_name
             FROM audit_log a
             LEFT JOIN operators o ON split_part(a.actor, ':', 1) IN ('operator', 'auditor', 'admin')
                  AND o.id::text = split_part(a.actor, ':', 2)
-            {where} ORDER BY a.at DESC, a.id DESC LIMIT ${len(args)}""",
+            {where} ORDER BY a.at DESC, a.chain DESC, a.seq DESC LIMIT ${len(args)}""",
         *args,
     )
 
 
-async def audit_row_at(db: Db, row_id: int) -> datetime | None:
-    """When row `row_id` was written (a page's position in the log); None when there is no such row."""
-    at: datetime | None = await db.fetchval("SELECT at FROM audit_log WHERE id = $1", row_id)
+async def audit_row_at(db: Db, chain: int, seq: int) -> datetime | None:
+    """When row `chain/seq` was written (a page's position in the log); None when there is no such row."""
+    at: datetime | None = await db.fetchval("SELECT at FROM audit_log WHERE chain = $1 AND seq = $2", chain, seq)
     return at
 
 

@@ -465,7 +465,7 @@ class OperationsPages(Controller):
         self,
         request: Request[Any, Any, Any],
         services: Services,
-        before: Annotated[int | None, Parameter(ge=1, le=2**63 - 1)] = None,
+        before: Annotated[str | None, Parameter(pattern=r"^[0-9]{1,5}/[0-9]{1,19}$")] = None,
         actor: Annotated[str, Parameter(max_length=200)] = "",
         action: Annotated[str, Parameter(max_length=200)] = "",
         subject: Annotated[str, Parameter(max_length=200)] = "",
@@ -474,8 +474,18 @@ class OperationsPages(Controller):
     ) -> Template:
         """The log newest first, by actor, action, subject and China's days; the chain checked with every page."""
         shown = AuditFilter(actor.strip(), action.strip(), subject.strip(), first_day, last_day)
-        found = await services.console.audit_log(cs.session_of(request).principal, shown, before)
+        found = await services.console.audit_log(cs.session_of(request).principal, shown, _audit_row(before))
         return _page(request, "audit.html", log=found, shown=shown, detail=_detail)
+
+
+def _audit_row(before: str | None) -> tuple[int, int] | None:
+    """The row a page of the log starts below, `chain/seq`; a 400 beyond smallint or bigint."""
+    if before is None:
+        return None
+    chain, seq = (int(part) for part in before.split("/"))
+    if chain > 2**15 - 1 or seq > 2**63 - 1:
+        raise BadRequest("invalid_body", detail="before")
+    return chain, seq
 
 
 def _detail(value: object) -> str:

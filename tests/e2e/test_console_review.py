@@ -107,7 +107,7 @@ async def test_an_operator_claims_views_and_decides_a_flagged_check(
     check = (await client.get(f"/v1/certifications/checks/{flagged['id']}", headers=who.headers)).json()
     assert check["status"] == "failed"
     rows = await pool.fetch(
-        "SELECT action, details FROM audit_log WHERE subject = $1 ORDER BY id", f"check:{flagged['id']}"
+        "SELECT action, details FROM audit_log WHERE subject = $1 ORDER BY at, seq", f"check:{flagged['id']}"
     )
     assert [(r["action"], r["details"].get("operator")) for r in rows] == [
         ("review.claimed", "alice"),

@@ -79,7 +79,7 @@ async def test_consent_is_required_before_a_submission(
     assert (await client.delete("/v1/consents/biometric", headers=who.headers)).status_code == 204
     _, r = await submit_video(client, who.headers, VIDEO.read_bytes())
     assert r.status_code == 403
-    actions = await pool.fetch("SELECT action FROM audit_log WHERE action LIKE 'consent.%' ORDER BY id")
+    actions = await pool.fetch("SELECT action FROM audit_log WHERE action LIKE 'consent.%' ORDER BY at, chain, seq")
     assert [a["action"] for a in actions] == ["consent.biometric_granted", "consent.biometric_withdrawn"]
 
 

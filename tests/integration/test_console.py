@@ -182,7 +182,7 @@ async def test_a_person_search_is_audited_and_shows_only_masked_numbers(
     assert pensioner.phone not in view.text
     assert card in view.text
     searches = await pool.fetch(
-        "SELECT actor, subject, details FROM audit_log WHERE action = 'person.searched' ORDER BY id"
+        "SELECT actor, subject, details FROM audit_log WHERE action = 'person.searched' ORDER BY at, chain, seq"
     )
     assert [row["subject"] for row in searches] == [
         f"national_id:{masked}",
@@ -244,14 +244,16 @@ async def test_bad_input_gets_a_page_in_the_operators_language_never_a_500(
         assert r.headers["location"] == "/console", target
     await client.post("/console/sign-out", data={"csrf": csrf})
     await console_sign_in(client, "nora", await staff_member(services, "nora", "Nora Auditor", "auditor"))
-    assert (await client.get("/console/audit?before=99999999999999999999")).status_code == 400  # beyond int64
+    assert (await client.get("/console/audit?before=0/99999999999999999999")).status_code == 400  # beyond int64
+    assert (await client.get("/console/audit?before=99999/1")).status_code == 400  # beyond smallint
+    assert (await client.get("/console/audit?before=1")).status_code == 400  # a row is chain/seq
     newest = await client.get("/console/audit")
-    older = await client.get("/console/audit?before=1")
+    older = await client.get("/console/audit?before=0/1")
     assert older.status_code == 200
     assert 'id="chain"' in newest.text  # the chain checked with every page, from the newest checkpoint
     assert 'id="chain"' in older.text
-    viewed = await pool.fetch("SELECT details FROM audit_log WHERE action = 'audit.viewed' ORDER BY id")
-    assert [("rows" in v["details"], v["details"].get("before")) for v in viewed[-2:]] == [(True, None), (True, 1)]
+    viewed = await pool.fetch("SELECT details FROM audit_log WHERE action = 'audit.viewed' ORDER BY at, chain, seq")
+    assert [("rows" in v["details"], v["details"].get("before")) for v in viewed[-2:]] == [(True, None), (True, "0/1")]
 
 
 async def test_runs_show_progress_and_totals_and_an_administrator_sends_a_dead_letter_again(
@@ -373,21 +375,28 @@ async def test_a_check_whose_video_is_deleted_still_shows_the_reference_photo(
     assert 'class="frame"' not in page.text
 
 
-def _audit_ids(page: str) -> list[int]:
-    return [int(i) for i in re.findall(r"<tr>\s*<td>(\d+)</td>", page)]
+def _audit_ids(page: str) -> list[str]:
+    """The rows a page shows, as it names them: chain/seq."""
+    return re.findall(r"<tr>\s*<td>(\d+/\d+)</td>", page)
+
+
+_ROW = "chain::text || '/' || seq AS id"
+_NEWEST_FIRST = "ORDER BY at DESC, chain DESC, seq DESC"
 
 
 async def test_the_audit_log_filters_by_actor_action_subject_and_day(
     client: Any, services: Services, pool: asyncpg.Pool
 ) -> None:
-    async with unit_of_work(pool) as uow:  # one batch: 55 rows of the same instant, told apart by id
+    async with unit_of_work(pool) as uow:  # one batch: 55 rows of the same instant, told apart by seq
         await audit.record_many(uow, "system:a", "test.many", [("thing:many", {"n": n}) for n in range(55)])
     for n in range(3):
         async with unit_of_work(pool) as uow:
             await audit.record(uow, "system:b", "test.other", "person:x", {"n": n})
     async with unit_of_work(pool) as uow:
         await audit.record(uow, "system:a", "test.other", "person:y", {"long": "长" * 300})
-    many = [r["id"] for r in await pool.fetch("SELECT id FROM audit_log WHERE action = 'test.many' ORDER BY id DESC")]
+    many = [
+        r["id"] for r in await pool.fetch(f"SELECT {_ROW} FROM audit_log WHERE action = 'test.many' {_NEWEST_FIRST}")
+    ]
     await console_sign_in(client, "olga", await staff_member(services, "olga", "Olga Auditor", "auditor"))
 
     first = await client.get("/console/audit", params={"action": "test.many"})
@@ -397,19 +406,19 @@ async def test_the_audit_log_filters_by_actor_action_subject_and_day(
     assert "action=test.many" in older.group(1)  # the next page keeps the filter
     assert _audit_ids((await client.get(older.group(1).replace("&amp;", "&"))).text) == many[50:]
 
-    def ids(rows: list[asyncpg.Record]) -> list[int]:
+    def ids(rows: list[asyncpg.Record]) -> list[str]:
         return [r["id"] for r in rows]
 
-    by_b = await pool.fetch("SELECT id FROM audit_log WHERE actor = 'system:b' ORDER BY id DESC")
+    by_b = await pool.fetch(f"SELECT {_ROW} FROM audit_log WHERE actor = 'system:b' {_NEWEST_FIRST}")
     assert _audit_ids((await client.get("/console/audit", params={"actor": "system:b"})).text) == ids(by_b)
-    one = await pool.fetchval("SELECT id FROM audit_log WHERE subject = 'person:y'")
+    one = await pool.fetchval(f"SELECT {_ROW} FROM audit_log WHERE subject = 'person:y'")
     for params in ({"subject": "person:y"}, {"actor": "system:a", "action": "test.other"}):
         page = await client.get("/console/audit", params=params)
         assert _audit_ids(page.text) == [one], params
     assert "<dd>" + "长" * 300 + "</dd>" in page.text  # the whole value, to wrap in its cell
 
     today = day_in_china(datetime.now(UTC))
-    other = await pool.fetch("SELECT id FROM audit_log WHERE action = 'test.other' ORDER BY id DESC")
+    other = await pool.fetch(f"SELECT {_ROW} FROM audit_log WHERE action = 'test.other' {_NEWEST_FIRST}")
     days = {"action": "test.other", "from": today.isoformat(), "to": today.isoformat()}
     assert _audit_ids((await client.get("/console/audit", params=days)).text) == ids(other)
     before = {"to": (today - timedelta(days=1)).isoformat()}
@@ -418,7 +427,7 @@ async def test_the_audit_log_filters_by_actor_action_subject_and_day(
     assert (await client.get("/console/audit", params={"from": "2026-13-01"})).status_code == 400
 
     # Each look is audited, with what it was narrowed to.
-    viewed = await pool.fetch("SELECT details FROM audit_log WHERE action = 'audit.viewed' ORDER BY id")
+    viewed = await pool.fetch("SELECT details FROM audit_log WHERE action = 'audit.viewed' ORDER BY at, chain, seq")
     assert len(viewed) == 8  # the home page after signing in, and the seven above
     assert {k: viewed[-2]["details"][k] for k in days} == days
     assert viewed[-1]["details"]["to"] == before["to"]

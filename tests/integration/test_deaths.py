@@ -238,7 +238,7 @@ async def test_a_corrected_date_recomputes_the_overpayments(
     assert record is not None
     assert (record["date_of_death"], record["source"]) == (date(2025, 11, 2), "b.csv:2")
     details = await pool.fetchval(
-        "SELECT details FROM audit_log WHERE action = 'person.death_recorded' ORDER BY id DESC LIMIT 1"
+        "SELECT details FROM audit_log WHERE action = 'person.death_recorded' ORDER BY at DESC, chain DESC, seq DESC LIMIT 1"
     )
     assert details["previous_date_of_death"] == "2025-09-30"
 

@@ -208,7 +208,7 @@ async def test_bank_file_and_returns(
     returned_fen = await pool.fetchval("SELECT amount_fen FROM pension_payments WHERE id = $1", uuid.UUID(refs[2]))
     assert (r.json()["returned_count"], r.json()["returned_fen"]) == (1, returned_fen)
     assert (r.json()["state"], r.json()["unanswered_count"]) == ("reconciled", 0)
-    actions = [row["action"] for row in await pool.fetch("SELECT action FROM audit_log ORDER BY id")]
+    actions = [row["action"] for row in await pool.fetch("SELECT action FROM audit_log ORDER BY at, chain, seq")]
     assert [a.removeprefix("disbursement.") for a in actions if a.startswith("disbursement.")] == [
         *("started", "completed", "approved", "released", "bank_file_exported"),
         *("reconciled", "bank_returns_imported", "bank_returns_imported"),  # the second import: all unchanged

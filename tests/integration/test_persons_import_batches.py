@@ -59,7 +59,9 @@ async def test_a_national_id_repeated_across_batches_lands_once_from_its_last_ro
     assert await pool.fetchval("SELECT count(*) FROM pension_entitlements") == 3
     assert await pool.fetchrow("SELECT name, region FROM persons WHERE phone = $1", a.phone) == ("新名", "310104")
     # Created persons are audited by their batch, not one by one; nothing is held back after the end.
-    batches = await pool.fetch("SELECT details FROM audit_log WHERE action = 'person.import_batch' ORDER BY id")
+    batches = await pool.fetch(
+        "SELECT details FROM audit_log WHERE action = 'person.import_batch' ORDER BY at, chain, seq"
+    )
     assert [(d["details"]["created"], d["details"]["lines"]) for d in batches] == [
         (0, [1, 2]),  # a and b are held back: the file names them twice
         (1, [3, 4]),  # c

@@ -44,7 +44,7 @@ async def _answers(client: Any, headers: dict[str, str], *lines: str) -> dict[st
 
 
 async def _actions(pool: asyncpg.Pool, case_id: uuid.UUID) -> list[str]:
-    rows = await pool.fetch("SELECT action FROM audit_log WHERE subject = $1 ORDER BY id", f"recovery:{case_id}")
+    rows = await pool.fetch("SELECT action FROM audit_log WHERE subject = $1 ORDER BY at, seq", f"recovery:{case_id}")
     return [r["action"] for r in rows]
 
 

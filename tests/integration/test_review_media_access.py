@@ -38,7 +38,7 @@ def _expires_in(url: str) -> int:
 
 async def _looks(pool: asyncpg.Pool, check: str) -> list[tuple[str, dict[str, Any]]]:
     rows = await pool.fetch(
-        "SELECT action, details FROM audit_log WHERE subject = $1 AND action LIKE 'biometric.%' ORDER BY id",
+        "SELECT action, details FROM audit_log WHERE subject = $1 AND action LIKE 'biometric.%' ORDER BY at, chain, seq",
         f"check:{check}",
     )
     return [(r["action"], r["details"]) for r in rows]
@@ -181,7 +181,7 @@ async def test_the_console_shows_a_decided_check_without_images_and_asks_for_a_r
 
     asked = await pool.fetch(
         """SELECT details->>'operator' AS who, details->>'reason' AS reason FROM audit_log
-           WHERE subject = $1 AND action = 'biometric.viewed' AND details ? 'reason' ORDER BY id""",
+           WHERE subject = $1 AND action = 'biometric.viewed' AND details ? 'reason' ORDER BY at, seq""",
         f"check:{check}",
     )
     assert [(r["who"], r["reason"]) for r in asked] == [

@@ -1,4 +1,5 @@
-"""The keyed, hash-chained audit log and its anchors, checked in memory (ChainChecker, AnchorComparison)."""
+"""The keyed, hash-chained audit log and its anchors, checked in memory (ChainChecker, AnchorComparison),
+one chain at a time: chain 0 (the one with rows from before the key) unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from infra.audit import (
     ANCHOR_PREFIX,
+    CHAINS,
     GENESIS,
     Anchor,
     AnchorComparison,
@@ -22,9 +24,11 @@ from infra.audit import (
     AuditEntry,
     ChainBreak,
     ChainChecker,
+    Head,
     anchor_name,
     canonical,
     chain_hash,
+    chain_of,
     legacy_chain_hash,
     open_anchor,
     seal_anchor,
@@ -74,8 +78,8 @@ def rehash_from(rows: list[Row], index: int) -> list[Row]:
     return out
 
 
-def first_break(rows: list[Row], keyed_from: int = 1, key: bytes = KEY) -> ChainBreak | None:
-    checker = ChainChecker(key, keyed_from)
+def first_break(rows: list[Row], keyed_from: int = 1, key: bytes = KEY, chain: int = 0) -> ChainBreak | None:
+    checker = ChainChecker(key, keyed_from, chain=chain)
     for row in rows:
         if found := checker.check(*row):
             return found
@@ -301,44 +305,86 @@ def test_an_unkeyed_row_at_or_after_keyed_from_breaks() -> None:
 
 def test_raising_keyed_from_past_the_head_is_what_the_anchors_catch() -> None:
     rows = build_chain(make_entries(5))
-    anchor = Anchor(5, rows[-1].stored_hash, 5, 1, T0)
+    anchor = head_anchor(5, rows[-1].stored_hash, 5)
     rows[1] = rows[1]._replace(entry=dataclasses.replace(rows[1].entry, actor="someone-else"))
     rebuilt = rehash_from(rows, 0)
     assert first_break(rebuilt, keyed_from=6) is None  # the chain alone: all "legacy", all consistent
     found = compare(rebuilt, [anchor], keyed_from=6)
-    assert any("keyed from id 6" in f and "from id 1" in f and "boundary was moved" in f for f in found)
-    assert any("row 5 has a different hash" in f for f in found)
+    assert any("keyed from seq 6 of chain 0" in f and "says from 1" in f and "boundary was moved" in f for f in found)
+    assert any("row 0/5 has a different hash" in f for f in found)
+
+
+def test_only_chain_0_has_an_unkeyed_part() -> None:
+    """Every other chain is keyed from its first row: raising keyed_from does not make its rows legacy."""
+    rebuilt = rehash_from(build_chain(make_entries(3)), 0)
+    assert first_break(rebuilt, keyed_from=10) is None
+    broken = first_break(rebuilt, keyed_from=10, chain=5)
+    assert broken == ChainBreak(1, broken.reason if broken else "", 5)
+    assert broken is not None
+    assert broken.row == "5/1"
+    assert "keyed hash" in broken.reason
+
+
+def test_a_subjects_chain_is_stable_and_every_chain_is_used() -> None:
+    assert chain_of("person:0193e0f0-0000-7000-8000-000000000023") == 9  # the same in every process and release
+    assert {chain_of(f"person:{i}") for i in range(2000)} == set(range(CHAINS))
 
 
 # -- anchors --------------------------------------------------------------------------------------
-def compare(rows: list[Row], anchors: list[Anchor], keyed_from: int = 1) -> list[str]:
-    comparison = AnchorComparison(anchors, keyed_from)
+def compare(rows: list[Row], anchors: list[Anchor], keyed_from: int = 1, chain: int = 0) -> list[str]:
+    comparison = AnchorComparison(anchors, keyed_from, chain)
     for row in rows:
         comparison.see(row.row_id, row.stored_hash)
     return comparison.findings()
 
 
+def head_anchor(seq: int, digest: bytes, count: int, keyed_from: int = 1, at: datetime = T0, chain: int = 0) -> Anchor:
+    """An anchor of one chain's head (the others empty)."""
+    return Anchor((Head(chain, seq, digest, count),), keyed_from, CHAINS, at)
+
+
 def anchor_of(rows: list[Row], at: datetime = T0) -> Anchor:
-    return Anchor(rows[-1].row_id, rows[-1].stored_hash, len(rows), 1, at)
+    return head_anchor(rows[-1].row_id, rows[-1].stored_hash, len(rows), at=at)
+
+
+TWO_HEADS = Anchor((Head(0, 42, b"\x07" * 32, 40), Head(5, 3, b"\x05" * 32, 3)), 3, CHAINS, T0)
 
 
 def test_anchor_round_trip() -> None:
-    anchor = Anchor(42, b"\x07" * 32, 40, 3, T0 + timedelta(microseconds=123))
+    anchor = dataclasses.replace(TWO_HEADS, at=T0 + timedelta(microseconds=123))
     assert open_anchor(KEY, seal_anchor(KEY, anchor)) == anchor
     document = json.loads(seal_anchor(KEY, anchor))
-    assert document["last_id"] == 42
-    assert document["hash"] == "07" * 32
-    assert document["count"] == 40
+    assert document["v"] == 2
+    assert document["heads"] == [[0, 42, "07" * 32, 40], [5, 3, "05" * 32, 3]]
     assert document["keyed_from"] == 3
+    assert document["chains"] == CHAINS
     assert len(bytes.fromhex(document["mac"])) == 32
+    assert (anchor.count, anchor.position) == (43, 45)
+
+
+def test_an_anchor_from_before_the_chains_is_chain_0s_head() -> None:
+    """Version 1 anchors (one chain, before 0027) still open, as chain 0's head, under their old names."""
+    old = Anchor((Head(0, 42, b"\x07" * 32, 40),), 3, 1, T0, version=1)
+    sealed = seal_anchor(KEY, old)
+    document = json.loads(sealed)
+    assert (document["v"], document["last_id"], document["count"]) == (1, 42, 40)
+    assert open_anchor(KEY, sealed) == old
+    assert anchor_name(old) == f"{ANCHOR_PREFIX}{2**63 - 1 - 42:019d}-20260301T090000000000Z.json"
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("last_id", 43), ("hash", "08" * 32), ("count", 41), ("keyed_from", 1), ("at", "2026-03-02T09:00:00Z")],
+    [
+        ("heads", [[0, 43, "07" * 32, 40], [5, 3, "05" * 32, 3]]),
+        ("heads", [[0, 42, "07" * 32, 40], [6, 3, "05" * 32, 3]]),  # a head moved to another chain
+        ("heads", [[0, 42, "07" * 32, 40]]),  # a chain's head left out
+        ("keyed_from", 1),
+        ("chains", 64),
+        ("at", "2026-03-02T09:00:00Z"),
+    ],
 )
 def test_an_altered_anchor_is_refused(field: str, value: object) -> None:
-    document = json.loads(seal_anchor(KEY, Anchor(42, b"\x07" * 32, 40, 3, T0)))
+    document = json.loads(seal_anchor(KEY, TWO_HEADS))
     document[field] = value
     with pytest.raises(AnchorError, match="signature"):
         open_anchor(KEY, json.dumps(document).encode())
@@ -346,30 +392,34 @@ def test_an_altered_anchor_is_refused(field: str, value: object) -> None:
 
 def test_an_anchor_signed_with_another_key_is_refused() -> None:
     with pytest.raises(AnchorError, match="signature"):
-        open_anchor(KEY, seal_anchor(bytes(32), Anchor(1, GENESIS, 1, 1, T0)))
+        open_anchor(KEY, seal_anchor(bytes(32), head_anchor(1, GENESIS, 1)))
 
 
 def test_an_anchor_keyed_like_a_row_hash_is_refused() -> None:
     # The anchor key is derived with its own label: the chain key itself does not sign anchors.
-    document = json.loads(seal_anchor(KEY, Anchor(1, GENESIS, 1, 1, T0)))
+    document = json.loads(seal_anchor(KEY, head_anchor(1, GENESIS, 1)))
     body = {k: v for k, v in document.items() if k != "mac"}
     document["mac"] = hmac.new(KEY, json.dumps(body).encode(), hashlib.sha256).hexdigest()
     with pytest.raises(AnchorError):
         open_anchor(KEY, json.dumps(document).encode())
 
 
-@pytest.mark.parametrize("data", [b"", b"{}", b"not json", b'{"v": 1}'])
+@pytest.mark.parametrize("data", [b"", b"{}", b"not json", b'{"v": 1}', b'{"v": 2}', b'{"v": 3}'])
 def test_garbage_is_not_an_anchor(data: bytes) -> None:
     with pytest.raises(AnchorError):
         open_anchor(KEY, data)
 
 
-def test_anchor_names_list_the_highest_row_first() -> None:
-    names = [anchor_name(Anchor(last_id, GENESIS, last_id, 1, T0)) for last_id in (1, 9, 10, 1234, 2**40)]
+def test_anchor_names_list_the_newest_heads_first() -> None:
+    names = [anchor_name(head_anchor(seq, GENESIS, seq, chain=seq % CHAINS)) for seq in (1, 9, 10, 1234, 2**40)]
     assert all(name.startswith(ANCHOR_PREFIX) for name in names)
     assert sorted(names) == names[::-1]
-    later = anchor_name(Anchor(10, GENESIS, 10, 1, T0 + timedelta(minutes=10)))
-    assert later != names[2]  # two anchors of one row are both kept
+    later = anchor_name(head_anchor(10, GENESIS, 10, at=T0 + timedelta(minutes=10)))
+    assert later != names[2]  # two anchors of one position are both kept
+    # A row written to any chain moves the position on.
+    assert anchor_name(TWO_HEADS) > anchor_name(
+        dataclasses.replace(TWO_HEADS, heads=(*TWO_HEADS.heads, Head(9, 1, GENESIS, 1)))
+    )
 
 
 def test_a_log_that_matches_its_anchors_has_no_findings() -> None:
@@ -384,16 +434,16 @@ def test_rows_cut_from_the_tail_are_found() -> None:
     assert first_break(rows[:3]) is None  # the chain alone cannot tell
     (found,) = compare(rows[:3], anchors)
     assert "tail" in found
-    assert "ends at row 3 (3 row(s))" in found
-    assert "5 row(s) up to row 5" in found
+    assert "chain 0 ends at row 0/3 (3 row(s))" in found
+    assert "5 row(s) up to row 0/5" in found
     assert "2026-03-01T10:00:00+00:00" in found
 
 
 def test_a_truncated_log_is_found() -> None:
     rows = build_chain(make_entries(5))
     (found,) = compare([], [anchor_of(rows[:2]), anchor_of(rows)])
-    assert "is empty (0 row(s))" in found
-    assert "up to row 5" in found
+    assert "chain 0 is empty (0 row(s))" in found
+    assert "up to row 0/5" in found
     assert "2 anchors show it" in found
 
 
@@ -402,23 +452,35 @@ def test_a_rewritten_anchored_row_is_found() -> None:
     anchors = [anchor_of(rows[:2]), anchor_of(rows[:4])]
     rows[2] = rows[2]._replace(entry=dataclasses.replace(rows[2].entry, actor="x"))
     (found,) = compare(rehash_from(rows, 2), anchors)
-    assert "row 4 has a different hash" in found
+    assert "row 0/4 has a different hash" in found
 
 
 def test_a_deleted_anchored_row_below_the_head_is_found() -> None:
     rows = build_chain(make_entries(5))
     anchors = [anchor_of(rows[:3])]
     (found,) = compare([*rows[:2], *rows[3:]], anchors)
-    assert "row 3, anchored at" in found
+    assert "row 0/3, anchored at" in found
     assert "missing" in found
 
 
 def test_a_row_count_that_differs_from_the_anchor_is_found() -> None:
     rows = build_chain(make_entries(5))
-    anchor = dataclasses.replace(anchor_of(rows), count=7)
+    anchor = anchor_of(rows)
+    anchor = dataclasses.replace(anchor, heads=(dataclasses.replace(anchor.heads[0], count=7),))
     (found,) = compare(rows, [anchor])
-    assert "5 row(s) up to row 5, but the anchor" in found
+    assert "5 row(s) up to row 0/5, but the anchor" in found
     assert "counted 7" in found
+
+
+def test_each_chain_is_compared_with_its_own_head_only() -> None:
+    rows = build_chain(make_entries(5))
+    other = head_anchor(99, GENESIS, 99, chain=7)  # chain 7's head says nothing of chain 0
+    assert compare(rows, [other]) == []
+    (found,) = compare([], [anchor_of(rows)], chain=7) or ["none"]
+    assert found == "none"  # chain 0's head says nothing of chain 7
+    (cut,) = compare([], [other], chain=7)
+    assert "chain 7 is empty" in cut
+    assert "up to row 7/99" in cut
 
 
 def test_dev_secrets_written_before_the_key_gain_it(tmp_path: Path) -> None:

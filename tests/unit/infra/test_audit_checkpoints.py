@@ -1,5 +1,6 @@
-"""Checkpoints of the audit chain, checked in memory: their signature, which one a walk starts from, the
-checkpointed row's hash, and a ChainChecker fed from a checkpoint on."""
+"""Checkpoints of the audit chains, checked in memory: their signature (the chain's name in it), which one a
+walk starts from, the checkpointed row's hash, a ChainChecker fed from a checkpoint on, and the
+checkpoints an onward walk and a full walk make, one per chain."""
 
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
-from infra.audit import GENESIS, AuditEntry, ChainBreak, ChainChecker, chain_hash
+from infra.audit import GENESIS, AuditEntry, ChainBreak, ChainChecker, ChainWalk, Verification, chain_hash
 from infra.audit_checkpoints import (
-    CHAIN,
     FORGED,
+    LEGACY_NAME,
     REKEYED,
+    ChainOnward,
     Checkpoint,
     OnwardCheck,
     Refusal,
     _Signed,
     first_genuine,
+    full_walk_checkpoints,
     moved,
-    onward_checkpoint,
+    onward_checkpoints,
     sign,
+    summary,
 )
 
+CHAIN = "7"
 KEY = bytes(range(32))
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -96,9 +101,11 @@ def test_the_checkpointed_row_must_still_have_its_hash() -> None:
     c = checkpoint()
     assert moved(c, c.hash) is None
     assert moved(c, b"\x09" * 32) == ChainBreak(
-        40, "its hash is not the one verified at 2026-03-01T09:00:00+00:00 (the chain was rewritten at or before it)"
+        40,
+        "its hash is not the one verified at 2026-03-01T09:00:00+00:00 (the chain was rewritten at or before it)",
+        7,
     )
-    assert moved(c, None) == ChainBreak(40, "it is missing, verified at 2026-03-01T09:00:00+00:00 (deleted)")
+    assert moved(c, None) == ChainBreak(40, "it is missing, verified at 2026-03-01T09:00:00+00:00 (deleted)", 7)
 
 
 def _chain(n: int) -> list[tuple[int, AuditEntry, bytes, bytes]]:
@@ -139,22 +146,59 @@ def test_a_checker_started_at_the_wrong_checkpoint_breaks_at_the_first_row() -> 
 
 def _onward(**changes: object) -> OnwardCheck:
     start = checkpoint(40)
-    made = OnwardCheck(start, 1, 3, 41, (43, b"\x05" * 32), None, (), start)
-    return dataclasses.replace(made, **changes)
+    made = ChainOnward(7, start, 3, 41, (43, b"\x05" * 32), None)
+    empty = [ChainOnward(c, None, 0, None, None, None) for c in range(32)]
+    empty[7] = dataclasses.replace(made, **changes)
+    return OnwardCheck(1, tuple(empty), (), None)
 
 
-def test_an_onward_walk_checkpoints_the_last_row_it_read() -> None:
+def test_an_onward_walk_checkpoints_the_last_row_it_read_in_each_chain() -> None:
     at = T0 + timedelta(minutes=10)
-    assert onward_checkpoint(_onward(), at) == Checkpoint(CHAIN, 43, b"\x05" * 32, 43, 1, False, (), at)
+    assert onward_checkpoints(_onward(), at) == [Checkpoint(CHAIN, 43, b"\x05" * 32, 43, 1, False, (), at)]
 
 
 def test_an_onward_walk_that_broke_checkpoints_its_finding() -> None:
-    broken = ChainBreak(42, "its content does not match its keyed hash (edited, or rehashed without the chain key)")
-    made = onward_checkpoint(_onward(broken=broken, last=(42, b"\x06" * 32), walked=2), T0)
-    assert made is not None
-    assert (made.last_id, made.row_count, made.problems) == (42, 42, (f"row 42: {broken.reason}",))
+    broken = ChainBreak(42, "its content does not match its keyed hash (edited, or rehashed without the chain key)", 7)
+    (made,) = onward_checkpoints(_onward(broken=broken, last=(42, b"\x06" * 32), walked=2), T0)
+    assert (made.last_id, made.row_count, made.problems) == (42, 42, (f"row 7/42: {broken.reason}",))
 
 
 def test_an_onward_walk_that_read_nothing_makes_no_checkpoint() -> None:
-    assert onward_checkpoint(_onward(walked=0, first_id=None, last=(40, checkpoint(40).hash)), T0) is None
-    assert onward_checkpoint(_onward(start=None, walked=0, first_id=None, last=None), T0) is None  # an empty log
+    assert onward_checkpoints(_onward(walked=0, first_id=None, last=(40, checkpoint(40).hash)), T0) == []
+    assert onward_checkpoints(_onward(start=None, walked=0, first_id=None, last=None), T0) == []  # an empty log
+
+
+def test_a_checkpoint_of_one_chain_does_not_pass_for_another() -> None:
+    c = checkpoint()
+    moved_over = dataclasses.replace(c, chain="8")
+    assert first_genuine(KEY, [(moved_over, sign(KEY, c))], 1) == (None, [Refusal(moved_over, FORGED)])
+
+
+def test_the_old_single_chains_checkpoints_are_chain_0s() -> None:
+    c = checkpoint(chain=LEGACY_NAME)
+    assert moved(c, None) == ChainBreak(40, "it is missing, verified at 2026-03-01T09:00:00+00:00 (deleted)", 0)
+
+
+def test_a_full_walk_checkpoints_every_chain_with_rows_or_problems() -> None:
+    walks = [ChainWalk(c, 0, 0, None, None, ()) for c in range(32)]
+    walks[3] = ChainWalk(3, 5, 0, None, (5, b"\x03" * 32), ())
+    walks[4] = ChainWalk(4, 2, 0, ChainBreak(2, "edited", 4), (2, b"\x04" * 32), ())
+    walks[5] = ChainWalk(5, 0, 0, None, None, ("rows deleted from the tail or the table truncated: chain 5 is empty",))
+    found = Verification(1, tuple(walks), (), ("anchor x: forged",))
+    made = full_walk_checkpoints(found, T0)
+    assert [(c.chain, c.last_id, c.row_count, c.full_walk) for c in made] == [
+        ("3", 5, 5, True),
+        ("4", 2, 2, True),
+        ("5", 0, 0, True),
+    ]
+    assert made[0].problems == ("anchor x: forged",)  # the whole log's finding goes with every chain
+    assert made[1].problems == ("row 4/2: edited", "anchor x: forged")
+    assert made[2].hash == GENESIS
+    together = summary({3: made[0], 4: made[1], 5: made[2]})
+    assert together is not None
+    assert (together.row_count, together.chains) == (7, 3)
+    assert together.problems == (
+        "anchor x: forged",
+        "row 4/2: edited",
+        "rows deleted from the tail or the table truncated: chain 5 is empty",
+    )
