@@ -17,7 +17,9 @@ Disbursement (pensioners seeded by bench.seed), per system and turn: the next mo
 
 Which tables the cluster distributes is printed first (from citus_tables): until the person tables are
 distributed (issue 23's key rework) they are Citus local tables on the coordinator, and the ratios
-measure Citus's planning on the coordinator, not work spread over the workers.
+measure Citus's overhead on the coordinator, not work spread over the workers: its planning, and for a
+statement it plans in steps (a modifying CTE: the QR consume, a disbursement batch) the intermediate
+results it sends over connections of its own, which make the transaction a two-phase commit.
 Figures go to bench-results/cluster.json.
 """
 
@@ -50,7 +52,10 @@ from infra.embedded import exit_on_sigterm, running_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_PORT = 23300  # the coordinator; the workers on 23301 and 23302
-S3_PORT = 26300  # its other ports derive from it (infra.embedded.weed_ports)
+# Its other ports derive from it (infra.embedded.weed_ports). Not 26300: that is the master port of an
+# S3 server on 25300 (the test suites of a worktree beside this one), whose admin port 27300 would also
+# be this one's master port.
+S3_PORT = 26350
 API_PORTS = {"single": 23310, "cluster": 23311}
 SYSTEMS = ("single", "cluster")
 # Issue 23's targets and the capacity model's demand.
@@ -262,14 +267,17 @@ def capacity(qr: dict[str, Any], pay: dict[str, Any], workers: int) -> dict[str,
     cluster showed (the measured ratio): a pension's records and a QR code's rows sit on one shard,
     so each worker does its shards' share alone, and the work grows by workers. The rates were measured
     with every process of both systems and the load generator on the same cores, so they are low
-    and the node counts high; the assumption of linear growth holds once the person tables are
-    distributed, which the printed placement says."""
+    and the node counts high. Growth by workers is an assumption until the person tables are
+    distributed (the printed placement says whether they are) and the application sends a person's
+    statements to any node (Citus keeps its metadata on every node); today the coordinator does all."""
     need_pay = PENSIONERS / WINDOW_S
     per_node_pay = pay["single_records_per_s"] * pay["cluster_to_single"]
     pay_workers = max(1, math.ceil(need_pay / per_node_pay))
     per_node_db = qr["in_process"]["single_per_s"] * qr["in_process"]["cluster_to_single"]
     qr_workers = max(1, math.ceil(QR_PEAK_PER_S / per_node_db))
-    per_api = qr["http"]["cluster_per_s"]
+    # The API's own rate: HTTP on the single node, where the database costs least (the cluster's
+    # overhead is counted in the database nodes already).
+    per_api = qr["http"]["single_per_s"]
     api_nodes = max(1, math.ceil(QR_PEAK_PER_S / per_api))
     return {
         "node": f"this machine: {os.cpu_count()} cores, shared with the load generator",
@@ -299,7 +307,7 @@ def capacity(qr: dict[str, Any], pay: dict[str, Any], workers: int) -> dict[str,
                 f"{qr['in_process']['cluster_to_single']} (cluster/single) = {per_node_db:,.0f}/s; "
                 f"workers = ceil({QR_PEAK_PER_S:,} / {per_node_db:,.0f}) = {qr_workers}, + 1 coordinator = "
                 f"{qr_workers + 1} nodes. API (stateless, scaled apart): {per_api:,}/s per node "
-                f"(HTTP on the cluster, 2 workers); ceil({QR_PEAK_PER_S:,} / {per_api:,.0f}) = {api_nodes} nodes"
+                f"(HTTP on the single node, 2 granian workers); ceil({QR_PEAK_PER_S:,} / {per_api:,.0f}) = {api_nodes} nodes"
             ),
         },
         "cluster_workers_measured": workers,
@@ -351,7 +359,8 @@ def _print_summary(results: dict[str, Any], args: argparse.Namespace) -> None:
     if not place["distributed"]:
         print(
             "  (no table is distributed yet: the person tables are Citus local tables on the coordinator, so these\n"
-            "   ratios are Citus's planning overhead on the coordinator, not work spread over the workers)"
+            "   ratios are Citus's overhead on the coordinator (planning; the intermediate results and two-phase\n"
+            "   commits of modifying CTEs), not work spread over the workers)"
         )
     print(f"capacity model (nodes of {model['node']}):")
     print(f"  disbursement of {PENSIONERS:,} within {WINDOW_S // 60} min: {model['disbursement']['arithmetic']}")
