@@ -137,14 +137,14 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
     person), the fields each row changes (for a new person, every field it sets), in FIELDS order.
     A stored bank account is encrypted: returned are (line, bank_account_hash, stored_account) of the
     pensions whose account the caller must compare, and `move_accounts` adds what it finds."""
-    # One probe of the lookup table's key per row: a batch is a small part of a city, and hashing every
-    # national ID for each batch (the plan chosen otherwise) grows with the city. LIMIT 1 (the hash is
-    # the key anyway) keeps the subquery from being flattened into a join.
+    # The batch's national IDs probed by the lookup table's key, as one list: a batch is a small part
+    # of a city, and joining the whole lookup table for each batch (the plan chosen otherwise) grows
+    # with the city. A list of keys is also what a cluster routes to the shards that hold them.
     await uow.execute(
         """INSERT INTO person_found
            SELECT b.line, n.person_id FROM person_batch b
-           CROSS JOIN LATERAL (SELECT n.person_id FROM person_national_ids n
-                               WHERE n.national_id_hash = b.national_id_hash LIMIT 1) n"""
+           JOIN person_national_ids n ON n.national_id_hash = b.national_id_hash
+           WHERE n.national_id_hash = ANY (ARRAY(SELECT national_id_hash FROM person_batch))"""
     )
     await uow.execute(
         """INSERT INTO person_merge
@@ -167,18 +167,16 @@ async def classify(uow: UnitOfWork) -> list[asyncpg.Record]:
                   s.bank_account_enc, coalesce(s.id, b.new_person_id), b.*
            FROM person_batch b
            LEFT JOIN person_found f ON f.line = b.line
-           -- A probe of persons' key for each stored person only (a new one has no id to probe); LIMIT 1
-           -- keeps the subquery from being flattened into a join that hashes every person.
-           LEFT JOIN LATERAL (
+           -- The stored persons alone, by their key (a new person has none to probe), as above.
+           LEFT JOIN (
                SELECT p.id, p.name, p.birth_date, p.phone, p.region, p.locale, p.reference_photo_key,
                       e.person_id IS NOT NULL AS entitled, e.monthly_amount_fen, e.start_month,
                       e.bank_account_enc, c.person_id IS NOT NULL AS carded
                FROM persons p
                LEFT JOIN pension_entitlements e ON e.person_id = p.id
                LEFT JOIN cards c ON c.person_id = p.id
-               WHERE p.id = f.person_id
-               LIMIT 1
-           ) s ON true"""
+               WHERE p.id = ANY (ARRAY(SELECT person_id FROM person_found))
+           ) s ON s.id = f.person_id"""
     )
     return await uow.fetch(
         """SELECT line, bank_account_hash, stored_account FROM person_merge
