@@ -19,10 +19,12 @@ async def ledger_violations(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
     # Each balance is the replay of its transfers (credits - debits); medical and merchant clearing
     # never below 0, fund clearing never above (it only hands out).
     for row in await db.fetch(
-        """SELECT a.id, a.kind, a.balance_fen,
-                  coalesce((SELECT sum(amount_fen) FROM ledger_transfers WHERE credit_account = a.id), 0)
-                - coalesce((SELECT sum(amount_fen) FROM ledger_transfers WHERE debit_account = a.id), 0) AS replayed
-           FROM ledger_accounts a"""
+        """SELECT a.id, a.kind, a.balance_fen, coalesce(r.replayed, 0) AS replayed
+           FROM ledger_accounts a
+           LEFT JOIN (SELECT person_id, account, sum(amount_fen) AS replayed
+                      FROM (SELECT person_id, credit_account AS account, amount_fen FROM ledger_transfers
+                            UNION ALL SELECT person_id, debit_account, -amount_fen FROM ledger_transfers) m
+                      GROUP BY person_id, account) r ON r.person_id = a.person_id AND r.account = a.id"""
     ):
         if row["balance_fen"] != row["replayed"]:
             found.append(f"{row['kind']} {row['id']}: balance {row['balance_fen']} != replay {row['replayed']}")
@@ -31,8 +33,9 @@ async def ledger_violations(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
     # An entry never leaves its person (its shard): both its accounts are the transfer's person's.
     for row in await db.fetch(
         """SELECT t.id FROM ledger_transfers t
-           JOIN ledger_accounts d ON d.id = t.debit_account JOIN ledger_accounts c ON c.id = t.credit_account
-           WHERE d.person_id <> t.person_id OR c.person_id <> t.person_id"""
+           LEFT JOIN ledger_accounts d ON d.person_id = t.person_id AND d.id = t.debit_account
+           LEFT JOIN ledger_accounts c ON c.person_id = t.person_id AND c.id = t.credit_account
+           WHERE d.id IS NULL OR c.id IS NULL"""
     ):
         found.append(f"transfer {row['id']} spans persons")
     # Double entry within each person: what left one of the person's accounts arrived in another.
@@ -70,27 +73,38 @@ async def ledger_violations(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
     ):
         found.append(f"charge {row['id']}: refunded_fen {row['refunded_fen']} != refunds {row['refunds']}")
     # Every allocation, charge and refund moved its amount exactly once, within its person.
-    for row in await db.fetch(
-        """WITH carried AS (
-               SELECT 'allocation' AS kind, person_id, id, amount_fen FROM medical_allocations
-               UNION ALL SELECT 'charge', person_id, id, amount_fen FROM medical_charges
-               UNION ALL SELECT 'refund', person_id, id, amount_fen FROM medical_refunds)
-           SELECT c.kind, c.id, count(t.id) AS transfers, coalesce(sum(t.amount_fen), 0) AS moved, c.amount_fen
-           FROM carried c LEFT JOIN ledger_transfers t ON t.reference = c.id AND t.kind = c.kind
-           GROUP BY c.kind, c.id, c.amount_fen, c.person_id
-           HAVING count(t.id) <> 1 OR coalesce(sum(t.amount_fen), 0) <> c.amount_fen
-               OR bool_or(t.person_id <> c.person_id)"""
+    for kind, table in (
+        ("allocation", "medical_allocations"),
+        ("charge", "medical_charges"),
+        ("refund", "medical_refunds"),
     ):
-        found.append(
-            f"{row['kind']} {row['id']}: {row['transfers']} transfer(s) moving {row['moved']} of {row['amount_fen']}"
-        )
-    # Every charge can be found by its id alone (its refunds name nothing else).
-    for row in await db.fetch(
-        """SELECT c.id FROM medical_charges c
-           LEFT JOIN medical_charge_persons p ON p.charge_id = c.id AND p.person_id = c.person_id
-           WHERE p.charge_id IS NULL"""
-    ):
-        found.append(f"charge {row['id']}: not in medical_charge_persons")
+        for row in await db.fetch(
+            f"""SELECT c.id, count(t.id) AS transfers, coalesce(sum(t.amount_fen), 0) AS moved, c.amount_fen
+                FROM {table} c
+                LEFT JOIN ledger_transfers t ON t.person_id = c.person_id AND t.reference = c.id AND t.kind = $1
+                GROUP BY c.person_id, c.id, c.amount_fen
+                HAVING count(t.id) <> 1 OR coalesce(sum(t.amount_fen), 0) <> c.amount_fen""",
+            kind,
+        ):
+            found.append(
+                f"{kind} {row['id']}: {row['transfers']} transfer(s) moving {row['moved']} of {row['amount_fen']}"
+            )
+        # A transfer of that kind names a row of its own person (none left over, none of another's).
+        for row in await db.fetch(
+            f"""SELECT t.id FROM ledger_transfers t
+                LEFT JOIN {table} c ON c.person_id = t.person_id AND c.id = t.reference
+                WHERE t.kind = $1 AND c.id IS NULL""",
+            kind,
+        ):
+            found.append(f"transfer {row['id']}: its {kind} is not its person's")
+    # Every charge can be found by its id alone (its refunds name nothing else): the lookup table is
+    # of another group, so the two are compared here.
+    charges = {(r["id"], r["person_id"]) for r in await db.fetch("SELECT id, person_id FROM medical_charges")}
+    looked_up = {
+        (r["charge_id"], r["person_id"])
+        for r in await db.fetch("SELECT charge_id, person_id FROM medical_charge_persons")
+    }
+    found.extend(f"charge {charge}: not in medical_charge_persons" for charge, _ in sorted(charges - looked_up))
     return found
 
 

@@ -392,16 +392,19 @@ async def test_a_request_in_flight_is_refused_and_an_abandoned_one_taken_over(
     terminal_id = await _terminal_id(pool, "Test Pharmacy")
     headers = {**terminal_headers, "Idempotency-Key": "k"}
     # A first attempt claimed the key an hour ago and is still working: its transaction holds the row.
+    person_id = await person_id_of(pool, funded["person"].phone)
     async with pool.acquire() as first_attempt:
         await first_attempt.execute(
             """INSERT INTO idempotency_keys (person_id, terminal_id, key, request_hash, locked_at, expires_at)
                VALUES ($3, $1, 'k', $2, now() - interval '1 hour', now() + interval '1 day')""",
             terminal_id,
             fingerprint,
-            await person_id_of(pool, funded["person"].phone),
+            person_id,
         )
         async with first_attempt.transaction():
-            await first_attempt.execute("SELECT 1 FROM idempotency_keys WHERE key = 'k' FOR UPDATE")
+            await first_attempt.execute(
+                "SELECT 1 FROM idempotency_keys WHERE person_id = $1 AND key = 'k' FOR UPDATE", person_id
+            )
             r = await client.post(CHARGES, json=body, headers=headers)
             assert (r.status_code, problem_code(r)) == (409, "request_in_flight")  # held: never taken over
             r = await client.post(CHARGES, json={**body, "amount_fen": 501}, headers=headers)
