@@ -15,30 +15,24 @@ from infra.db import Db, UnitOfWork
 
 _NO_PERSON = uuid.UUID(int=0)  # below every id: a pass starts after it
 
-# A chunk of feed lines: each line's person by the national ID's lookup hash (through the lookup table,
-# which names the person: persons itself is not read), the new events landed
-# (a source and reference already recorded is left as it is), and for every line whether its person is
-# known, whether it landed, and the day recorded before for its reference. The snapshot the statement
-# reads is from before its own insert, so `recorded_on` is the earlier day only.
+# A chunk of feed lines lands in three statements, each of which a cluster sends to the shards that
+# hold it: the lines' persons from the national ID lookup table (distributed by the hash, not by the
+# person, so it is not joined to the person tables), the days recorded before for the lines'
+# references (read before the insert: `recorded_on` is the earlier day only), and the new events (a
+# source and reference already recorded is left as it is).
+PERSONS_SQL = """
+    SELECT national_id_hash, person_id FROM person_national_ids WHERE national_id_hash = ANY ($1::bytea[])"""
+RECORDED_SQL = """
+    SELECT person_id, source, reference, occurred_on FROM life_evidence
+    WHERE person_id = ANY ($1::uuid[]) AND reference = ANY ($2::text[])"""
 INSERT_SQL = """
-    WITH line AS (
-        SELECT l.line, n.person_id, l.source, l.occurred_on, l.reference
-        FROM unnest($1::int[], $2::bytea[], $3::text[], $4::date[], $5::text[])
-             AS l (line, national_id_hash, source, occurred_on, reference)
-        LEFT JOIN person_national_ids n ON n.national_id_hash = l.national_id_hash
-    ), landed AS (
-        INSERT INTO life_evidence (person_id, source, occurred_on, reference, feed, imported_by)
-        SELECT person_id, source, occurred_on, reference, $6 || ':' || line, $7
-        FROM line WHERE person_id IS NOT NULL
-        ORDER BY line
-        ON CONFLICT (person_id, source, reference) DO NOTHING
-        RETURNING person_id, source, reference
-    )
-    SELECT l.line, l.person_id IS NOT NULL AS known, d.person_id IS NOT NULL AS landed, e.occurred_on AS recorded_on
-    FROM line l
-    LEFT JOIN landed d ON (d.person_id, d.source, d.reference) = (l.person_id, l.source, l.reference)
-    LEFT JOIN life_evidence e ON (e.person_id, e.source, e.reference) = (l.person_id, l.source, l.reference)
-    ORDER BY l.line"""
+    INSERT INTO life_evidence (person_id, source, occurred_on, reference, feed, imported_by)
+    SELECT person_id, source, occurred_on, reference, $6 || ':' || line, $7
+    FROM unnest($1::int[], $2::uuid[], $3::text[], $4::date[], $5::text[])
+         AS l (line, person_id, source, occurred_on, reference)
+    ORDER BY line
+    ON CONFLICT (person_id, source, reference) DO NOTHING
+    RETURNING person_id, source, reference"""
 
 
 async def insert_evidence(
@@ -50,8 +44,40 @@ async def insert_evidence(
     references: Sequence[str],
     feed: str,
     actor: str,
-) -> list[asyncpg.Record]:
-    return await uow.fetch(INSERT_SQL, lines, hashes, sources, days, references, feed, actor)
+) -> list[dict[str, Any]]:
+    """For every line, in order: whether its person is known, whether it landed, and the day recorded
+    before for its reference (None when there was none)."""
+    person_of = {row["national_id_hash"]: row["person_id"] for row in await uow.fetch(PERSONS_SQL, list(set(hashes)))}
+    persons = [person_of.get(h) for h in hashes]
+    known = [i for i, person in enumerate(persons) if person is not None]
+    recorded = {
+        (row["person_id"], row["source"], row["reference"]): row["occurred_on"]
+        for row in await uow.fetch(
+            RECORDED_SQL, list({persons[i] for i in known}), list({references[i] for i in known})
+        )
+    }
+    landed = {
+        (row["person_id"], row["source"], row["reference"])
+        for row in await uow.fetch(
+            INSERT_SQL,
+            [lines[i] for i in known],
+            [persons[i] for i in known],
+            [sources[i] for i in known],
+            [days[i] for i in known],
+            [references[i] for i in known],
+            feed,
+            actor,
+        )
+    }
+    return [
+        {
+            "line": line,
+            "known": person is not None,
+            "landed": (person, source, reference) in landed,
+            "recorded_on": recorded.get((person, source, reference)),
+        }
+        for line, person, source, reference in zip(lines, persons, sources, references, strict=True)
+    ]
 
 
 # -- the silent pass ---------------------------------------------------------------------------------
