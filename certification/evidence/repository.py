@@ -118,24 +118,21 @@ async def pass_view(db: Db, pass_id: uuid.UUID) -> asyncpg.Record | None:
 # `due_by` or never; with each, whether a death record stands and the events the rule may count
 # (its sources, its window). The rule itself is judged on them in certification.evidence.rules.
 CANDIDATES_SQL = """
-    WITH batch AS (
-        SELECT p.id, p.certified_until
-        FROM persons p JOIN pension_entitlements e ON e.person_id = p.id
-        WHERE p.id > $1 AND p.vital_status = 'alive' AND e.status = 'active'
-          AND (p.certified_until IS NULL OR p.certified_until <= $2)
-        ORDER BY p.id
-        LIMIT $3
-    )
-    SELECT b.id AS person_id, b.certified_until,
-           EXISTS (SELECT 1 FROM death_records d WHERE d.person_id = b.id AND d.reversed_at IS NULL) AS died,
+    SELECT p.id AS person_id, p.certified_until,
+           EXISTS (SELECT 1 FROM death_records d WHERE d.person_id = p.id AND d.reversed_at IS NULL) AS died,
            x.ids, x.sources, x.days
-    FROM batch b
+    FROM persons p
+    JOIN pension_entitlements e ON e.person_id = p.id
+    -- Per person, on the person's shard; evaluated only for the batch's rows (the LIMIT stops the scan).
     LEFT JOIN LATERAL (
         SELECT array_agg(v.id) AS ids, array_agg(v.source) AS sources, array_agg(v.occurred_on) AS days
         FROM life_evidence_all v
-        WHERE v.person_id = b.id AND v.occurred_on BETWEEN $4 AND $5 AND v.source = ANY ($6::text[])
+        WHERE v.person_id = p.id AND v.occurred_on BETWEEN $4 AND $5 AND v.source = ANY ($6::text[])
     ) x ON true
-    ORDER BY b.id"""
+    WHERE p.id > $1 AND p.vital_status = 'alive' AND e.status = 'active'
+      AND (p.certified_until IS NULL OR p.certified_until <= $2)
+    ORDER BY p.id
+    LIMIT $3"""
 
 
 async def candidates(
