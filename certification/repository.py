@@ -86,12 +86,16 @@ async def create_challenge(
 async def challenge_for_submission(
     uow: UnitOfWork, challenge_id: uuid.UUID, person_id: uuid.UUID
 ) -> asyncpg.Record | None:
-    """The person's challenge, locked, with whether it was already used."""
+    """The person's challenge, locked, with whether it was already used. Locked alone first, then read:
+    Citus takes `FOR UPDATE` on a single-shard query without subqueries only."""
+    await uow.execute(
+        "SELECT 1 FROM certification_challenges WHERE person_id = $2 AND id = $1 FOR UPDATE", challenge_id, person_id
+    )
     return await uow.fetchrow(
         """SELECT c.id, c.actions, c.upload_prefix, c.expires_at, c.expires_at < now() AS expired, c.assisted_by,
                   EXISTS (SELECT 1 FROM certification_checks k
                           WHERE k.person_id = c.person_id AND k.challenge_id = c.id) AS used
-           FROM certification_challenges c WHERE c.id = $1 AND c.person_id = $2 FOR UPDATE""",
+           FROM certification_challenges c WHERE c.id = $1 AND c.person_id = $2""",
         challenge_id,
         person_id,
     )
