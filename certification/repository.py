@@ -275,7 +275,8 @@ async def replay_candidates(
     return await db.fetch(
         f"""SELECT {EARLIER} FROM certification_checks
            WHERE scene_keys && $2::int[] AND person_id <> $1 AND submitted_at > $3 AND sha256 IS NOT NULL
-           ORDER BY cardinality(ARRAY(SELECT unnest(scene_keys) INTERSECT SELECT unnest($2::int[]))) DESC
+           -- Shared keys counted without INTERSECT, which Citus refuses in a subquery.
+           ORDER BY (SELECT count(*) FROM unnest(scene_keys) AS k WHERE k = ANY ($2::int[])) DESC
            LIMIT $4""",
         person_id,
         keys,
